@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Build the project image from ./Dockerfile for real, without a Docker engine, and run smoke
+# checks inside it as its non-root user.
+#
+#   sudo .ci/build_image.sh            # (root: buildah's chroot isolation and debootstrap need it)
+#
+# How (see ../shared/ECOSYSTEM.md, "Building and running the Docker image here"):
+#   1. apt-get install buildah debootstrap (if missing).
+#   2. No container registry is reachable, so debian:bookworm-slim cannot be pulled. A faithful
+#      stand-in is debootstrapped (bookworm, minbase, + python3 python3-venv ca-certificates) from
+#      the Debian mirror this machine uses, committed as docker.io/library/debian:bookworm-slim,
+#      and the Dockerfile's digest-pinned BASE_IMAGE is overridden with that name (a digest can't
+#      be reproduced). The rootfs is cached; delete the cache dir to rebuild it.
+#   3. buildah bud with overlay storage, the host CA bundle (registries sit behind a
+#      TLS-intercepting proxy) and the local wheel folders + pip config mounted read-only, so
+#      torch & co. come from this machine's disk. Build-time mounts only: not in the image.
+#   4. Smoke checks inside the image (buildah run, as the image's USER).
+#
+# Idempotent: rerunning reuses the cached rootfs, the stand-in base image and buildah's layer
+# cache (only changed layers rebuild).
+#
+# Environment
+#   AUTOPHAGY_BUILD_CACHE   cache dir (rootfs + image storage)   default /var/tmp/autophagy-build-cache
+#   AUTOPHAGY_IMAGE_TAG     image tag      default: git short commit (+ "-dirty" if tracked files differ)
+#   FETCH_INCEPTION         passed to the Dockerfile               default 0 (no internet here)
+#   REQUIRE_PINNED          passed to the Dockerfile               default 1
+#   AUTOPHAGY_KEEP_CONTAINER=1  keep the smoke-test working container
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${AUTOPHAGY_BUILD_CACHE:-/var/tmp/autophagy-build-cache}"
+BASE_NAME="docker.io/library/debian:bookworm-slim"
+SUITE="bookworm"
+FETCH_INCEPTION="${FETCH_INCEPTION:-0}"
+REQUIRE_PINNED="${REQUIRE_PINNED:-1}"
+
+# >>> SMOKE STAGE: the commands run inside the image, as its non-root user, after the fixed
+# checks below. Each entry is one `sh -c` command line; any non-zero exit fails the build.
+# The lead wires the tiny end-to-end stage here (e.g. `python3 -m autophagy.cli prepare ...`).
+SMOKE_COMMANDS=(
+  'autophagy --help'
+  'python3 -c "import autophagy, torch, mlflow, kfp; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
+)
+# <<< SMOKE STAGE
+
+log() { printf '[build_image] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (buildah --isolation chroot and debootstrap need it)"
+mkdir -p "$CACHE"
+
+# --- 1. tools --------------------------------------------------------------------------------
+if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
+  log "installing buildah and debootstrap"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends buildah debootstrap >/dev/null \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends buildah debootstrap >/dev/null; }
+fi
+log "$(buildah --version)"
+
+RUNROOT="$(mktemp -d /tmp/autophagy-buildah-run.XXXXXX)"
+cleanup() {
+  if [ -n "${CTR:-}" ] && [ "${AUTOPHAGY_KEEP_CONTAINER:-0}" != 1 ]; then
+    bah rm "$CTR" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$RUNROOT"
+}
+trap cleanup EXIT
+bah() { buildah --storage-driver overlay --root "$CACHE/storage" --runroot "$RUNROOT" "$@"; }
+
+# --- 2. the stand-in base image ----------------------------------------------------------------
+sources=/etc/apt/sources.list.d/debian.sources
+MIRROR="$(awk '/^URIs:/ {print $2; exit}' "$sources" 2>/dev/null || true)"
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+ROOTFS="$CACHE/rootfs-$SUITE-minbase"
+if [ ! -f "$ROOTFS/.complete" ]; then
+  log "debootstrap $SUITE (minbase) from $MIRROR -> $ROOTFS"
+  rm -rf "$ROOTFS" "$ROOTFS.tmp"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    "$SUITE" "$ROOTFS.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+  # Look like the real image: deb822 sources with updates + security, no package caches.
+  if [ -f "$sources" ]; then
+    grep -v '^#' "$sources" > "$ROOTFS.tmp/etc/apt/sources.list.d/debian.sources"
+    rm -f "$ROOTFS.tmp/etc/apt/sources.list"
+  fi
+  rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb "$ROOTFS.tmp"/var/lib/apt/lists/*
+  mv "$ROOTFS.tmp" "$ROOTFS"
+  touch "$ROOTFS/.complete"
+  bah rmi -f "$BASE_NAME" >/dev/null 2>&1 || true    # rebuild the base from the new rootfs
+fi
+if ! bah inspect --type image "$BASE_NAME" >/dev/null 2>&1; then
+  log "committing the stand-in rootfs as $BASE_NAME"
+  c="$(bah from scratch)"
+  m="$(bah mount "$c")"
+  cp -a "$ROOTFS/." "$m/"
+  rm -f "$m/.complete"
+  bah umount "$c" >/dev/null
+  bah config --cmd bash \
+    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --label org.autophagy.stand-in="debootstrap $SUITE minbase + python3 python3-venv ca-certificates" "$c"
+  bah commit --quiet --rm "$c" "$BASE_NAME" >/dev/null
+fi
+
+# --- 3. build ----------------------------------------------------------------------------------
+cd "$REPO"
+for f in Dockerfile pyproject.toml constraints.txt README.md src; do
+  [ -e "$f" ] || die "missing $f (the build copies it)"
+done
+if GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null)"; then
+  SHORT="$(git rev-parse --short HEAD)"
+else
+  GIT_COMMIT=unknown SHORT=0000000        # no commit yet
+fi
+DIRTY=""
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || [ "$GIT_COMMIT" = unknown ]; then
+  DIRTY="-dirty"
+fi
+TAG="${AUTOPHAGY_IMAGE_TAG:-$SHORT$DIRTY}"
+[ "$TAG" != latest ] || die "refusing the tag 'latest'"
+IMAGE="autophagy:$TAG"
+
+# Read-only build-time mounts: the CA bundle, and whatever local package sources pip is
+# configured with here (config files, constraint files, find-links dirs, file:// indexes).
+MOUNTS=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+declare -A seen=([/etc/ssl/certs/ca-certificates.crt]=1)
+add_mount() {
+  local p="$1"
+  [ -e "$p" ] || return 0
+  case "$p" in /|/etc|/opt|/usr|/root|/home) return 0 ;; esac
+  [ -n "${seen[$p]:-}" ] && return 0
+  seen[$p]=1
+  MOUNTS+=(-v "$p:$p:ro")
+}
+for conf in /etc/pip.conf /etc/xdg/pip "${HOME:-/root}/.config/pip" "${HOME:-/root}/.pip"; do
+  add_mount "$conf"
+done
+if command -v pip >/dev/null; then
+  while read -r value; do
+    for item in $value; do
+      item="${item#file://}"
+      case "$item" in
+        /*/simple|/*/simple/) add_mount "$(dirname "${item%/}")" ;;   # index pages link ../../files
+        /*.txt|/*.conf) add_mount "$(dirname "$item")" ;;
+        /*) add_mount "${item%/}" ;;
+      esac
+    done
+  done < <(pip config list 2>/dev/null | sed -n "s/^[^=]*=//p" | tr -d "'\"")
+fi
+log "build-time mounts: ${MOUNTS[*]}"
+
+log "building $IMAGE (GIT_COMMIT=$GIT_COMMIT FETCH_INCEPTION=$FETCH_INCEPTION)"
+t0=$(date +%s)
+bah bud --isolation chroot --pull=never --layers \
+  "${MOUNTS[@]}" \
+  --build-arg "BASE_IMAGE=$BASE_NAME" \
+  --build-arg "GIT_COMMIT=$GIT_COMMIT" \
+  --build-arg "FETCH_INCEPTION=$FETCH_INCEPTION" \
+  --build-arg "REQUIRE_PINNED=$REQUIRE_PINNED" \
+  -t "$IMAGE" -f Dockerfile .
+t1=$(date +%s)
+SIZE="$(bah images --format '{{.Size}}' "localhost/$IMAGE" | head -1)"
+echo "image built: $IMAGE in $((t1 - t0)) s, size $SIZE"
+
+# --- 4. smoke checks inside the image, as its USER ---------------------------------------------
+CTR="$(bah from --pull=never "localhost/$IMAGE")"
+run() { bah run --isolation chroot "$CTR" -- "$@"; }
+
+uid="$(run id -u)"
+[ "$uid" != 0 ] || die "the image runs as root"
+echo "runs as uid $uid ($(run id -un))"
+
+leftovers="$(run sh -c 'for p in /opt/wheels /opt/pypi /opt/pypi-more /etc/xdg/pip /etc/pip.conf /root/.config/pip; do [ -e "$p" ] && [ -n "$(ls -A "$p" 2>/dev/null)" ] && echo "$p"; done; true')"
+[ -z "$leftovers" ] || die "build-time mounts left content in the image: $leftovers"
+echo "no build-time mount content in the image"
+
+run sh -c 'test -w "$HOME" && test -w /tmp/autophagy && test "$(pwd)" = /tmp/autophagy' \
+  || die "HOME or the workdir is not writable"
+echo "HOME and workdir writable"
+
+run sh -c 'echo "MLFLOW_DISABLE_TELEMETRY=$MLFLOW_DISABLE_TELEMETRY DVC_NO_ANALYTICS=$DVC_NO_ANALYTICS AUTOPHAGY_INCEPTION_WEIGHTS=$AUTOPHAGY_INCEPTION_WEIGHTS"'
+run pip check
+run python3 -c "import psycopg2, boto3, sqlalchemy; print('server drivers ok: psycopg2', psycopg2.__version__.split()[0], 'boto3', boto3.__version__)"
+
+# The MLflow server role (k8s/base): start it on loopback with the Deployment's settings but a
+# SQLite store, wait for /health, stop it.
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+run env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false HOME=/tmp PORT="$port" sh -c '
+  mlflow server --host 127.0.0.1 --port "$PORT" \
+      --backend-store-uri sqlite:////tmp/mlflow-smoke.db \
+      --artifacts-destination /tmp/mlflow-smoke-artifacts --serve-artifacts --workers 1 \
+      --allowed-hosts "localhost:*,127.0.0.1:*" --cors-allowed-origins "http://127.0.0.1:$PORT" \
+      >/tmp/mlflow-smoke.log 2>&1 &
+  pid=$!
+  python3 - "$PORT" <<EOF
+import sys, time, urllib.request
+url = "http://127.0.0.1:%s/health" % sys.argv[1]
+for _ in range(120):
+    try:
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+        print("mlflow server /health:", body)
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit("mlflow server did not answer /health")
+EOF
+  rc=$?
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  [ $rc = 0 ] || cat /tmp/mlflow-smoke.log
+  exit $rc'
+
+for cmd in "${SMOKE_COMMANDS[@]}"; do
+  log "smoke: $cmd"
+  run sh -c "$cmd" || die "smoke command failed: $cmd"
+  echo "smoke ok: $cmd"
+done
+
+echo "all smoke checks passed for $IMAGE (size $SIZE)"

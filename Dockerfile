@@ -1,0 +1,132 @@
+# syntax=docker/dockerfile:1
+#
+# autophagy: one image for every KFP component, the CLI and the MLflow tracking server (k8s/).
+#
+#   docker build -t REGISTRY/autophagy:$(git rev-parse --short HEAD) \
+#       --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
+#   docker push REGISTRY/autophagy:$(git rev-parse --short HEAD)
+#
+# The tag is always the git commit, never `latest`. Without a Docker engine, .ci/build_image.sh
+# builds this same file with buildah.
+#
+# Build arguments
+#   BASE_IMAGE       debian:bookworm-slim pinned by digest (the multi-arch index digest of the
+#                    bookworm-slim tag at the time of pinning; bump tag+digest together).
+#                    .ci/build_image.sh overrides it with a debootstrapped stand-in, because no
+#                    container registry is reachable there and a digest cannot be reproduced.
+#   GIT_COMMIT       recorded as org.opencontainers.image.revision.
+#   FETCH_INCEPTION  1 (default): bake clean-fid's Inception-v3 FID weights into the image so
+#                    evaluation pods run offline. 0: skip (offline CI builds only; such an image
+#                    cannot compute FID unless weights are mounted at AUTOPHAGY_INCEPTION_WEIGHTS).
+#   INCEPTION_SHA256 optional sha256 of the weights file; the build fails on a mismatch.
+#   IMAGE_EXTRAS     optional-dependency groups of pyproject.toml installed besides the core
+#                    dependencies (the KFP SDK lives in `pipeline`).
+#   SERVER_PACKAGES  extra packages for the MLflow server role of this image: the PostgreSQL
+#                    driver (backend store) and boto3 (S3 artifact store, k8s/overlays/s3).
+#   REQUIRE_PINNED   1 (default): fail unless every installed distribution is pinned, at the
+#                    installed version, in constraints.txt.
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:7b140f374b289a7c2befc338f42ebe6441b7ea838a042bbd5acbfca6ec875818
+FROM ${BASE_IMAGE}
+
+ARG GIT_COMMIT=unknown
+ARG FETCH_INCEPTION=1
+# The URL clean-fid itself downloads from (cleanfid/downloads_helper.py, clean-fid 0.1.35).
+ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
+ARG INCEPTION_SHA256=
+ARG IMAGE_EXTRAS=pipeline
+ARG SERVER_PACKAGES="psycopg2-binary boto3"
+ARG REQUIRE_PINNED=1
+
+LABEL org.opencontainers.image.title="autophagy" \
+      org.opencontainers.image.description="Self-consuming generative-model training loops: KFP components, CLI and MLflow server" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+# System packages: only the interpreter and CA certificates. PyTorch's wheels bundle their own
+# OpenMP (torch/lib/libgomp.so.1) and CUDA libraries (nvidia-* wheels), so nothing else is needed.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv ca-certificates \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/*
+
+# The unprivileged runtime user (matches runAsUser/fsGroup 10001 in k8s/).
+RUN groupadd --gid 10001 autophagy \
+ && useradd --uid 10001 --gid 10001 --home-dir /home/autophagy --create-home \
+        --shell /usr/sbin/nologin autophagy \
+ && install -d -o 10001 -g 10001 -m 0755 /tmp/autophagy
+
+# Inception-v3 weights for FID/precision/recall (before the Python dependencies: they change
+# far less often, so this layer stays cached). Downloaded to a temporary name and renamed, so a
+# failed download never leaves a truncated file behind.
+ENV AUTOPHAGY_INCEPTION_WEIGHTS=/opt/autophagy/weights/inception-2015-12-05.pt
+RUN mkdir -p /opt/autophagy/weights \
+ && if [ "${FETCH_INCEPTION}" = "1" ]; then \
+        python3 -c "import shutil, sys, urllib.request; \
+r = urllib.request.urlopen(sys.argv[1], timeout=300); \
+f = open(sys.argv[2] + '.part', 'wb'); shutil.copyfileobj(r, f); f.close()" \
+            "${INCEPTION_URL}" "${AUTOPHAGY_INCEPTION_WEIGHTS}" \
+     && if [ -n "${INCEPTION_SHA256}" ]; then \
+            echo "${INCEPTION_SHA256}  ${AUTOPHAGY_INCEPTION_WEIGHTS}.part" | sha256sum -c - ; \
+        fi \
+     && mv "${AUTOPHAGY_INCEPTION_WEIGHTS}.part" "${AUTOPHAGY_INCEPTION_WEIGHTS}" \
+     && sha256sum "${AUTOPHAGY_INCEPTION_WEIGHTS}" ; \
+    else \
+        echo "FETCH_INCEPTION=${FETCH_INCEPTION}: no Inception weights in this image" ; \
+    fi
+
+# Third-party dependencies: from pyproject.toml's dependency lists, pinned by constraints.txt
+# (the same file CI installs from). Only these two files are copied, so editing the source does
+# not invalidate this (multi-GB) layer. constraints.txt is a `pip freeze`; a line for autophagy
+# itself (editable or not) is dropped from the copy pip reads.
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+WORKDIR /opt/autophagy/src
+COPY pyproject.toml constraints.txt ./
+RUN python3 -m venv /opt/venv \
+ && grep -v -i -E '^(-e |autophagy( |=|@|$))' constraints.txt > /tmp/constraints.txt \
+ && IMAGE_EXTRAS="${IMAGE_EXTRAS}" python3 -c "import os, tomllib; \
+p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+opt = p.get('optional-dependencies', {}); \
+reqs = list(p['dependencies']) + [r for e in os.environ['IMAGE_EXTRAS'].split() for r in opt[e]]; \
+print('\n'.join(reqs))" > /tmp/requirements.txt \
+ && for pkg in ${SERVER_PACKAGES}; do echo "$pkg" >> /tmp/requirements.txt; done \
+ && echo "--- requirements (pinned by constraints.txt):" && cat /tmp/requirements.txt \
+ && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    pip install --no-input -c /tmp/constraints.txt -r /tmp/requirements.txt \
+ && pip check \
+ && REQUIRE_PINNED="${REQUIRE_PINNED}" python3 -c "import os, re, sys; \
+from importlib.metadata import distributions; \
+norm = lambda n: re.sub(r'[-_.]+', '-', n).lower(); \
+pins = dict((norm(a), b.strip()) for a, b in (l.split('#')[0].split('==', 1) for l in open('/tmp/constraints.txt') if '==' in l.split('#')[0])); \
+bad = sorted('%s==%s (constraints: %s)' % (d.metadata['Name'], d.version, pins.get(norm(d.metadata['Name']), 'missing')) \
+  for d in distributions() if norm(d.metadata['Name']) not in ('pip', 'setuptools', 'wheel') \
+  and pins.get(norm(d.metadata['Name'])) != d.version); \
+print('unpinned or mismatched:', bad or 'none'); \
+sys.exit(1 if bad and os.environ['REQUIRE_PINNED'] == '1' else 0)" \
+ && rm -f /tmp/requirements.txt
+
+# The project itself, without touching the dependencies installed above.
+COPY README.md ./
+COPY src ./src
+RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    pip install --no-input --no-deps -c /tmp/constraints.txt . \
+ && pip check \
+ && rm -rf build src/*.egg-info /tmp/constraints.txt \
+ && if [ -f "${AUTOPHAGY_INCEPTION_WEIGHTS}" ]; then \
+        python3 -c "import os, torch; torch.jit.load(os.environ['AUTOPHAGY_INCEPTION_WEIGHTS'], map_location='cpu'); print('inception weights load')" ; \
+    fi
+
+ENV HOME=/home/autophagy \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DVC_NO_ANALYTICS=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+USER 10001:10001
+WORKDIR /tmp/autophagy
+
+# No ENTRYPOINT: KFP sets the container command itself (and needs `python3` with kfp on PATH,
+# which /opt/venv/bin provides); k8s/ runs `mlflow server`; `docker run IMAGE autophagy ...`.
+CMD ["autophagy", "--help"]

@@ -1,0 +1,233 @@
+"""``autophagy``: the command line. Argument parsing and error reporting only; every command
+is one call into :mod:`autophagy.stages`, :mod:`autophagy.loop` or :mod:`autophagy.report`.
+
+Every command takes ``--config FILE`` (YAML; default: the embedded default, sklearn digits +
+tiny EDM) and any number of ``-S section.option=value`` overrides, e.g.
+``-S loop.lambdas=[0,1] -S train.budget_kimg=50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from autophagy.config import ConfigError, ExperimentConfig, format_lambda, load_config, parse_lambda, to_dict
+
+EXIT_USER_ERROR = 2
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.config, args.set)
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def _lam(text: str | None) -> float | None:
+    return None if text is None else parse_lambda(text)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_config(args):
+    cfg = _config(args)
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+
+
+def cmd_prepare(args):
+    from autophagy.stages import prepare
+
+    _print(prepare.run(_config(args), args.out))
+
+
+def cmd_features(args):
+    from autophagy.stages import features
+
+    _print(features.run(_config(args), args.out))
+
+
+def cmd_train(args):
+    from autophagy.stages import train
+
+    _print(train.run(_config(args), args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init))
+
+
+def cmd_sample(args):
+    from autophagy.stages import sample
+
+    _print(sample.run(_config(args), args.model, args.out, args.n, args.seed, args.generation))
+
+
+def cmd_mix(args):
+    from autophagy.stages import mix
+
+    _print(mix.run(_config(args), args.real, args.synthetic, parse_lambda(args.lam), args.out, args.generation))
+
+
+def cmd_evaluate(args):
+    from autophagy.stages import evaluate
+
+    references = {}
+    for item in args.reference:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--reference must look like NAME=DIR (e.g. train=runs/x/data/train), got {item!r}")
+        references[name] = path
+    _print(evaluate.run(_config(args), args.samples, references, args.out, args.features, args.generation, args.seed,
+                        lam=_lam(args.lam), grid_path=args.grid))
+
+
+def cmd_generation(args):
+    from autophagy import loop
+    from autophagy.layout import RunLayout
+
+    cfg = _config(args)
+    if args.config is not None:
+        import yaml
+
+        from autophagy.dvc_params import check_chain
+
+        check_chain(yaml.safe_load(args.config.read_text()) or {})
+    layout = RunLayout(Path(args.root))
+    lam = _lam(args.lam)
+    if lam is not None and args.lam != format_lambda(lam):
+        raise ConfigError(f"--lam {args.lam}: write lambda as {format_lambda(lam)!r} (run directories are named by that text)")
+    if args.generation > 0 and lam is None:
+        raise ConfigError("--lam is required for generations >= 1")
+    loop.run_generation(cfg, layout, lam if args.generation > 0 else None, args.seed, args.generation)
+
+
+def cmd_run(args):
+    from autophagy import loop, report
+
+    cfg = _config(args)
+    root = Path(args.root) / cfg.name
+    layout = loop.run_experiment(cfg, root)
+    if not args.no_report:
+        summary = report.write_report(layout.root, cfg)
+        print(f"report: {summary['markdown']}")
+
+
+def cmd_report(args):
+    from autophagy import report
+
+    cfg = load_config(Path(args.root) / "config.json") if (Path(args.root) / "config.json").is_file() else None
+    summary = report.write_report(Path(args.root), cfg, metric=args.metric)
+    print(Path(summary["markdown"]).read_text())
+
+
+def cmd_dvc_params(args):
+    from autophagy import dvc_params
+
+    dvc_params.write(_config(args), Path(args.out))
+    print(f"wrote {args.out}")
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autophagy", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", type=Path, default=None, help="experiment YAML (default: the embedded digits + EDM default)")
+        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config option")
+        p.set_defaults(func=func)
+        return p
+
+    command("config", cmd_config, "print the resolved configuration as YAML")
+    p = command("prepare", cmd_prepare, "write the real train/test data sets")
+    p.add_argument("--out", required=True, type=Path, help="directory that receives train/ and test/")
+    p = command("features", cmd_features, "build (train) the feature extractor of evaluate.features")
+    p.add_argument("--out", required=True, type=Path)
+    p = command("train", cmd_train, "train one generation on a dataset directory")
+    p.add_argument("--train-set", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    p.add_argument("--generation", required=True, type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lam", default=None, help="lambda of the chain (omit for generation 0)")
+    p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous generation")
+    p = command("sample", cmd_sample, "draw a synthetic data set from a checkpoint")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", required=True, type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generation", required=True, type=int)
+    p = command("mix", cmd_mix, "compose a training set: all real data + floor(lambda n) synthetic samples")
+    p.add_argument("--real", required=True, type=Path)
+    p.add_argument("--synthetic", type=Path, default=None)
+    p.add_argument("--lam", required=True, help="ratio |synthetic| / |real|: a number >= 0 or inf")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--generation", required=True, type=int)
+    p = command("evaluate", cmd_evaluate, "metrics of a sample set against reference sets")
+    p.add_argument("--samples", required=True, type=Path)
+    p.add_argument("--reference", action="append", required=True, metavar="NAME=DIR")
+    p.add_argument("--out", required=True, type=Path, help="metrics.json to write")
+    p.add_argument("--features", type=Path, default=None, help="directory of the feature extractor (features stage)")
+    p.add_argument("--generation", required=True, type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lam", default=None)
+    p.add_argument("--grid", type=Path, default=None, help="PNG grid of samples to write")
+    p = command("generation", cmd_generation, "run one generation (mix, train, sample, evaluate) in a run directory")
+    p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
+    p.add_argument("--lam", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generation", type=int, default=0)
+    p = command("run", cmd_run, "run every lambda, seed and generation in one process, then report")
+    p.add_argument("--root", type=Path, default=Path("runs"), help="parent of the experiment directory (default: runs)")
+    p.add_argument("--no-report", action="store_true")
+    p = sub.add_parser("report", help="figures and a markdown table from a finished run directory")
+    p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
+    p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
+    p.set_defaults(func=cmd_report)
+    p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
+    p.add_argument("--out", type=Path, default=Path("params.yaml"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("autophagy: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - reported plainly, traceback on --debug
+        if args.debug or not _is_user_error(err):
+            raise
+        print(f"autophagy: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Errors that are the input's fault get a one-line message instead of a traceback."""
+    from autophagy.data.dataset import DatasetError
+    from autophagy.models.base import ModelError
+    from autophagy.tracking import TrackingError
+
+    known: tuple[type, ...] = (ConfigError, DatasetError, ModelError, TrackingError, FileNotFoundError)
+    try:
+        from autophagy.metrics.features import FeatureExtractorUnavailable
+
+        known += (FeatureExtractorUnavailable,)
+    except ImportError:
+        pass
+    return isinstance(err, known)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

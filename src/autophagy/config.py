@@ -1,0 +1,517 @@
+"""Typed, frozen experiment configuration: the one source of defaults.
+
+An experiment is an :class:`ExperimentConfig`. It is loaded from YAML (``configs/*.yaml``),
+validated where it enters (ranges, choices, incompatible combinations; every message names the
+option and what is allowed), overridden with ``key.path=value`` strings from the CLI or
+``params.yaml``, and written beside every run's outputs (:func:`to_dict`).
+
+The CLI, ``params.yaml`` and the Kubeflow pipeline parameters are all derived from these
+dataclasses, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type, or out of range."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+DATA_SOURCES = ("digits", "toy2d", "gaussian", "cifar10", "image-folder")
+TOY2D_NAMES = ("8gaussians", "moons", "spiral")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the real data D_real comes from.
+
+    ``n_train`` items of the training split form D_real (n in the paper); ``None`` keeps the
+    whole split. ``toy2d`` and ``gaussian`` are drawn with ``seed`` (sizes ``n_train`` and
+    ``n_test``); ``digits`` and ``cifar10`` have fixed splits and ``seed`` only picks a subset.
+    """
+
+    source: str = "digits"
+    name: str = ""  # toy2d: one of TOY2D_NAMES
+    n_train: int | None = None
+    n_test: int | None = None
+    dim: int = 2  # gaussian: dimension d of N(mean, std^2 I)
+    mean: float = 0.0  # gaussian
+    std: float = 1.0  # gaussian
+    path: str | None = None  # image-folder: folder or .zip; cifar10: download/cache root
+    resolution: int | None = None  # image-folder: square resize (None: keep, all must match)
+    test_fraction: float = 0.1  # image-folder: share of files held out as the test split
+    seed: int = 0
+
+    def validate(self) -> None:
+        _choice("data.source", self.source, DATA_SOURCES)
+        if self.source == "toy2d":
+            _choice("data.name", self.name, TOY2D_NAMES)
+        if self.source == "image-folder" and not self.path:
+            raise ConfigError("data.path is required for data.source=image-folder (a folder or .zip of PNG/JPEG files)")
+        for key in ("n_train", "n_test"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key} must be a positive integer or null, got {value}")
+        if self.source in ("toy2d", "gaussian") and (self.n_train is None or self.n_test is None):
+            raise ConfigError(f"data.n_train and data.n_test are required for data.source={self.source}")
+        _positive("data.dim", self.dim)
+        _positive("data.std", self.std)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class GaussianModelConfig:
+    """Closed-form maximum-likelihood fit of N(mu, diag(sigma^2)) (the paper's warm-up, Sec. 3)."""
+
+    family: Literal["gaussian"] = "gaussian"
+    estimator: str = "mle"  # mle (divide by n) | unbiased (divide by n - 1)
+
+    def validate(self) -> None:
+        _choice("model.estimator", self.estimator, ("mle", "unbiased"))
+
+
+@dataclass(frozen=True)
+class FlowModelConfig:
+    """Neural spline flow for vectors (Durkan et al. 2019), built with ``zuko``."""
+
+    family: Literal["flow"] = "flow"
+    transforms: int = 4
+    hidden_features: tuple[int, ...] = (64, 64)
+    bins: int = 8
+
+    def validate(self) -> None:
+        _positive("model.transforms", self.transforms)
+        _positive("model.bins", self.bins)
+        if not self.hidden_features or min(self.hidden_features) < 1:
+            raise ConfigError(f"model.hidden_features must be positive widths, got {self.hidden_features}")
+
+
+@dataclass(frozen=True)
+class EDMModelConfig:
+    """EDM (Karras et al. 2022): preconditioning, loss and Heun sampler, with a UNet.
+
+    ``network`` picks F: ``unet`` (DDPM++, the paper's; ``model_channels``, ``channel_mult``,
+    ``num_blocks``, ``attn_resolutions``) or ``mlp`` (a residual MLP of width ``model_channels``
+    and depth ``num_blocks``, for tiny images on CPU). The defaults are the CPU preset for 8x8
+    digits; ``configs/cifar10-edm.yaml`` and ``configs/ffhq64-edm.yaml`` hold the paper's networks.
+    """
+
+    family: Literal["edm"] = "edm"
+    network: str = "mlp"
+    model_channels: int = 256
+    channel_mult: tuple[int, ...] = (1, 2)
+    num_blocks: int = 3
+    attn_resolutions: tuple[int, ...] = ()
+    dropout: float = 0.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    rho: float = 7.0
+    num_steps: int = 18  # Heun steps; 2 * num_steps - 1 network evaluations
+    S_churn: float = 0.0
+
+    def validate(self) -> None:
+        _choice("model.network", self.network, ("unet", "mlp"))
+        _positive("model.model_channels", self.model_channels)
+        _positive("model.num_blocks", self.num_blocks)
+        _positive("model.num_steps", self.num_steps)
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ConfigError(f"model.channel_mult must be positive multipliers, got {self.channel_mult}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ConfigError(f"need 0 < model.sigma_min < model.sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        _positive("model.sigma_data", self.sigma_data)
+        if self.S_churn < 0:
+            raise ConfigError(f"model.S_churn must be >= 0, got {self.S_churn}")
+
+
+ModelConfig = Union[GaussianModelConfig, FlowModelConfig, EDMModelConfig]
+MODEL_CONFIGS: dict[str, type] = {
+    "gaussian": GaussianModelConfig,
+    "flow": FlowModelConfig,
+    "edm": EDMModelConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each generation is trained: a budget in images seen, optimiser, EMA, initialisation.
+
+    Generation 0 trains on D_real from scratch (``gen0_budget_kimg``) or starts from
+    ``init_checkpoint``; generation t >= 1 fine-tunes generation t-1 (``init=previous``, the
+    paper's protocol) or retrains from scratch (``init=scratch``) for ``budget_kimg``.
+    """
+
+    budget_kimg: float = 100.0
+    gen0_budget_kimg: float | None = None  # None: same as budget_kimg
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_warmup_kimg: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    ema_halflife_kimg: float = 10.0
+    init: str = "previous"  # previous | scratch
+    init_checkpoint: str | None = None  # generation 0 from a checkpoint directory
+    carry_optimizer: bool = True  # fine-tuning: keep Adam moments from generation t-1
+    checkpoint_every_kimg: float = 50.0  # resumable train_state cadence
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def validate(self) -> None:
+        _positive("train.budget_kimg", self.budget_kimg)
+        if self.gen0_budget_kimg is not None:
+            _positive("train.gen0_budget_kimg", self.gen0_budget_kimg)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.lr", self.lr)
+        _non_negative("train.lr_warmup_kimg", self.lr_warmup_kimg)
+        _non_negative("train.weight_decay", self.weight_decay)
+        if self.grad_clip is not None:
+            _positive("train.grad_clip", self.grad_clip)
+        _non_negative("train.ema_halflife_kimg", self.ema_halflife_kimg)
+        _choice("train.init", self.init, ("previous", "scratch"))
+        _positive("train.checkpoint_every_kimg", self.checkpoint_every_kimg)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @property
+    def first_budget_kimg(self) -> float:
+        return self.budget_kimg if self.gen0_budget_kimg is None else self.gen0_budget_kimg
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Sampling: batch size and the number of samples kept per generation for evaluation."""
+
+    batch_size: int = 1024
+    n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
+
+    def validate(self) -> None:
+        _positive("sample.batch_size", self.batch_size)
+        _positive("sample.n_eval", self.n_eval)
+
+
+FEATURE_EXTRACTORS = ("raw", "digits-net", "inception")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Metrics per generation: Frechet distance and precision/recall on a feature space."""
+
+    features: str = "digits-net"  # raw | digits-net | inception
+    k: int = 3  # k-NN radius for precision/recall (Kynkaanniemi et al. 2019)
+    max_reference: int | None = 10000  # cap on reference items (subsampled with the seed)
+    inception_weights: str | None = None  # path to clean-fid's inception-2015-12-05.pt
+    grid_size: int = 64  # samples in the PNG grid per generation (images only)
+
+    def validate(self) -> None:
+        _choice("evaluate.features", self.features, FEATURE_EXTRACTORS)
+        _positive("evaluate.k", self.k)
+        if self.max_reference is not None:
+            _positive("evaluate.max_reference", self.max_reference)
+        _non_negative("evaluate.grid_size", self.grid_size)
+
+
+STRATEGIES = ("replace",)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The self-consuming recursion (Bertrand et al. 2024, Alg. 1).
+
+    ``lambdas`` are ratios of synthetic to real data (not fractions): generation t >= 1 trains on
+    all n real items plus floor(lambda * n) fresh samples of generation t-1; ``inf`` trains on n
+    samples of generation t-1 and no real data.
+    """
+
+    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, math.inf)
+    seeds: tuple[int, ...] = (0,)
+    generations: int = 5  # generations after generation 0
+    strategy: str = "replace"
+
+    def validate(self) -> None:
+        if not self.lambdas:
+            raise ConfigError("loop.lambdas must list at least one value")
+        for lam in self.lambdas:
+            check_lambda(lam, option="loop.lambdas")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ConfigError(f"loop.lambdas has duplicates: {format_lambdas(self.lambdas)}")
+        if not self.seeds:
+            raise ConfigError("loop.seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"loop.seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        _non_negative("loop.generations", self.generations)
+        _choice("loop.strategy", self.strategy, STRATEGIES)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow logging. The tracking URI comes from the standard ``MLFLOW_TRACKING_URI``
+    (default: the embedded ``sqlite:///mlflow.db`` in the working directory)."""
+
+    enabled: bool = True
+    log_checkpoints: bool = True  # each generation's checkpoint as run artifacts
+    log_samples: bool = True  # each generation's sample grid as a run artifact
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: one model family on one data set over a grid of lambdas and seeds."""
+
+    name: str = "digits-edm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=EDMModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> "ExperimentConfig":
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError(f"name must be a non-empty name without slashes or spaces, got {self.name!r}")
+        for section in (self.data, self.model, self.train, self.sample, self.evaluate, self.loop, self.tracking):
+            section.validate()
+        vector_data = self.data.source in ("toy2d", "gaussian")
+        if vector_data and self.model.family == "edm":
+            raise ConfigError(f"model.family=edm needs image data; data.source={self.data.source} gives vectors (use flow or gaussian)")
+        if not vector_data and self.model.family in ("flow", "gaussian"):
+            raise ConfigError(f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), got data.source={self.data.source}")
+        if vector_data and self.evaluate.features != "raw":
+            raise ConfigError(f"evaluate.features={self.evaluate.features} needs images; vector data uses evaluate.features=raw")
+        if self.evaluate.features == "digits-net" and self.data.source != "digits":
+            raise ConfigError("evaluate.features=digits-net is trained on sklearn's digits; use it with data.source=digits")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# lambda
+# --------------------------------------------------------------------------------------------
+
+
+def parse_lambda(value: Any) -> float:
+    """Parse a lambda value: a number >= 0 or ``inf`` (fully synthetic)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("inf", "+inf", "infinity", ".inf", "full", "fully-synthetic"):
+            return math.inf
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"lambda must be a number >= 0 or 'inf', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"lambda must be a number >= 0 or 'inf', got {value!r}")
+    return check_lambda(float(value))
+
+
+def check_lambda(lam: float, option: str = "lambda") -> float:
+    """Reject NaN and negative ratios; ``inf`` is legal (fully synthetic)."""
+    if math.isnan(lam) or lam < 0:
+        raise ConfigError(f"{option}: lambda is the ratio |D_synth| / |D_real| and must be >= 0 or inf, got {lam}")
+    return lam
+
+
+def format_lambda(lam: float) -> str:
+    """Canonical text of a lambda for paths and tags: ``0``, ``0.5``, ``inf``."""
+    if math.isinf(lam):
+        return "inf"
+    return f"{lam:g}"
+
+
+def format_lambdas(lams: typing.Iterable[float]) -> str:
+    return "[" + ", ".join(format_lambda(x) for x in lams) + "]"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overriding, dumping
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Load ``path`` (YAML; None = the embedded default), apply ``key.path=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for item in overrides:
+        apply_override(raw, item)
+    raw.pop("dvc", None)  # params.yaml's derived DVC chain (autophagy.dvc_params) is not part of the experiment
+    return from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a raw mapping; the value is parsed as YAML (``[0, 1]``, ``inf``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like section.option=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def from_dict(raw: typing.Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from plain data (YAML/JSON)."""
+    raw = dict(raw)
+    model_raw = dict(raw.get("model") or {})
+    family = model_raw.get("family", "edm")
+    if family not in MODEL_CONFIGS:
+        raise ConfigError(f"model.family must be one of {', '.join(MODEL_CONFIGS)}, got {family!r}")
+    raw["model"] = _build(MODEL_CONFIGS[family], model_raw, "model")
+    cfg = _build(ExperimentConfig, raw, "")
+    return cfg.validate()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, JSON-safe data (``inf`` as the string ``"inf"``); inverse of :func:`from_dict`."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        if isinstance(value, float) and math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+
+    return convert(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.001, ...}``: for MLflow params and DVC ``-S`` keys."""
+    out: dict[str, Any] = {}
+    for key, value in to_dict(cfg).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_dict(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def flatten_dict(data: typing.Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(raw):
+        return raw
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, typing.Mapping):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        label = f"{where}." if where else ""
+        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}; allowed: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in raw.items():
+        option = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, option)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, option: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, option)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if all(dataclasses.is_dataclass(a) for a in non_none):
+            return value  # model configs are built by from_dict
+        return _coerce(non_none[0], value, option)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{option} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, typing.Iterable):
+            value = [value]
+        item_type = args[0]
+        return tuple(_coerce(item_type, v, f"{option}[{i}]") for i, v in enumerate(value))
+    if hint is float:
+        if option.startswith("loop.lambdas"):
+            return parse_lambda(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{option} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{option} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{option} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{option} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _choice(option: str, value: Any, allowed: typing.Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _positive(option: str, value: float) -> None:
+    if not value > 0 or (isinstance(value, float) and math.isnan(value)):
+        raise ConfigError(f"{option} must be > 0, got {value}")
+
+
+def _non_negative(option: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{option} must be >= 0, got {value}")

@@ -1,0 +1,219 @@
+"""Dataset directories: a ``dataset.json`` manifest plus memory-mappable ``.npy`` shards.
+
+Every data set autophagy reads or writes (real, synthetic, mixed) is such a directory; it is a
+DVC output and a KFP ``Dataset`` artifact. A shard is uint8 ``[N, H, W, C]`` for images or
+float32 ``[N, D]`` for vectors. The manifest lists each shard with its sha256, row count and
+origin (``{"type": "real", ...}`` or ``{"type": "synthetic", "generation": g, "seed": s}``).
+Readers verify the manifest and fail with a :class:`DatasetError` that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from autophagy import atomic
+
+MANIFEST = "dataset.json"
+FORMAT = "autophagy.dataset/v1"
+KINDS = {"image": np.uint8, "vector": np.float32}
+
+
+class DatasetError(ValueError):
+    """A dataset directory is missing, corrupted, truncated or does not match what was asked."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One ``.npy`` file of a dataset directory, as listed in the manifest."""
+
+    file: str
+    rows: int
+    sha256: str
+    origin: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NewShard:
+    """A shard to write: fresh rows (``array``) or an existing verified file to reuse byte-for-byte."""
+
+    origin: Mapping[str, Any]
+    array: np.ndarray | None = None
+    source: tuple["Dataset", Shard] | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A verified dataset directory. ``item_shape`` is ``(H, W, C)`` for images, ``(D,)`` for vectors."""
+
+    path: Path
+    kind: str
+    item_shape: tuple[int, ...]
+    shards: tuple[Shard, ...]
+    provenance: Mapping[str, Any]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(KINDS[self.kind])
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over the shard hashes in order: identifies the rows, not the directory."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for shard in self.shards:
+            digest.update(shard.sha256.encode())
+        return digest.hexdigest()
+
+    def shard_array(self, shard: Shard) -> np.ndarray:
+        """The shard's rows, memory-mapped read-only: ``[rows, *item_shape]``."""
+        return np.load(self.path / shard.file, mmap_mode="r", allow_pickle=False)
+
+    def load(self) -> np.ndarray:
+        """All rows in manifest order, in memory: ``[rows, *item_shape]``."""
+        arrays = [self.shard_array(s) for s in self.shards]
+        if len(arrays) == 1:
+            return np.array(arrays[0])
+        return np.concatenate(arrays, axis=0)
+
+    def counts_by_origin(self) -> dict[str, int]:
+        """``{"real": n, "synthetic": m}``: rows per origin type."""
+        counts: dict[str, int] = {}
+        for shard in self.shards:
+            key = shard.origin.get("type", "unknown")
+            counts[key] = counts.get(key, 0) + shard.rows
+        return counts
+
+
+def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = None) -> Dataset:
+    """Read and verify a dataset directory.
+
+    Checks that the manifest parses, each shard exists, its ``.npy`` header agrees with the
+    manifest (dtype, item shape, row count — this catches truncation) and, with
+    ``verify_hash``, that its sha256 matches.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise DatasetError(f"dataset directory not found: {path}")
+    if not manifest_path.is_file():
+        raise DatasetError(f"{path} is not a dataset directory: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{manifest_path} is corrupted (not valid JSON: {err})") from None
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{manifest_path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
+    dataset_kind = manifest.get("kind")
+    if dataset_kind not in KINDS:
+        raise DatasetError(f"{manifest_path}: kind must be one of {', '.join(KINDS)}, got {dataset_kind!r}")
+    if kind is not None and dataset_kind != kind:
+        raise DatasetError(f"{path} holds {dataset_kind} data, expected {kind}")
+    item_shape = tuple(int(x) for x in manifest["item_shape"])
+    shards = tuple(
+        Shard(file=s["file"], rows=int(s["rows"]), sha256=s["sha256"], origin=s.get("origin", {}))
+        for s in manifest["shards"]
+    )
+    if not shards:
+        raise DatasetError(f"{manifest_path} lists no shards")
+    dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}))
+    for shard in shards:
+        _verify_shard(dataset, shard, verify_hash)
+    return dataset
+
+
+def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
+    file = dataset.path / shard.file
+    if not file.is_file():
+        raise DatasetError(f"shard {shard.file} listed in {dataset.path / MANIFEST} is missing")
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetError(f"shard {file} is corrupted or truncated: {err}") from None
+    expected = (shard.rows, *dataset.item_shape)
+    if array.shape != expected or array.dtype != dataset.dtype:
+        raise DatasetError(
+            f"shard {file} holds {array.dtype}{list(array.shape)}, the manifest says {dataset.dtype}{list(expected)}"
+        )
+    if verify_hash:
+        actual = atomic.sha256_file(file)
+        if actual != shard.sha256:
+            raise DatasetError(f"shard {file} is corrupted: sha256 {actual[:12]}... != manifest {shard.sha256[:12]}...")
+
+
+def kind_of(array: np.ndarray) -> str:
+    """``image`` for uint8 ``[N, H, W, C]``, ``vector`` for float32 ``[N, D]``."""
+    if array.dtype == np.uint8 and array.ndim == 4:
+        return "image"
+    if array.dtype == np.float32 and array.ndim == 2:
+        return "vector"
+    raise DatasetError(f"rows must be uint8 [N, H, W, C] images or float32 [N, D] vectors, got {array.dtype}{list(array.shape)}")
+
+
+def write_dataset(
+    out_dir: str | Path,
+    shards: Sequence[NewShard],
+    provenance: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Write a dataset directory atomically and return it (verified).
+
+    New rows are saved as ``.npy``; reused shards are hard-linked or copied byte-for-byte, so
+    DVC stores a real shard once however many mixed sets contain it.
+    """
+    if not shards:
+        raise DatasetError("a dataset needs at least one shard")
+    kinds, shapes = set(), set()
+    for shard in shards:
+        if shard.array is not None:
+            kinds.add(kind_of(shard.array))
+            shapes.add(tuple(shard.array.shape[1:]))
+        elif shard.source is not None:
+            kinds.add(shard.source[0].kind)
+            shapes.add(shard.source[0].item_shape)
+        else:
+            raise DatasetError("a new shard needs rows or a source shard")
+    if len(kinds) > 1 or len(shapes) > 1:
+        raise DatasetError(f"shards disagree: kinds {sorted(kinds)}, item shapes {sorted(shapes)}")
+    kind, item_shape = kinds.pop(), shapes.pop()
+    listed = []
+    with atomic.staging_dir(out_dir) as stage:
+        for index, shard in enumerate(shards):
+            if shard.source is not None:
+                source_dataset, source_shard = shard.source
+                name = shard.name or source_shard.file
+                atomic.link_or_copy(source_dataset.path / source_shard.file, stage / name)
+                rows, digest = source_shard.rows, source_shard.sha256
+            else:
+                name = shard.name or f"shard-{index:03d}.npy"
+                array = np.ascontiguousarray(shard.array)
+                np.save(stage / name, array, allow_pickle=False)
+                rows, digest = len(array), atomic.sha256_file(stage / name)
+            if any(entry["file"] == name for entry in listed):
+                raise DatasetError(f"two shards would both be named {name}")
+            listed.append({"file": name, "rows": rows, "sha256": digest, "origin": dict(shard.origin)})
+        manifest = {
+            "format": FORMAT,
+            "kind": kind,
+            "item_shape": list(item_shape),
+            "dtype": str(np.dtype(KINDS[kind])),
+            "rows": sum(e["rows"] for e in listed),
+            "shards": listed,
+            "provenance": dict(provenance or {}),
+        }
+        atomic.write_json(stage / MANIFEST, manifest)
+    return open_dataset(out_dir, verify_hash=False)
+
+
+def origins_summary(shards: Iterable[Shard]) -> list[dict[str, Any]]:
+    """The origins and row counts of shards, for logs and metrics files."""
+    return [{"file": s.file, "rows": s.rows, **s.origin} for s in shards]

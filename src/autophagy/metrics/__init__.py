@@ -1,0 +1,120 @@
+"""Metrics of a generation: feature extractors, Frechet distance, precision/recall, toy metrics, pictures.
+
+Flat result keys are ``<metric>_<reference name>``, e.g. ``fd_train``, ``precision_test``,
+``swd_train``, so that several reference sets (the paper measures against the training set) sit
+side by side in one ``metrics.json`` and one MLflow step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from autophagy.metrics.digits_net import digits_split_indices, load_digits_net, train_digits_net
+from autophagy.metrics.features import (
+    EXTRACTORS,
+    FeatureExtractor,
+    FeatureExtractorUnavailable,
+    build_extractor,
+    inception_weights,
+)
+from autophagy.metrics.frechet import frechet_distance, gaussian_statistics
+from autophagy.metrics.grid import save_image_grid, save_scatter
+from autophagy.metrics.precision_recall import precision_recall
+from autophagy.metrics.toy import covariance_error, gaussian_summary, mean_error, sliced_wasserstein
+
+__all__ = [
+    "EXTRACTORS",
+    "FeatureExtractor",
+    "FeatureExtractorUnavailable",
+    "build_extractor",
+    "compute_metrics",
+    "compute_toy_metrics",
+    "covariance_error",
+    "digits_split_indices",
+    "frechet_distance",
+    "gaussian_statistics",
+    "gaussian_summary",
+    "inception_weights",
+    "load_digits_net",
+    "mean_error",
+    "precision_recall",
+    "save_image_grid",
+    "save_scatter",
+    "sliced_wasserstein",
+    "train_digits_net",
+]
+
+
+def compute_metrics(
+    samples_features: np.ndarray,
+    reference_features: Mapping[str, np.ndarray],
+    *,
+    k: int = 3,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Frechet distance and improved precision/recall of the samples against each reference set.
+
+    Args:
+        samples_features: float ``[N, F]``, features of the generation's samples.
+        reference_features: name -> float ``[M, F]`` (e.g. ``{"train": ..., "test": ...}``).
+        k: the k of the k-NN balls for precision/recall (Kynkaanniemi et al. 2019).
+        device: torch device for the distance computations.
+
+    Returns:
+        ``{"fd_<name>": ..., "precision_<name>": ..., "recall_<name>": ...}`` for every reference.
+    """
+    _check_sets(samples_features, reference_features, min_rows=max(2, k + 1), why=f"k-NN radii with k={k}")
+    mu, sigma = gaussian_statistics(samples_features)
+    metrics: dict[str, float] = {}
+    for name, reference in reference_features.items():
+        mu_ref, sigma_ref = gaussian_statistics(reference)
+        precision, recall = precision_recall(reference, samples_features, k=k, device=device)
+        metrics[f"fd_{name}"] = frechet_distance(mu, sigma, mu_ref, sigma_ref, device=device)
+        metrics[f"precision_{name}"] = precision
+        metrics[f"recall_{name}"] = recall
+    return metrics
+
+
+def compute_toy_metrics(
+    samples: np.ndarray,
+    references: Mapping[str, np.ndarray],
+    *,
+    n_projections: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Metrics of vector samples ``[N, D]`` against each reference ``[M, D]`` (:mod:`.toy`).
+
+    Returns:
+        ``swd_<name>``, ``mean_err_<name>``, ``cov_err_<name>`` for every reference, and the
+        samples' ``mean_norm`` and ``std_mean`` (the Gaussian warm-up's collapse statistics).
+    """
+    _check_sets(samples, references, min_rows=2, why="a covariance")
+    metrics = dict(gaussian_summary(samples))
+    for name, reference in references.items():
+        metrics[f"swd_{name}"] = sliced_wasserstein(samples, reference, n_projections=n_projections, seed=seed)
+        metrics[f"mean_err_{name}"] = mean_error(samples, reference)
+        metrics[f"cov_err_{name}"] = covariance_error(samples, reference)
+    return metrics
+
+
+def _check_sets(samples: np.ndarray, references: Mapping[str, np.ndarray], *, min_rows: int, why: str) -> None:
+    """Samples and references: 2-D, the same width, at least ``min_rows`` rows, finite; errors name the set."""
+    if not references:
+        raise ValueError("at least one reference set is needed")
+    for name in references:
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"reference names must be short identifiers (letters, digits, - or _), got {name!r}")
+    width = np.shape(samples)[1] if np.ndim(samples) == 2 else None
+    for label, x in [("samples", samples), *((f"reference {name!r}", ref) for name, ref in references.items())]:
+        if np.ndim(x) != 2 or np.shape(x)[1] != width:
+            raise ValueError(
+                f"{label}: shape {list(np.shape(x))}, samples: shape {list(np.shape(samples))}; "
+                "all sets must be [N, F] with the same F"
+            )
+        if len(x) < min_rows:
+            raise ValueError(f"{label}: {why} needs at least {min_rows} rows, got {len(x)}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{label}: contains NaN or infinite values")

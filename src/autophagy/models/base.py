@@ -1,0 +1,102 @@
+"""The one interface every model family implements.
+
+A family turns dataset rows into a trained model and a trained model into fresh rows:
+
+* ``fit(rows, budget_kimg, train_cfg, seed, scratch_dir)``: train on ``rows`` (uint8
+  ``[N, H, W, C]`` images or float32 ``[N, D]`` vectors) for a budget of images seen, resuming from
+  ``scratch_dir`` if a train state is there;
+* ``sample(n, seed, batch_size)``: ``n`` new rows in the same encoding; sample ``i`` depends only
+  on ``(seed, i)``, so sample sets can be split across workers and merged;
+* ``tensors()`` / ``load_tensors()``: the weights (and EMA weights) as flat tensor dicts for
+  safetensors; ``train_state()`` / ``load_train_state()``: what a resumed run needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from autophagy.config import TrainConfig
+
+LogFn = Callable[[Mapping[str, float]], None]
+
+
+class ModelError(ValueError):
+    """A checkpoint does not fit (wrong family, wrong shape), or training went wrong."""
+
+
+class TrainingDivergedError(ModelError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What one call of ``fit`` did."""
+
+    steps: int
+    images_seen: int
+    loss: float  # mean loss over the last steps
+    seconds: float
+    resumed_from_kimg: float = 0.0
+
+    def as_metrics(self) -> dict[str, float]:
+        rate = self.images_seen / self.seconds if self.seconds > 0 else float("nan")
+        return {
+            "train_steps": float(self.steps),
+            "train_kimg": self.images_seen / 1000.0,
+            "train_loss": self.loss,
+            "train_seconds": self.seconds,
+            "train_images_per_second": rate,
+        }
+
+
+class GenerativeModel(ABC):
+    """A model family. ``item_shape`` is ``(H, W, C)`` for images and ``(D,)`` for vectors."""
+
+    family: ClassVar[str]
+    kind: ClassVar[str]  # "image" or "vector": the rows it trains on and produces
+
+    def __init__(self, cfg: Any, item_shape: tuple[int, ...]):
+        self.cfg = cfg
+        self.item_shape = tuple(item_shape)
+
+    @abstractmethod
+    def fit(
+        self,
+        rows: np.ndarray,
+        budget_kimg: float,
+        train: TrainConfig,
+        seed: int,
+        scratch_dir: Path | None = None,
+        log: LogFn | None = None,
+    ) -> TrainReport:
+        """Train on ``rows`` ``[N, *item_shape]`` until ``budget_kimg`` thousand images are seen."""
+
+    @abstractmethod
+    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", **options: Any) -> np.ndarray:
+        """Draw ``n`` rows ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, dict[str, Any]]:
+        """``{"model": {...}, "ema": {...}}``: weights as flat dicts of tensors (``ema`` optional)."""
+
+    @abstractmethod
+    def load_tensors(self, tensors: Mapping[str, Mapping[str, Any]]) -> None:
+        """Inverse of :meth:`tensors`; raises :class:`ModelError` on mismatched shapes."""
+
+    def start_generation(self, carry_optimizer: bool) -> None:
+        """Begin fine-tuning for a new generation (neural families reset their counters)."""
+
+    def train_state(self) -> dict[str, Any]:
+        """Optimizer moments and counters needed to continue training (tensors and numbers)."""
+        return {}
+
+    def load_train_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`train_state`; families without an optimizer ignore it."""
+
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(t.shape)) for t in self.tensors()["model"].values())

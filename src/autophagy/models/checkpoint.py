@@ -1,0 +1,96 @@
+"""Checkpoint directories: weights in safetensors, metadata in JSON, a resumable train state.
+
+``model.safetensors`` (+ ``ema.safetensors``), ``config.json`` (family, network config, item
+shape, training config, generation, data hash) and ``train_state.pt`` (optimizer moments,
+counters; loaded with ``torch.load(weights_only=True)``). Nothing is a pickle of code, so
+loading an untrusted checkpoint never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from autophagy import atomic
+from autophagy.config import MODEL_CONFIGS, ConfigError, _build, to_dict
+from autophagy.models.base import GenerativeModel, ModelError
+
+FORMAT = "autophagy.checkpoint/v1"
+CONFIG = "config.json"
+TRAIN_STATE = "train_state.pt"
+
+
+def save_checkpoint(model: GenerativeModel, out_dir: str | Path, meta: Mapping[str, Any]) -> None:
+    """Write ``model`` to ``out_dir`` atomically (the directory appears whole or not at all)."""
+    with atomic.staging_dir(out_dir) as stage:
+        write_checkpoint_files(model, stage, meta)
+
+
+def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mapping[str, Any]) -> None:
+    """Write the checkpoint files into an existing directory (each file atomically)."""
+    for name, tensors in model.tensors().items():
+        with atomic.temp_path(directory / f"{name}.safetensors") as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    state = model.train_state()
+    if state:
+        with atomic.temp_path(directory / TRAIN_STATE) as tmp:
+            torch.save(state, tmp)
+    atomic.write_json(
+        directory / CONFIG,
+        {
+            "format": FORMAT,
+            "family": model.family,
+            "item_shape": list(model.item_shape),
+            "model": to_dict(model.cfg),
+            "parameters": model.parameter_count(),
+            **meta,
+        },
+    )
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    config_path = path / CONFIG
+    if not config_path.is_file():
+        raise ModelError(f"{path} is not a checkpoint directory: {CONFIG} is missing")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{config_path} is corrupted: {err}") from None
+    if config.get("format") != FORMAT:
+        raise ModelError(f"{config_path}: unknown checkpoint format {config.get('format')!r}")
+    return config
+
+
+def load_checkpoint(path: str | Path, family: str | None = None, with_train_state: bool = True) -> GenerativeModel:
+    """Rebuild the model stored in ``path``; ``family`` guards against loading the wrong kind."""
+    from autophagy.models import build_model
+
+    path = Path(path)
+    config = read_checkpoint_config(path)
+    if family is not None and config["family"] != family:
+        raise ModelError(f"checkpoint {path} holds a {config['family']!r} model, the config asks for {family!r}")
+    try:
+        model_cfg = _build(MODEL_CONFIGS[config["family"]], config["model"], "model")
+        model_cfg.validate()
+    except (ConfigError, KeyError) as err:
+        raise ModelError(f"checkpoint {path} has an invalid model config: {err}") from None
+    model = build_model(model_cfg, tuple(config["item_shape"]))
+    tensors = {}
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            tensors[file.stem] = load_file(str(file))
+        except (SafetensorError, OSError) as err:
+            raise ModelError(f"checkpoint file {file} is corrupted: {err}") from None
+    if "model" not in tensors:
+        raise ModelError(f"checkpoint {path} has no model.safetensors")
+    model.load_tensors(tensors)
+    state_file = path / TRAIN_STATE
+    if with_train_state and state_file.is_file():
+        model.load_train_state(torch.load(state_file, map_location="cpu", weights_only=True))
+    return model

@@ -1,0 +1,51 @@
+"""The Gaussian warm-up of Bertrand et al. (2024), Sec. 3: fit N(mu, diag(sigma^2)) by maximum
+likelihood, sample from it, refit. Fully synthetic, sigma_{t+1}^2 = sigma_t^2 chi^2_{n-1} / n, so
+sigma_t -> 0 almost surely while mu_t performs a random walk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from autophagy.config import GaussianModelConfig, TrainConfig
+from autophagy.models.base import GenerativeModel, LogFn, ModelError, TrainReport
+from autophagy.models.torch_model import index_noise
+
+
+class GaussianModel(GenerativeModel):
+    """Closed-form fit on float32 vectors ``[N, D]``; the "budget" is irrelevant (one pass)."""
+
+    family = "gaussian"
+    kind = "vector"
+
+    def __init__(self, cfg: GaussianModelConfig, item_shape: tuple[int, ...]):
+        super().__init__(cfg, item_shape)
+        (dim,) = self.item_shape
+        self.mean = torch.zeros(dim, dtype=torch.float64)
+        self.std = torch.ones(dim, dtype=torch.float64)
+
+    def fit(self, rows: np.ndarray, budget_kimg: float, train: TrainConfig, seed: int,
+            scratch_dir: Path | None = None, log: LogFn | None = None) -> TrainReport:
+        x = torch.from_numpy(np.asarray(rows, dtype=np.float64))
+        if len(x) < 2:
+            raise ModelError(f"the gaussian family needs at least 2 rows to fit a variance, got {len(x)}")
+        self.mean = x.mean(dim=0)
+        self.std = x.std(dim=0, correction=0 if self.cfg.estimator == "mle" else 1)
+        return TrainReport(steps=1, images_seen=len(x), loss=float("nan"), seconds=0.0)
+
+    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", **options: Any) -> np.ndarray:
+        z = index_noise(seed, 0, n, self.item_shape).to(torch.float64)
+        return (self.mean + self.std * z).to(torch.float32).numpy()
+
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"model": {"mean": self.mean, "std": self.std}}
+
+    def load_tensors(self, tensors: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        model = tensors["model"]
+        if set(model) != {"mean", "std"} or model["mean"].shape != self.mean.shape:
+            raise ModelError(f"checkpoint tensors do not fit a gaussian of dimension {self.item_shape[0]}")
+        self.mean, self.std = model["mean"].to(torch.float64), model["std"].to(torch.float64)

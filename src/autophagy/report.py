@@ -1,0 +1,175 @@
+"""Figures and tables across lambdas, seeds and generations of a run directory.
+
+Reads every ``metrics.json`` under ``runs/<experiment>`` (generation 0 is shared by all lambdas
+of a seed) and writes to ``runs/<experiment>/report/``:
+
+* ``curves.csv``: one row per (lambda, seed, generation) with every numeric metric;
+* ``summary.csv``: one row per (lambda, generation): mean, 95% confidence half-width (Student t
+  over seeds) and seed count of each metric — also the data of the DVC plots;
+* ``<metric>.png``: metric vs generation, one line per lambda, mean with a 95% band over seeds;
+* ``report.md``: the last generation per lambda as a markdown table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from autophagy import atomic
+from autophagy.config import ExperimentConfig, format_lambda, parse_lambda
+
+TABLE_METRICS = ("fd_train", "precision_train", "recall_train", "fd_test", "swd_train", "mean_err_train", "cov_err_train")
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """One record per (lambda, seed, generation); generation 0 is repeated for every lambda."""
+    shared = {}
+    for path in sorted(root.glob("seed-*/gen-000/metrics.json")):
+        shared[int(path.parent.parent.name.removeprefix("seed-"))] = json.loads(path.read_text())
+    records = []
+    lam_dirs = sorted(root.glob("lam-*"), key=lambda p: parse_lambda(p.name.removeprefix("lam-")))
+    for lam_dir in lam_dirs:
+        lam = lam_dir.name.removeprefix("lam-")
+        for seed_dir in sorted(lam_dir.glob("seed-*")):
+            seed = int(seed_dir.name.removeprefix("seed-"))
+            if seed in shared:
+                records.append({**shared[seed], "lambda": lam, "seed": seed, "generation": 0})
+            for path in sorted(seed_dir.glob("gen-*/metrics.json")):
+                records.append({**json.loads(path.read_text()), "lambda": lam, "seed": seed})
+    return records
+
+
+def summarise(records: Iterable[dict[str, Any]], metrics: Iterable[str]) -> list[dict[str, Any]]:
+    """Mean, 95% CI half-width and count over seeds for each (lambda, generation)."""
+    from scipy import stats
+
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["lambda"], int(record["generation"])), []).append(record)
+    rows = []
+    for (lam, generation), group in sorted(groups.items(), key=lambda kv: (parse_lambda(kv[0][0]), kv[0][1])):
+        row: dict[str, Any] = {"lambda": lam, "generation": generation, "n_seeds": len(group)}
+        for metric in metrics:
+            values = np.array([r[metric] for r in group if isinstance(r.get(metric), (int, float))], dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values) == 0:
+                continue
+            row[metric] = float(values.mean())
+            half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+            row[f"{metric}_ci95"] = half
+        rows.append(row)
+    return rows
+
+
+def numeric_metrics(records: list[dict[str, Any]]) -> list[str]:
+    skip = {"generation", "seed", "lambda"}
+    names = {k for r in records for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(names - skip)
+
+
+def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
+    """Metric vs generation, one line per lambda, mean and 95% band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    lams = sorted({r["lambda"] for r in summary}, key=parse_lambda)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(lams), 1)))
+    for color, lam in zip(colors, lams):
+        rows = [r for r in summary if r["lambda"] == lam and metric in r]
+        if not rows:
+            continue
+        g = np.array([r["generation"] for r in rows])
+        mean = np.array([r[metric] for r in rows])
+        half = np.array([r[f"{metric}_ci95"] for r in rows])
+        seeds = max(r["n_seeds"] for r in rows)
+        label = ("fully synthetic" if lam == "inf" else f"λ = {lam}") + f" (n={seeds})"
+        ax.plot(g, mean, marker="o", ms=3, color=color, label=label)
+        if np.any(half > 0):
+            ax.fill_between(g, mean - half, mean + half, color=color, alpha=0.2)
+    ax.set_xlabel("generation")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str:
+    """The last generation of each lambda: ``mean ± CI95 (n)``."""
+    metrics = [m for m in metrics if any(m in r for r in summary)]
+    last: dict[str, dict[str, Any]] = {}
+    for row in summary:
+        if row["generation"] >= last.get(row["lambda"], {}).get("generation", -1):
+            last[row["lambda"]] = row
+    lines = ["| λ | generation | seeds | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
+    for lam in sorted(last, key=parse_lambda):
+        row = last[lam]
+        cells = []
+        for m in metrics:
+            if m not in row:
+                cells.append("–")
+            elif row["n_seeds"] > 1:
+                cells.append(f"{row[m]:.4g} ± {row[m + '_ci95']:.2g}")
+            else:
+                cells.append(f"{row[m]:.4g}")
+        lines.append(f"| {lam} | {row['generation']} | {row['n_seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buffer.getvalue())
+
+
+def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | None = None) -> dict[str, Any]:
+    """Write the report of ``root`` into ``root/report``; returns the paths written."""
+    root = Path(root)
+    records = collect(root)
+    if not records:
+        raise FileNotFoundError(f"no metrics.json under {root}: run the experiment first")
+    names = numeric_metrics(records)
+    summary = summarise(records, names)
+    out = root / "report"
+    write_csv([{k: r.get(k) for k in ["lambda", "seed", "generation", *names]} for r in records], out / "curves.csv")
+    write_csv(summary, out / "summary.csv")
+    metric = metric or ("fd_train" if "fd_train" in names else "swd_train" if "swd_train" in names else names[0])
+    title = root.name
+    figures = []
+    for name in dict.fromkeys([metric, "fd_train", "precision_train", "recall_train", "swd_train"]):
+        if name in names:
+            plot_metric(summary, name, out / f"{name}.png", title)
+            figures.append(out / f"{name}.png")
+    table = markdown_table(summary, TABLE_METRICS)
+    text = f"# {title}\n\nLast generation per λ (mean ± 95% CI over seeds where seeds > 1).\n\n{table}\n" + "".join(
+        f"![{f.stem}]({f.name})\n" for f in figures
+    )
+    atomic.write_text(out / "report.md", text)
+    if cfg is not None and cfg.tracking.enabled:
+        from autophagy.tracking import Tracker
+
+        tracker = Tracker(cfg)
+        parent = tracker.parent_run()
+        tracker.log_artifact(parent, out, "report")
+    return {"markdown": str(out / "report.md"), "figures": [str(f) for f in figures], "summary": str(out / "summary.csv")}
+
+
+__all__ = ["collect", "summarise", "markdown_table", "plot_metric", "write_report", "format_lambda"]

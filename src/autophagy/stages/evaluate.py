@@ -1,0 +1,123 @@
+"""``evaluate``: metrics of one generation's samples against the real train (and test) sets.
+
+Images: Fréchet distance and precision/recall (Kynkäänniemi et al. 2019, k = 3) on the
+features of ``evaluate.features``; the paper compares against the *training* set, and autophagy
+also reports the held-out test set. Vectors: the same on raw coordinates plus sliced Wasserstein
+distance and mean/covariance errors. The reference sets' features are computed once and cached
+by content hash and extractor id. Writes ``metrics.json`` (atomically) and a sample grid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from autophagy import atomic
+from autophagy.config import ExperimentConfig, format_lambda
+from autophagy.data.dataset import Dataset, DatasetError, open_dataset
+from autophagy.metrics import build_extractor, compute_metrics, compute_toy_metrics, save_image_grid, save_scatter
+from autophagy.seeding import derive_seed
+from autophagy.tracking import open_tracker
+
+CACHE_ENV = "AUTOPHAGY_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where reference features are cached (``$AUTOPHAGY_CACHE_DIR``, default ``~/.cache/autophagy``)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autophagy")
+
+
+def run(
+    cfg: ExperimentConfig,
+    samples_dir: str | Path,
+    references: Mapping[str, str | Path],
+    out_path: str | Path,
+    features_dir: str | Path | None,
+    generation: int,
+    seed: int,
+    lam: float | None = None,
+    grid_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the first ``sample.n_eval`` rows of ``samples_dir``; write ``out_path`` (metrics.json).
+
+    ``references``: ``{"train": dir, "test": dir}``. ``lam`` is None for generation 0 (shared).
+    """
+    started = time.perf_counter()
+    samples_set = open_dataset(samples_dir)
+    refs = {name: open_dataset(path) for name, path in references.items()}
+    for name, ref in refs.items():
+        if ref.kind != samples_set.kind or ref.item_shape != samples_set.item_shape:
+            raise DatasetError(f"samples {samples_dir} ({samples_set.kind} {list(samples_set.item_shape)}) and reference "
+                               f"{name} ({ref.kind} {list(ref.item_shape)}) do not match")
+    if samples_set.rows < cfg.sample.n_eval:
+        raise DatasetError(f"evaluate needs sample.n_eval={cfg.sample.n_eval} samples, {samples_dir} has {samples_set.rows}")
+    samples = samples_set.load()[: cfg.sample.n_eval]
+    extractor = build_extractor(cfg.evaluate.features, weights_path=cfg.evaluate.inception_weights,
+                                cache_dir=Path(features_dir) if features_dir else None, device=cfg.train.device)
+    sample_features = extractor(samples)
+    ref_features = {name: _reference_features(ref, extractor, cfg, seed) for name, ref in refs.items()}
+    metrics: dict[str, Any] = compute_metrics(sample_features, ref_features, k=cfg.evaluate.k)
+    if samples_set.kind == "vector":
+        metrics.update(compute_toy_metrics(samples, {name: _subsample(ref.load(), cfg, seed) for name, ref in refs.items()}))
+    metrics.update({
+        "generation": generation,
+        "lambda": None if lam is None else format_lambda(lam),
+        "seed": seed,
+        "features": extractor.id,
+        "n_samples": int(len(samples)),
+        **{f"n_reference_{name}": int(len(f)) for name, f in ref_features.items()},
+        "evaluate_seconds": time.perf_counter() - started,
+    })
+    atomic.write_json(out_path, metrics)
+    if grid_path is not None:
+        _save_grid(cfg, samples, refs.get("train"), Path(grid_path))
+    _track(cfg, lam, seed, generation, metrics, grid_path)
+    return metrics
+
+
+def _subsample(rows: np.ndarray, cfg: ExperimentConfig, seed: int) -> np.ndarray:
+    cap = cfg.evaluate.max_reference
+    if cap is None or len(rows) <= cap:
+        return rows
+    index = np.random.default_rng(derive_seed("reference", seed) % (2**63)).choice(len(rows), cap, replace=False)
+    return rows[np.sort(index)]
+
+
+def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: int) -> np.ndarray:
+    """Features of (a capped subsample of) a reference set, cached by content hash + extractor id."""
+    cap = cfg.evaluate.max_reference
+    key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
+    path = cache_dir() / "features" / key
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError):
+            pass  # a damaged cache entry is recomputed
+    features = extractor(_subsample(ref.load(), cfg, seed)).astype(np.float32)
+    with atomic.temp_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, features, allow_pickle=False)
+    return features
+
+
+def _save_grid(cfg: ExperimentConfig, samples: np.ndarray, train: Dataset | None, path: Path) -> None:
+    if samples.ndim == 4:
+        if cfg.evaluate.grid_size > 0:
+            save_image_grid(samples[: cfg.evaluate.grid_size], path)
+    elif samples.shape[1] == 2 and train is not None:
+        save_scatter(samples, train.load(), path)
+
+
+def _track(cfg, lam, seed, generation, metrics, grid_path) -> None:
+    tracker = open_tracker(cfg)
+    if tracker is None:
+        return
+    for chain_lam in (cfg.loop.lambdas if lam is None else (lam,)):
+        run_id = tracker.child_run(chain_lam, seed)
+        tracker.log_generation(run_id, generation, metrics, tag=f"gen-{generation}-evaluate")
+        if cfg.tracking.log_samples and grid_path is not None and Path(grid_path).is_file():
+            tracker.log_artifact(run_id, Path(grid_path), f"samples/gen-{generation:03d}")

@@ -1,0 +1,129 @@
+"""``train``: fit the model of one generation and write its checkpoint directory.
+
+Generation 0 starts from scratch on D_real, or from ``train.init_checkpoint``. Generation
+t >= 1 fine-tunes generation t-1 (``train.init=previous``, Bertrand et al. 2024, Sec. 5) or
+starts from scratch (``train.init=scratch``).
+
+Resumable: every ``train.checkpoint_every_kimg`` the model, EMA, optimizer and data order are
+written to a scratch directory beside the output (``.<name>.partial``); a killed run started
+again with the same inputs continues from there. The output directory appears only when
+training has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autophagy.config import ExperimentConfig, format_lambda, to_dict
+from autophagy.data.dataset import DatasetError, open_dataset
+from autophagy.models import ModelError, build_model
+from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from autophagy.seeding import derive_seed
+from autophagy.tracking import open_tracker
+
+
+def run(
+    cfg: ExperimentConfig,
+    train_set: str | Path,
+    out_dir: str | Path,
+    generation: int,
+    seed: int,
+    lam: float | None = None,
+    init: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train generation ``generation`` on ``train_set``; write ``out_dir`` (a checkpoint directory)."""
+    out_dir = Path(out_dir)
+    dataset = open_dataset(train_set)
+    family_kind = _family_kind(cfg)
+    if dataset.kind != family_kind:
+        raise DatasetError(f"model.family={cfg.model.family} trains on {family_kind} data, {train_set} holds {dataset.kind} data")
+    init = init if generation > 0 and cfg.train.init == "previous" else None
+    if generation == 0 and cfg.train.init_checkpoint:
+        init = cfg.train.init_checkpoint
+    budget = cfg.train.first_budget_kimg if generation == 0 else cfg.train.budget_kimg
+    fingerprint = {
+        "data": dataset.content_hash,
+        "init": _checkpoint_id(init),
+        "generation": generation,
+        "seed": seed,
+        "lambda": None if lam is None else format_lambda(lam),
+        "budget_kimg": budget,
+        "model": to_dict(cfg.model),
+        "train": to_dict(cfg.train),
+    }
+    scratch = out_dir.parent / f".{out_dir.name}.partial"
+    model = _resume(scratch, fingerprint, cfg.model.family)
+    if model is None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        model = _initial_model(cfg, dataset.item_shape, init, seed)
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "fingerprint.json").write_text(json.dumps(fingerprint, sort_keys=True))
+    rows = dataset.load()
+    report = model.fit(rows, budget, cfg.train, derive_seed(seed, "train", fingerprint["lambda"], generation), scratch)
+    meta = {"generation": generation, "seed": seed, "lambda": fingerprint["lambda"], "data_hash": dataset.content_hash,
+            "init": fingerprint["init"], "train": to_dict(cfg.train), "budget_kimg": budget,
+            "train_set_counts": dataset.counts_by_origin()}
+    save_checkpoint(model, out_dir, meta)
+    shutil.rmtree(scratch, ignore_errors=True)
+    result = {**report.as_metrics(), "resumed_from_kimg": report.resumed_from_kimg, "parameters": model.parameter_count()}
+    _track(cfg, lam, seed, generation, result, out_dir)
+    return result
+
+
+def _family_kind(cfg: ExperimentConfig) -> str:
+    from autophagy.models import family_class
+
+    return family_class(cfg.model.family).kind
+
+
+def _checkpoint_id(path: str | Path | None) -> str | None:
+    """A checkpoint's identity for the resume fingerprint: its weights' hash if known, else its path."""
+    if path is None:
+        return None
+    from autophagy.atomic import sha256_file
+
+    weights = Path(path) / "model.safetensors"
+    return sha256_file(weights) if weights.is_file() else str(path)
+
+
+def _resume(scratch: Path, fingerprint: dict[str, Any], family: str):
+    """The partially trained model in ``scratch`` if it was started with the same inputs."""
+    marker = scratch / "fingerprint.json"
+    if not marker.is_file() or not (scratch / "model.safetensors").is_file():
+        return None
+    if json.loads(marker.read_text()) != json.loads(json.dumps(fingerprint, sort_keys=True)):
+        return None
+    try:
+        return load_checkpoint(scratch, family=family)
+    except ModelError:
+        return None  # a scratch state from a crash mid-write is discarded, never trusted
+
+
+def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str | Path | None, seed: int):
+    if init is not None:
+        config = read_checkpoint_config(init)
+        if tuple(config["item_shape"]) != tuple(item_shape):
+            raise ModelError(f"checkpoint {init} was trained on items of shape {config['item_shape']}, the data has {list(item_shape)}")
+        model = load_checkpoint(init, family=cfg.model.family)
+        model.start_generation(carry_optimizer=cfg.train.carry_optimizer)
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init") % (2**63))
+        return build_model(cfg.model, item_shape)
+
+
+def _track(cfg: ExperimentConfig, lam: float | None, seed: int, generation: int, result: dict[str, Any], out_dir: Path) -> None:
+    tracker = open_tracker(cfg)
+    if tracker is None:
+        return
+    lams = cfg.loop.lambdas if lam is None else (lam,)  # generation 0 belongs to every chain of the seed
+    for chain_lam in lams:
+        run_id = tracker.child_run(chain_lam, seed)
+        tracker.log_generation(run_id, generation, result, tag=f"gen-{generation}-train")
+        if cfg.tracking.log_checkpoints and (lam is not None or chain_lam == lams[0]):
+            tracker.log_artifact(run_id, out_dir, f"checkpoints/gen-{generation:03d}")

@@ -1,0 +1,172 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+One MLflow experiment per autophagy experiment name; inside it a *parent* run per experiment
+configuration and one *child* run per (lambda, seed), nested through the ``mlflow.parentRunId``
+tag so that stages running in different processes (DVC stages, KFP pods) log into the same
+runs. Per-generation metrics use ``step = generation``.
+
+The tracking URI is MLflow's standard ``MLFLOW_TRACKING_URI``; unset, the embedded
+``sqlite:///mlflow.db`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_RUN_ENV = "AUTOPHAGY_PARENT_RUN_ID"  # force the parent run (set by the KFP pipeline)
+EXTRA_TAGS_ENV = "AUTOPHAGY_RUN_TAGS"  # JSON object of tags added to every run (e.g. the KFP run id)
+
+
+class TrackingError(RuntimeError):
+    """The tracking server cannot be reached or refused a request."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer ``/health``."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow tracking server at {uri} answered /health with HTTP {response.status}")
+    except (urllib.error.URLError, OSError) as err:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({getattr(err, 'reason', err)}). Start it, fix "
+            "MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
+        ) from None
+
+
+def config_key(cfg: ExperimentConfig) -> str:
+    """Identifies an experiment configuration up to its lambda and seed grid (12 hex digits)."""
+    data = to_dict(cfg)
+    data["loop"] = {k: v for k, v in data["loop"].items() if k not in ("lambdas", "seeds")}
+    data.pop("tracking", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _params(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in values.items()}
+
+
+class Tracker:
+    """Get-or-create the MLflow runs of one experiment and log into them."""
+
+    def __init__(self, cfg: ExperimentConfig, uri: str | None = None):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self._mlflow_error = MlflowException
+        self.cfg = cfg
+        self.uri = uri or tracking_uri()
+        check_reachable(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.key = config_key(cfg)
+        self.extra_tags = json.loads(os.environ.get(EXTRA_TAGS_ENV, "{}"))
+        try:
+            experiment = self.client.get_experiment_by_name(cfg.name)
+            self.experiment_id = (
+                experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
+            )
+        except MlflowException as err:
+            raise TrackingError(f"MLflow at {self.uri} refused to open experiment {cfg.name!r}: {err}") from None
+        self._parent: str | None = None
+
+    # ------------------------------------------------------------------ runs
+
+    def _find(self, tags: Mapping[str, str]) -> str | None:
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1, order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def parent_run(self) -> str:
+        """The parent run of this configuration (``AUTOPHAGY_PARENT_RUN_ID`` wins if set)."""
+        if self._parent is None:
+            forced = os.environ.get(PARENT_RUN_ENV)
+            tags = {"autophagy.role": "parent", "autophagy.config_key": self.key}
+            run_id = forced or self._find(tags)
+            if run_id is None:
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=f"{self.cfg.name}-{self.key[:6]}",
+                    tags={**tags, "autophagy.experiment": self.cfg.name, **self.extra_tags},
+                )
+                run_id = run.info.run_id
+                self.client.log_batch(run_id, params=_to_mlflow_params(flatten(self.cfg)))
+                self.client.log_text(run_id, json.dumps(to_dict(self.cfg), indent=2), "config.json")
+            self._parent = run_id
+        return self._parent
+
+    def child_run(self, lam: float, seed: int) -> str:
+        """The run of one (lambda, seed) chain, nested under the parent run."""
+        parent = self.parent_run()
+        text = format_lambda(lam)
+        tags = {"mlflow.parentRunId": parent, "autophagy.lambda": text, "autophagy.seed": str(seed)}
+        run_id = self._find(tags)
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"lam-{text}-seed-{seed}",
+                tags={**tags, "autophagy.role": "chain", "autophagy.experiment": self.cfg.name,
+                      "autophagy.config_key": self.key, **self.extra_tags},
+            )
+            run_id = run.info.run_id
+            params = {**flatten(self.cfg), "lambda": text, "seed": seed}
+            params.pop("loop.lambdas"), params.pop("loop.seeds")
+            self.client.log_batch(run_id, params=_to_mlflow_params(params))
+        return run_id
+
+    # ------------------------------------------------------------------ logging
+
+    def log_generation(self, run_id: str, generation: int, metrics: Mapping[str, Any], tag: str | None = None) -> None:
+        """Numeric ``metrics`` at ``step = generation``; NaN/inf values are skipped."""
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key=k, value=float(v), timestamp=now, step=generation)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        self.client.log_batch(run_id, metrics=batch)
+        if tag:
+            self.client.set_tag(run_id, "autophagy.last_step", tag)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+def _to_mlflow_params(values: Mapping[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, v[:6000]) for k, v in _params(values).items()]
+
+
+def open_tracker(cfg: ExperimentConfig) -> Tracker | None:
+    """A :class:`Tracker`, or None when ``tracking.enabled`` is false."""
+    return Tracker(cfg) if cfg.tracking.enabled else None

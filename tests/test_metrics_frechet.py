@@ -1,0 +1,105 @@
+"""Frechet distance: against clean-fid's sqrtm-based formula, closed forms, and input checks."""
+
+import time
+
+import numpy as np
+import pytest
+from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
+from threadpoolctl import threadpool_limits
+
+from autophagy.metrics import frechet_distance, gaussian_statistics
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One BLAS/OpenMP thread: on a shared two-core machine, two threads per library thrash."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _features(rng, n, f, shift=0.0, scale=1.0):
+    mixing = rng.standard_normal((f, f)) / np.sqrt(f)
+    return (rng.standard_normal((n, f)) @ mixing) * scale + shift
+
+
+@pytest.mark.parametrize("f, n1, n2", [(64, 100, 300), (64, 1000, 1000), (512, 1200, 800)])
+def test_matches_cleanfid(f, n1, n2):
+    rng = np.random.default_rng(f + n1)
+    a = _features(rng, n1, f)
+    b = _features(rng, n2, f, shift=0.1, scale=1.3)
+    stats = (*gaussian_statistics(a), *gaussian_statistics(b))
+    expected = cleanfid_frechet_distance(*stats)
+    assert frechet_distance(*stats) == pytest.approx(expected, rel=1e-6)
+
+
+def test_statistics_match_numpy():
+    x = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float32)
+    mu, sigma = gaussian_statistics(x)
+    assert mu.dtype == sigma.dtype == np.float64
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(axis=0))
+    np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False))
+
+
+def test_diagonal_closed_form():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = rng.standard_normal(32), rng.standard_normal(32)
+    s1, s2 = rng.uniform(0.1, 3, 32), rng.uniform(0.1, 3, 32)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_zero_for_identical_and_symmetric():
+    rng = np.random.default_rng(2)
+    mu_a, sig_a = gaussian_statistics(_features(rng, 400, 64))
+    mu_b, sig_b = gaussian_statistics(_features(rng, 300, 64, shift=0.5))
+    assert frechet_distance(mu_a, sig_a, mu_a, sig_a) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(mu_a, sig_a, mu_b, sig_b) == pytest.approx(frechet_distance(mu_b, sig_b, mu_a, sig_a), rel=1e-9)
+
+
+def test_singular_covariances():
+    """Fewer samples than features: the eigenvalue route stays finite and agrees with the diagonal formula."""
+    rng = np.random.default_rng(3)
+    s1 = np.diag(np.r_[rng.uniform(0.5, 2, 10), np.zeros(22)])
+    s2 = np.diag(np.r_[np.zeros(5), rng.uniform(0.5, 2, 27)])
+    expected = np.sum((np.sqrt(np.diag(s1)) - np.sqrt(np.diag(s2))) ** 2)
+    assert frechet_distance(np.zeros(32), s1, np.zeros(32), s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fast_without_sqrtm(monkeypatch):
+    """No dense sqrtm (clean-fid's takes ~15 s for 2048 features on two cores): two eigendecompositions.
+
+    One thread (fixture): about 1 s here; the bound leaves room for a busy machine.
+    """
+    import scipy.linalg
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda *a, **k: pytest.fail("dense sqrtm called"))
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((1024, 1024)) / 32
+    sigma = a @ a.T
+    start = time.perf_counter()
+    frechet_distance(np.zeros(1024), sigma, np.ones(1024), sigma + np.eye(1024))
+    assert time.perf_counter() - start < 10.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros(2048), np.eye(2048), np.zeros(64), np.eye(64)), "mu1 has 2048 features, mu2 has 64"),
+        ((np.zeros(4), np.eye(3), np.zeros(4), np.eye(4)), "sigma1 must be"),
+        ((np.zeros((4, 1)), np.eye(4), np.zeros(4), np.eye(4)), "mu1 must be a vector"),
+        ((np.zeros(4), np.eye(4), np.full(4, np.nan), np.eye(4)), "NaN"),
+        ((np.zeros(4), np.eye(4), np.zeros(4), np.full((4, 4), np.inf)), "NaN or infinite"),
+    ],
+)
+def test_rejects_bad_statistics(args, message):
+    with pytest.raises(ValueError, match=message):
+        frechet_distance(*args)
+
+
+@pytest.mark.parametrize(
+    "features, message",
+    [(np.zeros((1, 3)), "at least 2 samples"), (np.zeros(5), "2-D"), (np.array([[0.0, np.nan], [1, 2]]), "NaN")],
+)
+def test_statistics_reject_bad_features(features, message):
+    with pytest.raises(ValueError, match=message):
+        gaussian_statistics(features)
