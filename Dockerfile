@@ -22,7 +22,8 @@
 #   IMAGE_EXTRAS     optional-dependency groups of pyproject.toml installed besides the core
 #                    dependencies (the KFP SDK lives in `pipeline`).
 #   SERVER_PACKAGES  extra packages for the MLflow server role of this image: the PostgreSQL
-#                    driver (backend store) and boto3 (S3 artifact store, k8s/overlays/s3).
+#                    driver named in k8s/base/mlflow.yaml's backend-store URI (postgresql+psycopg,
+#                    i.e. psycopg 3) and boto3 (S3 artifact store, k8s/overlays/s3).
 #   REQUIRE_PINNED   1 (default): fail unless every installed distribution is pinned, at the
 #                    installed version, in constraints.txt.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:7b140f374b289a7c2befc338f42ebe6441b7ea838a042bbd5acbfca6ec875818
@@ -34,7 +35,7 @@ ARG FETCH_INCEPTION=1
 ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
 ARG INCEPTION_SHA256=
 ARG IMAGE_EXTRAS=pipeline
-ARG SERVER_PACKAGES="psycopg2-binary boto3"
+ARG SERVER_PACKAGES="psycopg[binary] boto3"
 ARG REQUIRE_PINNED=1
 
 LABEL org.opencontainers.image.title="autophagy" \
@@ -91,7 +92,7 @@ p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 opt = p.get('optional-dependencies', {}); \
 reqs = list(p['dependencies']) + [r for e in os.environ['IMAGE_EXTRAS'].split() for r in opt[e]]; \
 print('\n'.join(reqs))" > /tmp/requirements.txt \
- && for pkg in ${SERVER_PACKAGES}; do echo "$pkg" >> /tmp/requirements.txt; done \
+ && echo "${SERVER_PACKAGES}" | tr -s ' ' '\n' >> /tmp/requirements.txt \
  && echo "--- requirements (pinned by constraints.txt):" && cat /tmp/requirements.txt \
  && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     pip install --no-input -c /tmp/constraints.txt -r /tmp/requirements.txt \

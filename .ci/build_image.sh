@@ -73,17 +73,26 @@ sources=/etc/apt/sources.list.d/debian.sources
 MIRROR="$(awk '/^URIs:/ {print $2; exit}' "$sources" 2>/dev/null || true)"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 ROOTFS="$CACHE/rootfs-$SUITE-minbase"
-if [ ! -f "$ROOTFS/.complete" ]; then
+# Rebuilt when missing or older than a week, so the stand-in keeps up with Debian's updates.
+if [ ! -f "$ROOTFS/.complete" ] || [ -n "$(find "$ROOTFS/.complete" -mtime +7 2>/dev/null)" ]; then
   log "debootstrap $SUITE (minbase) from $MIRROR -> $ROOTFS"
   rm -rf "$ROOTFS" "$ROOTFS.tmp"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$SUITE" "$ROOTFS.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
-  # Look like the real image: deb822 sources with updates + security, no package caches.
+  # Look like the real image: deb822 sources with updates + security, current package
+  # versions, no package caches. The upgrade also matters for the build: the Dockerfile's
+  # `apt-get install ... ca-certificates` must be a no-op here, because a newer ca-certificates
+  # would rewrite /etc/ssl/certs/ca-certificates.crt, which the build mounts read-only (the
+  # proxy's CA). The real bookworm-slim has no ca-certificates yet and installs it normally.
   if [ -f "$sources" ]; then
     grep -v '^#' "$sources" > "$ROOTFS.tmp/etc/apt/sources.list.d/debian.sources"
     rm -f "$ROOTFS.tmp/etc/apt/sources.list"
   fi
+  cp /etc/resolv.conf "$ROOTFS.tmp/etc/resolv.conf"
+  chroot "$ROOTFS.tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq' \
+    >>"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; die "apt-get upgrade in the rootfs failed"; }
+  : > "$ROOTFS.tmp/etc/resolv.conf"
   rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb "$ROOTFS.tmp"/var/lib/apt/lists/*
   mv "$ROOTFS.tmp" "$ROOTFS"
   touch "$ROOTFS/.complete"
@@ -180,7 +189,7 @@ echo "HOME and workdir writable"
 
 run sh -c 'echo "MLFLOW_DISABLE_TELEMETRY=$MLFLOW_DISABLE_TELEMETRY DVC_NO_ANALYTICS=$DVC_NO_ANALYTICS AUTOPHAGY_INCEPTION_WEIGHTS=$AUTOPHAGY_INCEPTION_WEIGHTS"'
 run pip check
-run python3 -c "import psycopg2, boto3, sqlalchemy; print('server drivers ok: psycopg2', psycopg2.__version__.split()[0], 'boto3', boto3.__version__)"
+run python3 -c "import psycopg, boto3, sqlalchemy; sqlalchemy.create_engine('postgresql+psycopg://u@127.0.0.1/d'); print('server drivers ok: psycopg', psycopg.__version__, 'boto3', boto3.__version__)"
 
 # The MLflow server role (k8s/base): start it on loopback with the Deployment's settings but a
 # SQLite store, wait for /health, stop it.

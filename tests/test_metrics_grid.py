@@ -36,7 +36,9 @@ def test_grid_rejects_non_images(tmp_path):
 
 def test_scatter(tmp_path):
     rng = np.random.default_rng(1)
-    path = save_scatter(rng.standard_normal((300, 2)), rng.standard_normal((500, 2)), tmp_path / "s.png", title="gen-001")
+    path = save_scatter(
+        rng.standard_normal((300, 2)), rng.standard_normal((500, 2)), tmp_path / "s.png", title="gen-001"
+    )
     with Image.open(path) as picture:
         assert picture.size == (400, 400)
 

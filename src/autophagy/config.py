@@ -69,6 +69,7 @@ class DataConfig:
         if self.source in ("toy2d", "gaussian") and (self.n_train is None or self.n_test is None):
             raise ConfigError(f"data.n_train and data.n_test are required for data.source={self.source}")
         _positive("data.dim", self.dim)
+        _finite("data.mean", self.mean)
         _positive("data.std", self.std)
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
@@ -136,11 +137,13 @@ class EDMModelConfig:
             raise ConfigError(f"model.channel_mult must be positive multipliers, got {self.channel_mult}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 < self.sigma_min < self.sigma_max:
+        if not (0.0 < self.sigma_min < self.sigma_max and math.isfinite(self.sigma_max)):
             raise ConfigError(f"need 0 < model.sigma_min < model.sigma_max, got {self.sigma_min}, {self.sigma_max}")
         _positive("model.sigma_data", self.sigma_data)
-        if self.S_churn < 0:
-            raise ConfigError(f"model.S_churn must be >= 0, got {self.S_churn}")
+        _finite("model.P_mean", self.P_mean)
+        _positive("model.P_std", self.P_std)
+        _positive("model.rho", self.rho)
+        _non_negative("model.S_churn", self.S_churn)
 
 
 ModelConfig = Union[GaussianModelConfig, FlowModelConfig, EDMModelConfig]
@@ -308,8 +311,8 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def parse_lambda(value: Any) -> float:
-    """Parse a lambda value: a number >= 0 or ``inf`` (fully synthetic)."""
+def parse_lambda(value: Any, option: str = "lambda") -> float:
+    """Parse a lambda value: a number >= 0 or ``inf`` (fully synthetic). Errors name ``option``."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("inf", "+inf", "infinity", ".inf", "full", "fully-synthetic"):
@@ -317,10 +320,10 @@ def parse_lambda(value: Any) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"lambda must be a number >= 0 or 'inf', got {value!r}") from None
+            raise ConfigError(f"{option} must be a number >= 0 or 'inf', got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"lambda must be a number >= 0 or 'inf', got {value!r}")
-    return check_lambda(float(value))
+        raise ConfigError(f"{option} must be a number >= 0 or 'inf', got {value!r}")
+    return check_lambda(float(value), option=option)
 
 
 def check_lambda(lam: float, option: str = "lambda") -> float:
@@ -334,7 +337,10 @@ def format_lambda(lam: float) -> str:
     """Canonical text of a lambda for paths and tags: ``0``, ``0.5``, ``inf``."""
     if math.isinf(lam):
         return "inf"
-    return f"{lam:g}"
+    text = f"{lam:g}"
+    # ``:g`` keeps 6 significant digits; fall back to the shortest exact text so that two
+    # different lambdas never share a run directory (0.1234567 vs 0.1234568).
+    return text if float(text) == lam else repr(float(lam))
 
 
 def format_lambdas(lams: typing.Iterable[float]) -> str:
@@ -476,7 +482,7 @@ def _coerce(hint: Any, value: Any, option: str) -> Any:
         return tuple(_coerce(item_type, v, f"{option}[{i}]") for i, v in enumerate(value))
     if hint is float:
         if option.startswith("loop.lambdas"):
-            return parse_lambda(value)
+            return parse_lambda(value, option=option)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 try:
@@ -508,10 +514,15 @@ def _choice(option: str, value: Any, allowed: typing.Sequence[str]) -> None:
 
 
 def _positive(option: str, value: float) -> None:
-    if not value > 0 or (isinstance(value, float) and math.isnan(value)):
-        raise ConfigError(f"{option} must be > 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{option} must be a finite number > 0, got {value}")
 
 
 def _non_negative(option: str, value: float) -> None:
-    if not value >= 0:
-        raise ConfigError(f"{option} must be >= 0, got {value}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(f"{option} must be a finite number >= 0, got {value}")
+
+
+def _finite(option: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number, got {value}")

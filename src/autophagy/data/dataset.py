@@ -112,6 +112,8 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
         raise DatasetError(f"{manifest_path} is corrupted (not valid JSON: {err})") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{manifest_path} is corrupted: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise DatasetError(f"{manifest_path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}")
     dataset_kind = manifest.get("kind")
@@ -119,11 +121,17 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
         raise DatasetError(f"{manifest_path}: kind must be one of {', '.join(KINDS)}, got {dataset_kind!r}")
     if kind is not None and dataset_kind != kind:
         raise DatasetError(f"{path} holds {dataset_kind} data, expected {kind}")
-    item_shape = tuple(int(x) for x in manifest["item_shape"])
-    shards = tuple(
-        Shard(file=s["file"], rows=int(s["rows"]), sha256=s["sha256"], origin=s.get("origin", {}))
-        for s in manifest["shards"]
-    )
+    try:
+        item_shape = tuple(int(x) for x in manifest["item_shape"])
+        shards = tuple(
+            Shard(file=s["file"], rows=int(s["rows"]), sha256=s["sha256"], origin=s.get("origin", {}))
+            for s in manifest["shards"]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DatasetError(f"{manifest_path} is corrupted: malformed manifest ({type(err).__name__}: {err})") from None
+    for shard in shards:
+        if not isinstance(shard.file, str) or Path(shard.file).name != shard.file:
+            raise DatasetError(f"{manifest_path} is corrupted: shard file {shard.file!r} is not a plain file name")
     if not shards:
         raise DatasetError(f"{manifest_path} lists no shards")
     dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}))

@@ -8,6 +8,7 @@ items, lambda = 0 is the clean baseline and lambda = inf trains on n synthetic i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -63,7 +64,7 @@ def mix(
                 f"lambda = {format_lambda(lam)} with n = {n} real items needs {k} synthetic samples, "
                 f"but {synthetic.path} has only {synthetic.rows}"
             )
-        shards += _first_rows(synthetic, k)
+        shards += _unique_names(_first_rows(synthetic, k), {_name(s) for s in shards})
     return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})})
 
 
@@ -78,4 +79,20 @@ def _first_rows(dataset: Dataset, k: int) -> list[NewShard]:
         else:
             out.append(NewShard(origin=shard.origin, array=dataset.shard_array(shard)[:k], name=shard.file))
         k -= shard.rows
+    return out
+
+
+def _name(shard: NewShard) -> str:
+    return shard.name or shard.source[1].file
+
+
+def _unique_names(shards: list[NewShard], taken: set[str]) -> list[NewShard]:
+    """Rename synthetic shards whose file name a real shard already uses (both may be ``shard-000.npy``)."""
+    out = []
+    for shard in shards:
+        name, index = _name(shard), 0
+        while name in taken:
+            name, index = f"synthetic-{index}-{_name(shard)}", index + 1
+        taken.add(name)
+        out.append(shard if name == _name(shard) else dataclasses.replace(shard, name=name))
     return out

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from autophagy.metrics.digits_net import digits_split_indices, load_digits_net, train_digits_net
+from autophagy.metrics.digits_net import load_digits_net, train_digits_net
 from autophagy.metrics.features import (
     EXTRACTORS,
     FeatureExtractor,
@@ -33,7 +33,6 @@ __all__ = [
     "compute_metrics",
     "compute_toy_metrics",
     "covariance_error",
-    "digits_split_indices",
     "frechet_distance",
     "gaussian_statistics",
     "gaussian_summary",

@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autophagy.atomic import sha256_file, temp_path, write_json
+from autophagy.data.sources import digits_images_and_labels
 
 WEIGHTS_FILE = "digits_net.safetensors"
 INFO_FILE = "digits_net.json"
-DIGITS_TEST_SIZE = 300
 ARCHITECTURE = {"channels": [16, 32], "hidden": 64, "classes": 10}
 EPOCHS = 20
 BATCH_SIZE = 64
@@ -68,32 +69,6 @@ class DigitsNet(nn.Module):
         return self.head(self.body(x))
 
 
-def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
-    """The project's fixed train/test split of sklearn's 1797 digits: sorted index arrays ``[1497]``, ``[300]``.
-
-    ``train_test_split(np.arange(1797), test_size=300, random_state=0, stratify=target)``. The data
-    module's digits source must use this same split, so that the digits-net never saw the test
-    images that serve as a reference set.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    target = load_digits().target
-    train, test = train_test_split(
-        np.arange(len(target)), test_size=DIGITS_TEST_SIZE, random_state=0, stratify=target
-    )
-    return np.sort(train), np.sort(test)
-
-
-def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
-    """All 1797 digits as the project stores them: uint8 ``[1797, 8, 8, 1]`` = rint(v * 255 / 16), labels ``[1797]``."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, bunch.target.astype(np.int64)
-
-
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``[N, 8, 8, 1]`` -> float32 ``[N, 1, 8, 8]`` in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -111,10 +86,10 @@ def train_digits_net(out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, labels = load_digits_uint8()
-    train_idx, test_idx = digits_split_indices()
-    x_train, y_train = images_to_tensor(images[train_idx]), torch.from_numpy(labels[train_idx])
-    x_test, y_test = images_to_tensor(images[test_idx]), torch.from_numpy(labels[test_idx])
+    train_images, train_labels = digits_images_and_labels("train")
+    test_images, test_labels = digits_images_and_labels("test")
+    x_train, y_train = images_to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
+    x_test, y_test = images_to_tensor(test_images), torch.from_numpy(test_labels.astype(np.int64))
 
     start = time.perf_counter()
     with _deterministic_cpu(seed):

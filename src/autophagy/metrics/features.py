@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from autophagy.atomic import sha256_file
+from autophagy.config import FEATURE_EXTRACTORS as EXTRACTORS
 from autophagy.metrics.clean_resize import clean_resize, clean_resize_matrices
 from autophagy.metrics.digits_net import images_to_tensor, load_digits_net, train_digits_net
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_ENV = "AUTOPHAGY_INCEPTION_WEIGHTS"
-EXTRACTORS = ("raw", "digits-net", "inception")
 
 
 class FeatureExtractorUnavailable(RuntimeError):
@@ -162,7 +162,9 @@ def build_extractor(
         return RawExtractor()
     if name == "digits-net":
         if cache_dir is None:
-            raise ValueError("the digits-net extractor needs cache_dir, the folder that holds (or will hold) the trained net")
+            raise ValueError(
+                "the digits-net extractor needs cache_dir, the folder that holds (or will hold) the trained net"
+            )
         try:
             return DigitsNetExtractor(Path(cache_dir), device=device)
         except FileNotFoundError:
@@ -189,7 +191,9 @@ def inception_weights(path: str | Path | None = None) -> Path:
     if path.is_dir() or path.suffix != ".pt":
         path = path / INCEPTION_FILE
     if path.name != INCEPTION_FILE:
-        raise ValueError(f"the Inception weights file must be named {INCEPTION_FILE} (clean-fid loads that name), got {path}")
+        raise ValueError(
+            f"the Inception weights file must be named {INCEPTION_FILE} (clean-fid loads that name), got {path}"
+        )
     if not path.is_file():
         _download_inception(path)
     return path

@@ -1,6 +1,6 @@
 """Frechet distance between Gaussians fitted to feature sets (FID when the features are Inception's).
 
-For N(mu1, S1) and N(mu2, S2) (Frechet 1957; Dowson & Landau 1982; Heusel et al. 2017, Eq. 6):
+For N(mu1, S1) and N(mu2, S2) (Dowson & Landau 1982; the FID of Heusel et al. 2017):
 
     d^2 = ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}).
 

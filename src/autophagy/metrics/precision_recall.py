@@ -1,4 +1,4 @@
-"""Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019, Sec. 3, Eqs. 1-3).
+"""Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019, Eqs. 1-3).
 
 Each feature set approximates its manifold by the union of k-NN balls: the ball around x_i has
 radius NND_k(x_i), the distance to the k-th nearest *other* point of the same set. Then

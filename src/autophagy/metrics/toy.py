@@ -6,7 +6,7 @@
   distributions is piecewise constant between the breakpoints {i/n} U {j/m}; it is computed
   exactly, also when the two sizes differ.
 - Mean error ||mu_s - mu_r||_2 and covariance error ||Sigma_s - Sigma_r||_F (unbiased covariances).
-- For the Gaussian warm-up (Bertrand et al. 2024, Sec. 3): ``mean_norm`` = ||mu_s||_2 and
+- For the Gaussian warm-up (Bertrand et al. 2024): ``mean_norm`` = ||mu_s||_2 and
   ``std_mean`` = the mean over dimensions of the per-dimension standard deviation, whose decay
   under fully synthetic retraining is the collapse predicted in closed form.
 """

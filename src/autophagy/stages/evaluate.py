@@ -19,6 +19,7 @@ import numpy as np
 from autophagy import atomic
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
+from autophagy.models.torch_model import resolve_device
 from autophagy.metrics import build_extractor, compute_metrics, compute_toy_metrics, save_image_grid, save_scatter
 from autophagy.seeding import derive_seed
 from autophagy.tracking import open_tracker
@@ -60,7 +61,8 @@ def run(
                                 cache_dir=Path(features_dir) if features_dir else None, device=cfg.train.device)
     sample_features = extractor(samples)
     ref_features = {name: _reference_features(ref, extractor, cfg, seed) for name, ref in refs.items()}
-    metrics: dict[str, Any] = compute_metrics(sample_features, ref_features, k=cfg.evaluate.k)
+    metrics: dict[str, Any] = compute_metrics(sample_features, ref_features, k=cfg.evaluate.k,
+                                              device=resolve_device(cfg.train.device))
     if samples_set.kind == "vector":
         metrics.update(compute_toy_metrics(samples, {name: _subsample(ref.load(), cfg, seed) for name, ref in refs.items()}))
     metrics.update({
