@@ -119,8 +119,9 @@ def cmd_run(args):
 def cmd_report(args):
     from autophagy import report
 
-    cfg = load_config(Path(args.root) / "config.json") if (Path(args.root) / "config.json").is_file() else None
-    summary = report.write_report(Path(args.root), cfg, metric=args.metric)
+    saved = Path(args.root) / "config.json"
+    cfg = _config(args) if args.config else load_config(saved, args.set) if saved.is_file() else None
+    summary = report.write_report(Path(args.root), cfg, metric=args.metric, out=args.out)
     print(Path(summary["markdown"]).read_text())
 
 
@@ -187,10 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "run every lambda, seed and generation in one process, then report")
     p.add_argument("--root", type=Path, default=Path("runs"), help="parent of the experiment directory (default: runs)")
     p.add_argument("--no-report", action="store_true")
-    p = sub.add_parser("report", help="figures and a markdown table from a finished run directory")
+    p = command("report", cmd_report, "figures and a markdown table from a finished run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
-    p.set_defaults(func=cmd_report)
+    p.add_argument("--out", type=Path, default=None, help="report directory (default: ROOT/report)")
     p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
     p.add_argument("--out", type=Path, default=Path("params.yaml"))
     return parser

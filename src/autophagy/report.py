@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from autophagy import atomic
-from autophagy.config import ExperimentConfig, format_lambda, parse_lambda
+from autophagy.config import ExperimentConfig, parse_lambda
 
 TABLE_METRICS = ("fd_train", "precision_train", "recall_train", "fd_test", "swd_train", "mean_err_train", "cov_err_train")
 
@@ -140,15 +140,16 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     atomic.write_text(path, buffer.getvalue())
 
 
-def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | None = None) -> dict[str, Any]:
-    """Write the report of ``root`` into ``root/report``; returns the paths written."""
+def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | None = None,
+                 out: Path | None = None) -> dict[str, Any]:
+    """Write the report of ``root`` into ``out`` (default ``root/report``); returns the paths written."""
     root = Path(root)
     records = collect(root)
     if not records:
         raise FileNotFoundError(f"no metrics.json under {root}: run the experiment first")
     names = numeric_metrics(records)
     summary = summarise(records, names)
-    out = root / "report"
+    out = Path(out) if out is not None else root / "report"
     write_csv([{k: r.get(k) for k in ["lambda", "seed", "generation", *names]} for r in records], out / "curves.csv")
     write_csv(summary, out / "summary.csv")
     metric = metric or ("fd_train" if "fd_train" in names else "swd_train" if "swd_train" in names else names[0])
@@ -171,5 +172,3 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
         tracker.log_artifact(parent, out, "report")
     return {"markdown": str(out / "report.md"), "figures": [str(f) for f in figures], "summary": str(out / "summary.csv")}
 
-
-__all__ = ["collect", "summarise", "markdown_table", "plot_metric", "write_report", "format_lambda"]
