@@ -108,9 +108,13 @@ print('unpinned or mismatched:', bad or 'none'); \
 sys.exit(1 if bad and os.environ['REQUIRE_PINNED'] == '1' else 0)" \
  && rm -f /tmp/requirements.txt
 
-# The project itself, without touching the dependencies installed above.
+# The project itself, without touching the dependencies installed above: the library (src/)
+# plus the KFP components and pipeline, which pyproject.toml maps to autophagy.components and
+# autophagy.pipelines.
 COPY README.md ./
 COPY src ./src
+COPY components ./components
+COPY pipelines ./pipelines
 RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     pip install --no-input --no-deps -c /tmp/constraints.txt . \
  && pip check \
@@ -127,6 +131,9 @@ ENV HOME=/home/autophagy \
 
 USER 10001:10001
 WORKDIR /tmp/autophagy
+
+# Named experiment presets: `autophagy run --config /opt/autophagy/configs/<name>.yaml`.
+COPY configs /opt/autophagy/configs
 
 # No ENTRYPOINT: KFP sets the container command itself (and needs `python3` with kfp on PATH,
 # which /opt/venv/bin provides); k8s/ runs `mlflow server`; `docker run IMAGE autophagy ...`.

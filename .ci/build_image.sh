@@ -39,7 +39,7 @@ REQUIRE_PINNED="${REQUIRE_PINNED:-1}"
 # The lead wires the tiny end-to-end stage here (e.g. `python3 -m autophagy.cli prepare ...`).
 SMOKE_COMMANDS=(
   'autophagy --help'
-  'python3 -c "import autophagy, torch, mlflow, kfp; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
+  'python3 -c "import autophagy, autophagy.components, autophagy.pipelines, kfp.kubernetes, torch, mlflow, kfp; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
 )
 # <<< SMOKE STAGE
 
@@ -73,31 +73,40 @@ sources=/etc/apt/sources.list.d/debian.sources
 MIRROR="$(awk '/^URIs:/ {print $2; exit}' "$sources" 2>/dev/null || true)"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 ROOTFS="$CACHE/rootfs-$SUITE-minbase"
-# Rebuilt when missing or older than a week, so the stand-in keeps up with Debian's updates.
-if [ ! -f "$ROOTFS/.complete" ] || [ -n "$(find "$ROOTFS/.complete" -mtime +7 2>/dev/null)" ]; then
+if [ ! -f "$ROOTFS/.complete" ]; then
   log "debootstrap $SUITE (minbase) from $MIRROR -> $ROOTFS"
   rm -rf "$ROOTFS" "$ROOTFS.tmp"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$SUITE" "$ROOTFS.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
-  # Look like the real image: deb822 sources with updates + security, current package
-  # versions, no package caches. The upgrade also matters for the build: the Dockerfile's
-  # `apt-get install ... ca-certificates` must be a no-op here, because a newer ca-certificates
-  # would rewrite /etc/ssl/certs/ca-certificates.crt, which the build mounts read-only (the
-  # proxy's CA). The real bookworm-slim has no ca-certificates yet and installs it normally.
+  # Look like the real image: deb822 sources with updates + security, no package caches.
   if [ -f "$sources" ]; then
     grep -v '^#' "$sources" > "$ROOTFS.tmp/etc/apt/sources.list.d/debian.sources"
     rm -f "$ROOTFS.tmp/etc/apt/sources.list"
   fi
-  cp /etc/resolv.conf "$ROOTFS.tmp/etc/resolv.conf"
-  chroot "$ROOTFS.tmp" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq' \
-    >>"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; die "apt-get upgrade in the rootfs failed"; }
-  : > "$ROOTFS.tmp/etc/resolv.conf"
-  rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb "$ROOTFS.tmp"/var/lib/apt/lists/*
+  rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb
   mv "$ROOTFS.tmp" "$ROOTFS"
   touch "$ROOTFS/.complete"
   bah rmi -f "$BASE_NAME" >/dev/null 2>&1 || true    # rebuild the base from the new rootfs
 fi
+# Keep the stand-in at the mirror's current package versions (every run; a no-op when nothing
+# changed, so the layer cache survives). Besides fidelity this matters for the build: the
+# Dockerfile's `apt-get install ... ca-certificates` must be a no-op here, because a newer
+# ca-certificates would rewrite /etc/ssl/certs/ca-certificates.crt, which the build mounts
+# read-only (the proxy's CA). The real bookworm-slim has no ca-certificates and installs it.
+cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+if ! chroot "$ROOTFS" apt-get update -qq >>"$CACHE/debootstrap.log" 2>&1; then
+  : > "$ROOTFS/etc/resolv.conf"; die "apt-get update in the stand-in rootfs failed (log: $CACHE/debootstrap.log)"
+fi
+pending="$(chroot "$ROOTFS" apt-get -s upgrade 2>/dev/null | grep -c '^Inst ' || true)"
+if [ "${pending:-0}" -gt 0 ]; then
+  log "upgrading the stand-in rootfs to the mirror's current packages"
+  chroot "$ROOTFS" sh -c 'DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq' >>"$CACHE/debootstrap.log" 2>&1 \
+    || { : > "$ROOTFS/etc/resolv.conf"; die "apt-get upgrade in the stand-in rootfs failed (log: $CACHE/debootstrap.log)"; }
+  bah rmi -f "$BASE_NAME" >/dev/null 2>&1 || true
+fi
+: > "$ROOTFS/etc/resolv.conf"
+rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/lib/apt/lists/*
 if ! bah inspect --type image "$BASE_NAME" >/dev/null 2>&1; then
   log "committing the stand-in rootfs as $BASE_NAME"
   c="$(bah from scratch)"
@@ -113,7 +122,7 @@ fi
 
 # --- 3. build ----------------------------------------------------------------------------------
 cd "$REPO"
-for f in Dockerfile pyproject.toml constraints.txt README.md src; do
+for f in Dockerfile pyproject.toml constraints.txt README.md src components pipelines configs; do
   [ -e "$f" ] || die "missing $f (the build copies it)"
 done
 if GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null)"; then
@@ -160,7 +169,7 @@ log "build-time mounts: ${MOUNTS[*]}"
 
 log "building $IMAGE (GIT_COMMIT=$GIT_COMMIT FETCH_INCEPTION=$FETCH_INCEPTION)"
 t0=$(date +%s)
-bah bud --isolation chroot --pull=never --layers \
+bah bud --isolation chroot --pull=never --layers --force-rm \
   "${MOUNTS[@]}" \
   --build-arg "BASE_IMAGE=$BASE_NAME" \
   --build-arg "GIT_COMMIT=$GIT_COMMIT" \
@@ -168,7 +177,7 @@ bah bud --isolation chroot --pull=never --layers \
   --build-arg "REQUIRE_PINNED=$REQUIRE_PINNED" \
   -t "$IMAGE" -f Dockerfile .
 t1=$(date +%s)
-SIZE="$(bah images --format '{{.Size}}' "localhost/$IMAGE" | head -1)"
+SIZE="$(bah images --format '{{.Size}}' "localhost/$IMAGE" | sed -n 1p)"
 echo "image built: $IMAGE in $((t1 - t0)) s, size $SIZE"
 
 # --- 4. smoke checks inside the image, as its USER ---------------------------------------------
@@ -179,7 +188,16 @@ uid="$(run id -u)"
 [ "$uid" != 0 ] || die "the image runs as root"
 echo "runs as uid $uid ($(run id -un))"
 
-leftovers="$(run sh -c 'for p in /opt/wheels /opt/pypi /opt/pypi-more /etc/xdg/pip /etc/pip.conf /root/.config/pip; do [ -e "$p" ] && [ -n "$(ls -A "$p" 2>/dev/null)" ] && echo "$p"; done; true')"
+# buildah leaves an empty file/directory where a -v target did not exist in the image (e.g. a
+# 0-byte /etc/pip.conf, empty /opt/wheels): harmless, but nothing mounted may have been copied.
+targets="$(printf '%s\n' "${MOUNTS[@]}" | sed -n 's/^\(\/[^:]*\):.*/\1/p' | grep -v '^/etc/ssl/' | tr '\n' ' ')"
+m="$(bah mount "$CTR")"
+leftovers=""
+for p in $targets; do
+  if [ -f "$m$p" ] && [ -s "$m$p" ]; then leftovers="$leftovers $p"; fi
+  if [ -d "$m$p" ] && [ -n "$(ls -A "$m$p")" ]; then leftovers="$leftovers $p"; fi
+done
+bah umount "$CTR" >/dev/null
 [ -z "$leftovers" ] || die "build-time mounts left content in the image: $leftovers"
 echo "no build-time mount content in the image"
 

@@ -108,7 +108,7 @@ def tracking_uri() -> str:
     return os.environ["MLFLOW_TRACKING_URI"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_cfg():
     """Factory: ``tiny_cfg("digits" | "toy" | "gaussian", *overrides) -> ExperimentConfig``."""
 
@@ -116,17 +116,6 @@ def tiny_cfg():
         return load_config(None, [*PRESETS[preset], *overrides])
 
     return make
-
-
-@pytest.fixture
-def one_torch_thread():
-    """One intra-op thread while the test runs (the machine's two cores are shared)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ def _print(result: Any) -> None:
 
 
 def _lam(text: str | None) -> float | None:
-    return None if text is None else parse_lambda(text)
+    return None if text is None else parse_lambda(text, option="--lam")
 
 
 # ------------------------------------------------------------------ commands
@@ -69,7 +69,7 @@ def cmd_sample(args):
 def cmd_mix(args):
     from autophagy.stages import mix
 
-    _print(mix.run(_config(args), args.real, args.synthetic, parse_lambda(args.lam), args.out, args.generation))
+    _print(mix.run(_config(args), args.real, args.synthetic, _lam(args.lam), args.out, args.generation))
 
 
 def cmd_evaluate(args):
@@ -221,12 +221,9 @@ def _is_user_error(err: Exception) -> bool:
     from autophagy.tracking import TrackingError
 
     known: tuple[type, ...] = (ConfigError, DatasetError, ModelError, TrackingError, FileNotFoundError)
-    try:
-        from autophagy.metrics.features import FeatureExtractorUnavailable
-
-        known += (FeatureExtractorUnavailable,)
-    except ImportError:
-        pass
+    features = sys.modules.get("autophagy.metrics.features")  # not imported: the error cannot be its type
+    if features is not None:
+        known += (features.FeatureExtractorUnavailable,)
     return isinstance(err, known)
 
 

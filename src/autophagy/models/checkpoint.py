@@ -8,12 +8,14 @@ loading an untrusted checkpoint never executes code.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from autophagy import atomic
@@ -23,6 +25,7 @@ from autophagy.models.base import GenerativeModel, ModelError
 FORMAT = "autophagy.checkpoint/v1"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
+WRITE_ID = "autophagy.write_id"  # ties the files of one write together (safetensors metadata, train state, config)
 
 
 def save_checkpoint(model: GenerativeModel, out_dir: str | Path, meta: Mapping[str, Any]) -> None:
@@ -32,14 +35,21 @@ def save_checkpoint(model: GenerativeModel, out_dir: str | Path, meta: Mapping[s
 
 
 def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mapping[str, Any]) -> None:
-    """Write the checkpoint files into an existing directory (each file atomically)."""
+    """Write the checkpoint files into an existing directory (each file atomically).
+
+    The files are not replaced together, so each carries the id of this write and ``config.json``
+    (written last) names it: :func:`load_checkpoint` refuses a directory whose files come from
+    different writes (a process killed while rewriting a resumable train state).
+    """
+    write_id = _write_id(model, meta)
     for name, tensors in model.tensors().items():
         with atomic.temp_path(directory / f"{name}.safetensors") as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={WRITE_ID: write_id})
     state = model.train_state()
     if state:
         with atomic.temp_path(directory / TRAIN_STATE) as tmp:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as handle:  # a handle, not the path: the archive then never embeds the temp name
+                torch.save({**state, WRITE_ID: write_id}, handle)
     atomic.write_json(
         directory / CONFIG,
         {
@@ -49,8 +59,17 @@ def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mappin
             "model": to_dict(model.cfg),
             "parameters": model.parameter_count(),
             **meta,
+            WRITE_ID: write_id,
         },
     )
+
+
+def _write_id(model: GenerativeModel, meta: Mapping[str, Any]) -> str:
+    """Names one write: the metadata and training progress (different for every train-state
+    checkpoint of a run, and the same when a run is repeated, so checkpoints stay reproducible)."""
+    progress = getattr(model, "progress", None) or {}
+    key = {"meta": meta, "images_seen": progress.get("images_seen"), "step": progress.get("step")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -81,16 +100,30 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
     except (ConfigError, KeyError) as err:
         raise ModelError(f"checkpoint {path} has an invalid model config: {err}") from None
     model = build_model(model_cfg, tuple(config["item_shape"]))
+    write_id = config.get(WRITE_ID)  # absent in checkpoints written before write ids
     tensors = {}
     for file in sorted(path.glob("*.safetensors")):
         try:
             tensors[file.stem] = load_file(str(file))
+            with safe_open(str(file), framework="pt") as handle:
+                file_id = (handle.metadata() or {}).get(WRITE_ID)
         except (SafetensorError, OSError) as err:
             raise ModelError(f"checkpoint file {file} is corrupted: {err}") from None
+        if write_id is not None and file_id != write_id:
+            raise ModelError(f"checkpoint {path} is inconsistent: {file.name} and {CONFIG} come from different writes "
+                             "(interrupted while saving?)")
     if "model" not in tensors:
         raise ModelError(f"checkpoint {path} has no model.safetensors")
     model.load_tensors(tensors)
     state_file = path / TRAIN_STATE
     if with_train_state and state_file.is_file():
-        model.load_train_state(torch.load(state_file, map_location="cpu", weights_only=True))
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"checkpoint file {state_file} is corrupted or not a plain tensor file: {first_line}") from None
+        if not isinstance(state, dict) or (write_id is not None and state.get(WRITE_ID) != write_id):
+            raise ModelError(f"checkpoint {path} is inconsistent: {TRAIN_STATE} and {CONFIG} come from different writes "
+                             "(interrupted while saving?)")
+        model.load_train_state(state)
     return model

@@ -120,9 +120,10 @@ class TorchGenerativeModel(GenerativeModel):
             order = self.progress["order"].to(device)
             generator.set_state(self.progress["generator"])
         ema_beta = 0.5 ** (batch / max(train.ema_halflife_kimg * 1000, 1e-8))
-        checkpoint_every = int(train.checkpoint_every_kimg * 1000)
+        checkpoint_every = max(1, int(train.checkpoint_every_kimg * 1000))
         next_checkpoint = (seen // checkpoint_every + 1) * checkpoint_every
         loss_sum = torch.zeros((), device=device)
+        loss_count = 0  # steps summed in loss_sum since the last check
         losses: list[float] = []
         started = time.perf_counter()
         while seen < budget:
@@ -143,12 +144,16 @@ class TorchGenerativeModel(GenerativeModel):
                 for p_ema, p in zip(self.ema.parameters(), self.net.parameters()):
                     p_ema.lerp_(p, 1.0 - ema_beta)
             loss_sum += loss.detach()
+            loss_count += 1
             seen += batch
             step += 1
-            if step % CHECK_EVERY_STEPS == 0 or seen >= budget or seen >= next_checkpoint:
-                mean = self._check_loss(loss_sum, step, seen)
+            # Check (and sync) every CHECK_EVERY_STEPS steps, at the end, and before a train state is written.
+            at_checkpoint = scratch_dir is not None and seen >= next_checkpoint
+            if step % CHECK_EVERY_STEPS == 0 or seen >= budget or at_checkpoint:
+                mean = self._check_loss(loss_sum, loss_count, step, seen)
                 losses.append(mean)
                 loss_sum.zero_()
+                loss_count = 0
                 if log is not None:
                     log({"loss": mean, "kimg": seen / 1000.0, "lr": lr})
             if scratch_dir is not None and seen >= next_checkpoint and seen < budget:
@@ -168,8 +173,7 @@ class TorchGenerativeModel(GenerativeModel):
         )
 
     @staticmethod
-    def _check_loss(loss_sum: torch.Tensor, step: int, seen: int) -> float:
-        count = step % CHECK_EVERY_STEPS or CHECK_EVERY_STEPS
+    def _check_loss(loss_sum: torch.Tensor, count: int, step: int, seen: int) -> float:
         mean = float(loss_sum) / count
         if not np.isfinite(mean):
             raise TrainingDivergedError(

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autophagy.config import ExperimentConfig
+from autophagy.config import ConfigError, ExperimentConfig
 from autophagy.data.dataset import NewShard, write_dataset
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config
 from autophagy.seeding import derive_seed
@@ -19,7 +19,7 @@ from autophagy.seeding import derive_seed
 def run(cfg: ExperimentConfig, model_dir: str | Path, out_dir: str | Path, n: int, seed: int, generation: int) -> dict[str, Any]:
     """Write ``n`` samples of the model in ``model_dir`` to the dataset directory ``out_dir``."""
     if n < 1:
-        raise ValueError(f"sample: n must be >= 1, got {n}")
+        raise ConfigError(f"sample: the number of samples must be >= 1, got {n}")
     model = load_checkpoint(model_dir, family=cfg.model.family, with_train_state=False)
     meta = read_checkpoint_config(model_dir)
     started = time.perf_counter()

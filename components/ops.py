@@ -1,0 +1,93 @@
+"""The KFP v2 components: one per stage, each a one-line call into :mod:`autophagy.components.runtime`.
+
+Containerized Python components (``base_image`` = the project image, kfp preinstalled there,
+``install_kfp_package=False``). The experiment config travels as a JSON string (``config``);
+data sets are ``Dataset`` artifacts (the artifact path is the dataset directory), checkpoints
+``Model`` artifacts, per-generation metrics ``Metrics`` artifacts (shown in the KFP UI).
+``lam`` is the text of a lambda (``"0.5"``, ``"inf"``), ``""`` for generation 0 (shared).
+
+Every compiled task embeds its component's source, so the bodies stay tiny and the imports
+stay inside them (they run in the image, not where the pipeline is compiled). This module
+must not use ``from __future__ import annotations``: KFP reads the annotations as types.
+"""
+
+from typing import Callable, Dict, List
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def tracking(config: str, kfp_run_id: str) -> str:
+    """Open the MLflow parent run and the (lambda, seed) child runs; return the parent run id."""
+    from autophagy.components import runtime
+    return runtime.open_tracking(config, kfp_run_id)
+
+
+def prepare(config: str, train: Output[Dataset], test: Output[Dataset]):
+    """Write the real train and test sets (autophagy.stages.prepare)."""
+    from autophagy.components import runtime
+    train.metadata.update(runtime.prepare(config, train.path, test.path))
+
+
+def features(config: str, extractor: Output[Artifact]):
+    """Build the feature extractor of evaluate.features (autophagy.stages.features)."""
+    from autophagy.components import runtime
+    extractor.metadata.update(runtime.features(config, extractor.path))
+
+
+def train(config: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
+          init: Input[Model] = None):
+    """Train one generation (autophagy.stages.train); init = the previous generation's model."""
+    from autophagy.components import runtime
+    model.metadata.update(runtime.train(config, train_set.path, model.path, generation, seed, lam,
+                                        init.path if init else None))
+
+
+def sample(config: str, model: Input[Model], real_train: Input[Dataset], generation: int, seed: int, lam: str,
+           samples: Output[Dataset]):
+    """Draw a generation's samples (autophagy.stages.sample)."""
+    from autophagy.components import runtime
+    samples.metadata.update(runtime.sample(config, model.path, real_train.path, samples.path, generation, seed, lam))
+
+
+def mix(config: str, real: Input[Dataset], synthetic: Input[Dataset], generation: int, lam: str,
+        train_set: Output[Dataset]):
+    """Compose the next training set: real data + floor(lambda n) samples (autophagy.stages.mix)."""
+    from autophagy.components import runtime
+    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path, train_set.path, generation, lam))
+
+
+def evaluate(config: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
+             extractor: Input[Artifact], generation: int, seed: int, lam: str, metrics: Output[Metrics],
+             history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None):
+    """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far."""
+    from autophagy.components import runtime
+    for key, value in runtime.evaluate(config, samples.path, real_train.path, real_test.path, extractor.path,
+                                       generation, seed, lam, history.path, previous.path if previous else None,
+                                       grid.path).items():
+        metrics.log_metric(key, value)
+
+
+def collect(fragments: Input[List[Artifact]], merged: Output[Artifact]):
+    """Merge the run-layout fragments of the chains of one seed."""
+    from autophagy.components import runtime
+    runtime.collect([f.path for f in fragments], merged.path)
+
+
+def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifact], page: Output[Markdown]):
+    """Tables and figures across lambdas, seeds and generations (autophagy.report), also logged to MLflow."""
+    from autophagy.components import runtime
+    run_dir.metadata.update(runtime.report(config, [f.path for f in fragments], run_dir.path, page.path))
+
+
+#: Every component function, by step name (the word in ``gen-<g>-<step>``).
+FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (tracking, prepare, features, train, sample, mix, evaluate,
+                                                            collect, report)}
+
+
+def build_components(image: str) -> Dict[str, Callable]:
+    """The KFP components, by step name, running in ``image`` (checked: pinned, never ``latest``)."""
+    from autophagy.components.image import check_image
+
+    check_image(image)
+    return {name: dsl.component(func, base_image=image, install_kfp_package=False) for name, func in FUNCTIONS.items()}

@@ -1,0 +1,274 @@
+"""What a KFP component body calls inside the image: paths and plain values in, a dict back.
+
+Each KFP component (:mod:`autophagy.components.ops`) is a one-line call into this module, which
+adapts KFP's artifact paths to the stage functions of :mod:`autophagy.stages` and to the run
+layout of :mod:`autophagy.layout`. There is no stage logic here: every function parses the
+experiment config and makes one stage call (or, for ``collect``/``report``, copies directories
+into the run layout the library reads). MLflow logging happens inside the stages, into the runs
+``open_tracking`` made for the experiment before any other task.
+
+This module imports neither kfp nor anything heavy at import time, so it can be unit-tested
+without KFP and imported cheaply by every component.
+
+Run-layout fragments: every ``evaluate`` task writes its ``metrics.json`` (and sample grid) at
+its place in a :class:`~autophagy.layout.RunLayout` rooted at its ``history`` output, on top of
+a copy of the previous generation's fragment. The last fragment of each (lambda, seed) chain
+therefore holds the whole chain; ``collect`` merges the chains of a seed and ``report`` merges
+the seeds, which gives exactly the directory tree :func:`autophagy.report.write_report` reads.
+(KFP 2.17 can fan in one ``ParallelFor`` level at a time with ``dsl.Collected``; nested
+collections fail locally, so the fan-in goes chain -> seed -> experiment.)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from autophagy.config import ExperimentConfig, format_lambda, from_dict, parse_lambda, to_dict
+
+#: The tag every MLflow run of a KFP run carries (value: the KFP run id).
+KFP_RUN_TAG = "kfp.run_id"
+
+
+def load_config(config_json: str) -> ExperimentConfig:
+    """The experiment config a component received as JSON (``to_dict`` -> ``json.dumps``)."""
+    return from_dict(json.loads(config_json))
+
+
+def config_to_json(cfg: ExperimentConfig) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+
+
+def lam_value(text: str) -> float | None:
+    """``""`` (generation 0, shared by every lambda of a seed) -> None; else the lambda."""
+    return None if text in ("", None) else parse_lambda(text, option="lam")
+
+
+@contextlib.contextmanager
+def run_tags_env(tags: Mapping[str, str]) -> Iterator[None]:
+    """``AUTOPHAGY_RUN_TAGS`` = ``tags`` (added to every MLflow run created) for the duration of a call.
+
+    The previous environment is restored afterwards, so in-process calls (tests) leak nothing.
+    """
+    from autophagy.tracking import EXTRA_TAGS_ENV
+
+    updates = {EXTRA_TAGS_ENV: json.dumps(dict(tags))} if tags else {}
+    saved = {key: os.environ.get(key) for key in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def finite_numbers(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, float]:
+    """The finite numeric entries of a result dict (what KFP ``Metrics`` can show)."""
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if key not in skip and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+@contextlib.contextmanager
+def _scratch_beside(path: str | Path) -> Iterator[Path]:
+    """A scratch directory next to an output artifact (same filesystem, so moves are renames)."""
+    scratch = Path(path).parent / f".scratch-{uuid.uuid4().hex[:12]}"
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _move_into(src: Path, dst: str | Path) -> None:
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+
+
+def _merge_tree(src: str | Path, dst: str | Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+# ---------------------------------------------------------------------------------- tasks
+
+
+def open_tracking(config_json: str, kfp_run_id: str = "") -> str:
+    """Get or create the MLflow parent run and every (lambda, seed) child run; return the parent id.
+
+    The pipeline runs this task before any task that logs, so the pods of a sweep never race to
+    create runs: each later task finds the same parent by the configuration's tags
+    (:meth:`autophagy.tracking.Tracker.parent_run`) and its child by (parent, lambda, seed), as
+    the local loop does. ``AUTOPHAGY_PARENT_RUN_ID`` in the pods' env, if set, still wins
+    everywhere. Every run is tagged ``kfp.run_id`` with this KFP run's id (re-tagged when it
+    already existed: the tag names the latest KFP run that used it). ``""`` when tracking is off.
+    """
+    cfg = load_config(config_json)
+    if not cfg.tracking.enabled:
+        return ""
+    from autophagy.tracking import Tracker
+
+    tags = {KFP_RUN_TAG: kfp_run_id} if kfp_run_id else {}
+    with run_tags_env(tags):
+        tracker = Tracker(cfg)
+        parent = tracker.parent_run()
+        runs = [parent] + [tracker.child_run(lam, seed) for seed in cfg.loop.seeds for lam in cfg.loop.lambdas]
+        if tags:
+            for run_id in runs:
+                tracker.set_tags(run_id, tags)
+    return parent
+
+
+def prepare(config_json: str, train_dir: str, test_dir: str) -> dict[str, Any]:
+    """``prepare.run`` writes ``<out>/train`` and ``<out>/test``; each becomes its own artifact."""
+    from autophagy.stages import prepare as stage
+
+    cfg = load_config(config_json)
+    with _scratch_beside(train_dir) as scratch:
+        result = stage.run(cfg, scratch)
+        _move_into(scratch / "train", train_dir)
+        _move_into(scratch / "test", test_dir)
+    return result
+
+
+def features(config_json: str, out_dir: str) -> dict[str, Any]:
+    from autophagy.stages import features as stage
+
+    return stage.run(load_config(config_json), out_dir)
+
+
+def train(config_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str = "",
+          init: str | None = None) -> dict[str, Any]:
+    from autophagy.stages import train as stage
+
+    result = stage.run(load_config(config_json), train_set, out_dir, generation, seed, lam=lam_value(lam), init=init)
+    return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
+
+
+def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int,
+           lam: str = "") -> dict[str, Any]:
+    """As many samples as the loop draws: enough to evaluate and to feed generation + 1."""
+    from autophagy.data.dataset import open_dataset
+    from autophagy.loop import samples_per_generation
+    from autophagy.stages import sample as stage
+
+    cfg = load_config(config_json)
+    n = samples_per_generation(cfg, open_dataset(real_train, verify_hash=False).rows, lam_value(lam))
+    result = stage.run(cfg, model_dir, out_dir, n, seed, generation)
+    return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
+
+
+def mix(config_json: str, real: str, synthetic: str, out_dir: str, generation: int, lam: str) -> dict[str, Any]:
+    from autophagy.stages import mix as stage
+
+    result = stage.run(load_config(config_json), real, synthetic, parse_lambda(lam, option="lam"), out_dir, generation)
+    return {"generation": generation, "lambda": lam, **result}
+
+
+def evaluate(config_json: str, samples: str, real_train: str, real_test: str, features_dir: str, generation: int,
+             seed: int, lam: str, history_out: str, history_in: str | None = None,
+             grid_html: str | None = None) -> dict[str, float]:
+    """``evaluate.run`` into the run layout under ``history_out`` (on a copy of ``history_in``).
+
+    Returns the finite numeric metrics (for KFP ``Metrics``); writes an HTML page with the
+    sample grid to ``grid_html`` when given.
+    """
+    from autophagy.layout import RunLayout
+    from autophagy.stages import evaluate as stage
+
+    cfg = load_config(config_json)
+    root = Path(history_out)
+    if history_in:
+        _merge_tree(history_in, root)
+    out = RunLayout(root).generation(lam_value(lam), seed, generation)
+    grid = out / "samples.png"
+    metrics = stage.run(cfg, samples, {"train": real_train, "test": real_test}, out / "metrics.json", features_dir,
+                        generation, seed, lam=lam_value(lam), grid_path=grid)
+    if grid_html:
+        title = f"gen-{generation} seed {seed} " + (f"λ = {lam}" if lam else "(shared by every λ)")
+        write_html(grid_html, title, [grid] if grid.is_file() else [], _summary_line(metrics))
+    return finite_numbers(metrics, skip=("generation", "seed"))
+
+
+def collect(fragments: Sequence[str], out_dir: str) -> int:
+    """Merge run-layout fragments (the chains of one seed) into one tree; returns how many."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for fragment in fragments:
+        _merge_tree(fragment, out_dir)
+    return len(fragments)
+
+
+def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None) -> dict[str, Any]:
+    """Materialise ``runs/<experiment>`` from the fragments in ``out_dir`` and write its report there.
+
+    ``autophagy.report.write_report`` also logs the report to the MLflow parent run. The
+    Markdown page (figures inlined as data URIs, for the KFP UI) goes to ``markdown_path``.
+    Returns what the run directory holds (for the artifact's metadata).
+    """
+    from autophagy import atomic
+    from autophagy.report import write_report
+
+    cfg = load_config(config_json)
+    root = Path(out_dir)
+    collect(fragments, out_dir)
+    atomic.write_json(root / "config.json", to_dict(cfg))
+    written = write_report(root, cfg)
+    if markdown_path:
+        Path(markdown_path).write_text(inline_images(Path(written["markdown"])))
+    return {"experiment": cfg.name, "metrics_files": len(list(root.rglob("metrics.json"))),
+            "figures": [Path(f).name for f in written["figures"]]}
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+def _summary_line(metrics: Mapping[str, Any]) -> str:
+    keys = [k for k in ("fd_train", "precision_train", "recall_train", "fd_test", "swd_train") if k in metrics]
+    return ", ".join(f"{k} = {metrics[k]:.4g}" for k in keys if isinstance(metrics[k], (int, float)))
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
+def write_html(path: str | Path, title: str, images: Sequence[Path], text: str = "") -> None:
+    """A self-contained HTML page (images embedded), which the KFP UI shows for HTML artifacts."""
+    import html
+
+    body = "".join(f'<p><img src="{_data_uri(p)}" alt="{html.escape(p.name)}" style="image-rendering: pixelated; '
+                   f'width: 512px"></p>' for p in images)
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
+            f"<body><h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>{body}</body></html>")
+    Path(path).write_text(page)
+
+
+def inline_images(markdown: Path) -> str:
+    """``report.md`` with its ``![alt](file.png)`` figures embedded, so the page stands alone."""
+
+    def embed(match: re.Match) -> str:
+        image = markdown.parent / match.group(2)
+        return f"![{match.group(1)}]({_data_uri(image)})" if image.is_file() else match.group(0)
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", embed, markdown.read_text())
+
+
+__all__ = [
+    "KFP_RUN_TAG", "load_config", "config_to_json", "lam_value", "run_tags_env", "finite_numbers", "open_tracking",
+    "prepare", "features", "train", "sample", "mix", "evaluate", "collect", "report", "write_html",
+    "inline_images", "format_lambda",
+]

@@ -1,0 +1,139 @@
+"""Compile an experiment's pipeline and start a run on a Kubeflow Pipelines API server.
+
+Authentication uses the KFP SDK's own mechanisms, nothing autophagy-specific:
+
+* ``token_path`` (or ``$KF_PIPELINES_SA_TOKEN_PATH``): a file holding a bearer token, re-read on
+  every request (``kfp.client.ServiceAccountTokenVolumeCredentials``) -- a projected
+  ServiceAccount token in a pod, or a file written by ``kubectl create token ...``;
+* ``existing_token``: a bearer token obtained elsewhere (``kfp.Client(existing_token=...)``);
+* neither: a plain client (port-forward, or a cluster without auth); the KFP client's context
+  file ``~/.config/kfp/context.json`` still supplies cookies/headers if you keep one.
+
+The run's pods use the ServiceAccount ``cluster.service_account`` (kfp-kubernetes 2.17.3 has no
+per-task setter, so it is the run's ``service_account``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+from autophagy.config import ExperimentConfig
+
+from autophagy.pipelines.cluster import ClusterConfig
+from autophagy.pipelines.errors import PipelineSubmitError
+
+HOST_ENV = "KF_PIPELINES_ENDPOINT"  # the kfp SDK's own variable for the API host
+TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"  # the kfp SDK's own variable for a token file
+HEALTHZ = "/apis/v2beta1/healthz"
+
+
+def check_reachable(host: str, timeout: float = 10.0) -> None:
+    """Fail fast, naming ``host``, when nothing answers HTTP there within ``timeout`` seconds.
+
+    Any HTTP answer counts as reachable (an auth proxy's 302/401/403 included): only a refused
+    or timed-out connection, a DNS failure or a TLS failure is reported here.
+    """
+    if not host.startswith(("http://", "https://")):
+        raise PipelineSubmitError(f"KFP host must be an http:// or https:// URL, got {host!r}")
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + HEALTHZ, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError, socket.timeout) as err:
+        reason = getattr(err, "reason", err)
+        raise PipelineSubmitError(
+            f"cannot reach the Kubeflow Pipelines API at {host} ({reason}). Check --host (for a port-forward: "
+            f"kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80, then --host http://localhost:8080)."
+        ) from None
+
+
+def make_client(host: str, namespace: str | None = None, existing_token: str | None = None,
+                token_path: str | None = None) -> Any:
+    """A ``kfp.Client`` for ``host`` with the SDK's standard authentication (module docstring)."""
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    token_path = token_path or os.environ.get(TOKEN_PATH_ENV)
+    credentials = None
+    if not existing_token and token_path:
+        if not Path(token_path).is_file():
+            raise PipelineSubmitError(f"token file not found: {token_path} (--token-path / ${TOKEN_PATH_ENV})")
+        credentials = ServiceAccountTokenVolumeCredentials(path=token_path)
+    kwargs: dict[str, Any] = {"host": host, "existing_token": existing_token, "credentials": credentials}
+    if namespace:
+        kwargs["namespace"] = namespace
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "This client only works with KFP v2.0.0-beta.2 and later"
+            return kfp.Client(**kwargs)
+    except Exception as err:  # noqa: BLE001 - kfp raises ApiException, TimeoutError, urllib3 errors ...
+        raise PipelineSubmitError(f"Kubeflow Pipelines at {host} did not accept the client: {_describe(err)}") from None
+
+
+def submit(host: str | None, cfg: ExperimentConfig, cluster: ClusterConfig | None = None, experiment: str | None = None,
+           run_name: str | None = None, image: str | None = None, namespace: str | None = None,
+           existing_token: str | None = None, token_path: str | None = None, timeout: float = 10.0,
+           pipeline_root: str | None = None) -> dict[str, Any]:
+    """Compile ``cfg`` and start it on the KFP API at ``host``; returns the run's id, name and URL.
+
+    ``experiment``: the KFP experiment (default: ``cfg.name``). ``namespace``: the profile
+    namespace in multi-user KFP. The host is checked first (``timeout`` seconds), so an
+    unreachable one fails in seconds with a :class:`PipelineSubmitError` that names it.
+    """
+    from autophagy.components.image import resolve_image
+    from autophagy.pipelines.pipeline import compile_pipeline, pipeline_name
+
+    host = (host or os.environ.get(HOST_ENV) or "").strip()
+    if not host:
+        raise PipelineSubmitError(f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV}")
+    cluster = (cluster or ClusterConfig()).validate()
+    image = resolve_image(image or cluster.image)
+    check_reachable(host, timeout)
+    experiment = experiment or cfg.name
+    run_name = run_name or f"{pipeline_name(cfg)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    with tempfile.TemporaryDirectory(prefix="autophagy-pipeline-") as tmp:
+        package = Path(tmp) / f"{pipeline_name(cfg)}.yaml"
+        compile_pipeline(cfg, package, cluster, image=image)
+        client = make_client(host, namespace, existing_token, token_path)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # kfp prints links; we return ours
+                result = client.create_run_from_pipeline_package(
+                    str(package), arguments={}, run_name=run_name, experiment_name=experiment, namespace=namespace,
+                    pipeline_root=pipeline_root, service_account=cluster.service_account or None)
+        except PipelineSubmitError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise PipelineSubmitError(f"Kubeflow Pipelines at {host} refused run {run_name!r} "
+                                      f"(experiment {experiment!r}): {_describe(err)}") from None
+    return {
+        "host": host,
+        "run_id": result.run_id,
+        "run_name": run_name,
+        "experiment": experiment,
+        "namespace": namespace,
+        "service_account": cluster.service_account,
+        "image": image,
+        "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}",
+    }
+
+
+def _describe(err: Exception) -> str:
+    status = getattr(err, "status", None)
+    reason = getattr(err, "reason", None)
+    if status:
+        body = (getattr(err, "body", None) or "")
+        body = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+        hint = " (authentication: --token-path / $KF_PIPELINES_SA_TOKEN_PATH)" if status in (401, 403) else ""
+        return f"HTTP {status} {reason or ''}{hint} {body[:500]}".strip()
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,284 @@
+"""Cluster options of the Kubeflow pipeline: the ``cluster:`` section of an experiment YAML.
+
+KFP v2 fixes images, resources, accelerators, node selectors, tolerations, retries and
+parallelism when a pipeline is *compiled*, so they are compile-time options, kept apart from
+the experiment (:class:`autophagy.config.ExperimentConfig` describes the science and rejects
+unknown keys; :func:`load_pipeline_config` takes ``cluster:`` out before handing it the rest).
+The defaults match the manifests in ``k8s/`` (ConfigMap ``autophagy-tracking``, Secret
+``autophagy-tracking-credentials``, ServiceAccount ``autophagy-pipeline``, the pod label the
+MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``)::
+
+    cluster:
+      image: registry.example.com/ml/autophagy:3f2c1ab   # else $AUTOPHAGY_IMAGE, else the release tag
+      accelerator_type: nvidia.com/gpu
+      accelerator_limit: 1
+      node_selector: {nvidia.com/gpu.present: "true"}
+      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+      gpu_steps: [train, sample, evaluate]
+      retries: 3
+      parallelism: 4            # lambda chains of a seed at once (0: no limit)
+      gpu_resources: {cpu_request: "4", memory_request: 16G, memory_limit: 32G}
+
+Overrides use the same ``-S`` syntax: ``-S cluster.retries=5 -S cluster.parallelism=2``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from autophagy.config import ConfigError, ExperimentConfig, apply_override, from_dict
+
+from autophagy.pipelines.errors import PipelineConfigError
+
+#: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
+STEPS = ("tracking", "prepare", "features", "train", "sample", "mix", "evaluate", "collect", "report")
+#: The ConfigMap keys of ``autophagy-tracking`` (k8s/components/pipeline-access) passed as env.
+TRACKING_CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                            "MLFLOW_HTTP_REQUEST_TIMEOUT", "DVC_NO_ANALYTICS")
+TRACKING_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # kfp's own checks (PipelineTask.set_cpu_*)
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # PipelineTask.set_memory_*
+_DURATION = re.compile(r"^[0-9]+s$")  # set_retry backoff durations
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU/memory requests and limits of a task's container (Kubernetes quantities)."""
+
+    cpu_request: str | None = "1"
+    cpu_limit: str | None = "2"
+    memory_request: str | None = "4G"
+    memory_limit: str | None = "8G"
+
+    def validate(self, where: str) -> None:
+        for name in ("cpu_request", "cpu_limit"):
+            value = getattr(self, name)
+            if value is not None and not _CPU.match(value):
+                raise PipelineConfigError(f"{where}.{name} must be a CPU quantity like 2, 0.5 or 500m, got {value!r}")
+        for name in ("memory_request", "memory_limit"):
+            value = getattr(self, name)
+            if value is not None and not _MEMORY.match(value):
+                raise PipelineConfigError(f"{where}.{name} must be a memory quantity like 512M, 8G or 16Gi, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A toleration of the GPU steps (kfp.kubernetes.add_toleration)."""
+
+    key: str | None = "nvidia.com/gpu"
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = "NoSchedule"
+    toleration_seconds: int | None = None
+
+    def validate(self, where: str) -> None:
+        if self.operator not in ("Exists", "Equal"):
+            raise PipelineConfigError(f"{where}.operator must be Exists or Equal, got {self.operator!r}")
+        if self.operator == "Exists" and self.value:
+            raise PipelineConfigError(f"{where}: operator Exists takes no value, got value={self.value!r}")
+        if self.effect is not None and self.effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise PipelineConfigError(f"{where}.effect must be NoSchedule, PreferNoSchedule or NoExecute, got {self.effect!r}")
+
+
+def _default_node_selector() -> dict[str, str]:
+    return {"nvidia.com/gpu.present": "true"}
+
+
+def _default_pod_labels() -> dict[str, str]:
+    return {"autophagy.io/role": "pipeline"}
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where and how the pipeline's tasks run on Kubernetes (compile-time settings)."""
+
+    image: str | None = None  # None: $AUTOPHAGY_IMAGE, else autophagy.components.image.DEFAULT_IMAGE
+    gpu_steps: tuple[str, ...] = ("train", "sample", "evaluate")
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: int = 1
+    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector)  # GPU steps only
+    tolerations: tuple[Toleration, ...] = (Toleration(),)  # GPU steps only
+    cpu_resources: Resources = Resources()
+    gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
+    step_resources: Mapping[str, Resources] = field(default_factory=dict)  # per-step overrides
+    retries: int = 3  # spot/preempted GPU nodes
+    backoff_duration: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "3600s"
+    parallelism: int = 0  # lambda chains of one seed at once (0: no limit)
+    seed_parallelism: int = 0  # seeds at once (0: no limit); chains at once <= parallelism * seed_parallelism
+    caching: bool = True
+    timeout_seconds: int | None = None  # per task (kfp.kubernetes.set_timeout); None: no limit
+    tracking_config_map: str = "autophagy-tracking"
+    tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
+    tracking_secret: str = "autophagy-tracking-credentials"
+    tracking_secret_keys: tuple[str, ...] = TRACKING_SECRET_KEYS
+    pod_labels: Mapping[str, str] = field(default_factory=_default_pod_labels)
+    service_account: str | None = "autophagy-pipeline"  # set per run at submit time (see pipelines.submit)
+    image_pull_policy: str | None = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+
+    def validate(self) -> "ClusterConfig":
+        from autophagy.components.image import ImageError, check_image
+
+        if self.image is not None:
+            try:
+                check_image(self.image)
+            except ImageError as err:
+                raise PipelineConfigError(f"cluster.image: {err}") from None
+        for step in self.gpu_steps:
+            if step not in STEPS:
+                raise PipelineConfigError(f"cluster.gpu_steps: unknown step {step!r}; steps are {', '.join(STEPS)}")
+        for step in self.step_resources:
+            if step not in STEPS:
+                raise PipelineConfigError(f"cluster.step_resources: unknown step {step!r}; steps are {', '.join(STEPS)}")
+        if self.gpu_steps and (not self.accelerator_type or self.accelerator_limit < 1):
+            raise PipelineConfigError("cluster.accelerator_type must be set and cluster.accelerator_limit >= 1 "
+                                      f"when cluster.gpu_steps is not empty, got {self.accelerator_type!r}, {self.accelerator_limit}")
+        self.cpu_resources.validate("cluster.cpu_resources")
+        self.gpu_resources.validate("cluster.gpu_resources")
+        for step, resources in self.step_resources.items():
+            resources.validate(f"cluster.step_resources.{step}")
+        for i, toleration in enumerate(self.tolerations):
+            toleration.validate(f"cluster.tolerations[{i}]")
+        for name in ("retries", "parallelism", "seed_parallelism"):
+            if getattr(self, name) < 0:
+                raise PipelineConfigError(f"cluster.{name} must be an integer >= 0, got {getattr(self, name)}")
+        for name in ("backoff_duration", "backoff_max_duration"):
+            if not _DURATION.match(getattr(self, name)):
+                raise PipelineConfigError(f"cluster.{name} must be whole seconds like 60s, got {getattr(self, name)!r}")
+        if not self.backoff_factor >= 1:
+            raise PipelineConfigError(f"cluster.backoff_factor must be >= 1, got {self.backoff_factor}")
+        if self.timeout_seconds is not None and self.timeout_seconds < 1:
+            raise PipelineConfigError(f"cluster.timeout_seconds must be >= 1 or null, got {self.timeout_seconds}")
+        for key, value in {**self.node_selector, **self.pod_labels}.items():
+            if not isinstance(value, str) or not _LABEL_VALUE.match(value) or len(value) > 63:
+                raise PipelineConfigError(f"cluster: label value of {key!r} must be a valid Kubernetes label value "
+                                          f"(at most 63 characters: letters, digits, '-', '_', '.'), got {value!r}")
+        if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
+            raise PipelineConfigError(f"cluster.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
+        return self
+
+    def resources_of(self, step: str) -> Resources:
+        if step in self.step_resources:
+            return self.step_resources[step]
+        return self.gpu_resources if step in self.gpu_steps else self.cpu_resources
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def cluster_from_dict(raw: Mapping[str, Any] | None) -> ClusterConfig:
+    """Build and validate a :class:`ClusterConfig` from plain data (the ``cluster:`` mapping)."""
+    return _build(ClusterConfig, raw or {}, "cluster").validate()
+
+
+def cluster_to_dict(cluster: ClusterConfig) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(cluster)
+
+
+def load_pipeline_config(path: str | Path | None = None,
+                         overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, ClusterConfig]:
+    """Load an experiment YAML with an optional ``cluster:`` section; apply ``-S`` overrides.
+
+    ``cluster.*`` overrides go to the cluster options, every other one to the experiment, exactly
+    as :func:`autophagy.config.load_config` applies them. ``path`` None: the embedded defaults.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    cluster_raw = raw.pop("cluster", None) or {}
+    if not isinstance(cluster_raw, dict):
+        raise PipelineConfigError(f"cluster must be a mapping, got {cluster_raw!r}")
+    experiment_overrides = []
+    for item in overrides:
+        if item.strip().startswith("cluster."):
+            apply_override(cluster_raw, item.strip()[len("cluster."):])
+        else:
+            experiment_overrides.append(item)
+    for item in experiment_overrides:
+        apply_override(raw, item)
+    raw.pop("dvc", None)  # as load_config: params.yaml's derived DVC chain is not part of the experiment
+    return from_dict(raw), cluster_from_dict(cluster_raw)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise PipelineConfigError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise PipelineConfigError(f"unknown option(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
+                                  f"allowed: {', '.join(sorted(names))}")
+    return cls(**{name: _coerce(hints[name], value, f"{where}.{name}") for name, value in raw.items()})
+
+
+def _coerce(hint: Any, value: Any, option: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, option)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, option)
+    if origin is tuple:
+        if value is None:
+            return ()
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+            value = [value]
+        return tuple(_coerce(args[0], v, f"{option}[{i}]") for i, v in enumerate(value))
+    if origin in (collections.abc.Mapping, dict) or hint in (Mapping, dict):
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise PipelineConfigError(f"{option} must be a mapping, got {value!r}")
+        value_type = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(value_type, v, f"{option}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise PipelineConfigError(f"{option} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise PipelineConfigError(f"{option} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PipelineConfigError(f"{option} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, bool):  # YAML's unquoted `true` for a label value means the string "true"
+            return "true" if value else "false"
+        if not isinstance(value, (str, int, float)):
+            raise PipelineConfigError(f"{option} must be a string, got {value!r}")
+        return str(value)
+    return value
