@@ -36,8 +36,6 @@ from autophagy.config import ExperimentConfig, format_lambda
 
 from autophagy.pipelines.cluster import ClusterConfig
 
-GPU_RESOURCE_NOTE = "GPU steps request cluster.accelerator_type x cluster.accelerator_limit"
-
 
 def pipeline_name(cfg: ExperimentConfig) -> str:
     """``autophagy-<experiment>``, in the lower-case DNS form KFP expects."""

@@ -7,7 +7,8 @@ interpreter, two at a time, with the KFP executor the cluster uses (artifact pas
 ConfigMap/Secret env, node selectors, tolerations, pod labels) and ignores resource requests,
 so here the tasks take MLflow's settings from *this* process's environment instead: the
 autouse fixture of conftest.py sets ``MLFLOW_TRACKING_URI`` to a temporary SQLite file,
-``AUTOPHAGY_CACHE_DIR`` and ``MLFLOW_DISABLE_TELEMETRY``, and the subprocesses inherit them.
+``AUTOPHAGY_CACHE_DIR`` and ``MLFLOW_DISABLE_TELEMETRY``, and the subprocesses inherit them
+(and the working directory, where MLflow's SQLite store puts artifacts: ``./mlruns``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def test_whole_pipeline_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkey
 
     cfg = tiny_cfg("digits", "loop.lambdas=[0, inf]", "loop.seeds=[0]", "loop.generations=2", "tracking.enabled=true")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kfp.local runs two tasks at once; the machine has two shared cores
+    monkeypatch.chdir(tmp_path)  # the tasks' working directory too: MLflow's default artifact root is ./mlruns
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     pipeline = build_pipeline(cfg, ClusterConfig(), image="registry.example.com/autophagy:test")
     started = time.perf_counter()

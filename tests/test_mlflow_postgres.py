@@ -1,0 +1,157 @@
+"""A real MLflow tracking server on a real PostgreSQL, on loopback, started with the same
+command and flags as the Kubernetes Deployment in k8s/base (read from the rendered manifest).
+
+A tiny loop logs to it over HTTP; the runs, metrics and artifacts are read back through the
+REST API. PostgreSQL comes from Debian's packages (`.ci/run` installs it when missing); it
+refuses to run as root, so as root the test runs it as the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from k8s_helpers import mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
+
+BIN = Path(sys.executable).parent
+PASSWORD = "s3cret:@/pw"  # characters that would break a URI: the password travels in PGPASSWORD
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    assert candidates, "PostgreSQL server binaries are missing: apt-get install postgresql (.ci/run does)"
+    return candidates[-1].parent
+
+
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bindir = pg_bin()
+    root = Path(tempfile.mkdtemp(prefix="autophagy-pg-"))
+    data, sockets, pwfile = root / "data", root / "sock", root / "pwfile"
+    sockets.mkdir()
+    pwfile.write_text(PASSWORD + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        shutil.chown(pwfile, "postgres")
+    port = free_port()
+    subprocess.run(as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--pwfile", str(pwfile),
+                                     "--auth-host=scram-sha-256", "--auth-local=trust"]),
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True, timeout=120)
+    env = {**os.environ, "PGPASSWORD": PASSWORD}
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True, env=env,
+                   capture_output=True, timeout=60)
+    yield {"port": port}
+    subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                   capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    port = free_port()
+    args = mlflow_server_args_from_manifest(
+        variables={"POSTGRES_USER": "mlflow", "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(postgres["port"]),
+                   "POSTGRES_DB": "mlflow", "ARTIFACTS_DESTINATION": str(artifacts),
+                   "ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
+                   "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
+        flags={"--host": "127.0.0.1", "--port": str(port)},
+    )
+    env = {**os.environ, **mlflow_server_env_from_manifest(), "PGPASSWORD": PASSWORD,
+           "HOME": str(artifacts.parent), "TMPDIR": tempfile.gettempdir()}
+    log = open(artifacts.parent / "mlflow-server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, (artifacts.parent / "mlflow-server.log").read_text()
+        assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s"
+        time.sleep(0.5)
+    yield {"uri": uri, "args": args, "artifacts": artifacts}
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+def rest(uri: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(uri + path, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_loop_logs_to_mlflow_on_postgres(mlflow_server, tmp_path):
+    uri = mlflow_server["uri"]
+    assert "postgresql+psycopg://mlflow@127.0.0.1" in " ".join(mlflow_server["args"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [str(BIN / "autophagy"), "run", "--config", "configs/toy2d-flow.yaml", "--root", str(tmp_path / "runs"),
+         "-S", "loop.lambdas=[0,inf]", "-S", "loop.seeds=[0]", "-S", "loop.generations=2",
+         "-S", "train.gen0_budget_kimg=2", "-S", "train.budget_kimg=1", "-S", "data.n_train=300",
+         "-S", "data.n_test=300", "-S", "sample.n_eval=300"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+
+    experiment = rest(uri, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=toy2d-flow")["experiment"]
+    runs = rest(uri, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    parents = [r for r, t in zip(runs, tags) if t.get("autophagy.role") == "parent"]
+    children = [(r, t) for r, t in zip(runs, tags) if t.get("autophagy.role") == "chain"]
+    assert len(parents) == 1 and len(children) == 2
+    parent_id = parents[0]["info"]["run_id"]
+    assert {t["autophagy.lambda"] for _, t in children} == {"0", "inf"}
+    for run, tag in children:
+        assert tag["mlflow.parentRunId"] == parent_id
+        run_id = run["info"]["run_id"]
+        history = rest(uri, f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=swd_train")["metrics"]
+        assert sorted(m["step"] for m in history) == [0, 1, 2]
+        assert all(m["value"] >= 0 for m in history)
+        listed = rest(uri, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
+        assert {"checkpoints", "samples"} <= {f["path"] for f in listed.get("files", [])}
+    # Artifacts went through the server (--serve-artifacts) into --artifacts-destination.
+    stored = {p.name for p in mlflow_server["artifacts"].rglob("*.safetensors")}
+    assert "model.safetensors" in stored
+
+
+def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path):
+    from autophagy.config import load_config
+    from autophagy.tracking import Tracker, TrackingError
+
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}"):
+        Tracker(load_config(None), uri=f"http://127.0.0.1:{port}")
+    assert time.monotonic() - started < 10
