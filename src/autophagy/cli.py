@@ -125,6 +125,18 @@ def cmd_report(args):
     print(Path(summary["markdown"]).read_text())
 
 
+def cmd_theory(args):
+    from autophagy import theory
+
+    cfg = _config(args)
+    if cfg.model.family != "gaussian":
+        raise ConfigError("autophagy theory simulates the gaussian family; use --config configs/gaussian-theory.yaml")
+    out = args.out or Path(args.root) / cfg.name / "theory"
+    result = theory.write_report(out, args.n or [cfg.data.n_train], cfg.loop.lambdas, cfg.loop.generations,
+                                 args.replicates, seed=cfg.loop.seeds[0], estimator=cfg.model.estimator)
+    print(Path(result["markdown"]).read_text())
+
+
 def cmd_dvc_params(args):
     from autophagy import dvc_params
 
@@ -192,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
     p.add_argument("--out", type=Path, default=None, help="report directory (default: ROOT/report)")
+    p = command("theory", cmd_theory, "the Gaussian warm-up simulated exactly over many replicates (seconds)")
+    p.add_argument("--n", type=int, action="append", help="real sample size n (repeatable; default data.n_train)")
+    p.add_argument("--replicates", type=int, default=2000)
+    p.add_argument("--root", type=Path, default=Path("runs"))
+    p.add_argument("--out", type=Path, default=None, help="default: ROOT/<experiment>/theory")
     p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
     p.add_argument("--out", type=Path, default=Path("params.yaml"))
     return parser
