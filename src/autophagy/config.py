@@ -129,14 +129,8 @@ class EDMModelConfig:
     S_churn: float = 0.0
 
     def validate(self) -> None:
-        _choice("model.network", self.network, ("unet", "mlp"))
-        _positive("model.model_channels", self.model_channels)
-        _positive("model.num_blocks", self.num_blocks)
+        _validate_image_network(self)
         _positive("model.num_steps", self.num_steps)
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ConfigError(f"model.channel_mult must be positive multipliers, got {self.channel_mult}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not (0.0 < self.sigma_min < self.sigma_max and math.isfinite(self.sigma_max)):
             raise ConfigError(f"need 0 < model.sigma_min < model.sigma_max, got {self.sigma_min}, {self.sigma_max}")
         _positive("model.sigma_data", self.sigma_data)
@@ -146,12 +140,114 @@ class EDMModelConfig:
         _non_negative("model.S_churn", self.S_churn)
 
 
-ModelConfig = Union[GaussianModelConfig, FlowModelConfig, EDMModelConfig]
+def _validate_image_network(cfg: Any) -> None:
+    """The network options shared by the image families (edm, ddpm, otcfm)."""
+    _choice("model.network", cfg.network, ("unet", "mlp"))
+    _positive("model.model_channels", cfg.model_channels)
+    _positive("model.num_blocks", cfg.num_blocks)
+    if not cfg.channel_mult or min(cfg.channel_mult) < 1:
+        raise ConfigError(f"model.channel_mult must be positive multipliers, got {cfg.channel_mult}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+
+
+DDPM_SAMPLERS = ("ancestral", "ddim")
+DDPM_VARIANCES = ("fixed_large", "fixed_small")
+
+
+@dataclass(frozen=True)
+class DDPMModelConfig:
+    """DDPM (Ho, Jain, Abbeel 2020): epsilon prediction on a linear beta schedule, ancestral or DDIM sampling.
+
+    ``network`` is ``unet`` (Ho et al.'s CIFAR-10 UNet through diffusers' ``UNet2DModel``:
+    ``model_channels``, ``channel_mult``, ``num_blocks`` residual blocks per level,
+    ``attn_resolutions``, one attention head) or ``mlp`` (the residual MLP, for 8x8 images on CPU).
+    ``sampler=ancestral`` runs Ho et al.'s Alg. 2 with variance ``ancestral_variance``
+    (``fixed_large``: sigma_t^2 = beta_t, Ho's CIFAR-10 choice; ``fixed_small``: the posterior
+    variance); ``sampler=ddim`` runs Song, Meng, Ermon (2021) Eq. 12 with ``eta``. Both use
+    ``num_steps`` evenly spaced timesteps. The defaults are the CPU preset for 8x8 digits;
+    ``configs/cifar10-ddpm.yaml`` holds the paper's network.
+    """
+
+    family: Literal["ddpm"] = "ddpm"
+    network: str = "mlp"
+    model_channels: int = 256
+    channel_mult: tuple[int, ...] = (1, 2)
+    num_blocks: int = 3
+    attn_resolutions: tuple[int, ...] = ()
+    dropout: float = 0.0
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sampler: str = "ddim"
+    num_steps: int = 50
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 the DDPM posterior variance
+    ancestral_variance: str = "fixed_large"
+    clip_denoised: bool = True  # clip the predicted x_0 to [-1, 1] while sampling (Ho et al.'s sampler)
+
+    def validate(self) -> None:
+        _validate_image_network(self)
+        _positive("model.num_train_timesteps", self.num_train_timesteps)
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ConfigError(f"need 0 < model.beta_start < model.beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        _choice("model.sampler", self.sampler, DDPM_SAMPLERS)
+        if not 1 <= self.num_steps <= self.num_train_timesteps:
+            raise ConfigError(f"model.num_steps must be in [1, model.num_train_timesteps={self.num_train_timesteps}], "
+                              f"got {self.num_steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"model.eta must be in [0, 1], got {self.eta}")
+        _choice("model.ancestral_variance", self.ancestral_variance, DDPM_VARIANCES)
+
+
+OTCFM_SAMPLERS = ("euler", "midpoint", "dopri5")
+
+
+@dataclass(frozen=True)
+class OTCFMModelConfig:
+    """Minibatch OT conditional flow matching (Tong et al. 2023, TMLR 2024; torchcfm's ``otcfm``).
+
+    x_t = t x1 + (1 - t) x0 + sigma eps with x0 ~ N(0, I) re-paired to the data batch x1 by the
+    exact minibatch OT plan (``coupling=ot``) or left independent (``coupling=independent``:
+    I-CFM); the network regresses u_t = x1 - x0. ``network`` is ``unet`` (torchcfm's CIFAR-10
+    UNet through diffusers' ``UNet2DModel``, attention heads of ``head_channels``) or ``mlp``.
+    Samples integrate dx/dt = v(x, t) from t = 0 to 1 with ``euler`` or ``midpoint``
+    (``num_steps`` steps) or adaptive ``dopri5`` (tolerance ``tol``). The defaults are the CPU
+    preset for 8x8 digits; ``configs/cifar10-otcfm.yaml`` holds torchcfm's CIFAR-10 network.
+    """
+
+    family: Literal["otcfm"] = "otcfm"
+    network: str = "mlp"
+    model_channels: int = 256
+    channel_mult: tuple[int, ...] = (1, 2)
+    num_blocks: int = 3
+    attn_resolutions: tuple[int, ...] = ()
+    head_channels: int = 64
+    dropout: float = 0.0
+    sigma: float = 0.0
+    coupling: str = "ot"
+    sampler: str = "euler"
+    num_steps: int = 50
+    tol: float = 1e-5  # dopri5 atol and rtol
+
+    def validate(self) -> None:
+        _validate_image_network(self)
+        _positive("model.head_channels", self.head_channels)
+        _non_negative("model.sigma", self.sigma)
+        _choice("model.coupling", self.coupling, ("ot", "independent"))
+        _choice("model.sampler", self.sampler, OTCFM_SAMPLERS)
+        _positive("model.num_steps", self.num_steps)
+        _positive("model.tol", self.tol)
+
+
+ModelConfig = Union[GaussianModelConfig, FlowModelConfig, EDMModelConfig, DDPMModelConfig, OTCFMModelConfig]
 MODEL_CONFIGS: dict[str, type] = {
     "gaussian": GaussianModelConfig,
     "flow": FlowModelConfig,
     "edm": EDMModelConfig,
+    "ddpm": DDPMModelConfig,
+    "otcfm": OTCFMModelConfig,
 }
+IMAGE_FAMILIES = ("edm", "ddpm", "otcfm")
 
 
 @dataclass(frozen=True)
@@ -232,6 +328,7 @@ class EvaluateConfig:
 
 
 STRATEGIES = ("replace",)
+COLLAPSE_METRIC_PREFIXES = ("fd_", "swd_", "precision_", "recall_")
 
 
 @dataclass(frozen=True)
@@ -247,8 +344,18 @@ class LoopConfig:
     seeds: tuple[int, ...] = (0,)
     generations: int = 5  # generations after generation 0
     strategy: str = "replace"
+    # Collapse detection: a chain is marked collapsed at the first generation where
+    # collapse_metric is worse than at generation 0 by the factor collapse_ratio (larger for
+    # fd_*/swd_*, smaller for precision_*/recall_*); null disables it.
+    collapse_metric: str = "fd_train"
+    collapse_ratio: float | None = None
+    stop_on_collapse: bool = False  # autophagy run: skip the chain's remaining generations
 
     def validate(self) -> None:
+        if self.collapse_ratio is not None and not (math.isfinite(self.collapse_ratio) and self.collapse_ratio > 1):
+            raise ConfigError(f"loop.collapse_ratio must be a finite factor > 1 or null, got {self.collapse_ratio}")
+        if not self.collapse_metric.startswith(COLLAPSE_METRIC_PREFIXES):
+            raise ConfigError(f"loop.collapse_metric must start with one of {', '.join(COLLAPSE_METRIC_PREFIXES)}, got {self.collapse_metric!r}")
         if not self.lambdas:
             raise ConfigError("loop.lambdas must list at least one value")
         for lam in self.lambdas:
@@ -295,8 +402,9 @@ class ExperimentConfig:
         for section in (self.data, self.model, self.train, self.sample, self.evaluate, self.loop, self.tracking):
             section.validate()
         vector_data = self.data.source in ("toy2d", "gaussian")
-        if vector_data and self.model.family == "edm":
-            raise ConfigError(f"model.family=edm needs image data; data.source={self.data.source} gives vectors (use flow or gaussian)")
+        if vector_data and self.model.family in IMAGE_FAMILIES:
+            raise ConfigError(f"model.family={self.model.family} needs image data; data.source={self.data.source} gives "
+                              "vectors (use flow or gaussian)")
         if not vector_data and self.model.family in ("flow", "gaussian"):
             raise ConfigError(f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), got data.source={self.data.source}")
         if vector_data and self.evaluate.features != "raw":

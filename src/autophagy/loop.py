@@ -15,16 +15,18 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from autophagy import atomic
+from autophagy import atomic, collapse
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.data.mixing import synthetic_count
 from autophagy.layout import RunLayout
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
+from autophagy.tracking import open_tracker
 
 Log = Callable[[str], None]
 
@@ -78,8 +80,29 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
                            out / "metrics.json", layout.features, generation, seed, lam=lam,
                            grid_path=out / "samples.png")
     results.update(metrics)
-    log(f"{_label(lam, seed, generation)}: " + _summary(metrics) + f" ({time.perf_counter() - started:.1f} s)")
+    if generation > 0:
+        results.update(_mark_collapse(cfg, layout, lam, seed, generation, metrics))
+    log(f"{_label(lam, seed, generation)}: " + _summary(results) + f" ({time.perf_counter() - started:.1f} s)")
     return results
+
+
+def _mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int,
+                   metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add the collapse verdict to ``metrics.json`` and tag the MLflow run of a collapsed chain."""
+    baseline = json.loads((layout.generation(None, seed, 0) / "metrics.json").read_text())
+    previous = json.loads((layout.generation(lam, seed, generation - 1) / "metrics.json").read_text())
+    verdict = collapse.assess(cfg.loop, metrics, baseline, previous if generation > 1 else None)
+    if not verdict:
+        return {}
+    path = layout.generation(lam, seed, generation) / "metrics.json"
+    atomic.write_json(path, {**metrics, **verdict})
+    tracker = open_tracker(cfg)
+    if tracker is not None:
+        run_id = tracker.child_run(lam, seed)
+        tracker.log_generation(run_id, generation, {"collapse_factor": verdict["collapse_factor"]})
+        if verdict["collapsed"] and not previous.get("collapsed"):
+            tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})
+    return verdict
 
 
 def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) -> RunLayout:
@@ -93,7 +116,14 @@ def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) ->
         for lam in cfg.loop.lambdas:
             for generation in range(1, cfg.loop.generations + 1):
                 run_generation(cfg, layout, lam, seed, generation, log)
+                if cfg.loop.stop_on_collapse and _collapsed(layout.generation(lam, seed, generation)):
+                    log(f"{_label(lam, seed, generation)}: collapsed, stopping this chain (loop.stop_on_collapse)")
+                    break
     return layout
+
+
+def _collapsed(directory: Path) -> bool:
+    return bool(json.loads((directory / "metrics.json").read_text()).get("collapsed"))
 
 
 def _label(lam: float | None, seed: int, generation: int) -> str:
@@ -103,4 +133,4 @@ def _label(lam: float | None, seed: int, generation: int) -> str:
 
 def _summary(metrics: dict[str, Any]) -> str:
     keys = [k for k in ("fd_train", "precision_train", "recall_train", "swd_train") if k in metrics]
-    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys) + (" COLLAPSED" if metrics.get("collapsed") else "")

@@ -129,6 +129,22 @@ def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str
     return "\n".join(lines) + "\n"
 
 
+def collapse_lines(records: list[dict[str, Any]]) -> list[str]:
+    """``λ = inf: collapsed in 3/3 seeds (first at generations 4, 5, 5)`` for chains that collapsed."""
+    first: dict[str, dict[int, int]] = {}
+    seeds: dict[str, set[int]] = {}
+    for record in records:
+        seeds.setdefault(record["lambda"], set()).add(record["seed"])
+        if record.get("collapsed"):
+            chain = first.setdefault(record["lambda"], {})
+            chain[record["seed"]] = min(chain.get(record["seed"], 10**9), int(record["generation"]))
+    return [
+        f"- λ = {lam}: collapsed in {len(first[lam])}/{len(seeds[lam])} seeds "
+        f"(first at generation {', '.join(str(g) for g in sorted(first[lam].values()))})"
+        for lam in sorted(first, key=parse_lambda)
+    ]
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
@@ -160,6 +176,9 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
             plot_metric(summary, name, out / f"{name}.png", title)
             figures.append(out / f"{name}.png")
     table = markdown_table(summary, TABLE_METRICS)
+    collapsed = collapse_lines(records)
+    if collapsed:
+        table += "\nCollapse (loop.collapse_metric / loop.collapse_ratio):\n\n" + "\n".join(collapsed) + "\n"
     text = f"# {title}\n\nLast generation per λ (mean ± 95% CI over seeds where seeds > 1).\n\n{table}\n" + "".join(
         f"![{f.stem}]({f.name})\n" for f in figures
     )

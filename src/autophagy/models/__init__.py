@@ -6,13 +6,17 @@ from autophagy.models.base import GenerativeModel, ModelError, TrainingDivergedE
 
 
 def family_class(family: str) -> type[GenerativeModel]:
-    """The class of a family; imported lazily so that ``gaussian`` never imports zuko."""
+    """The class of a family; imported lazily so that ``gaussian`` never imports zuko or diffusers."""
     if family == "gaussian":
         from autophagy.models.gaussian import GaussianModel as cls
     elif family == "flow":
         from autophagy.models.flow import FlowModel as cls
     elif family == "edm":
         from autophagy.models.edm import EDMModel as cls
+    elif family == "ddpm":
+        from autophagy.models.ddpm import DDPMModel as cls
+    elif family == "otcfm":
+        from autophagy.models.otcfm import OTCFMModel as cls
     else:
         raise ModelError(f"unknown model family {family!r}")
     return cls

@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from autophagy.config import EDMModelConfig
-from autophagy.models.torch_model import TorchGenerativeModel, index_noise
-from autophagy.models.mlp import MLPDenoiser
+from autophagy.models.image import ImageModel
+from autophagy.models.torch_model import index_noise
 from autophagy.models.unet import SongUNet
 
 
@@ -80,39 +79,23 @@ def heun_sample(denoiser, latents: torch.Tensor, cfg: EDMModelConfig, churn_nois
     return x_next.to(torch.float32)
 
 
-class EDMModel(TorchGenerativeModel):
+class EDMModel(ImageModel):
     """EDM with the DDPM++ UNet on uint8 images ``[N, H, W, C]`` (H = W)."""
 
     family = "edm"
-    kind = "image"
 
     def build_network(self) -> nn.Module:
-        height, width, channels = self.item_shape
-        if height != width:
-            raise ValueError(f"edm needs square images, got {height}x{width}")
+        channels, resolution, _ = self.image_shape
         cfg: EDMModelConfig = self.cfg
         if cfg.network == "mlp":
-            network = MLPDenoiser((channels, height, width), width=cfg.model_channels, num_blocks=cfg.num_blocks,
-                                  dropout=cfg.dropout)
+            network = self.build_mlp()
         else:
             network = SongUNet(
-                img_resolution=height, in_channels=channels, out_channels=channels,
+                img_resolution=resolution, in_channels=channels, out_channels=channels,
                 model_channels=cfg.model_channels, channel_mult=cfg.channel_mult, num_blocks=cfg.num_blocks,
                 attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout,
             )
         return EDMPrecond(network, cfg.sigma_data)
-
-    @property
-    def noise_shape(self) -> tuple[int, ...]:
-        height, width, channels = self.item_shape
-        return (channels, height, width)
-
-    def encode(self, rows: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).to(torch.float32)
-        return x / 127.5 - 1
-
-    def decode(self, x: torch.Tensor) -> np.ndarray:
-        return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg: EDMModelConfig = self.cfg

@@ -1,4 +1,4 @@
-"""The shared training loop and sampler plumbing of the neural families (flow, edm).
+"""The shared training loop and sampler plumbing of the neural families (flow, edm, ddpm, otcfm).
 
 A neural family supplies a network, a loss and a batch sampler; this module supplies the rest:
 a budget in images seen, Adam with linear warmup, an EMA with a half-life in images
@@ -31,15 +31,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def index_generators(seed: int, start: int, count: int, stream: int = 0) -> list[torch.Generator]:
+    """One CPU generator per row ``start .. start + count``, seeded from ``(seed, start + j, stream)``.
+
+    For samplers whose library draws the noise itself from a list of per-row generators
+    (diffusers' ``DDPMScheduler.step``); row ``j`` then gets exactly :func:`index_noise`'s noise.
+    """
+    generators = []
+    for j in range(count):
+        state = np.random.SeedSequence([seed, start + j, stream]).generate_state(1, np.uint64)[0]
+        generators.append(torch.Generator().manual_seed(int(state)))
+    return generators
+
+
 def index_noise(seed: int, start: int, count: int, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
     """Standard normal noise ``[count, *shape]`` where row ``j`` depends only on ``(seed, start + j, stream)``.
 
     This is what makes a sample set reproducible however it is split into batches, GPUs or pods.
     """
-    generator = torch.Generator()
     out = torch.empty((count, *shape))
-    for j in range(count):
-        generator.manual_seed(int(np.random.SeedSequence([seed, start + j, stream]).generate_state(1, np.uint64)[0]))
+    for j, generator in enumerate(index_generators(seed, start, count, stream)):
         out[j] = torch.randn(shape, generator=generator)
     return out
 

@@ -1,0 +1,41 @@
+"""What the image families (edm, ddpm, otcfm) share: uint8 NHWC rows <-> float32 NCHW in [-1, 1],
+and the choice of network F(x [B, C, H, W], labels [B]) -> [B, C, H, W]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from autophagy.models.mlp import MLPDenoiser
+from autophagy.models.torch_model import TorchGenerativeModel
+
+
+class ImageModel(TorchGenerativeModel):
+    """A neural family on square uint8 images ``[N, H, W, C]``; the network sees ``[B, C, H, W]`` in [-1, 1]."""
+
+    kind = "image"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``; raises for non-square images."""
+        height, width, channels = self.item_shape
+        if height != width:
+            raise ValueError(f"{self.family} needs square images, got {height}x{width}")
+        return channels, height, width
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    def encode(self, rows: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).to(torch.float32)
+        return x / 127.5 - 1
+
+    def decode(self, x: torch.Tensor) -> np.ndarray:
+        return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def build_mlp(self) -> nn.Module:
+        """The residual-MLP network of ``self.cfg`` (``model_channels`` wide, ``num_blocks`` deep)."""
+        cfg = self.cfg
+        return MLPDenoiser(self.image_shape, width=cfg.model_channels, num_blocks=cfg.num_blocks, dropout=cfg.dropout)
