@@ -69,7 +69,7 @@ def cmd_sample(args):
 def cmd_mix(args):
     from autophagy.stages import mix
 
-    _print(mix.run(_config(args), args.real, args.synthetic, _lam(args.lam), args.out, args.generation))
+    _print(mix.run(_config(args), args.real, args.synthetic, _lam(args.lam), args.out, args.generation, args.seed))
 
 
 def cmd_evaluate(args):
@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generation", required=True, type=int)
     p = command("mix", cmd_mix, "compose a training set: all real data + floor(lambda n) synthetic samples")
     p.add_argument("--real", required=True, type=Path)
-    p.add_argument("--synthetic", type=Path, default=None)
+    p.add_argument("--synthetic", type=Path, action="append", default=None,
+                   help="sample set of the previous generation (repeat, oldest first, for the accumulate strategies)")
     p.add_argument("--lam", required=True, help="ratio |synthetic| / |real|: a number >= 0 or inf")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--generation", required=True, type=int)
     p = command("evaluate", cmd_evaluate, "metrics of a sample set against reference sets")

@@ -54,6 +54,7 @@ class DataConfig:
     path: str | None = None  # image-folder: folder or .zip; cifar10: download/cache root
     resolution: int | None = None  # image-folder: square resize (None: keep, all must match)
     test_fraction: float = 0.1  # image-folder: share of files held out as the test split
+    n_pool: int | None = None  # loop.strategy=fresh-real: real pool size (None: whole split; toy/gaussian: 10 n_train)
     seed: int = 0
 
     def validate(self) -> None:
@@ -62,7 +63,7 @@ class DataConfig:
             _choice("data.name", self.name, TOY2D_NAMES)
         if self.source == "image-folder" and not self.path:
             raise ConfigError("data.path is required for data.source=image-folder (a folder or .zip of PNG/JPEG files)")
-        for key in ("n_train", "n_test"):
+        for key in ("n_train", "n_test", "n_pool"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{key} must be a positive integer or null, got {value}")
@@ -300,8 +301,12 @@ class SampleConfig:
 
     batch_size: int = 1024
     n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
+    # Sampling bias (Alemohammad et al. 2024): the base noise is scaled by the temperature;
+    # < 1 trades diversity for fidelity (like truncation), 1 is unbiased sampling.
+    temperature: float = 1.0
 
     def validate(self) -> None:
+        _positive("sample.temperature", self.temperature)
         _positive("sample.batch_size", self.batch_size)
         _positive("sample.n_eval", self.n_eval)
 
@@ -327,7 +332,7 @@ class EvaluateConfig:
         _non_negative("evaluate.grid_size", self.grid_size)
 
 
-STRATEGIES = ("replace",)
+STRATEGIES = ("replace", "fully-synthetic", "accumulate", "accumulate-subsample", "fresh-real")
 COLLAPSE_METRIC_PREFIXES = ("fd_", "swd_", "precision_", "recall_")
 
 
@@ -409,6 +414,9 @@ class ExperimentConfig:
             raise ConfigError(f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), got data.source={self.data.source}")
         if vector_data and self.evaluate.features != "raw":
             raise ConfigError(f"evaluate.features={self.evaluate.features} needs images; vector data uses evaluate.features=raw")
+        if self.loop.strategy == "fresh-real" and self.data.n_train is None:
+            raise ConfigError("loop.strategy=fresh-real draws data.n_train new real items per generation from the "
+                              "training split: set data.n_train below the split's size")
         if self.evaluate.features == "digits-net" and self.data.source != "digits":
             raise ConfigError("evaluate.features=digits-net is trained on sklearn's digits; use it with data.source=digits")
         return self

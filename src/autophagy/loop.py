@@ -3,7 +3,7 @@
 For each seed: generation 0 is trained on D_real, sampled and evaluated once, and shared by every
 lambda. Then for each lambda and generation t = 1..G:
 
-    mix:      D_t = D_real ∪ {floor(lambda n) fresh samples of generation t-1}
+    mix:      D_t per loop.strategy; replace (the paper): D_real ∪ {floor(lambda n) fresh samples of t-1}
     train:    theta_t = fine-tune theta_{t-1} on D_t (or retrain from scratch)
     sample:   max(n_eval, floor(lambda n)) samples of theta_t (evaluation and generation t+1)
     evaluate: metrics of theta_t's samples against the real train/test sets
@@ -24,6 +24,7 @@ from autophagy import atomic, collapse
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.data.mixing import synthetic_count
+from autophagy.data.strategies import fresh_real_draw
 from autophagy.layout import RunLayout
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
 from autophagy.tracking import open_tracker
@@ -65,14 +66,16 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
         log(f"{_label(lam, seed, generation)}: complete, skipped")
         return {}
     started = time.perf_counter()
-    n_real = open_dataset(layout.real_train, verify_hash=False).rows
+    n_real = cfg.data.n_train if cfg.loop.strategy == "fresh-real" else open_dataset(layout.real_train, verify_hash=False).rows
     results: dict[str, Any] = {}
+    real = real_for_generation(cfg, layout, out, seed, generation)
     if generation == 0:
-        train_set, init = layout.real_train, None
+        train_set, init = real, None
     else:
         previous = layout.generation(lam, seed, generation - 1)
         train_set = out / "train_set"
-        results.update(mix.run(cfg, layout.real_train, previous / "samples", lam, train_set, generation))
+        results.update(mix.run(cfg, real, synthetic_history(cfg, layout, lam, seed, generation), lam, train_set,
+                               generation, seed))
         init = previous / "model"
     results.update(train.run(cfg, train_set, out / "model", generation, seed, lam=lam, init=init))
     results.update(sample.run(cfg, out / "model", out / "samples", samples_per_generation(cfg, n_real, lam), seed, generation))
@@ -103,6 +106,21 @@ def _mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: i
         if verdict["collapsed"] and not previous.get("collapsed"):
             tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})
     return verdict
+
+
+def real_for_generation(cfg: ExperimentConfig, layout: RunLayout, out: Path, seed: int, generation: int) -> Path:
+    """The real data of a generation: the fixed D_real, or for ``fresh-real`` a new draw from the pool."""
+    if cfg.loop.strategy != "fresh-real":
+        return layout.real_train
+    pool = open_dataset(layout.real_train)
+    return fresh_real_draw(pool, cfg.data.n_train, out / "real_set", seed, generation).path
+
+
+def synthetic_history(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int) -> list[Path]:
+    """Sample sets that feed generation ``generation``: the last one, or all of them (accumulate strategies)."""
+    if cfg.loop.strategy.startswith("accumulate"):
+        return [layout.generation(lam, seed, g) / "samples" for g in range(generation)]
+    return [layout.generation(lam, seed, generation - 1) / "samples"]
 
 
 def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) -> RunLayout:

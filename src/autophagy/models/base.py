@@ -77,8 +77,11 @@ class GenerativeModel(ABC):
         """Train on ``rows`` ``[N, *item_shape]`` until ``budget_kimg`` thousand images are seen."""
 
     @abstractmethod
-    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", **options: Any) -> np.ndarray:
-        """Draw ``n`` rows ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``."""
+    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
+               **options: Any) -> np.ndarray:
+        """Draw ``n`` rows ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``.
+
+        ``temperature`` scales the base noise (sampling bias; 1 = sample the model as it is)."""
 
     @abstractmethod
     def tensors(self) -> dict[str, dict[str, Any]]:

@@ -1,21 +1,32 @@
-"""``mix``: the training set of the next generation (Bertrand et al. 2024, Alg. 1)."""
+"""``mix``: the training set of the next generation (Bertrand et al. 2024, Alg. 1, and the
+strategies of later work, :mod:`autophagy.data.strategies`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from autophagy.config import ExperimentConfig, check_lambda
 from autophagy.data.dataset import open_dataset
-from autophagy.data.mixing import mix
+from autophagy.data.strategies import compose
+from autophagy.seeding import derive_seed
 
 
-def run(cfg: ExperimentConfig, real_dir: str | Path, synthetic_dir: str | Path | None, lam: float, out_dir: str | Path,
-        generation: int) -> dict[str, Any]:
-    """All real rows + floor(lambda n) rows of ``synthetic_dir`` (n synthetic rows only for lambda = inf)."""
+def run(cfg: ExperimentConfig, real_dir: str | Path, synthetic_dirs: str | Path | Sequence[str | Path] | None,
+        lam: float, out_dir: str | Path, generation: int, seed: int = 0) -> dict[str, Any]:
+    """Compose generation ``generation``'s training set with ``loop.strategy``.
+
+    ``synthetic_dirs``: the latest sample set, or for the accumulate strategies the sample sets of
+    generations 0..t-1, oldest first.
+    """
     check_lambda(lam)
+    if synthetic_dirs is None:
+        synthetic_dirs = []
+    elif isinstance(synthetic_dirs, (str, Path)):
+        synthetic_dirs = [synthetic_dirs]
     real = open_dataset(real_dir)
-    synthetic = open_dataset(synthetic_dir) if synthetic_dir is not None and lam > 0 else None
-    dataset = mix(real, synthetic, lam, out_dir, provenance={"generation": generation, "strategy": cfg.loop.strategy})
+    synthetic = [open_dataset(path) for path in synthetic_dirs] if lam > 0 else []
+    dataset = compose(cfg.loop.strategy, lam, real, synthetic, out_dir, derive_seed(seed, "mix", generation) % 2**63,
+                      provenance={"generation": generation})
     counts = dataset.counts_by_origin()
     return {"train_set_real": counts.get("real", 0), "train_set_synthetic": counts.get("synthetic", 0)}

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from autophagy.config import ExperimentConfig, to_dict
+from autophagy.config import DataConfig, ExperimentConfig, to_dict
 from autophagy.data.dataset import NewShard, write_dataset
 from autophagy.data.sources import load_split
+
+
+def pool_config(cfg: ExperimentConfig) -> DataConfig:
+    """The data config of the training split: for ``fresh-real`` the pool the draws come from."""
+    if cfg.loop.strategy != "fresh-real":
+        return cfg.data
+    synthetic_source = cfg.data.source in ("toy2d", "gaussian")
+    pool = cfg.data.n_pool or (10 * cfg.data.n_train if synthetic_source else None)
+    return dataclasses.replace(cfg.data, n_train=pool)
 
 
 def run(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -15,7 +25,7 @@ def run(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     result: dict[str, Any] = {}
     for split in ("train", "test"):
-        rows = load_split(cfg.data, split)
+        rows = load_split(pool_config(cfg) if split == "train" else cfg.data, split)
         origin = {"type": "real", "source": cfg.data.source, "split": split}
         dataset = write_dataset(out_dir / split, [NewShard(origin=origin, array=rows, name=f"real-{split}.npy")],
                                 {"data": to_dict(cfg.data)})

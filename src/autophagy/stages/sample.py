@@ -23,9 +23,11 @@ def run(cfg: ExperimentConfig, model_dir: str | Path, out_dir: str | Path, n: in
     model = load_checkpoint(model_dir, family=cfg.model.family, with_train_state=False)
     meta = read_checkpoint_config(model_dir)
     started = time.perf_counter()
-    rows = model.sample(n, derive_seed(seed, "sample", generation), batch_size=cfg.sample.batch_size, device=cfg.train.device)
+    rows = model.sample(n, derive_seed(seed, "sample", generation), batch_size=cfg.sample.batch_size, device=cfg.train.device,
+                        temperature=cfg.sample.temperature)
     seconds = time.perf_counter() - started
     origin = {"type": "synthetic", "generation": generation, "seed": seed, "lambda": meta.get("lambda"),
+              "temperature": cfg.sample.temperature,
               "model_data_hash": meta.get("data_hash")}
     write_dataset(out_dir, [NewShard(origin=origin, array=rows, name=f"synthetic-gen-{generation:03d}.npy")],
                   {"model": str(model_dir), "family": cfg.model.family})
