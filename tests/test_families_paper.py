@@ -277,7 +277,7 @@ def test_independent_velocity_is_the_conditional_mean():
 def test_ode_samplers_recover_a_gaussian(method, steps, tol):
     x0 = torch.randn((N, 1), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert_gaussian(integrate(independent_velocity, x0, method, steps, tol=1e-6), tol)
-    # the flow map of a linear field is affine: check it pointwise against MU + S x0 (rotated by nothing: 1-D, monotone)
+    # in 1-D the flow map is the unique monotone map pushing N(0, 1) to N(MU, S^2): MU + S x0, pointwise
     x = integrate(independent_velocity, x0, method, max(steps, 1), tol=1e-6)
     torch.testing.assert_close(x, MU + S * x0, atol=0.02 if method == "euler" else 1e-3, rtol=0)
 

@@ -304,9 +304,17 @@ class SampleConfig:
     # Sampling bias (Alemohammad et al. 2024): the base noise is scaled by the temperature;
     # < 1 trades diversity for fidelity (like truncation), 1 is unbiased sampling.
     temperature: float = 1.0
+    # Curation (Ferbach et al. 2024): keep 1 of curation_k candidates with probability
+    # proportional to exp(r(x) / curation_beta); curation_k = 1 disables it.
+    curation_k: int = 1
+    curation_beta: float = 1.0
+    curation_reward: str = "digits-confidence"  # digits-confidence | toy-nearest-real
 
     def validate(self) -> None:
         _positive("sample.temperature", self.temperature)
+        _positive("sample.curation_k", self.curation_k)
+        _positive("sample.curation_beta", self.curation_beta)
+        _choice("sample.curation_reward", self.curation_reward, ("digits-confidence", "toy-nearest-real"))
         _positive("sample.batch_size", self.batch_size)
         _positive("sample.n_eval", self.n_eval)
 
@@ -355,8 +363,16 @@ class LoopConfig:
     collapse_metric: str = "fd_train"
     collapse_ratio: float | None = None
     stop_on_collapse: bool = False  # autophagy run: skip the chain's remaining generations
+    # Self-correction (Gillman et al. 2024) of synthetic samples before mixing: null or
+    # nearest-real (vectors: move each sample correction_strength of the way to its nearest real item).
+    correction: str | None = None
+    correction_strength: float = 0.5
 
     def validate(self) -> None:
+        if self.correction is not None:
+            _choice("loop.correction", self.correction, ("nearest-real",))
+        if not 0.0 <= self.correction_strength <= 1.0:
+            raise ConfigError(f"loop.correction_strength must be in [0, 1], got {self.correction_strength}")
         if self.collapse_ratio is not None and not (math.isfinite(self.collapse_ratio) and self.collapse_ratio > 1):
             raise ConfigError(f"loop.collapse_ratio must be a finite factor > 1 or null, got {self.collapse_ratio}")
         if not self.collapse_metric.startswith(COLLAPSE_METRIC_PREFIXES):
@@ -414,6 +430,12 @@ class ExperimentConfig:
             raise ConfigError(f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), got data.source={self.data.source}")
         if vector_data and self.evaluate.features != "raw":
             raise ConfigError(f"evaluate.features={self.evaluate.features} needs images; vector data uses evaluate.features=raw")
+        if self.loop.correction is not None and not vector_data:
+            raise ConfigError(f"loop.correction={self.loop.correction} is built for vector data (toy2d, gaussian)")
+        if self.sample.curation_k > 1 and self.sample.curation_reward == "digits-confidence" and self.evaluate.features != "digits-net":
+            raise ConfigError("sample.curation_reward=digits-confidence uses the digits-net: set evaluate.features=digits-net")
+        if self.sample.curation_k > 1 and self.sample.curation_reward == "toy-nearest-real" and not vector_data:
+            raise ConfigError("sample.curation_reward=toy-nearest-real needs vector data (toy2d, gaussian)")
         if self.loop.strategy == "fresh-real" and self.data.n_train is None:
             raise ConfigError("loop.strategy=fresh-real draws data.n_train new real items per generation from the "
                               "training split: set data.n_train below the split's size")

@@ -78,7 +78,8 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
                                generation, seed))
         init = previous / "model"
     results.update(train.run(cfg, train_set, out / "model", generation, seed, lam=lam, init=init))
-    results.update(sample.run(cfg, out / "model", out / "samples", samples_per_generation(cfg, n_real, lam), seed, generation))
+    results.update(sample.run(cfg, out / "model", out / "samples", samples_per_generation(cfg, n_real, lam), seed, generation,
+                              features_dir=layout.features, real_dir=layout.real_train))
     metrics = evaluate.run(cfg, out / "samples", {"train": layout.real_train, "test": layout.real_test},
                            out / "metrics.json", layout.features, generation, seed, lam=lam,
                            grid_path=out / "samples.png")
