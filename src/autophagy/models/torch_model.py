@@ -133,6 +133,7 @@ class TorchGenerativeModel(GenerativeModel):
         ema_beta = 0.5 ** (batch / max(train.ema_halflife_kimg * 1000, 1e-8))
         checkpoint_every = max(1, int(train.checkpoint_every_kimg * 1000))
         next_checkpoint = (seen // checkpoint_every + 1) * checkpoint_every
+        ema_params, net_params = list(self.ema.parameters()), list(self.net.parameters())
         loss_sum = torch.zeros((), device=device)
         loss_count = 0  # steps summed in loss_sum since the last check
         losses: list[float] = []
@@ -151,9 +152,8 @@ class TorchGenerativeModel(GenerativeModel):
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip)
             optimizer.step()
-            with torch.no_grad():
-                for p_ema, p in zip(self.ema.parameters(), self.net.parameters()):
-                    p_ema.lerp_(p, 1.0 - ema_beta)
+            with torch.no_grad():  # one fused kernel per dtype/device group, not one per tensor
+                torch._foreach_lerp_(ema_params, net_params, 1.0 - ema_beta)
             loss_sum += loss.detach()
             loss_count += 1
             seen += batch
