@@ -43,18 +43,19 @@ def train(config: str, train_set: Input[Dataset], generation: int, seed: int, la
                                         init.path if init else None))
 
 
-def sample(config: str, model: Input[Model], real_train: Input[Dataset], generation: int, seed: int, lam: str,
-           samples: Output[Dataset]):
+def sample(config: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,
+           seed: int, lam: str, samples: Output[Dataset]):
     """Draw a generation's samples (autophagy.stages.sample)."""
     from autophagy.components import runtime
-    samples.metadata.update(runtime.sample(config, model.path, real_train.path, samples.path, generation, seed, lam))
+    samples.metadata.update(runtime.sample(config, model.path, real_train.path, samples.path, generation, seed, lam,
+                                           extractor.path))
 
 
-def mix(config: str, real: Input[Dataset], synthetic: Input[Dataset], generation: int, lam: str,
+def mix(config: str, real: Input[Dataset], synthetic: Input[Dataset], generation: int, seed: int, lam: str,
         train_set: Output[Dataset]):
     """Compose the next training set: real data + floor(lambda n) samples (autophagy.stages.mix)."""
     from autophagy.components import runtime
-    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path, train_set.path, generation, lam))
+    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path, train_set.path, generation, lam, seed))
 
 
 def evaluate(config: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],

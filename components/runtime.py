@@ -105,6 +105,21 @@ def _merge_tree(src: str | Path, dst: str | Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
+
+#: ``loop.strategy`` values whose generation t needs only the real set and generation t-1's samples.
+#: ``accumulate``/``accumulate-subsample`` need every earlier sample set and ``fresh-real`` a new
+#: real draw per generation: not wired into the pipeline yet (use ``autophagy run`` / DVC).
+PIPELINE_STRATEGIES = ("replace", "fully-synthetic")
+
+
+def check_strategy(cfg: ExperimentConfig) -> None:
+    from autophagy.config import ConfigError
+
+    if cfg.loop.strategy not in PIPELINE_STRATEGIES:
+        raise ConfigError(f"loop.strategy={cfg.loop.strategy} is not supported by the Kubeflow pipeline yet (it supports "
+                          f"{', '.join(PIPELINE_STRATEGIES)}); run it with `autophagy run` or `dvc repro`")
+
+
 # ---------------------------------------------------------------------------------- tasks
 
 
@@ -161,22 +176,29 @@ def train(config_json: str, train_set: str, out_dir: str, generation: int, seed:
 
 
 def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int,
-           lam: str = "") -> dict[str, Any]:
-    """As many samples as the loop draws: enough to evaluate and to feed generation + 1."""
+           lam: str = "", features_dir: str | None = None) -> dict[str, Any]:
+    """As many samples as the loop draws (enough to evaluate and to feed generation + 1), as
+    :func:`autophagy.loop.run_generation` calls the stage (the extractor and the real set serve
+    ``sample.curation_k > 1``)."""
     from autophagy.data.dataset import open_dataset
     from autophagy.loop import samples_per_generation
     from autophagy.stages import sample as stage
 
     cfg = load_config(config_json)
     n = samples_per_generation(cfg, open_dataset(real_train, verify_hash=False).rows, lam_value(lam))
-    result = stage.run(cfg, model_dir, out_dir, n, seed, generation)
+    result = stage.run(cfg, model_dir, out_dir, n, seed, generation, features_dir=features_dir, real_dir=real_train)
     return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
 
 
-def mix(config_json: str, real: str, synthetic: str, out_dir: str, generation: int, lam: str) -> dict[str, Any]:
+def mix(config_json: str, real: str, synthetic: str, out_dir: str, generation: int, lam: str,
+        seed: int = 0) -> dict[str, Any]:
+    """Generation ``generation``'s training set from the real set and the samples of generation - 1
+    (the strategies the pipeline supports, :data:`PIPELINE_STRATEGIES`, need nothing else)."""
     from autophagy.stages import mix as stage
 
-    result = stage.run(load_config(config_json), real, synthetic, parse_lambda(lam, option="lam"), out_dir, generation)
+    cfg = load_config(config_json)
+    check_strategy(cfg)
+    result = stage.run(cfg, real, [synthetic], parse_lambda(lam, option="lam"), out_dir, generation, seed)
     return {"generation": generation, "lambda": lam, **result}
 
 
@@ -189,6 +211,7 @@ def evaluate(config_json: str, samples: str, real_train: str, real_test: str, fe
     sample grid to ``grid_html`` when given.
     """
     from autophagy.layout import RunLayout
+    from autophagy.loop import mark_collapse
     from autophagy.stages import evaluate as stage
 
     cfg = load_config(config_json)
@@ -199,6 +222,8 @@ def evaluate(config_json: str, samples: str, real_train: str, real_test: str, fe
     grid = out / "samples.png"
     metrics = stage.run(cfg, samples, {"train": real_train, "test": real_test}, out / "metrics.json", features_dir,
                         generation, seed, lam=lam_value(lam), grid_path=grid)
+    if generation > 0:  # the collapse verdict against generation 0, as the local loop adds it
+        metrics = {**metrics, **mark_collapse(cfg, RunLayout(root), lam_value(lam), seed, generation, metrics)}
     if grid_html:
         title = f"gen-{generation} seed {seed} " + (f"λ = {lam}" if lam else "(shared by every λ)")
         write_html(grid_html, title, [grid] if grid.is_file() else [], _summary_line(metrics))
@@ -214,7 +239,8 @@ def collect(fragments: Sequence[str], out_dir: str) -> int:
 
 
 def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None) -> dict[str, Any]:
-    """Materialise ``runs/<experiment>`` from the fragments in ``out_dir`` and write its report there.
+    """Materialise ``<out_dir>/<experiment>`` (the ``runs/<experiment>`` layout of the local loop)
+    from the fragments and write its report there.
 
     ``autophagy.report.write_report`` also logs the report to the MLflow parent run. The
     Markdown page (figures inlined as data URIs, for the KFP UI) goes to ``markdown_path``.
@@ -224,13 +250,13 @@ def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_pa
     from autophagy.report import write_report
 
     cfg = load_config(config_json)
-    root = Path(out_dir)
-    collect(fragments, out_dir)
+    root = Path(out_dir) / cfg.name
+    collect(fragments, str(root))
     atomic.write_json(root / "config.json", to_dict(cfg))
     written = write_report(root, cfg)
     if markdown_path:
         Path(markdown_path).write_text(inline_images(Path(written["markdown"])))
-    return {"experiment": cfg.name, "metrics_files": len(list(root.rglob("metrics.json"))),
+    return {"experiment": cfg.name, "experiment_dir": cfg.name, "metrics_files": len(list(root.rglob("metrics.json"))),
             "figures": [Path(f).name for f in written["figures"]]}
 
 

@@ -62,7 +62,14 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
     return (f"compiled {info['path']} ({info['bytes'] / 1024:.1f} KiB, {info['compile_seconds']:.2f} s): pipeline "
             f"{info['pipeline_name']}, {info['task_definitions']} task definitions, {info['task_runs']} task runs "
             f"({len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x {cfg.loop.generations} generations "
-            f"after generation 0), image {info['image']}")
+            f"after generation 0), image {info['image']}" + _notes(cfg))
+
+
+def _notes(cfg: Any) -> str:
+    if cfg.loop.stop_on_collapse:
+        return ("\nnote: loop.stop_on_collapse is not applied by the pipeline (its graph is fixed when compiled): "
+                "every generation runs; collapse is still marked in metrics.json and tagged in MLflow")
+    return ""
 
 
 def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequence[str],
@@ -81,7 +88,8 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
     except ImageError as err:
         raise _image_error(err) from None
     return (f"submitted run {run['run_name']} ({run['run_id']}) to {run['host']}, KFP experiment {run['experiment']}, "
-            f"service account {run['service_account'] or '(namespace default)'}, image {run['image']}\n{run['url']}")
+            f"service account {run['service_account'] or '(namespace default)'}, image {run['image']}\n{run['url']}"
+            + _notes(cfg))
 
 
 __all__ = ["PipelineError", "PipelineConfigError", "PipelineSubmitError", "cli_compile", "cli_submit", *_LAZY]

@@ -15,7 +15,11 @@ Structure (``G = loop.generations``; every task is named ``gen-<g>-<step>``)::
 
 This is the recursion of :func:`autophagy.loop.run_experiment`, step for step: generation 0
 trains on D_real and draws ``samples_per_generation`` samples, which every lambda's
-generation 1 mixes; generation g fine-tunes the model of g-1 on its mix.
+generation 1 mixes; generation g fine-tunes the model of g-1 on its mix; each evaluation gets
+the collapse verdict of :mod:`autophagy.collapse`. Not in the pipeline (compile refuses them or
+says so): the ``accumulate``, ``accumulate-subsample`` and ``fresh-real`` strategies (a mix
+would need every earlier sample set, or a fresh real draw per generation) and
+``loop.stop_on_collapse`` (the graph is fixed at compile time; every generation runs).
 
 Why seeds -> lambdas are nested loops, not one flat lambda x seed loop: generation 0 is made
 once per seed and consumed by every lambda of that seed. An output made inside one
@@ -106,8 +110,9 @@ def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) ->
 def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, image: str | None = None) -> Callable:
     """The KFP pipeline function of ``cfg`` (no parameters: everything is fixed at compile time).
 
-    Its output is the report task's run directory (``runs/<experiment>`` layout: every
-    generation's ``metrics.json`` and sample grid, ``config.json``, ``report/``).
+    Its output is the report task's run directory: ``<experiment>/`` in the ``runs/<experiment>``
+    layout of the local loop (every generation's ``metrics.json`` and sample grid,
+    ``config.json``, ``report/``).
 
     ``image``: the project image for every component (default: ``cluster.image``, then
     ``$AUTOPHAGY_IMAGE``, then :data:`autophagy.components.image.DEFAULT_IMAGE`).
@@ -116,8 +121,9 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
 
     from autophagy.components.image import resolve_image
     from autophagy.components.ops import build_components
-    from autophagy.components.runtime import config_to_json
+    from autophagy.components.runtime import check_strategy, config_to_json
 
+    check_strategy(cfg)
     cluster = (cluster or ClusterConfig()).validate()
     ops = build_components(resolve_image(image or cluster.image))
     config = config_to_json(cfg)
@@ -142,7 +148,7 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
             train = task("train", 0, config=config, train_set=real_train, generation=0, seed=seed,
                          lam="").after(tracking)
             sample = task("sample", 0, config=config, model=train.outputs["model"], real_train=real_train,
-                          generation=0, seed=seed, lam="")
+                          extractor=extractor, generation=0, seed=seed, lam="")
             evaluate = task("evaluate", 0, config=config, samples=sample.outputs["samples"], real_train=real_train,
                             real_test=real_test, extractor=extractor, generation=0, seed=seed,
                             lam="").after(tracking)
@@ -152,11 +158,12 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
                     model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
                     for g in range(1, generations + 1):
                         mix = task("mix", g, config=config, real=real_train, synthetic=samples, generation=g,
-                                   lam=item.lam)
+                                   seed=seed, lam=item.lam)
                         train_g = task("train", g, config=config, train_set=mix.outputs["train_set"], init=model,
                                        generation=g, seed=seed, lam=item.lam).after(tracking)
                         sample_g = task("sample", g, config=config, model=train_g.outputs["model"],
-                                        real_train=real_train, generation=g, seed=seed, lam=item.lam)
+                                        real_train=real_train, extractor=extractor, generation=g, seed=seed,
+                                        lam=item.lam)
                         evaluate_g = task("evaluate", g, config=config, samples=sample_g.outputs["samples"],
                                           real_train=real_train, real_test=real_test, extractor=extractor,
                                           generation=g, seed=seed, lam=item.lam,

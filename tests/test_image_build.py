@@ -37,6 +37,7 @@ EXPECTED = [
     r"^mlflow server /health: OK$",
     r"^smoke ok: autophagy --help$",
     r"^imports ok: autophagy \S+ torch \S+ cuda build \S+ mlflow 3\.17\.2 kfp 2\.17\.3$",
+    r"^stage ok: generation 0 fd_train \d+\.\d+$",
     r"^all smoke checks passed for autophagy:\S+ \(size [^)]+\)$",
 ]
 

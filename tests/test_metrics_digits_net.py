@@ -89,7 +89,7 @@ def test_extractor_identity_and_features(trained):
 
     # the feature space tells digits from noise: held-out digits are far closer to the training digits
     noise = np.random.default_rng(0).integers(0, 256, (300, 8, 8, 1), dtype=np.uint8)
-    train_stats = gaussian_statistics(extractor(images[train]))
+    train_stats = gaussian_statistics(extractor(digits_images_and_labels("train")[0]))
     fd_test = frechet_distance(*gaussian_statistics(features), *train_stats)
     fd_noise = frechet_distance(*gaussian_statistics(extractor(noise)), *train_stats)
     assert fd_test < 0.1 * fd_noise

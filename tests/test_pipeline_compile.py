@@ -183,6 +183,7 @@ def test_dependency_chain(cfg, compiled):
     assert source("gen-0-sample", "model") == "gen-0-train"
     assert source("gen-0-evaluate", "samples") == "gen-0-sample"
     assert source("gen-0-evaluate", "extractor") == "gen-0-features"
+    assert source("gen-2-sample", "extractor") == "gen-0-features"  # curation rewards may need it
     # Generation 1 of every lambda mixes the one shared generation-0 sample set of its seed and
     # fine-tunes the shared generation-0 model.
     assert source("gen-1-mix", "synthetic") == "gen-0-sample"
@@ -362,6 +363,16 @@ def test_image_reference_is_pinned(monkeypatch, cfg, tmp_path):
     text = cli_compile(None, ["loop.generations=1"], tmp_path / "p.yaml", image="registry.example.com/autophagy:0123abc")
     assert text.startswith(f"compiled {tmp_path / 'p.yaml'}") and "registry.example.com/autophagy:0123abc" in text
     assert (tmp_path / "p.yaml").stat().st_size > 10_000
+
+
+def test_strategies_the_pipeline_cannot_express_are_refused(tmp_path):
+    for strategy in ("accumulate", "accumulate-subsample"):
+        cfg = load_config(None, [f"loop.strategy={strategy}"])
+        with pytest.raises(ConfigError, match=f"loop.strategy={strategy} is not supported by the Kubeflow pipeline"):
+            compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
+    text = cli_compile(None, ["loop.strategy=fully-synthetic", "loop.generations=1", "loop.stop_on_collapse=true",
+                              "loop.collapse_ratio=2"], tmp_path / "p.yaml", image=IMAGE)
+    assert "loop.stop_on_collapse is not applied by the pipeline" in text
 
 
 def test_no_generations_still_compiles(tmp_path):

@@ -35,7 +35,7 @@ def _finite(metrics: dict, keys=("fd_train", "precision_train", "recall_train", 
 
 def test_component_runtime_chains_the_stages_in_process(tmp_path, tiny_cfg):
     """The adapter every component body calls: artifact paths in, the run layout out (no KFP)."""
-    cfg = tiny_cfg("gaussian", "loop.lambdas=[0, inf]", "loop.generations=1")
+    cfg = tiny_cfg("gaussian", "loop.lambdas=[0, inf]", "loop.generations=1", "loop.collapse_ratio=2")
     config = runtime.config_to_json(cfg)
     assert runtime.load_config(config) == cfg
     a = tmp_path / "artifacts"
@@ -58,16 +58,19 @@ def test_component_runtime_chains_the_stages_in_process(tmp_path, tiny_cfg):
         assert mixed["train_set_synthetic"] == (100 if text == "inf" else 0)
         runtime.train(config, str(g / "train_set"), str(g / "model"), 1, 0, text, init=str(a / "g0" / "model"))
         runtime.sample(config, str(g / "model"), real_train, str(g / "samples"), 1, 0, text)
-        runtime.evaluate(config, str(g / "samples"), real_train, real_test, str(a / "features"), 1, 0, text,
-                         str(g / "history"), history_in=str(a / "g0" / "history"))
+        metrics1 = runtime.evaluate(config, str(g / "samples"), real_train, real_test, str(a / "features"), 1, 0, text,
+                                    str(g / "history"), history_in=str(a / "g0" / "history"))
+        assert "collapse_factor" in metrics1  # the verdict of autophagy.collapse, as the local loop adds it
+        stored = json.loads((RunLayout(g / "history").generation(lam, 0, 1) / "metrics.json").read_text())
+        assert stored["collapse_factor"] == metrics1["collapse_factor"] and "collapsed" in stored
         chains.append(str(g / "history"))
     assert runtime.collect(chains, str(a / "seed-0")) == 2
     summary = runtime.report(config, [str(a / "seed-0")], str(a / "run"), str(a / "page.md"))
-    layout = RunLayout(a / "run")
+    layout = RunLayout(a / "run" / cfg.name)
     for lam in (None, *cfg.loop.lambdas):
         assert (layout.generation(lam, 0, 0 if lam is None else 1) / "metrics.json").is_file()
-    assert summary["metrics_files"] == 3 and (a / "run" / "report" / "summary.csv").is_file()
-    assert json.loads((a / "run" / "config.json").read_text())["name"] == cfg.name
+    assert summary["metrics_files"] == 3 and (layout.report / "summary.csv").is_file()
+    assert json.loads((layout.root / "config.json").read_text())["name"] == cfg.name
     assert "| inf |" in (a / "page.md").read_text()
 
 
@@ -90,8 +93,8 @@ def test_whole_pipeline_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkey
     log.info(message)
     print(message)
 
-    # The pipeline's output: the run directory the report task materialised.
-    run_dir = Path(result.output.path)
+    # The pipeline's output: the run directory the report task materialised (runs/<experiment>).
+    run_dir = Path(result.output.path) / cfg.name
     layout = RunLayout(run_dir)
     for lam, generation in [(None, 0)] + [(lam, g) for lam in cfg.loop.lambdas for g in (1, 2)]:
         metrics = json.loads((layout.generation(lam, 0, generation) / "metrics.json").read_text())

@@ -144,6 +144,19 @@ def cmd_dvc_params(args):
     print(f"wrote {args.out}")
 
 
+def cmd_pipeline_compile(args):
+    from autophagy.pipelines import cli_compile
+
+    print(cli_compile(args.config, args.set, args.out, image=args.image))
+
+
+def cmd_pipeline_submit(args):
+    from autophagy.pipelines import cli_submit
+
+    print(cli_submit(args.host, args.config, args.set, experiment=args.experiment, run_name=args.run_name,
+                     image=args.image, namespace=args.namespace, token_path=args.token_path, timeout=args.timeout))
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -213,6 +226,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="default: ROOT/<experiment>/theory")
     p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
     p.add_argument("--out", type=Path, default=Path("params.yaml"))
+
+    p = sub.add_parser("pipeline", help="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])",
+                       description="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])")
+    pipeline_sub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+
+    def pipeline_command(name: str, func, help: str) -> argparse.ArgumentParser:
+        q = pipeline_sub.add_parser(name, help=help, description=help)
+        q.add_argument("--config", type=Path, default=None,
+                       help="experiment YAML, optionally with a cluster: section (default: the embedded default)")
+        q.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config option; cluster.KEY=VALUE for the cluster section")
+        q.add_argument("--image", default=None, help="project image of every task (default: cluster.image, then "
+                       "$AUTOPHAGY_IMAGE, then ghcr.io/autophagy/autophagy:<version>); pinned, never latest")
+        q.set_defaults(func=func)
+        return q
+
+    q = pipeline_command("compile", cmd_pipeline_compile, "compile the pipeline into a KFP package (YAML)")
+    q.add_argument("-o", "--out", type=Path, default=Path("pipeline.yaml"), help="default: pipeline.yaml")
+    q = pipeline_command("submit", cmd_pipeline_submit, "compile the pipeline and start a run on Kubeflow Pipelines")
+    q.add_argument("--host", default=None, help="KFP API URL, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT)")
+    q.add_argument("--experiment", default=None, help="KFP experiment (default: the config's name)")
+    q.add_argument("--run-name", default=None, help="default: autophagy-<name>-<timestamp>")
+    q.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
+    q.add_argument("--token-path", default=None,
+                   help="file holding a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH)")
+    q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host to answer (default: 10)")
     return parser
 
 
@@ -243,6 +282,9 @@ def _is_user_error(err: Exception) -> bool:
     features = sys.modules.get("autophagy.metrics.features")  # not imported: the error cannot be its type
     if features is not None:
         known += (features.FeatureExtractorUnavailable,)
+    pipeline_errors = sys.modules.get("autophagy.pipelines.errors")  # imported by `autophagy pipeline ...`
+    if pipeline_errors is not None:
+        known += (pipeline_errors.PipelineError,)
     return isinstance(err, known)
 
 

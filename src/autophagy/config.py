@@ -458,9 +458,9 @@ def parse_lambda(value: Any, option: str = "lambda") -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"{option} must be a number >= 0 or 'inf', got {value!r}") from None
+            raise ConfigError(f"{option}: lambda must be a number >= 0 or 'inf', got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{option} must be a number >= 0 or 'inf', got {value!r}")
+        raise ConfigError(f"{option}: lambda must be a number >= 0 or 'inf', got {value!r}")
     return check_lambda(float(value), option=option)
 
 

@@ -85,12 +85,12 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
                            grid_path=out / "samples.png")
     results.update(metrics)
     if generation > 0:
-        results.update(_mark_collapse(cfg, layout, lam, seed, generation, metrics))
+        results.update(mark_collapse(cfg, layout, lam, seed, generation, metrics))
     log(f"{_label(lam, seed, generation)}: " + _summary(results) + f" ({time.perf_counter() - started:.1f} s)")
     return results
 
 
-def _mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int,
+def mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int,
                    metrics: dict[str, Any]) -> dict[str, Any]:
     """Add the collapse verdict to ``metrics.json`` and tag the MLflow run of a collapsed chain."""
     baseline = json.loads((layout.generation(None, seed, 0) / "metrics.json").read_text())
