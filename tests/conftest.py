@@ -124,3 +124,18 @@ def autophagy_exe() -> str:
     exe = Path(sys.executable).with_name("autophagy")
     assert exe.is_file(), f"the autophagy console script is not installed beside {sys.executable}"
     return str(exe)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One BLAS/OpenMP/torch thread for a module: two threads per library thrash on a shared 2-core machine."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ from autophagy.models.torch_model import index_generators, index_noise
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the machine's cores are shared, and bitwise comparisons need a fixed count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TRAIN = TrainConfig(batch_size=32, lr=1e-3, device="cpu", ema_halflife_kimg=0.5)

@@ -2,23 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 import autophagy.metrics as metrics
 from autophagy.metrics import compute_metrics, compute_toy_metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_compute_metrics_keys_and_values():

@@ -5,8 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from threadpoolctl import threadpool_limits
 
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.metrics import build_extractor, frechet_distance, gaussian_statistics
@@ -18,16 +16,7 @@ from autophagy.metrics.digits_net import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

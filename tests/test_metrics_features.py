@@ -12,7 +12,6 @@ import pytest
 import torch
 from cleanfid.inception_torchscript import InceptionV3W
 from cleanfid.resize import build_resizer
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from autophagy.metrics import FeatureExtractorUnavailable, build_extractor, inception_weights
@@ -20,19 +19,7 @@ from autophagy.metrics.clean_resize import clean_resize, clean_resize_matrices
 from autophagy.metrics.features import INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL
 
 # clean-fid's network is a TorchScript archive; torch deprecates the format, not yet its loading.
-pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")]
 
 
 def test_raw_images_and_vectors():

@@ -4,26 +4,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
-from threadpoolctl import threadpool_limits
 
 from autophagy.metrics import frechet_distance, gaussian_statistics
 
 # clean-fid's reference implementation passes scipy's deprecated ``disp`` argument to sqrtm.
-pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")]
 
 
 def _features(rng, n, f, shift=0.0, scale=1.0):

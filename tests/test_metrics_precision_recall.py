@@ -5,22 +5,12 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
 
 from autophagy.metrics import precision_recall
 from autophagy.metrics.precision_recall import knn_radii_squared
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One BLAS/OpenMP/torch thread: on a shared two-core machine, two threads per library thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch's bundled MKL is invisible to threadpoolctl
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dense_reference(real, generated, k):

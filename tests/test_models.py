@@ -19,14 +19,8 @@ from autophagy.models.edm import EDMPrecond, edm_sigma_steps, heun_sample
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for the whole module, module fixtures included: the machine's two cores are
-    shared, and runs compared bit for bit must use the same thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 TRAIN = TrainConfig(batch_size=32, lr=1e-3, device="cpu", ema_halflife_kimg=0.5)
 

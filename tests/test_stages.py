@@ -20,14 +20,7 @@ TRAIN_KEYS = {"train_steps", "train_kimg", "train_loss", "train_seconds", "train
               "resumed_from_kimg", "parameters"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
