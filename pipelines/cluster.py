@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
-from autophagy.config import ConfigError, ExperimentConfig, apply_override, from_dict
+from autophagy.config import ExperimentConfig, apply_override, from_dict, read_yaml_mapping
 
 from autophagy.pipelines.errors import PipelineConfigError
 
@@ -204,17 +203,7 @@ def load_pipeline_config(path: str | Path | None = None,
     ``cluster.*`` overrides go to the cluster options, every other one to the experiment, exactly
     as :func:`autophagy.config.load_config` applies them. ``path`` None: the embedded defaults.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    raw = read_yaml_mapping(path)
     cluster_raw = raw.pop("cluster", None) or {}
     if not isinstance(cluster_raw, dict):
         raise PipelineConfigError(f"cluster must be a mapping, got {cluster_raw!r}")

@@ -491,22 +491,35 @@ def format_lambdas(lams: typing.Iterable[float]) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
-    """Load ``path`` (YAML; None = the embedded default), apply ``key.path=value`` overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    """Load ``path`` (YAML; None = the embedded default), apply ``key.path=value`` overrides, validate.
+
+    Two top-level sections are not part of the experiment and are ignored here: ``dvc`` (the
+    derived chain in params.yaml, :mod:`autophagy.dvc_params`) and ``cluster`` (Kubeflow
+    settings, read by ``autophagy.pipelines``).
+    """
+    raw = read_yaml_mapping(path)
     for item in overrides:
-        apply_override(raw, item)
-    raw.pop("dvc", None)  # params.yaml's derived DVC chain (autophagy.dvc_params) is not part of the experiment
+        if not item.strip().startswith("cluster."):
+            apply_override(raw, item)
+    raw.pop("dvc", None)
+    raw.pop("cluster", None)
     return from_dict(raw)
+
+
+def read_yaml_mapping(path: str | Path | None) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (``{}`` for None), with clear errors."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
