@@ -91,7 +91,7 @@ def test_dvc_repro_versions_every_generation_and_resumes(dvc_repo):
     assert all(d["fd_train"] >= 0 and 0 <= d["recall_train"] <= 1 for d in shown.values())
     assert shown["runs/digits-edm/lam-inf/seed-0/gen-002/metrics.json"]["train_set_real"] == 0
 
-    plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)
+    plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)["data"]
     assert "fd_train" in plots
     points = plots["fd_train"][0]["content"]["data"]["values"]
     assert {p["lambda"] for p in points} == {"0", "inf"}
