@@ -89,7 +89,9 @@ def test_dvc_repro_versions_every_generation_and_resumes(dvc_repo):
     shown = {path: entry["data"] for path, entry in files.items()}
     assert len(shown) == 5  # generation 0 + 2 lambdas x 2 generations
     assert all(d["fd_train"] >= 0 and 0 <= d["recall_train"] <= 1 for d in shown.values())
-    assert shown["runs/digits-edm/lam-inf/seed-0/gen-002/metrics.json"]["train_set_real"] == 0
+    assert shown["runs/digits-edm/lam-inf/seed-0/gen-002/metrics.json"]["generation"] == 2
+    manifest = json.loads((root / "runs/digits-edm/lam-inf/seed-0/gen-002/train_set/dataset.json").read_text())
+    assert {s["origin"]["type"] for s in manifest["shards"]} == {"synthetic"}
 
     plots = json.loads(run([dvc, "plots", "show", "--json"], root, env).stdout)["data"]
     assert "fd_train" in plots

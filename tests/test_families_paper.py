@@ -109,7 +109,8 @@ def _preset_model(name: str, resolution: int):
     ("ffhq64-edm", 64, 61_804_419),
     # Ho et al. (2020), App. B: "35.7 million parameters"; diffusers' google/ddpm-cifar10-32 config: 35,746,307.
     ("cifar10-ddpm", 32, 35_746_307),
-    # torchcfm examples/images/cifar10 UNetModelWrapper (also counted against torchcfm below).
+    # torchcfm examples/images/cifar10 UNetModelWrapper: counted once with torchcfm 1.0.7's own class (it is not a
+    # dependency: it pulls torchdyn and a Jupyter stack), the same 35,746,307.
     ("cifar10-otcfm", 32, 35_746_307),
 ])
 def test_paper_presets_have_the_published_parameter_counts(name, resolution, expected):
@@ -118,15 +119,6 @@ def test_paper_presets_have_the_published_parameter_counts(name, resolution, exp
     assert cfg.train.budget_kimg == 50 and cfg.sample.n_eval == 50_000 and cfg.loop.generations == 20
     assert model.parameter_count() == expected
     assert sum(p.numel() for p in model.ema.parameters()) == expected
-
-
-def test_otcfm_preset_matches_torchcfms_unet():
-    unet = pytest.importorskip("torchcfm.models.unet.unet")
-    with torch.device("meta"):
-        ref = unet.UNetModelWrapper(dim=(3, 32, 32), num_res_blocks=2, num_channels=128, channel_mult=[1, 2, 2, 2],
-                                    num_heads=4, num_head_channels=64, attention_resolutions="16", dropout=0.1)
-    _, model = _preset_model("cifar10-otcfm", 32)
-    assert sum(p.numel() for p in ref.parameters()) == model.parameter_count()
 
 
 @pytest.mark.parametrize("override, words", [
