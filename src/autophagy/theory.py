@@ -88,7 +88,6 @@ def summary(traj: GaussianTrajectories) -> dict[str, np.ndarray]:
 def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: int = 0,
                  estimator: str = "mle") -> dict[str, object]:
     """Simulate every (n, lambda); write ``theory.csv``, ``theory.md`` and ``std_ratio_n<n>.png`` in ``out_dir``."""
-    import io
     from pathlib import Path
 
     import matplotlib
@@ -98,6 +97,7 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
 
     from autophagy import atomic
     from autophagy.config import format_lambda
+    from autophagy.report import save_figure
 
     out = Path(out_dir)
     rows, figures = [], []
@@ -124,11 +124,7 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
         ax.set_title(f"Gaussian MLE retraining, n = {n}, {replicates} replicates")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        atomic.write_bytes(out / f"std_ratio_n{n}.png", buffer.getvalue())
+        save_figure(fig, out / f"std_ratio_n{n}.png")
         figures.append(str(out / f"std_ratio_n{n}.png"))
     atomic.write_text(out / "theory.csv", "n,lambda,generation,std_ratio,std_ratio_ci95,predicted,abs_mean\n" + "\n".join(rows) + "\n")
     text = (f"# Gaussian retraining, {estimator} fit, {replicates} replicates, T = {generations}\n\n"
