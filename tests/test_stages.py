@@ -218,3 +218,30 @@ def test_train_logs_to_mlflow_child_runs(tmp_path, tiny_cfg, tracking_uri, monke
     # a second process (a DVC stage, a pod) finds the same runs instead of creating new ones
     train.run(cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000")
     assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_generation_zero_can_start_from_a_checkpoint(digits_run, tiny_cfg, tmp_path):
+    """train.init_checkpoint: generation 0 fine-tunes a given checkpoint instead of starting from scratch."""
+    from safetensors.torch import load_file
+
+    cfg, root, _ = digits_run
+    start = root / "gen-000" / "model"
+    tuned = tiny_cfg("digits", f"train.init_checkpoint={start}", "train.gen0_budget_kimg=0.032", "train.lr=1e-6")
+    result = train.run(tuned, root / "data" / "train", tmp_path / "from-checkpoint", generation=0, seed=3)
+    config = json.loads((tmp_path / "from-checkpoint" / "config.json").read_text())
+    assert config["init"] == atomic.sha256_file(start / "model.safetensors")
+    assert result["train_steps"] == 1
+    before, after = load_file(start / "model.safetensors"), load_file(tmp_path / "from-checkpoint" / "model.safetensors")
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-4  # one tiny step from the start
+    scratch = train.run(tiny_cfg("digits", "train.gen0_budget_kimg=0.032", "train.lr=1e-6"), root / "data" / "train",
+                        tmp_path / "from-scratch", generation=0, seed=3)
+    assert scratch["train_steps"] == 1
+    fresh = load_file(tmp_path / "from-scratch" / "model.safetensors")
+    assert max(float((before[k] - fresh[k]).abs().max()) for k in before) > 1e-2
+
+
+def test_init_checkpoint_of_another_family_is_refused(digits_run, tiny_cfg, tmp_path):
+    cfg, root, _ = digits_run
+    other = tiny_cfg("digits", "model.family=ddpm", f"train.init_checkpoint={root / 'gen-000' / 'model'}")
+    with pytest.raises(ModelError, match="holds a 'edm' model, the config asks for 'ddpm'"):
+        train.run(other, root / "data" / "train", tmp_path / "x", generation=0, seed=0)
