@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -227,3 +228,10 @@ def test_dvc_params_have_canonical_lambdas_and_the_generation_chain(tmp_path):
     with pytest.raises(ConfigError, match="loop.generations=6"):
         dvc_params.check_chain(stale)
     dvc_params.check_chain(yaml.safe_load(path.read_text()))  # an up-to-date chain passes
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_is_named_after_its_file(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
