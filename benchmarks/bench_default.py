@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,17 +28,9 @@ import torch
 from autophagy.config import EDMModelConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.models import build_model
+from bench_families import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 IMAGES = 20_000  # images seen per training measurement
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def trainer_rate(model_cfg: EDMModelConfig, rows: np.ndarray, repeat: int) -> float:
@@ -49,7 +40,7 @@ def trainer_rate(model_cfg: EDMModelConfig, rows: np.ndarray, repeat: int) -> fl
         model = build_model(model_cfg, rows.shape[1:])
         model.fit(rows, IMAGES / 1000, cfg.train, seed=0)
 
-    return IMAGES / median_time(once, repeat)
+    return IMAGES / median_seconds(once, repeat)
 
 
 def plain_rate(model_cfg: EDMModelConfig, rows: np.ndarray, repeat: int) -> float:
@@ -67,12 +58,12 @@ def plain_rate(model_cfg: EDMModelConfig, rows: np.ndarray, repeat: int) -> floa
             loss.backward()
             optimizer.step()
 
-    return IMAGES / median_time(once, repeat)
+    return IMAGES / median_seconds(once, repeat)
 
 
 def sample_rate(rows: np.ndarray, repeat: int) -> float:
     model = build_model(EDMModelConfig(), rows.shape[1:])
-    return 2000 / median_time(lambda: model.sample(2000, seed=0, batch_size=1024, device="cpu"), repeat)
+    return 2000 / median_seconds(lambda: model.sample(2000, seed=0, batch_size=1024, device="cpu"), repeat)
 
 
 def evaluate_seconds(rows: np.ndarray, repeat: int) -> float:
@@ -82,12 +73,12 @@ def evaluate_seconds(rows: np.ndarray, repeat: int) -> float:
         extractor = build_extractor("digits-net", cache_dir=Path(cache))
         reference = extractor(rows)
         samples = rows[:1500]
-        return median_time(lambda: compute_metrics(extractor(samples), {"train": reference}, k=3), repeat)
+        return median_seconds(lambda: compute_metrics(extractor(samples), {"train": reference}, k=3), repeat)
 
 
 def import_seconds(repeat: int) -> float:
     code = "import autophagy.loop, autophagy.cli"
-    return median_time(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeat)
+    return median_seconds(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeat)
 
 
 def main() -> None:
