@@ -98,6 +98,10 @@ def test_dvc_repro_versions_every_generation_and_resumes(dvc_repo):
     points = plots["fd_train"][0]["content"]["data"]["values"]
     assert {p["lambda"] for p in points} == {"0", "inf"}
     assert sorted({int(p["generation"]) for p in points}) == [0, 1, 2]
+    bars = plots["fd_train_last_generation"][0]["content"]["data"]["values"]
+    assert sorted((b["lambda"], int(b["generation"])) for b in bars) == [("0", 2), ("inf", 2)]
+    for figure in ("fd_train_vs_lambda.png", "samples_across_generations.png"):
+        assert plots[f"runs/digits-edm-report/{figure}"][0]["type"] == "image"
 
     again = run([dvc, "repro"], root, env).stdout
     assert "Running stage" not in again

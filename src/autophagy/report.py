@@ -6,8 +6,12 @@ of a seed) and writes to ``runs/<experiment>/report/``:
 * ``curves.csv``: one row per (lambda, seed, generation) with every numeric metric;
 * ``summary.csv``: one row per (lambda, generation): mean, 95% confidence half-width (Student t
   over seeds) and seed count of each metric — also the data of the DVC plots;
+* ``last_generation.csv``: the last generation of each lambda (mean, CI, seeds) — the DVC bar plots;
 * ``<metric>.png``: metric vs generation, one line per lambda, mean with a 95% band over seeds;
-* ``report.md``: the last generation per lambda as a markdown table.
+* ``<metric>_vs_lambda.png``: the metric at the last generation against lambda, mean and 95% CI;
+* ``samples_across_generations.png``: each lambda's sample grids (or 2-D scatter plots) of the
+  first seed at evenly spaced generations, one row per lambda (Bertrand et al. 2024, Fig. 1/4);
+* ``report.md``: the last generation per lambda as a markdown table, with the figures.
 """
 
 from __future__ import annotations
@@ -103,6 +107,95 @@ def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: s
     save_figure(fig, path)
 
 
+def last_generation(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary row of each lambda's last generation, in lambda order."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in summary:
+        if row["generation"] >= last.get(row["lambda"], {}).get("generation", -1):
+            last[row["lambda"]] = row
+    return [last[lam] for lam in sorted(last, key=parse_lambda)]
+
+
+def plot_metric_vs_lambda(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
+    """The metric at each lambda's last generation against lambda: mean and 95% CI over seeds.
+
+    Lambdas are equally spaced categories (they span 0 to inf); each point is labelled with its
+    seed count. The dotted line is the seeds' generation-0 mean, where every chain starts.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in last_generation(summary) if metric in r]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    x = np.arange(len(rows))
+    mean = np.array([r[metric] for r in rows])
+    half = np.array([r[f"{metric}_ci95"] for r in rows])
+    ax.errorbar(x, mean, yerr=half, marker="o", capsize=4, color="tab:blue")
+    for xi, yi, row in zip(x, mean, rows):
+        ax.annotate(f"n={row['n_seeds']}", (xi, yi), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    start = [r[metric] for r in summary if r["generation"] == 0 and metric in r]
+    if start:
+        ax.axhline(float(np.mean(start)), ls=":", color="gray", label="generation 0")
+        ax.legend(fontsize=8)
+    ax.set_xticks(x, ["∞" if r["lambda"] == "inf" else r["lambda"] for r in rows])
+    generations = sorted({r["generation"] for r in rows})
+    ax.set_xlabel("λ (synthetic : real)")
+    ax.set_ylabel(f"{metric} at generation {generations[0] if len(generations) == 1 else 'last'}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def spaced_generations(last: int, columns: int) -> list[int]:
+    """Up to ``columns`` generations evenly spaced from 0 to ``last``, both included."""
+    return sorted({int(round(g)) for g in np.linspace(0, last, min(columns, last + 1))})
+
+
+def plot_samples_across_generations(root: Path, path: Path, title: str, columns: int = 6) -> Path | None:
+    """One row per lambda, one column per generation (up to ``columns``, evenly spaced from 0 to
+    the last): the ``samples.png`` each generation's evaluation wrote, for the lowest seed.
+    Returns ``None`` when the run has no sample pictures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    pictures: dict[str, dict[int, Path]] = {}
+    for lam_dir in sorted(root.glob("lam-*"), key=lambda p: parse_lambda(p.name.removeprefix("lam-"))):
+        seeds = sorted(lam_dir.glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-")))
+        if not seeds:
+            continue
+        chain = {int(g.parent.name.removeprefix("gen-")): g for g in seeds[0].glob("gen-*/samples.png")}
+        start = root / seeds[0].name / "gen-000" / "samples.png"
+        if start.is_file():
+            chain[0] = start
+        if chain:
+            pictures[lam_dir.name.removeprefix("lam-")] = chain
+    if not pictures:
+        return None
+    wanted = spaced_generations(max(max(chain) for chain in pictures.values()), columns)
+    fig, axes = plt.subplots(len(pictures), len(wanted), figsize=(1.6 * len(wanted), 1.6 * len(pictures)),
+                             dpi=150, squeeze=False)
+    for i, (lam, chain) in enumerate(pictures.items()):
+        for j, generation in enumerate(wanted):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if generation in chain:
+                picture = mpimg.imread(chain[generation])  # [H, W] for gray grids, [H, W, 3|4] otherwise
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"gen {generation}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("fully synthetic" if lam == "inf" else f"λ = {lam}", fontsize=8)
+    fig.suptitle(f"{title}: samples across generations", fontsize=9)
+    save_figure(fig, path)
+    return path
+
+
 def save_figure(fig, path: Path) -> None:
     """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
@@ -117,13 +210,8 @@ def save_figure(fig, path: Path) -> None:
 def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str:
     """The last generation of each lambda: ``mean ± CI95 (n)``."""
     metrics = [m for m in metrics if any(m in r for r in summary)]
-    last: dict[str, dict[str, Any]] = {}
-    for row in summary:
-        if row["generation"] >= last.get(row["lambda"], {}).get("generation", -1):
-            last[row["lambda"]] = row
     lines = ["| λ | generation | seeds | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
-    for lam in sorted(last, key=parse_lambda):
-        row = last[lam]
+    for row in last_generation(summary):
         cells = []
         for m in metrics:
             if m not in row:
@@ -132,7 +220,7 @@ def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str
                 cells.append(f"{row[m]:.4g} ± {row[m + '_ci95']:.2g}")
             else:
                 cells.append(f"{row[m]:.4g}")
-        lines.append(f"| {lam} | {row['generation']} | {row['n_seeds']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['lambda']} | {row['generation']} | {row['n_seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -175,13 +263,18 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
     out = Path(out) if out is not None else root / "report"
     write_csv([{k: r.get(k) for k in ["lambda", "seed", "generation", *names]} for r in records], out / "curves.csv")
     write_csv(summary, out / "summary.csv")
+    write_csv(last_generation(summary), out / "last_generation.csv")
     metric = metric or ("fd_train" if "fd_train" in names else "swd_train" if "swd_train" in names else names[0])
     title = root.name
     figures = []
     for name in dict.fromkeys([metric, "fd_train", "precision_train", "recall_train", "swd_train"]):
         if name in names:
             plot_metric(summary, name, out / f"{name}.png", title)
-            figures.append(out / f"{name}.png")
+            plot_metric_vs_lambda(summary, name, out / f"{name}_vs_lambda.png", title)
+            figures += [out / f"{name}.png", out / f"{name}_vs_lambda.png"]
+    grids = plot_samples_across_generations(root, out / "samples_across_generations.png", title)
+    if grids is not None:
+        figures.append(grids)
     table = markdown_table(summary, TABLE_METRICS)
     collapsed = collapse_lines(records)
     if collapsed:
