@@ -15,10 +15,10 @@ import torch
 from autophagy.config import ConfigError, DDPMModelConfig, OTCFMModelConfig, TrainConfig, load_config
 from autophagy.models import build_model
 from autophagy.models.checkpoint import load_checkpoint, save_checkpoint
-from autophagy.models.ddpm import ancestral_sample, ddim_sample, make_scheduler
+from autophagy.models.ddpm import ancestral_sample, ancestral_step, ddim_sample, make_scheduler
+from autophagy.models.noise import index_noise
 from autophagy.models.ode import integrate
 from autophagy.models.otcfm import ot_pair
-from autophagy.models.torch_model import index_generators, index_noise
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -193,7 +193,8 @@ def test_ancestral_sampler_recovers_a_gaussian(variance):
     cfg = DDPMModelConfig(sampler="ancestral", num_steps=1000, ancestral_variance=variance, clip_denoised=False)
     generator = torch.Generator().manual_seed(0)
     x_T = torch.randn((N, 1), generator=generator, dtype=torch.float64)
-    x = ancestral_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg), lambda i: generator)
+    noise = lambda i: torch.randn((N, 1), generator=generator, dtype=torch.float64)  # noqa: E731
+    x = ancestral_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg), noise)
     assert_gaussian(x, 0.015)
 
 
@@ -214,11 +215,27 @@ def test_ddim_with_eta_1_over_all_steps_is_the_ancestral_sampler():
     cfg = DDPMModelConfig(num_steps=1000, eta=1.0, ancestral_variance="fixed_small")
     n, shape = 32, (1,)
     x_T = index_noise(0, 0, n, shape)
-    ancestral = ancestral_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg, "ancestral"),
-                                 lambda i: index_generators(0, 0, n, stream=1 + i))
-    ddim = ddim_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg, "ddim"), 1.0,
-                       lambda i: index_noise(0, 0, n, shape, stream=1 + i))
+    noise = lambda i: index_noise(0, 0, n, shape, stream=1 + i)  # noqa: E731
+    ancestral = ancestral_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg, "ancestral"), noise)
+    ddim = ddim_sample(gaussian_eps(cfg), x_T, make_scheduler(cfg, "ddim"), 1.0, noise)
     torch.testing.assert_close(ddim, ancestral, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variance", ["fixed_large", "fixed_small"])
+@pytest.mark.parametrize("steps", [1000, 7])
+@pytest.mark.parametrize("clip", [True, False])
+def test_ancestral_step_is_diffusers_step_with_the_noise_supplied(variance, steps, clip):
+    """At every timestep (all T, or 7 spaced ones), ancestral_step with z equals diffusers'
+    DDPMScheduler.step drawing that same z from a generator."""
+    cfg = DDPMModelConfig(num_steps=steps, ancestral_variance=variance, clip_denoised=clip)
+    scheduler = make_scheduler(cfg, "ancestral")
+    generator = torch.Generator().manual_seed(0)
+    x = 1.5 * torch.randn((8, 1, 3, 3), generator=generator)  # so that the x0 prediction is often clipped
+    eps = torch.randn((8, 1, 3, 3), generator=generator)
+    for k, t in enumerate(scheduler.timesteps):
+        expected = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(k), return_dict=False)[0]
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(k)) if t > 0 else None
+        torch.testing.assert_close(ancestral_step(scheduler, eps, t, x, z), expected, rtol=0, atol=1e-6)
 
 
 def test_ddpm_loss_of_a_zero_network_is_one():

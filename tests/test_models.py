@@ -77,7 +77,7 @@ def test_trains_and_samples_the_right_shape_and_dtype(family_model):
 def assert_same_rows(a: np.ndarray, b: np.ndarray) -> None:
     """Equal up to float rounding: a network's float32 output may differ in the last bits with the
     batch size (BLAS blocking), so vectors agree to ~1e-6 and uint8 pixels to at most 1 level,
-    rarely; the base noise itself is identical (see test_index_noise_is_batch_invariant)."""
+    rarely; the base noise itself is identical (see tests/test_noise.py)."""
     assert a.shape == b.shape and a.dtype == b.dtype
     if a.dtype == np.uint8:
         diff = np.abs(a.astype(int) - b.astype(int))
@@ -97,17 +97,6 @@ def test_sampling_is_per_index_seeded(family_model):
     assert (np.abs(ten.astype(np.float64) - other.astype(np.float64)).reshape(10, -1).max(axis=1) > 2).sum() >= 5 \
         if ten.dtype == np.uint8 else not np.allclose(ten, other, atol=1e-3)
     assert len({row.tobytes() for row in ten}) == 10  # the rows differ from each other
-
-
-def test_index_noise_is_batch_invariant():
-    from autophagy.models.torch_model import index_noise
-
-    whole = index_noise(7, 0, 10, (3, 2))
-    pieces = torch.cat([index_noise(7, 0, 4, (3, 2)), index_noise(7, 4, 6, (3, 2))])
-    assert torch.equal(whole, pieces)
-    assert not torch.equal(whole, index_noise(8, 0, 10, (3, 2)))
-    assert not torch.equal(whole, index_noise(7, 0, 10, (3, 2), stream=1))
-    assert abs(float(index_noise(0, 0, 4000, (4,)).std()) - 1) < 0.03
 
 
 def test_checkpoint_round_trip(family_model, tmp_path):

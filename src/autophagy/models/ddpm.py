@@ -11,8 +11,9 @@
 
 The schedules and update rules are diffusers' ``DDPMScheduler`` / ``DDIMScheduler``. Every
 random draw of sampling is seeded per sample index: the initial x_T is stream 0 and the noise of
-step i stream 1 + i (:func:`~autophagy.models.torch_model.index_noise`). Images are encoded to
-[-1, 1] in NCHW.
+step i stream 1 + i (:func:`~autophagy.models.noise.index_noise`), made on the sampling device; the
+ancestral step applies that noise itself (diffusers' ``DDPMScheduler.step`` would draw its own).
+Images are encoded to [-1, 1] in NCHW.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from autophagy.config import DDPMModelConfig
 from autophagy.models.hf_unet import HFUNet
 from autophagy.models.image import ImageModel
-from autophagy.models.torch_model import index_generators, index_noise
+from autophagy.models.noise import index_noise
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B]) -> eps [B, ...]
 
@@ -45,14 +46,51 @@ def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMSche
     return scheduler
 
 
+ANCESTRAL_VARIANCES = ("fixed_large", "fixed_small")
+
+
+def ancestral_step(scheduler: DDPMScheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+                   noise: torch.Tensor | None) -> torch.Tensor:
+    """x_{t'} from x_t by Ho et al. Alg. 2, line 4, with the given ``noise`` z [B, ...] (unused, may be
+    None, at t = 0, where Alg. 2 adds none); ``eps``, ``x`` [B, ...]. t' = the scheduler's previous
+    timestep (t - 1 with all T steps), abar_{t'} = 1 below 0, alpha = abar_t / abar_{t'}, beta = 1 - alpha:
+
+    * x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Eq. 15), clipped if the scheduler clips;
+    * mu = sqrt(abar_{t'}) beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_{t'}) / (1 - abar_t) x_t (Eq. 7);
+    * sigma^2 = beta (``fixed_large``) or (1 - abar_{t'}) / (1 - abar_t) beta (``fixed_small``, Eq. 7,
+      clamped at 1e-20); x_{t'} = mu + sigma z.
+
+    The arithmetic of diffusers' ``DDPMScheduler.step`` (epsilon prediction), with the noise supplied.
+    """
+    config = scheduler.config
+    variance_type = config.variance_type
+    if config.prediction_type != "epsilon" or config.thresholding or variance_type not in ANCESTRAL_VARIANCES:
+        raise ValueError(f"ancestral_step supports epsilon prediction, no thresholding and variance {ANCESTRAL_VARIANCES}; "
+                         f"got {config.prediction_type!r}, thresholding={config.thresholding}, {variance_type!r}")
+    prev_t = scheduler.previous_timestep(t)
+    abar_t = scheduler.alphas_cumprod[t]
+    abar_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else abar_t.new_ones(())
+    alpha, beta = abar_t / abar_prev, 1 - abar_t / abar_prev
+    x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
+    if config.clip_sample:
+        x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    mean = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + (alpha**0.5 * (1 - abar_prev) / (1 - abar_t)) * x
+    if t <= 0:
+        return mean
+    if noise is None:
+        raise ValueError(f"ancestral_step needs noise at timestep {int(t)} > 0")
+    variance = beta if variance_type == "fixed_large" else ((1 - abar_prev) / (1 - abar_t) * beta).clamp(min=1e-20)
+    return mean + variance**0.5 * noise.to(x)
+
+
 def ancestral_sample(eps_model: EpsModel, latents: torch.Tensor, scheduler: DDPMScheduler,
-                     step_generator: Callable[[int], torch.Generator | list[torch.Generator]]) -> torch.Tensor:
-    """Ho et al. Alg. 2 from x_T = ``latents`` [B, ...]; ``step_generator(i)`` draws step i's noise
-    (one generator, or one per row). Returns x_0 [B, ...]."""
+                     step_noise: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """Ho et al. Alg. 2 from x_T = ``latents`` [B, ...]; ``step_noise(i)`` [B, ...] is the z of step i
+    (asked for only where t > 0). Returns x_0 [B, ...]."""
     x = latents
     for i, t in enumerate(scheduler.timesteps):
         eps = eps_model(x, t.to(x.device).expand(x.shape[0]))
-        x = scheduler.step(eps, t, x, generator=step_generator(i), return_dict=False)[0]
+        x = ancestral_step(scheduler, eps, t, x, step_noise(i) if t > 0 else None)
     return x
 
 
@@ -98,8 +136,10 @@ class DDPMModel(ImageModel):
         cfg: DDPMModelConfig = dataclasses.replace(self.cfg, **options)
         cfg.validate()
         scheduler = make_scheduler(cfg)
-        count = noise.shape[0]
+
+        def step_noise(i: int) -> torch.Tensor:
+            return index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i, device=noise.device)
+
         if cfg.sampler == "ancestral":
-            return ancestral_sample(net, noise, scheduler, lambda i: index_generators(seed, start, count, stream=1 + i))
-        step_noise = lambda i: index_noise(seed, start, count, self.noise_shape, stream=1 + i)  # noqa: E731
+            return ancestral_sample(net, noise, scheduler, step_noise)
         return ddim_sample(net, noise, scheduler, cfg.eta, step_noise)

@@ -22,7 +22,7 @@ from torch import nn
 
 from autophagy.config import EDMModelConfig
 from autophagy.models.image import ImageModel
-from autophagy.models.torch_model import index_noise
+from autophagy.models.noise import index_noise
 from autophagy.models.unet import SongUNet
 
 
@@ -108,5 +108,8 @@ class EDMModel(ImageModel):
 
     def sample_batch(self, net: nn.Module, noise: torch.Tensor, seed: int, start: int, **options: Any) -> torch.Tensor:
         cfg: EDMModelConfig = self.cfg
-        churn = lambda i: index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i)  # noqa: E731
+
+        def churn(i: int) -> torch.Tensor:
+            return index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i, device=noise.device)
+
         return heun_sample(net, noise, cfg, churn_noise=churn)

@@ -13,7 +13,7 @@ import torch
 
 from autophagy.config import GaussianModelConfig, TrainConfig
 from autophagy.models.base import GenerativeModel, LogFn, ModelError, TrainReport
-from autophagy.models.torch_model import index_noise
+from autophagy.models.noise import index_noise
 
 
 class GaussianModel(GenerativeModel):
@@ -39,7 +39,7 @@ class GaussianModel(GenerativeModel):
 
     def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
                **options: Any) -> np.ndarray:
-        z = index_noise(seed, 0, n, self.item_shape).to(torch.float64) * temperature
+        z = index_noise(seed, 0, n, self.item_shape, dtype=torch.float64) * temperature
         return (self.mean + self.std * z).to(torch.float32).numpy()
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -2,7 +2,8 @@
 
 A neural family supplies a network, a loss and a batch sampler; this module supplies the rest:
 a budget in images seen, Adam with linear warmup, an EMA with a half-life in images
-(Karras et al. 2022, App. C), NaN detection, resumable train states and per-index seeding.
+(Karras et al. 2022, App. C), NaN detection, resumable train states and sampling seeded per sample
+index (:mod:`autophagy.models.noise`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from autophagy.config import TrainConfig
 from autophagy.models.base import GenerativeModel, LogFn, ModelError, TrainingDivergedError, TrainReport
+from autophagy.models.noise import index_noise
 
 CHECK_EVERY_STEPS = 25  # how often the loss is synced to the host and checked for NaN
 
@@ -29,30 +31,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} was asked for but CUDA is not available on this machine")
     return torch.device(device)
-
-
-def index_generators(seed: int, start: int, count: int, stream: int = 0) -> list[torch.Generator]:
-    """One CPU generator per row ``start .. start + count``, seeded from ``(seed, start + j, stream)``.
-
-    For samplers whose library draws the noise itself from a list of per-row generators
-    (diffusers' ``DDPMScheduler.step``); row ``j`` then gets exactly :func:`index_noise`'s noise.
-    """
-    generators = []
-    for j in range(count):
-        state = np.random.SeedSequence([seed, start + j, stream]).generate_state(1, np.uint64)[0]
-        generators.append(torch.Generator().manual_seed(int(state)))
-    return generators
-
-
-def index_noise(seed: int, start: int, count: int, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
-    """Standard normal noise ``[count, *shape]`` where row ``j`` depends only on ``(seed, start + j, stream)``.
-
-    This is what makes a sample set reproducible however it is split into batches, GPUs or pods.
-    """
-    out = torch.empty((count, *shape))
-    for j, generator in enumerate(index_generators(seed, start, count, stream)):
-        out[j] = torch.randn(shape, generator=generator)
-    return out
 
 
 class TorchGenerativeModel(GenerativeModel):
@@ -214,7 +192,7 @@ class TorchGenerativeModel(GenerativeModel):
         out = []
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            noise = index_noise(seed, start, count, self.noise_shape).to(target) * temperature
+            noise = index_noise(seed, start, count, self.noise_shape, device=target) * temperature
             out.append(self.decode(self.sample_batch(self.ema, noise, seed, start, **options)))
         return np.concatenate(out, axis=0) if out else np.empty((0, *self.item_shape), dtype=np.float32)
 

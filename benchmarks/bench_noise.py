@@ -1,0 +1,82 @@
+"""Per-sample-index noise, images/s: the former one-CPU-generator-per-row method against the Philox
+noise of ``autophagy.models.noise`` on the CPU (and on CUDA when present). Issue 4, item 5.
+
+    nice .venv/bin/python benchmarks/bench_noise.py [--repeat 5] [--threads N] [--json out.json]
+
+The workload is one DDPM ancestral step's noise for a batch: ``rows`` samples of ``shape``. The
+reference draws each row with ``torch.randn`` from a CPU ``torch.Generator`` seeded by
+``SeedSequence([seed, index, stream])`` (what diffusers' ``DDPMScheduler.step`` did with a list of
+generators) and, for a CUDA target, copies the batch to the GPU. Each figure is the median of
+``--repeat`` timed runs after one warm-up run; CUDA timings synchronise the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autophagy.models.noise import index_noise
+from bench_families import median_seconds  # benchmarks/ is on sys.path when run as a script
+
+WORKLOADS = {"cifar 3x32x32": (1024, (3, 32, 32)), "digits 3x8x8": (256, (3, 8, 8))}
+SEED, STREAM = 0, 1
+
+
+def per_row_generator_noise(seed: int, start: int, count: int, shape: tuple[int, ...], stream: int,
+                            device: torch.device) -> torch.Tensor:
+    """The reference: one seeded CPU generator per row, then a host-to-device copy. ``[count, *shape]``."""
+    out = torch.empty((count, *shape))
+    for j in range(count):
+        state = np.random.SeedSequence([seed, start + j, stream]).generate_state(1, np.uint64)[0]
+        out[j] = torch.randn(shape, generator=torch.Generator().manual_seed(int(state)))
+    return out.to(device)
+
+
+def rate(method, rows: int, shape: tuple[int, ...], device: torch.device, repeat: int) -> float:
+    """Images/s of ``method(seed, start, count, shape, stream, device)``."""
+    def once():
+        method(SEED, 0, rows, shape, STREAM, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    once()
+    return rows / median_seconds(once, repeat)
+
+
+def philox_noise(seed, start, count, shape, stream, device) -> torch.Tensor:
+    return index_noise(seed, start, count, shape, stream=stream, device=device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    results = []
+    for name, (rows, shape) in WORKLOADS.items():
+        for device in devices:
+            old = rate(per_row_generator_noise, rows, shape, device, args.repeat)
+            new = rate(philox_noise, rows, shape, device, args.repeat)
+            results.append({"workload": name, "rows": rows, "device": device.type, "per_row_images_per_s": old,
+                            "philox_images_per_s": new, "philox_over_per_row": new / old})
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {args.repeat}")
+    print(f"{'workload':<14} {'rows':>5} {'device':<6} {'per-row img/s':>14} {'philox img/s':>14} {'ratio':>8}")
+    for r in results:
+        print(f"{r['workload']:<14} {r['rows']:>5} {r['device']:<6} {r['per_row_images_per_s']:>14,.0f} "
+              f"{r['philox_images_per_s']:>14,.0f} {r['philox_over_per_row']:>8.2f}")
+    if args.json:
+        payload = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "repeat": args.repeat,
+                   "results": results}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Per-sample-index noise (autophagy.models.noise): Philox-4x32-10 known answers, batch-split
+invariance, and the statistics of the normals. The statistical checks use fixed seeds and bounds
+of 6 standard errors, so they are deterministic and far from their limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from autophagy.models.noise import _mulhilo_, index_noise, philox4x32_10
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N_ROWS, N_COLS = 1000, 1000  # 1e6 draws
+SE = 1 / np.sqrt(N_ROWS * N_COLS)  # standard error of a mean or correlation of 1e6 unit-variance draws
+
+# Random123 kat_vectors, philox4x32 with 10 rounds: (counter, key, output).
+PHILOX_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.fixture(scope="module")
+def draws() -> torch.Tensor:
+    return index_noise(2024, 0, N_ROWS, (N_COLS,))
+
+
+@pytest.mark.parametrize("counter, key, expected", PHILOX_KAT)
+def test_philox_matches_the_random123_known_answers(counter, key, expected):
+    words = philox4x32_10(tuple(torch.tensor([c], dtype=torch.int64) for c in counter), key)
+    assert tuple(int(w) for w in words) == expected
+
+
+def test_philox_broadcasts_its_counter_words():
+    """Counter words of shapes [2, 1] and [1, 3] give [2, 3] outputs, each the scalar answer."""
+    counter = (torch.tensor([[0], [0xFFFFFFFF]]), torch.tensor([[0, 0, 0]]), torch.zeros(1, 1, dtype=torch.int64),
+               torch.tensor([[0, 1, 2]]))
+    words = philox4x32_10(counter, (5, 6))
+    assert all(w.shape == (2, 3) for w in words)
+    one = philox4x32_10(tuple(torch.tensor([v]) for v in (0xFFFFFFFF, 0, 0, 2)), (5, 6))
+    assert [int(w[1, 2]) for w in words] == [int(w) for w in one]
+
+
+def test_mulhilo_is_the_exact_64_bit_product():
+    multiplier = 0xD2511F53
+    values = [0, 1, 0xFFFF, 0x10000, 0xFFFFFFFF, *np.random.default_rng(0).integers(0, 2**32, 100).tolist()]
+    word = torch.tensor(values, dtype=torch.int64)
+    lo = _mulhilo_(multiplier, word, torch.empty_like(word), torch.empty_like(word))
+    assert word.tolist() == [(multiplier * v) >> 32 for v in values]
+    assert lo.tolist() == [(multiplier * v) & 0xFFFFFFFF for v in values]
+
+
+def test_rows_do_not_depend_on_how_the_range_is_split():
+    whole = index_noise(7, 0, 10, (3, 5))
+    assert whole.shape == (10, 3, 5) and whole.dtype == torch.float32
+    assert torch.equal(whole[3:8], index_noise(7, 3, 5, (3, 5)))
+    assert torch.equal(whole, torch.cat([index_noise(7, 0, 4, (3, 5)), index_noise(7, 4, 1, (3, 5)),
+                                         index_noise(7, 5, 5, (3, 5))]))
+    assert len({row.numpy().tobytes() for row in whole}) == 10
+
+
+def test_values_depend_only_on_the_flat_element_position():
+    assert torch.equal(index_noise(1, 0, 4, (2, 3)).reshape(4, 6), index_noise(1, 0, 4, (6,)))
+    assert torch.equal(index_noise(1, 0, 4, (8,))[:, :5], index_noise(1, 0, 4, (5,)))
+
+
+def test_seeds_streams_and_indices_give_different_noise():
+    base = index_noise(7, 0, 10, (3, 2))
+    for other in (index_noise(8, 0, 10, (3, 2)), index_noise(7, 0, 10, (3, 2), stream=1),
+                  index_noise(7, 10, 10, (3, 2)), index_noise(7, 2**40, 10, (3, 2))):
+        assert (base != other).all()
+
+
+def test_moments_and_neighbour_correlations(draws):
+    z = draws.to(torch.float64)
+    assert abs(float(z.mean())) < 6 * SE
+    assert abs(float(z.var()) - 1) < 6 * np.sqrt(2) * SE  # Var of the sample variance of N(0, 1) is 2 / n
+    for a, b in ((z[:, :-1], z[:, 1:]), (z[:-1], z[1:]), (z[:, 0::2], z[:, 1::2])):  # neighbours, rows, pairs
+        assert abs(float((a * b).mean())) < 6 * SE
+    tail = float((z.abs() > 3).to(torch.float64).mean())  # P(|z| > 3) = 0.0026998
+    p = 2 * stats.norm.sf(3)
+    assert abs(tail - p) < 6 * np.sqrt(p * (1 - p)) * SE
+
+
+def test_kolmogorov_smirnov_against_the_normal(draws):
+    assert stats.kstest(draws.flatten().numpy(), "norm").pvalue > 1e-3
+
+
+def test_dtypes_and_device():
+    z32 = index_noise(3, 0, 64, (7,), device="cpu")
+    z64 = index_noise(3, 0, 64, (7,), dtype=torch.float64)
+    assert z32.device.type == "cpu" and z64.dtype == torch.float64
+    torch.testing.assert_close(z64, z32.to(torch.float64), rtol=0, atol=1e-5)
+    assert index_noise(3, 0, 64, (7,), dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert index_noise(3, 0, 0, (7,)).shape == (0, 7) and index_noise(3, 0, 2, ()).shape == (2,)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_noise_is_the_cpu_noise():
+    """The integer words are bit-identical; log/cos/sin may differ in the last float bits."""
+    on_gpu = index_noise(5, 100, 256, (3, 8, 8), stream=9, device="cuda")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), index_noise(5, 100, 256, (3, 8, 8), stream=9), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed=-1), "seed"), (dict(start=-2), "start"), (dict(stream=1.5), "stream"),
+    (dict(start=2**63 - 1, count=1), "2\\^63"), (dict(dtype=torch.int64), "floating-point"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    args = dict(seed=0, start=0, count=1, shape=(2,)) | kwargs
+    with pytest.raises(ValueError, match=message):
+        index_noise(**args)
