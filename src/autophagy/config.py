@@ -256,7 +256,8 @@ class TrainConfig:
     """How each generation is trained: a budget in images seen, optimiser, EMA, initialisation.
 
     Generation 0 trains on D_real from scratch (``gen0_budget_kimg``) or starts from
-    ``init_checkpoint``; generation t >= 1 fine-tunes generation t-1 (``init=previous``, the
+    ``init_checkpoint`` and fine-tunes it for ``gen0_budget_kimg`` (0: used as it is);
+    generation t >= 1 fine-tunes generation t-1 (``init=previous``, the
     paper's protocol) or retrains from scratch (``init=scratch``) for ``budget_kimg``.
     """
 
@@ -269,7 +270,9 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_halflife_kimg: float = 10.0
     init: str = "previous"  # previous | scratch
-    init_checkpoint: str | None = None  # generation 0 from a checkpoint directory
+    # generation 0 from a checkpoint: an autophagy checkpoint directory, or a pretrained one (a path, an
+    # http(s) URL with an optional #sha256=<hex>, or hf://owner/name) converted by autophagy.models.pretrained
+    init_checkpoint: str | None = None
     carry_optimizer: bool = True  # fine-tuning: keep Adam moments from generation t-1
     checkpoint_every_kimg: float = 50.0  # resumable train_state cadence
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -277,7 +280,9 @@ class TrainConfig:
     def validate(self) -> None:
         _positive("train.budget_kimg", self.budget_kimg)
         if self.gen0_budget_kimg is not None:
-            _positive("train.gen0_budget_kimg", self.gen0_budget_kimg)
+            _non_negative("train.gen0_budget_kimg", self.gen0_budget_kimg)
+            if self.gen0_budget_kimg == 0 and not self.init_checkpoint:
+                raise ConfigError("train.gen0_budget_kimg=0 (generation 0 is not trained) needs train.init_checkpoint")
         _positive("train.batch_size", self.batch_size)
         _positive("train.lr", self.lr)
         _non_negative("train.lr_warmup_kimg", self.lr_warmup_kimg)

@@ -1,6 +1,9 @@
 """``train``: fit the model of one generation and write its checkpoint directory.
 
-Generation 0 starts from scratch on D_real, or from ``train.init_checkpoint``. Generation
+Generation 0 starts from scratch on D_real, or from ``train.init_checkpoint``: an autophagy
+checkpoint directory or a public pretrained checkpoint (a path, a URL or ``hf://owner/name``),
+converted once and cached by :mod:`autophagy.models.pretrained` without running code from it;
+``train.gen0_budget_kimg`` then fine-tunes it on D_real (0: used as it is). Generation
 t >= 1 fine-tunes generation t-1 (``train.init=previous``, Bertrand et al. 2024, Sec. 5) or
 starts from scratch (``train.init=scratch``).
 
@@ -44,7 +47,9 @@ def run(
         raise DatasetError(f"model.family={cfg.model.family} trains on {family_kind} data, {train_set} holds {dataset.kind} data")
     init = init if generation > 0 and cfg.train.init == "previous" else None
     if generation == 0 and cfg.train.init_checkpoint:
-        init = cfg.train.init_checkpoint
+        from autophagy.models.pretrained import resolve_init
+
+        init = resolve_init(cfg.train.init_checkpoint, cfg.model, dataset.item_shape)
     budget = cfg.train.first_budget_kimg if generation == 0 else cfg.train.budget_kimg
     fingerprint = {
         "data": dataset.content_hash,
