@@ -36,11 +36,12 @@ def features(config: str, extractor: Output[Artifact]):
 
 
 def train(config: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
-          init: Input[Model] = None):
-    """Train one generation (autophagy.stages.train); init = the previous generation's model."""
+          init: Input[Model] = None, gpus: int = 1):
+    """Train one generation (autophagy.stages.train); init = the previous generation's model; gpus > 1:
+    data-parallel under torchrun --nproc_per_node=gpus in this pod (cluster.gpus_per_train)."""
     from autophagy.components import runtime
     model.metadata.update(runtime.train(config, train_set.path, model.path, generation, seed, lam,
-                                        init.path if init else None))
+                                        init.path if init else None, gpus))
 
 
 def sample(config: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,

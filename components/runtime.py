@@ -168,11 +168,53 @@ def features(config_json: str, out_dir: str) -> dict[str, Any]:
 
 
 def train(config_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str = "",
-          init: str | None = None) -> dict[str, Any]:
-    from autophagy.stages import train as stage
+          init: str | None = None, gpus: int = 1) -> dict[str, Any]:
+    """``train.run`` in this process, or with ``gpus > 1`` (``cluster.gpus_per_train``) data-parallel
+    over that many processes of this pod: ``torchrun --standalone --nproc_per_node=<gpus> -m
+    autophagy.cli train ...`` (:func:`torchrun_train_command`), whose rank 0 writes the result."""
+    if int(gpus) > 1:
+        result = _train_under_torchrun(config_json, train_set, out_dir, generation, seed, lam, init, int(gpus))
+    else:
+        from autophagy.stages import train as stage
 
-    result = stage.run(load_config(config_json), train_set, out_dir, generation, seed, lam=lam_value(lam), init=init)
+        result = stage.run(load_config(config_json), train_set, out_dir, generation, seed, lam=lam_value(lam), init=init)
     return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
+
+
+def torchrun_train_command(config_path: str | Path, train_set: str, out_dir: str, generation: int, seed: int, lam: str,
+                           init: str | None, nproc: int, result_path: str | Path) -> list[str]:
+    """The command line of a data-parallel train stage in one pod (``python -m torch.distributed.run``
+    is ``torchrun``; ``--standalone``: a rendezvous on localhost, one node)."""
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "autophagy.cli", "train", "--config", str(config_path), "--train-set", str(train_set),
+               "--out", str(out_dir), "--generation", str(generation), "--seed", str(seed),
+               "--result", str(result_path)]
+    if lam:
+        command += ["--lam", lam]
+    if init:
+        command += ["--init", str(init)]
+    return command
+
+
+def _train_under_torchrun(config_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str,
+                          init: str | None, nproc: int) -> dict[str, Any]:
+    import subprocess
+
+    import yaml
+
+    cfg = load_config(config_json)  # fail here, plainly, on a bad config
+    with _scratch_beside(out_dir) as scratch:
+        config_path, result_path = scratch / "config.yaml", scratch / "result.json"
+        config_path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        command = torchrun_train_command(config_path, train_set, out_dir, generation, seed, lam, init, nproc, result_path)
+        print("+ " + " ".join(command), flush=True)
+        returncode = subprocess.run(command, check=False).returncode
+        if returncode != 0:
+            raise RuntimeError(f"data-parallel training over {nproc} processes failed (torchrun exit code {returncode}); "
+                               "the ranks' errors are in the log above")
+        return json.loads(result_path.read_text())
 
 
 def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int,

@@ -12,6 +12,7 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       image: registry.example.com/ml/autophagy:3f2c1ab   # else $AUTOPHAGY_IMAGE, else the release tag
       accelerator_type: nvidia.com/gpu
       accelerator_limit: 1
+      gpus_per_train: 1         # > 1: data-parallel train under torchrun on that many GPUs of one pod
       node_selector: {nvidia.com/gpu.present: "true"}
       tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
       gpu_steps: [train, sample, evaluate]
@@ -106,6 +107,10 @@ class ClusterConfig:
     gpu_steps: tuple[str, ...] = ("train", "sample", "evaluate")
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
+    # Data-parallel training: > 1 gives the train task that many GPUs and runs it under
+    # torchrun --nproc_per_node=gpus_per_train in its pod (train.batch_size is the global batch).
+    gpus_per_train: int = 1
+    shm_size: str = "8Gi"  # /dev/shm (memory-backed emptyDir) of a train pod with gpus_per_train > 1, for NCCL
     node_selector: Mapping[str, str] = field(default_factory=_default_node_selector)  # GPU steps only
     tolerations: tuple[Toleration, ...] = (Toleration(),)  # GPU steps only
     cpu_resources: Resources = Resources()
@@ -145,6 +150,13 @@ class ClusterConfig:
         if self.gpu_steps and (not self.accelerator_type or self.accelerator_limit < 1):
             raise PipelineConfigError("cluster.accelerator_type must be set and cluster.accelerator_limit >= 1 "
                                       f"when cluster.gpu_steps is not empty, got {self.accelerator_type!r}, {self.accelerator_limit}")
+        if self.gpus_per_train < 1:
+            raise PipelineConfigError(f"cluster.gpus_per_train must be an integer >= 1, got {self.gpus_per_train}")
+        if self.gpus_per_train > 1 and "train" not in self.gpu_steps:
+            raise PipelineConfigError(f"cluster.gpus_per_train={self.gpus_per_train} needs train in cluster.gpu_steps "
+                                      f"(got {list(self.gpu_steps)})")
+        if not _MEMORY.match(self.shm_size):
+            raise PipelineConfigError(f"cluster.shm_size must be a memory quantity like 512M, 8G or 16Gi, got {self.shm_size!r}")
         self.cpu_resources.validate("cluster.cpu_resources")
         self.gpu_resources.validate("cluster.gpu_resources")
         for step, resources in self.step_resources.items():
@@ -168,6 +180,12 @@ class ClusterConfig:
         if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
             raise PipelineConfigError(f"cluster.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
         return self
+
+    def accelerator_limit_of(self, step: str) -> int:
+        """GPUs of a GPU step's pod: ``gpus_per_train`` for a data-parallel train, else ``accelerator_limit``."""
+        if step == "train" and self.gpus_per_train > 1:
+            return self.gpus_per_train
+        return self.accelerator_limit
 
     def resources_of(self, step: str) -> Resources:
         if step in self.step_resources:

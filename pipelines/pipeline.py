@@ -83,7 +83,11 @@ def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) ->
     if resources.memory_limit:
         task.set_memory_limit(resources.memory_limit)
     if step in cluster.gpu_steps:
-        task.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.accelerator_limit)
+        task.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.accelerator_limit_of(step))
+        if step == "train" and cluster.gpus_per_train > 1:
+            # NCCL between the processes of one pod goes through /dev/shm, 64 MiB by default in a container.
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=cluster.shm_size)
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, key, value)
         for toleration in cluster.tolerations:
@@ -132,6 +136,8 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
     generations = cfg.loop.generations
 
     def task(step: str, gen: int, /, **arguments: Any) -> Any:
+        if step == "train":  # > 1: data-parallel under torchrun in the pod (autophagy.components.runtime.train)
+            arguments["gpus"] = cluster.gpus_per_train
         return _configure(ops[step](**arguments), gen, step, cluster)
 
     @dsl.pipeline(name=pipeline_name(cfg),

@@ -345,6 +345,46 @@ def test_invalid_options_name_the_option(override, message):
     assert isinstance(err.value, ValueError)
 
 
+def test_data_parallel_train_requests_n_gpus_and_runs_torchrun(cfg, compiled, tmp_path):
+    """cluster.gpus_per_train=N: every train task asks for N GPUs, gets a memory-backed /dev/shm (NCCL) and
+    passes gpus=N to its component, whose runtime starts ``torchrun --nproc_per_node=N``; other steps keep
+    accelerator_limit. The default (1) trains in the component's own process."""
+    from autophagy.components import runtime
+
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(cfg, out, ClusterConfig(gpus_per_train=4), image=IMAGE)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    default_tasks = leaf_tasks(compiled[0])
+    trains = 0
+    for name, (_, _, task) in leaf_tasks(spec).items():
+        step = name.split("-", 2)[2]
+        resources = spec["deploymentSpec"]["executors"][executor_of(spec, task)]["container"]
+        mounts = k8s[executor_of(spec, task)].get("emptyDirMounts")
+        if step == "train":
+            trains += 1
+            assert resources["resources"]["accelerator"]["resourceCount"] == "4", name
+            assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 4, name
+            assert mounts == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}]
+            assert "init.path if init else None, gpus)" in resources["command"][-1]  # the body hands N to the runtime
+            assert default_tasks[name][2]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 1, name
+        else:
+            assert "gpus" not in task["inputs"].get("parameters", {}) and not mounts, name
+            if step in GPU_STEPS:
+                assert resources["resources"]["accelerator"]["resourceCount"] == "1", name
+    assert trains == 1 + cfg.loop.generations  # every train task definition, generation 0's included
+    command = runtime.torchrun_train_command("c.yaml", "data", "model", 2, 0, "0.5", "prev", 4, "result.json")
+    assert command[0] == sys.executable
+    assert command[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "autophagy.cli",
+                            "train"]
+    assert command[command.index("--lam") + 1] == "0.5" and command[command.index("--init") + 1] == "prev"
+    assert command[command.index("--result") + 1] == "result.json"
+    with pytest.raises(PipelineConfigError, match="cluster.gpus_per_train must be an integer >= 1"):
+        ClusterConfig(gpus_per_train=0).validate()
+    with pytest.raises(PipelineConfigError, match="cluster.gpus_per_train=2 needs train in cluster.gpu_steps"):
+        ClusterConfig(gpus_per_train=2, gpu_steps=("sample",)).validate()
+
+
 def test_image_reference_is_pinned(monkeypatch, cfg, tmp_path):
     from autophagy.components.image import DEFAULT_IMAGE, ImageError, resolve_image
 

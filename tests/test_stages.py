@@ -17,7 +17,7 @@ from autophagy.models import ModelError
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
 
 TRAIN_KEYS = {"train_steps", "train_kimg", "train_loss", "train_seconds", "train_images_per_second",
-              "resumed_from_kimg", "parameters"}
+              "resumed_from_kimg", "parameters", "train_world_size"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

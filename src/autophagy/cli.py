@@ -55,9 +55,16 @@ def cmd_features(args):
 
 
 def cmd_train(args):
+    from autophagy.distributed import is_main_process
     from autophagy.stages import train
 
-    _print(train.run(_config(args), args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init))
+    result = train.run(_config(args), args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init)
+    if is_main_process():  # under torchrun every rank returns the same result: rank 0 reports it
+        if args.result is not None:
+            from autophagy import atomic
+
+            atomic.write_text(args.result, json.dumps(result, indent=2, default=str) + "\n")  # NaN allowed
+        _print(result)
 
 
 def cmd_sample(args):
@@ -184,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lam", default=None, help="lambda of the chain (omit for generation 0)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous generation")
+    p.add_argument("--result", type=Path, default=None, help="also write the result (JSON) here")
     p = command("sample", cmd_sample, "draw a synthetic data set from a checkpoint")
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -260,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     args = build_parser().parse_args(argv)
     try:
+        _check_launcher(args)
         args.func(args)
     except KeyboardInterrupt:
         print("autophagy: interrupted", file=sys.stderr)
@@ -270,6 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autophagy: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def _check_launcher(args: argparse.Namespace) -> None:
+    """Only ``train`` runs data-parallel: under torchrun (WORLD_SIZE > 1) every other command refuses."""
+    from autophagy.distributed import launched_world_size
+
+    if args.command != "train" and launched_world_size() > 1:
+        raise ConfigError(f"`autophagy {args.command}` runs in one process; only `autophagy train` runs under torchrun "
+                          f"(WORLD_SIZE={launched_world_size()})")
 
 
 def _is_user_error(err: Exception) -> bool:

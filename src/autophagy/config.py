@@ -16,6 +16,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -251,6 +252,25 @@ MODEL_CONFIGS: dict[str, type] = {
 IMAGE_FAMILIES = ("edm", "ddpm", "otcfm")
 
 
+FINETUNE_FROM = ("net", "ema")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
+#: Validation warns when the EMA would still weigh its starting point by more than this after a generation.
+EMA_STALE_WEIGHT = 0.9
+
+
+class ConfigWarning(UserWarning):
+    """A legal but probably unintended setting (e.g. an EMA that cannot move within a generation)."""
+
+
+def ema_start_weight(budget_kimg: float, halflife_kimg: float) -> float:
+    """The weight an EMA with half-life ``halflife_kimg`` still gives its starting point after
+    ``budget_kimg`` thousand images: 0.5 ** (budget / halflife) (0 when there is no EMA, half-life 0)."""
+    if halflife_kimg <= 0:
+        return 0.0
+    return 0.5 ** (budget_kimg / halflife_kimg)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How each generation is trained: a budget in images seen, optimiser, EMA, initialisation.
@@ -259,6 +279,28 @@ class TrainConfig:
     ``init_checkpoint`` and fine-tunes it for ``gen0_budget_kimg`` (0: used as it is);
     generation t >= 1 fine-tunes generation t-1 (``init=previous``, the
     paper's protocol) or retrains from scratch (``init=scratch``) for ``budget_kimg``.
+
+    The fine-tuning protocol (what happens at the generation boundary,
+    :meth:`autophagy.models.torch_model.TorchGenerativeModel.start_generation`): the trained
+    network starts from generation t-1's trained network (``finetune_from=net``: the previous
+    training run continues on the new data) or from its EMA, the weights that were sampled
+    (``finetune_from=ema``: what resuming EDM's reference code from a network snapshot does, those
+    pickles hold only the EMA). The EMA continues from t-1's EMA (``carry_ema=true``) or restarts
+    as a copy of the starting weights (``false``); Adam's moments carry over or reset
+    (``carry_optimizer``). The image counter restarts, so ``lr_warmup_kimg`` of linear warmup and
+    the ``lr_schedule`` (``constant``, or ``cosine`` decay to ``lr_min_ratio * lr`` at the end of
+    the generation's budget) restart every generation (:func:`~autophagy.models.torch_model.learning_rate`).
+    After a generation of ``budget_kimg`` the EMA still weighs its starting point by
+    0.5 ** (budget_kimg / ema_halflife_kimg): validation warns when that exceeds 0.9.
+
+    Speed (none of these changes the maths): ``precision`` (``auto``: bf16 autocast of the forward
+    pass and loss on CUDA for the image families, fp32 otherwise; weights, EMA and Adam stay
+    fp32), ``channels_last`` (null = auto: on CUDA for the image families), ``compile``
+    (``torch.compile`` of the trained network's forward; the EMA and checkpoints are never the
+    compiled wrapper). ``xflip`` flips each training image horizontally with probability 1/2 on
+    the device (image families; never for digits). Multi-GPU data parallelism comes from the
+    launcher (``torchrun --nproc_per_node=N -m autophagy.cli train ...``), not from this config:
+    ``batch_size`` is then the global batch, split evenly across the processes.
     """
 
     budget_kimg: float = 100.0
@@ -274,8 +316,16 @@ class TrainConfig:
     # http(s) URL with an optional #sha256=<hex>, or hf://owner/name) converted by autophagy.models.pretrained
     init_checkpoint: str | None = None
     carry_optimizer: bool = True  # fine-tuning: keep Adam moments from generation t-1
+    carry_ema: bool = True  # fine-tuning: the EMA continues from t-1's EMA (false: restarts from the starting weights)
+    finetune_from: str = "net"  # net | ema: the weights generation t's training starts from
+    lr_schedule: str = "constant"  # constant | cosine (after warmup, to lr_min_ratio * lr over the generation)
+    lr_min_ratio: float = 0.0  # cosine: the final learning rate as a fraction of lr
     checkpoint_every_kimg: float = 50.0  # resumable train_state cadence
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 autocast on CUDA for image families, else fp32)
+    channels_last: bool | None = None  # image families; null: true on CUDA, false on CPU
+    compile: bool = False  # torch.compile the trained network's forward
+    xflip: bool = False  # image families: random horizontal flips on the device (p = 0.5 per image)
 
     def validate(self) -> None:
         _positive("train.budget_kimg", self.budget_kimg)
@@ -294,6 +344,22 @@ class TrainConfig:
         _positive("train.checkpoint_every_kimg", self.checkpoint_every_kimg)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _choice("train.finetune_from", self.finetune_from, FINETUNE_FROM)
+        _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ConfigError(f"train.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        _choice("train.precision", self.precision, PRECISIONS)
+        for budget_option, budget in (("train.budget_kimg", self.budget_kimg),
+                                      ("train.gen0_budget_kimg", self.first_budget_kimg)):
+            kept = ema_start_weight(budget, self.ema_halflife_kimg)
+            if budget > 0 and kept > EMA_STALE_WEIGHT:
+                warnings.warn(
+                    f"train.ema_halflife_kimg={self.ema_halflife_kimg:g} is long for {budget_option}={budget:g}: after "
+                    f"the generation the EMA (the sampled model) still weighs its starting point by "
+                    f"0.5 ** ({budget:g} / {self.ema_halflife_kimg:g}) = {kept:.2f} and barely moves; a half-life of "
+                    f"at most {budget / 3:.3g} kimg (budget / 3) lets it follow the training",
+                    ConfigWarning, stacklevel=2)
+                break
 
     @property
     def first_budget_kimg(self) -> float:
@@ -437,6 +503,13 @@ class ExperimentConfig:
             raise ConfigError(f"evaluate.features={self.evaluate.features} needs images; vector data uses evaluate.features=raw")
         if self.loop.correction is not None and not vector_data:
             raise ConfigError(f"loop.correction={self.loop.correction} is built for vector data (toy2d, gaussian)")
+        if vector_data and (self.train.xflip or self.train.channels_last):
+            option = "train.xflip" if self.train.xflip else "train.channels_last"
+            raise ConfigError(f"{option}=true applies to images; data.source={self.data.source} gives vectors: "
+                              f"set {option}=false")
+        if self.train.xflip and self.data.source == "digits":
+            warnings.warn("train.xflip=true flips digits horizontally (a mirrored 2 is no digit): the model learns "
+                          "mirrored digits the metrics count as errors", ConfigWarning, stacklevel=2)
         if self.sample.curation_k > 1 and self.sample.curation_reward == "digits-confidence" and self.evaluate.features != "digits-net":
             raise ConfigError("sample.curation_reward=digits-confidence uses the digits-net: set evaluate.features=digits-net")
         if self.sample.curation_k > 1 and self.sample.curation_reward == "toy-nearest-real" and not vector_data:

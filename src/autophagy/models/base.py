@@ -42,6 +42,17 @@ class TrainReport:
     loss: float  # mean loss over the last steps
     seconds: float
     resumed_from_kimg: float = 0.0
+    # How it ran (resolved from train.device / precision / channels_last / compile and the launcher):
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compiled: bool = False
+    world_size: int = 1  # data-parallel processes (torchrun); images_seen counts all of them
+
+    def settings(self) -> dict[str, object]:
+        """The resolved speed settings (recorded in the checkpoint's config.json)."""
+        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last,
+                "compiled": self.compiled, "world_size": self.world_size}
 
     def as_metrics(self) -> dict[str, float]:
         rate = self.images_seen / self.seconds if self.seconds > 0 else float("nan")
@@ -91,8 +102,9 @@ class GenerativeModel(ABC):
     def load_tensors(self, tensors: Mapping[str, Mapping[str, Any]]) -> None:
         """Inverse of :meth:`tensors`; raises :class:`ModelError` on mismatched shapes."""
 
-    def start_generation(self, carry_optimizer: bool) -> None:
-        """Begin fine-tuning for a new generation (neural families reset their counters)."""
+    def start_generation(self, carry_optimizer: bool, carry_ema: bool = True, finetune_from: str = "net") -> None:
+        """Begin fine-tuning for a new generation (neural families reset their counters and apply
+        ``train.carry_optimizer``, ``train.carry_ema`` and ``train.finetune_from``)."""
 
     def train_state(self) -> dict[str, Any]:
         """Optimizer moments and counters needed to continue training (tensors and numbers)."""

@@ -3,6 +3,8 @@ and the choice of network F(x [B, C, H, W], labels [B]) -> [B, C, H, W]."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -31,6 +33,24 @@ class ImageModel(TorchGenerativeModel):
     def encode(self, rows: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).to(torch.float32)
         return x / 127.5 - 1
+
+    def stage_rows(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        """uint8 ``[N, H, W, C]`` on ``device`` (no float copy: a quarter of float32's memory). On CPU
+        the tensor shares the rows' memory (a memory-mapped shard stays mapped); it is only read."""
+        with warnings.catch_warnings():  # a read-only memmap: torch warns it is not writable; it is never written
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+
+    def encode_batch(self, batch: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """uint8 ``[B, H, W, C]`` -> float32 ``[B, C, H, W]`` in [-1, 1] on the batch's device, exactly
+        :meth:`encode`'s values; in channels-last memory (NHWC strides, no copy) if ``channels_last``."""
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        x = batch.permute(0, 3, 1, 2).contiguous(memory_format=layout).to(torch.float32)
+        return x / 127.5 - 1
+
+    def flip_batch(self, batch: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """Rows of uint8 ``[B, H, W, C]`` where ``flip`` [B] is set, mirrored left-right (W), on the device."""
+        return torch.where(flip.reshape(-1, 1, 1, 1), batch.flip(2), batch)
 
     def decode(self, x: torch.Tensor) -> np.ndarray:
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -70,11 +70,39 @@ class TorchGenerativeModel(GenerativeModel):
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of one sample's base noise in the encoded space."""
 
+    # ------------------------------------------------------------------ data on the device
+
+    def stage_rows(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The training rows on ``device``, once per fit, in their compact stored form (images stay
+        uint8 ``[N, H, W, C]``, 4x smaller than float32); :meth:`encode_batch` converts a batch.
+        Vector families store the encoded floats."""
+        return self.encode(rows).to(device)
+
+    def encode_batch(self, batch: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """A batch of :meth:`stage_rows` -> the network's float32 space, on the batch's device."""
+        return batch
+
+    def flip_batch(self, batch: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """``train.xflip``: the rows of a stored batch where ``flip`` [B] (bool) is set, mirrored left-right."""
+        raise ModelError(f"train.xflip applies to the image families, not {self.family}")
+
     # ------------------------------------------------------------------ generations
 
-    def start_generation(self, carry_optimizer: bool) -> None:
-        """Begin a new fit: counters reset; Adam moments kept only if ``carry_optimizer``."""
+    def start_generation(self, carry_optimizer: bool, carry_ema: bool = True, finetune_from: str = "net") -> None:
+        """The generation boundary: begin fine-tuning the loaded weights of generation t-1.
+
+        The image counter, data order and random streams restart (so do the lr warmup and
+        schedule); ``finetune_from="ema"`` first copies the EMA (the sampled model) into the trained
+        network; ``carry_ema=False`` restarts the EMA as an exact copy of the starting weights;
+        ``carry_optimizer=False`` drops Adam's moments (they are kept otherwise).
+        """
         self.progress = {}
+        if finetune_from == "ema":
+            self.net.load_state_dict(self.ema.state_dict())
+        elif finetune_from != "net":
+            raise ModelError(f"train.finetune_from must be net or ema, got {finetune_from!r}")
+        if not carry_ema:
+            self.ema.load_state_dict(self.net.state_dict())
         if not carry_optimizer:
             self.optimizer_state = None
 
@@ -89,18 +117,57 @@ class TorchGenerativeModel(GenerativeModel):
         scratch_dir: Path | None = None,
         log: LogFn | None = None,
     ) -> TrainReport:
+        """Train on ``rows`` until ``budget_kimg`` thousand images are seen (see :class:`TrainConfig`).
+
+        Hot loop: the rows live on the device (uint8 for images), a step indexes its batch there,
+        converts it to float (and flips it, ``train.xflip``) on the device, runs forward and loss
+        under bf16 autocast when ``precision`` resolves to bf16, steps (fused) Adam in fp32 and
+        lerps the fp32 EMA in one foreach kernel; the loss reaches the host every
+        CHECK_EVERY_STEPS steps only.
+
+        Randomness: the data order and flips come from a generator seeded with ``seed``; the loss
+        noise from a second one seeded with ``(seed, rank)``. Under a ``torch.distributed`` process
+        group (:mod:`autophagy.distributed`) every rank draws the same permutation, trains on its
+        slice of each global batch of ``train.batch_size`` images through DistributedDataParallel,
+        keeps identical weights and EMA, and only rank 0 writes ``scratch_dir``. The budget counts
+        global images. A deterministic loss (``flow``) then gives the single-process result up to
+        float summation order; a noisy one draws different (independent) noise per rank.
+        """
+        from autophagy.distributed import rank_and_world
+        from autophagy.models.training import (
+            check_ranks_agree, compile_failure, compile_network, learning_rate, match_layout, noise_seed,
+            resolve_speed, weights_fingerprint,
+        )
+
+        rank, world = rank_and_world()
         device = resolve_device(train.device)
-        self.net.to(device).train()
-        self.ema.to(device)
-        data = self.encode(rows).to(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK under torchrun
+        speed = resolve_speed(train, device, image=self.kind == "image")
+        if train.xflip and self.kind != "image":
+            raise ModelError(f"train.xflip applies to the image families, not {self.family}")
+        layout = torch.channels_last if speed.channels_last else torch.contiguous_format
+        self.net.to(device=device, memory_format=layout).train()
+        self.ema.to(device=device, memory_format=layout)  # same strides as net: the EMA lerp stays one fused kernel
+        data = self.stage_rows(rows, device)
         budget = int(round(budget_kimg * 1000))
-        batch = min(train.batch_size, len(data))
+        batch = min(train.batch_size, len(data))  # global images per step
+        if world > 1:
+            if train.batch_size % world:
+                raise ModelError(f"train.batch_size={train.batch_size} (the global batch) must be divisible by the "
+                                 f"{world} data-parallel processes")
+            batch -= batch % world
+            if batch == 0:
+                raise ModelError(f"{len(data)} training rows cannot fill one batch on each of {world} processes")
+        local = batch // world
         optimizer = torch.optim.Adam(
             self.net.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=device.type == "cuda"
         )
         if self.optimizer_state is not None:
             optimizer.load_state_dict(self.optimizer_state)
-        generator = torch.Generator(device).manual_seed(seed)
+            match_layout(optimizer)
+        generator = torch.Generator(device).manual_seed(seed)  # data order and flips: the same on every rank
+        noise = torch.Generator(device).manual_seed(noise_seed(seed, rank))  # loss noise: one stream per rank
         seen, step, position = 0, 0, 0
         order = torch.randperm(len(data), generator=generator, device=device)
         resumed = self.progress.get("images_seen", 0)
@@ -108,6 +175,22 @@ class TorchGenerativeModel(GenerativeModel):
             seen, step, position = resumed, self.progress["step"], self.progress["position"]
             order = self.progress["order"].to(device)
             generator.set_state(self.progress["generator"])
+            streams = self.progress.get("noise_generators", [])
+            if len(streams) == world:
+                noise.set_state(streams[rank])
+            else:  # resumed with another number of processes: fresh, still distinct, streams
+                noise.manual_seed(noise_seed(seed + step, rank))
+        train_net: nn.Module = self.net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_net = DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+            )
+        compiling = speed.compile
+        if compiling:
+            train_net = compile_network(train_net, device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed.precision == "bf16")
         ema_beta = 0.5 ** (batch / max(train.ema_halflife_kimg * 1000, 1e-8))
         checkpoint_every = max(1, int(train.checkpoint_every_kimg * 1000))
         next_checkpoint = (seen // checkpoint_every + 1) * checkpoint_every
@@ -115,43 +198,63 @@ class TorchGenerativeModel(GenerativeModel):
         loss_sum = torch.zeros((), device=device)
         loss_count = 0  # steps summed in loss_sum since the last check
         losses: list[float] = []
+        lr = learning_rate(seen, batch, budget, train)
         started = time.perf_counter()
         while seen < budget:
             if position + batch > len(order):
                 order, position = torch.randperm(len(data), generator=generator, device=device), 0
-            x = data[order[position : position + batch]]
+            rows_of_step = order[position : position + batch]
+            flip = torch.rand(batch, generator=generator, device=device) < 0.5 if train.xflip else None
             position += batch
-            lr = train.lr * min(1.0, (seen + batch) / (train.lr_warmup_kimg * 1000)) if train.lr_warmup_kimg > 0 else train.lr
+            mine = slice(rank * local, (rank + 1) * local)
+            x = data[rows_of_step[mine]]
+            if flip is not None:
+                x = self.flip_batch(x, flip[mine])
+            x = self.encode_batch(x, speed.channels_last)
+            lr = learning_rate(seen, batch, budget, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = self.loss(self.net, x, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                with autocast:
+                    loss = self.loss(train_net, x, noise)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch._dynamo.exc.TorchDynamoException as err:
+                if compiling:
+                    raise compile_failure(err) from None
+                raise
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip)
             optimizer.step()
             with torch.no_grad():  # one fused kernel per dtype/device group, not one per tensor
                 torch._foreach_lerp_(ema_params, net_params, 1.0 - ema_beta)
-            loss_sum += loss.detach()
+            loss_sum += loss.detach().float()
             loss_count += 1
             seen += batch
             step += 1
             # Check (and sync) every CHECK_EVERY_STEPS steps, at the end, and before a train state is written.
             at_checkpoint = scratch_dir is not None and seen >= next_checkpoint
             if step % CHECK_EVERY_STEPS == 0 or seen >= budget or at_checkpoint:
-                mean = self._check_loss(loss_sum, loss_count, step, seen)
+                if world > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(loss_sum)  # the logged loss is the mean over the global batches
+                mean = self._check_loss(loss_sum, loss_count * world, step, seen)
                 losses.append(mean)
                 loss_sum.zero_()
                 loss_count = 0
                 if log is not None:
                     log({"loss": mean, "kimg": seen / 1000.0, "lr": lr})
             if scratch_dir is not None and seen >= next_checkpoint and seen < budget:
-                self._remember(optimizer, generator, seen, step, position, order)
-                from autophagy.models.checkpoint import write_checkpoint_files
+                self._remember(optimizer, generator, noise, seen, step, position, order, world)
+                if rank == 0:
+                    from autophagy.models.checkpoint import write_checkpoint_files
 
-                write_checkpoint_files(self, Path(scratch_dir), {"images_seen": seen})
+                    write_checkpoint_files(self, Path(scratch_dir), {"images_seen": seen})
                 next_checkpoint += checkpoint_every
-        self._remember(optimizer, generator, seen, step, position, order)
+        self._remember(optimizer, generator, noise, seen, step, position, order, world)
+        if world > 1:
+            check_ranks_agree(weights_fingerprint(self.net, self.ema).to(device), world)
         self.net.eval()
         return TrainReport(
             steps=step,
@@ -159,6 +262,11 @@ class TorchGenerativeModel(GenerativeModel):
             loss=float(np.mean(losses[-4:])) if losses else float("nan"),
             seconds=time.perf_counter() - started,
             resumed_from_kimg=resumed / 1000.0,
+            device=str(device),
+            precision=speed.precision,
+            channels_last=speed.channels_last,
+            compiled=speed.compile,
+            world_size=world,
         )
 
     @staticmethod
@@ -171,7 +279,14 @@ class TorchGenerativeModel(GenerativeModel):
             )
         return mean
 
-    def _remember(self, optimizer, generator, seen, step, position, order) -> None:
+    def _remember(self, optimizer, generator, noise, seen, step, position, order, world=1) -> None:
+        """Keep what a resumed fit needs (every rank's noise stream, gathered: a collective under DDP)."""
+        streams = [noise.get_state()]
+        if world > 1:
+            import torch.distributed as dist
+
+            streams = [None] * world
+            dist.all_gather_object(streams, noise.get_state())
         self.optimizer_state = optimizer.state_dict()
         self.progress = {
             "images_seen": seen,
@@ -179,6 +294,7 @@ class TorchGenerativeModel(GenerativeModel):
             "position": position,
             "order": order.cpu(),
             "generator": generator.get_state(),
+            "noise_generators": [state.cpu() for state in streams],
         }
 
     # ------------------------------------------------------------------ sampling

@@ -24,6 +24,7 @@ import torch
 
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
+from autophagy.distributed import Group, process_group
 from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from autophagy.seeding import derive_seed
@@ -39,7 +40,18 @@ def run(
     lam: float | None = None,
     init: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train generation ``generation`` on ``train_set``; write ``out_dir`` (a checkpoint directory)."""
+    """Train generation ``generation`` on ``train_set``; write ``out_dir`` (a checkpoint directory).
+
+    Under ``torchrun --nproc_per_node=N`` (:mod:`autophagy.distributed`) the N processes train one
+    model data-parallel; rank 0 writes the checkpoint and the MLflow records, and every rank
+    returns the same result once it is written.
+    """
+    with process_group(cfg.train.device) as group:
+        return _run(cfg, train_set, out_dir, generation, seed, lam, init, group)
+
+
+def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, generation: int, seed: int,
+         lam: float | None, init: str | Path | None, group: Group) -> dict[str, Any]:
     out_dir = Path(out_dir)
     dataset = open_dataset(train_set)
     family_kind = _family_kind(cfg)
@@ -49,7 +61,11 @@ def run(
     if generation == 0 and cfg.train.init_checkpoint:
         from autophagy.models.pretrained import resolve_init
 
+        if not group.is_main:
+            group.barrier()  # data parallel: rank 0 converts and caches a pretrained checkpoint first
         init = resolve_init(cfg.train.init_checkpoint, cfg.model, dataset.item_shape)
+        if group.is_main:
+            group.barrier()
     budget = cfg.train.first_budget_kimg if generation == 0 else cfg.train.budget_kimg
     fingerprint = {
         "data": dataset.content_hash,
@@ -62,21 +78,29 @@ def run(
         "train": to_dict(cfg.train),
     }
     scratch = out_dir.parent / f".{out_dir.name}.partial"
-    model = _resume(scratch, fingerprint, cfg.model.family)
-    if model is None:
+    model = _resume(scratch, fingerprint, cfg.model.family) if group.is_main else None
+    if group.is_main and model is None:
         shutil.rmtree(scratch, ignore_errors=True)
         model = _initial_model(cfg, dataset.item_shape, init, seed)
         scratch.mkdir(parents=True, exist_ok=True)
         (scratch / "fingerprint.json").write_text(json.dumps(fingerprint, sort_keys=True))
+    group.barrier()  # data parallel: rank 0 has settled the scratch state (resumed or fresh) ...
+    if model is None:  # ... and the other ranks start from the very same one
+        model = _resume(scratch, fingerprint, cfg.model.family)
+        if model is None:
+            model = _initial_model(cfg, dataset.item_shape, init, seed)
     rows = dataset.load()
     report = model.fit(rows, budget, cfg.train, derive_seed(seed, "train", fingerprint["lambda"], generation), scratch)
     meta = {"generation": generation, "seed": seed, "lambda": fingerprint["lambda"], "data_hash": dataset.content_hash,
             "init": fingerprint["init"], "train": to_dict(cfg.train), "budget_kimg": budget,
-            "train_set_counts": dataset.counts_by_origin()}
-    save_checkpoint(model, out_dir, meta)
-    shutil.rmtree(scratch, ignore_errors=True)
-    result = {**report.as_metrics(), "resumed_from_kimg": report.resumed_from_kimg, "parameters": model.parameter_count()}
-    _track(cfg, lam, seed, generation, result, out_dir)
+            "train_set_counts": dataset.counts_by_origin(), "trained_with": report.settings()}
+    result = {**report.as_metrics(), "resumed_from_kimg": report.resumed_from_kimg, "parameters": model.parameter_count(),
+              "train_world_size": report.world_size}
+    if group.is_main:
+        save_checkpoint(model, out_dir, meta)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _track(cfg, lam, seed, generation, result, out_dir)
+    group.barrier()  # the other ranks return once the checkpoint is written
     return result
 
 
@@ -115,7 +139,8 @@ def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str
         if tuple(config["item_shape"]) != tuple(item_shape):
             raise ModelError(f"checkpoint {init} was trained on items of shape {config['item_shape']}, the data has {list(item_shape)}")
         model = load_checkpoint(init, family=cfg.model.family)
-        model.start_generation(carry_optimizer=cfg.train.carry_optimizer)
+        model.start_generation(carry_optimizer=cfg.train.carry_optimizer, carry_ema=cfg.train.carry_ema,
+                               finetune_from=cfg.train.finetune_from)
         return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
