@@ -52,11 +52,19 @@ def sample(config: str, model: Input[Model], real_train: Input[Dataset], extract
                                            extractor.path))
 
 
-def mix(config: str, real: Input[Dataset], synthetic: Input[Dataset], generation: int, seed: int, lam: str,
-        train_set: Output[Dataset]):
-    """Compose the next training set: real data + floor(lambda n) samples (autophagy.stages.mix)."""
+def mix(config: str, real: Input[Dataset], generation: int, seed: int, lam: str, train_set: Output[Dataset],
+        synthetic: Input[Dataset] = None):
+    """Compose a training set per loop.strategy (autophagy.stages.mix); synthetic = the samples of
+    generation - 1, or their pool for the accumulate strategies; generation 0 only for fresh-real."""
     from autophagy.components import runtime
-    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path, train_set.path, generation, lam, seed))
+    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path if synthetic else None, train_set.path,
+                                          generation, lam, seed))
+
+
+def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], previous: Input[Dataset] = None):
+    """Accumulate strategies: the chain's sample sets of generations 0 .. generation - 1."""
+    from autophagy.components import runtime
+    pooled.metadata.update(runtime.pool(previous.path if previous else None, samples.path, generation, pooled.path))
 
 
 def evaluate(config: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
@@ -83,7 +91,7 @@ def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifa
 
 
 #: Every component function, by step name (the word in ``gen-<g>-<step>``).
-FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (tracking, prepare, features, train, sample, mix, evaluate,
+FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (tracking, prepare, features, train, sample, mix, pool, evaluate,
                                                             collect, report)}
 
 

@@ -106,20 +106,6 @@ def _merge_tree(src: str | Path, dst: str | Path) -> None:
 
 
 
-#: ``loop.strategy`` values whose generation t needs only the real set and generation t-1's samples.
-#: ``accumulate``/``accumulate-subsample`` need every earlier sample set and ``fresh-real`` a new
-#: real draw per generation: not wired into the pipeline yet (use ``autophagy run`` / DVC).
-PIPELINE_STRATEGIES = ("replace", "fully-synthetic")
-
-
-def check_strategy(cfg: ExperimentConfig) -> None:
-    from autophagy.config import ConfigError
-
-    if cfg.loop.strategy not in PIPELINE_STRATEGIES:
-        raise ConfigError(f"loop.strategy={cfg.loop.strategy} is not supported by the Kubeflow pipeline yet (it supports "
-                          f"{', '.join(PIPELINE_STRATEGIES)}); run it with `autophagy run` or `dvc repro`")
-
-
 # ---------------------------------------------------------------------------------- tasks
 
 
@@ -222,26 +208,86 @@ def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, gene
     """As many samples as the loop draws (enough to evaluate and to feed generation + 1), as
     :func:`autophagy.loop.run_generation` calls the stage (the extractor and the real set serve
     ``sample.curation_k > 1``)."""
-    from autophagy.data.dataset import open_dataset
-    from autophagy.loop import samples_per_generation
+    from autophagy.loop import real_size, samples_per_generation
     from autophagy.stages import sample as stage
 
     cfg = load_config(config_json)
-    n = samples_per_generation(cfg, open_dataset(real_train, verify_hash=False).rows, lam_value(lam))
+    n = samples_per_generation(cfg, real_size(cfg, real_train), lam_value(lam))
     result = stage.run(cfg, model_dir, out_dir, n, seed, generation, features_dir=features_dir, real_dir=real_train)
     return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
 
 
-def mix(config_json: str, real: str, synthetic: str, out_dir: str, generation: int, lam: str,
+def mix(config_json: str, real: str, synthetic: str | None, out_dir: str, generation: int, lam: str,
         seed: int = 0) -> dict[str, Any]:
-    """Generation ``generation``'s training set from the real set and the samples of generation - 1
-    (the strategies the pipeline supports, :data:`PIPELINE_STRATEGIES`, need nothing else)."""
+    """Generation ``generation``'s training set, as :func:`autophagy.loop.run_generation` makes it.
+
+    ``real``: the prepared real training set (for ``fresh-real``, the pool that generation's n
+    real items are drawn from, with the same seed as the local loop). ``synthetic``: the samples
+    of generation - 1, or for the ``accumulate`` strategies a :func:`pool` of the samples of
+    generations 0 .. generation - 1. Generation 0 (``lam`` ``""``) only has a mix with
+    ``fresh-real``: its training set is the generation-0 draw.
+    """
+    from autophagy.data.dataset import open_dataset
+    from autophagy.data.strategies import fresh_real_draw
     from autophagy.stages import mix as stage
 
     cfg = load_config(config_json)
-    check_strategy(cfg)
-    result = stage.run(cfg, real, [synthetic], parse_lambda(lam, option="lam"), out_dir, generation, seed)
+    fresh = cfg.loop.strategy == "fresh-real"
+    if generation == 0:
+        if not fresh:
+            raise ValueError("generation 0 has a mix only with loop.strategy=fresh-real (it trains on D_real itself)")
+        with _scratch_beside(out_dir) as scratch:
+            drawn = fresh_real_draw(open_dataset(real), cfg.data.n_train, scratch / "draw", seed, 0)
+            _move_into(drawn.path, out_dir)
+        return {"generation": 0, "lambda": "shared", "train_set_real": cfg.data.n_train, "train_set_synthetic": 0}
+    with _scratch_beside(out_dir) as scratch:
+        if fresh:
+            real = str(fresh_real_draw(open_dataset(real), cfg.data.n_train, scratch / "draw", seed, generation).path)
+        history = pooled_sets(synthetic) if cfg.loop.strategy.startswith("accumulate") else [synthetic]
+        result = stage.run(cfg, real, history, parse_lambda(lam, option="lam"), out_dir, generation, seed)
     return {"generation": generation, "lambda": lam, **result}
+
+
+#: A pool's sample sets are its subdirectories ``gen-<g>`` (generation g's samples), oldest first.
+POOL_ENTRY = re.compile(r"gen-\d{3}")
+
+
+def pool(previous: str | None, samples: str, generation: int, out_dir: str) -> dict[str, Any]:
+    """The sample sets of generations 0 .. generation - 1 of one chain, for the accumulate strategies.
+
+    ``previous`` is the pool of generation - 1 (``None`` at generation 1) and ``samples`` the
+    samples of generation - 1; files are hard-linked where the filesystem allows, else copied.
+    KFP artifacts are immutable, so each generation's pool is a new artifact (O(generation)
+    sample sets: the price of accumulating in a pipeline).
+    """
+    from autophagy.data.dataset import open_dataset
+
+    entries = pooled_sets(previous) if previous else []
+    if len(entries) != generation - 1:
+        raise ValueError(f"the pool of generation {generation - 1} holds {len(entries)} sample sets, expected {generation - 1}")
+    open_dataset(samples)  # verified before it joins the pool
+    with _scratch_beside(out_dir) as scratch:
+        staged = scratch / "pool"
+        for entry in entries:
+            shutil.copytree(entry, staged / Path(entry).name, copy_function=_link_or_copy)
+        shutil.copytree(samples, staged / f"gen-{generation - 1:03d}", copy_function=_link_or_copy)
+        _move_into(staged, out_dir)
+    return {"generation": generation, "sample_sets": generation}
+
+
+def pooled_sets(pool_dir: str) -> list[str]:
+    """The sample-set directories of a :func:`pool`, oldest first."""
+    entries = sorted(p for p in Path(pool_dir).iterdir() if p.is_dir() and POOL_ENTRY.fullmatch(p.name))
+    if not entries:
+        raise ValueError(f"{pool_dir} is not a sample pool: it has no gen-NNN sample sets")
+    return [str(p) for p in entries]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def evaluate(config_json: str, samples: str, real_train: str, real_test: str, features_dir: str, generation: int,
@@ -337,6 +383,6 @@ def inline_images(markdown: Path) -> str:
 
 __all__ = [
     "KFP_RUN_TAG", "load_config", "config_to_json", "lam_value", "run_tags_env", "finite_numbers", "open_tracking",
-    "prepare", "features", "train", "sample", "mix", "evaluate", "collect", "report", "write_html",
+    "prepare", "features", "train", "sample", "mix", "pool", "pooled_sets", "evaluate", "collect", "report", "write_html",
     "inline_images", "format_lambda",
 ]

@@ -40,7 +40,7 @@ from autophagy.config import ExperimentConfig, apply_override, from_dict, read_y
 from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
-STEPS = ("tracking", "prepare", "features", "train", "sample", "mix", "evaluate", "collect", "report")
+STEPS = ("tracking", "prepare", "features", "train", "sample", "mix", "pool", "evaluate", "collect", "report")
 #: The ConfigMap keys of ``autophagy-tracking`` (k8s/components/pipeline-access) passed as env.
 TRACKING_CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                             "MLFLOW_HTTP_REQUEST_TIMEOUT", "DVC_NO_ANALYTICS")

@@ -6,20 +6,26 @@ Structure (``G = loop.generations``; every task is named ``gen-<g>-<step>``)::
     gen-0-prepare     real train/test sets                      } once per experiment
     gen-0-features    the feature extractor of the metrics      }
     ParallelFor seed in loop.seeds  (parallelism = cluster.seed_parallelism)
-        gen-0-train -> gen-0-sample -> gen-0-evaluate            once per seed, shared by every lambda
+        [gen-0-mix] -> gen-0-train -> gen-0-sample -> gen-0-evaluate      once per seed, shared by every lambda
         ParallelFor {"lam": ...} in loop.lambdas  (parallelism = cluster.parallelism)
             for g in 1..G (unrolled):
-                gen-g-mix -> gen-g-train (init: model g-1) -> gen-g-sample -> gen-g-evaluate
+                [gen-g-pool] -> gen-g-mix -> gen-g-train (init: model g-1) -> gen-g-sample -> gen-g-evaluate
         gen-G-collect     the run-layout fragments of the seed's chains (dsl.Collected)
     gen-G-report      report over every lambda, seed and generation (dsl.Collected), logged to MLflow
 
 This is the recursion of :func:`autophagy.loop.run_experiment`, step for step: generation 0
 trains on D_real and draws ``samples_per_generation`` samples, which every lambda's
 generation 1 mixes; generation g fine-tunes the model of g-1 on its mix; each evaluation gets
-the collapse verdict of :mod:`autophagy.collapse`. Not in the pipeline (compile refuses them or
-says so): the ``accumulate``, ``accumulate-subsample`` and ``fresh-real`` strategies (a mix
-would need every earlier sample set, or a fresh real draw per generation) and
-``loop.stop_on_collapse`` (the graph is fixed at compile time; every generation runs).
+the collapse verdict of :mod:`autophagy.collapse`. Every ``loop.strategy`` runs:
+
+* ``replace`` / ``fully-synthetic``: the mix takes the real set and the samples of g-1;
+* ``accumulate`` / ``accumulate-subsample``: ``gen-g-pool`` adds the samples of g-1 to the pool of
+  g-1 (a new artifact per generation: artifacts are immutable), and the mix takes the pool;
+* ``fresh-real``: the prepared training set is the pool; every mix draws its generation's n real
+  items from it (``gen-0-mix`` draws generation 0's), with the local loop's seeds.
+
+Not applied (``pipeline compile`` says so): ``loop.stop_on_collapse`` (the graph is fixed at
+compile time; every generation runs).
 
 Why seeds -> lambdas are nested loops, not one flat lambda x seed loop: generation 0 is made
 once per seed and consumed by every lambda of that seed. An output made inside one
@@ -50,15 +56,23 @@ def expected_tasks(cfg: ExperimentConfig) -> dict[str, int]:
     """How many times each ``gen-<g>-<step>`` task runs in one pipeline run."""
     seeds, lams, generations = len(cfg.loop.seeds), len(cfg.loop.lambdas), cfg.loop.generations
     counts: Counter[str] = Counter({"gen-0-tracking": 1, "gen-0-prepare": 1, "gen-0-features": 1})
-    for step in ("train", "sample", "evaluate"):
+    for step in generation_steps(cfg, 0):
         counts[f"gen-0-{step}"] = seeds
     for g in range(1, generations + 1):
-        for step in ("mix", "train", "sample", "evaluate"):
+        for step in generation_steps(cfg, g):
             counts[f"gen-{g}-{step}"] = seeds * lams
     if generations > 0:
         counts[f"gen-{generations}-collect"] = seeds
     counts[f"gen-{generations}-report"] = 1
     return dict(counts)
+
+
+def generation_steps(cfg: ExperimentConfig, generation: int) -> tuple[str, ...]:
+    """The steps of one generation of one chain under ``cfg.loop.strategy``."""
+    strategy = cfg.loop.strategy
+    if generation == 0:
+        return (("mix",) if strategy == "fresh-real" else ()) + ("train", "sample", "evaluate")
+    return (("pool",) if strategy.startswith("accumulate") else ()) + ("mix", "train", "sample", "evaluate")
 
 
 def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) -> Any:
@@ -125,9 +139,8 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
 
     from autophagy.components.image import resolve_image
     from autophagy.components.ops import build_components
-    from autophagy.components.runtime import check_strategy, config_to_json
+    from autophagy.components.runtime import config_to_json
 
-    check_strategy(cfg)
     cluster = (cluster or ClusterConfig()).validate()
     ops = build_components(resolve_image(image or cluster.image))
     config = config_to_json(cfg)
@@ -151,7 +164,11 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
         extractor = features.outputs["extractor"]
 
         with dsl.ParallelFor(items=seeds, parallelism=cluster.seed_parallelism, name="seeds") as seed:
-            train = task("train", 0, config=config, train_set=real_train, generation=0, seed=seed,
+            train_set = real_train
+            if "mix" in generation_steps(cfg, 0):  # fresh-real: generation 0's own draw from the pool
+                train_set = task("mix", 0, config=config, real=real_train, generation=0, seed=seed,
+                                 lam="").outputs["train_set"]
+            train = task("train", 0, config=config, train_set=train_set, generation=0, seed=seed,
                          lam="").after(tracking)
             sample = task("sample", 0, config=config, model=train.outputs["model"], real_train=real_train,
                           extractor=extractor, generation=0, seed=seed, lam="")
@@ -162,8 +179,14 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
             if generations > 0:
                 with dsl.ParallelFor(items=lam_items, parallelism=cluster.parallelism, name="lambdas") as item:
                     model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
+                    pooled = None
                     for g in range(1, generations + 1):
-                        mix = task("mix", g, config=config, real=real_train, synthetic=samples, generation=g,
+                        synthetic = samples
+                        if "pool" in generation_steps(cfg, g):
+                            previous = {} if pooled is None else {"previous": pooled}
+                            pooled = task("pool", g, samples=samples, generation=g, **previous).outputs["pooled"]
+                            synthetic = pooled
+                        mix = task("mix", g, config=config, real=real_train, synthetic=synthetic, generation=g,
                                    seed=seed, lam=item.lam)
                         train_g = task("train", g, config=config, train_set=mix.outputs["train_set"], init=model,
                                        generation=g, seed=seed, lam=item.lam).after(tracking)
@@ -206,7 +229,8 @@ def compile_pipeline(cfg: ExperimentConfig, out_path: str | Path, cluster: Clust
         "compile_seconds": seconds,
         "image": image,
         "pipeline_name": pipeline_name(cfg),
-        "task_definitions": 3 + 3 + 4 * cfg.loop.generations + (1 if cfg.loop.generations > 0 else 0) + 1,
+        "task_definitions": 3 + sum(len(generation_steps(cfg, g)) for g in range(cfg.loop.generations + 1))
+                            + (1 if cfg.loop.generations > 0 else 0) + 1,
         "task_runs": sum(counts.values()),
         "task_runs_by_name": counts,
     }

@@ -404,11 +404,41 @@ def test_image_reference_is_pinned(monkeypatch, cfg, tmp_path):
     assert (tmp_path / "p.yaml").stat().st_size > 10_000
 
 
-def test_strategies_the_pipeline_cannot_express_are_refused(tmp_path):
+def test_accumulate_strategies_chain_a_pool_into_every_mix(tmp_path):
     for strategy in ("accumulate", "accumulate-subsample"):
-        cfg = load_config(None, [f"loop.strategy={strategy}"])
-        with pytest.raises(ConfigError, match=f"loop.strategy={strategy} is not supported by the Kubeflow pipeline"):
-            compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
+        cfg = load_config(None, [f"loop.strategy={strategy}", "loop.generations=3", "loop.lambdas=[0.5, inf]"])
+        info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
+        spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+        tasks = leaf_tasks(spec)
+        assert {n for n in tasks if n.endswith("-pool")} == {"gen-1-pool", "gen-2-pool", "gen-3-pool"}
+        assert info["task_definitions"] == len(tasks) == 6 + 5 * 3 + 2
+        assert info["task_runs"] == sum(expected_tasks(cfg).values()) == 3 + 1 * (3 + 2 * 5 * 3 + 1) + 1
+        for g in (1, 2, 3):
+            dag, _, mix = tasks[f"gen-{g}-mix"]
+            assert producer(spec, dag, mix, "synthetic") == f"gen-{g}-pool"
+            dag, _, pool = tasks[f"gen-{g}-pool"]
+            assert producer(spec, dag, pool, "samples") == f"gen-{g - 1}-sample"
+            if g == 1:
+                assert "previous" not in pool["inputs"]["artifacts"]
+            else:
+                assert producer(spec, dag, pool, "previous") == f"gen-{g - 1}-pool"
+
+
+def test_fresh_real_draws_generation_zero_in_its_own_mix(tmp_path):
+    cfg = load_config(None, ["loop.strategy=fresh-real", "data.n_train=500", "loop.generations=2"])
+    info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    tasks = leaf_tasks(spec)
+    dag, _, train0 = tasks["gen-0-train"]
+    assert producer(spec, dag, train0, "train_set") == "gen-0-mix"
+    dag, _, mix0 = tasks["gen-0-mix"]
+    assert producer(spec, dag, mix0, "real") == "gen-0-prepare" and "synthetic" not in mix0["inputs"]["artifacts"]
+    dag, _, mix2 = tasks["gen-2-mix"]
+    assert producer(spec, dag, mix2, "real") == "gen-0-prepare" and producer(spec, dag, mix2, "synthetic") == "gen-1-sample"
+    assert info["task_runs"] == sum(expected_tasks(cfg).values()) and expected_tasks(cfg)["gen-0-mix"] == 1
+
+
+def test_stop_on_collapse_is_reported_as_not_applied(tmp_path):
     text = cli_compile(None, ["loop.strategy=fully-synthetic", "loop.generations=1", "loop.stop_on_collapse=true",
                               "loop.collapse_ratio=2"], tmp_path / "p.yaml", image=IMAGE)
     assert "loop.stop_on_collapse is not applied by the pipeline" in text

@@ -66,7 +66,7 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
         log(f"{_label(lam, seed, generation)}: complete, skipped")
         return {}
     started = time.perf_counter()
-    n_real = cfg.data.n_train if cfg.loop.strategy == "fresh-real" else open_dataset(layout.real_train, verify_hash=False).rows
+    n_real = real_size(cfg, layout.real_train)
     results: dict[str, Any] = {}
     real = real_for_generation(cfg, layout, out, seed, generation)
     if generation == 0:
@@ -107,6 +107,12 @@ def mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: in
         if verdict["collapsed"] and not previous.get("collapsed"):
             tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})
     return verdict
+
+
+def real_size(cfg: ExperimentConfig, real_train: str | Path) -> int:
+    """n, the real items a generation trains on: the real training set's rows, or for
+    ``fresh-real`` the ``data.n_train`` drawn from the (larger) pool each generation."""
+    return cfg.data.n_train if cfg.loop.strategy == "fresh-real" else open_dataset(real_train, verify_hash=False).rows
 
 
 def real_for_generation(cfg: ExperimentConfig, layout: RunLayout, out: Path, seed: int, generation: int) -> Path:
