@@ -117,14 +117,22 @@ class InceptionExtractor(FeatureExtractor):
     name = "inception"
     dim = 2048
 
-    def __init__(self, weights: Path, device: str | torch.device = "cpu", batch_size: int = 64):
-        from cleanfid.inception_torchscript import InceptionV3W
-
+    def __init__(self, network: torch.nn.Module, id: str, device: str | torch.device = "cpu", batch_size: int = 64):
+        """``network``: float ``[B, 3, 299, 299]`` in 0..255 -> ``[B, 2048]`` (clean-fid's calling
+        convention, also that of its ``custom_feat_extractor``); ``id`` names it and its weights."""
         self.device = torch.device(device)
-        self.model = InceptionV3W(str(weights.parent), download=False).to(self.device).eval()
-        self.id = f"inception:{sha256_file(weights)[:12]}"
+        self.model = network.to(self.device).eval()
+        self.id = id
         self.batch_size = batch_size
         self._matrices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_weights(cls, weights: Path, device: str | torch.device = "cpu", batch_size: int = 64) -> "InceptionExtractor":
+        """clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``)."""
+        from cleanfid.inception_torchscript import InceptionV3W
+
+        network = InceptionV3W(str(weights.parent), download=False)
+        return cls(network, f"inception:{sha256_file(weights)[:12]}", device, batch_size)
 
     def _features(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] not in (1, 3):
@@ -171,7 +179,9 @@ def build_extractor(
             train_digits_net(Path(cache_dir))
             return DigitsNetExtractor(Path(cache_dir), device=device)
     if name == "inception":
-        return InceptionExtractor(inception_weights(weights_path), device=device)
+        # 256 images (~4 GB of activations) per forward on a GPU; 64 on a CPU.
+        batch_size = 256 if torch.device(device).type == "cuda" else 64
+        return InceptionExtractor.from_weights(inception_weights(weights_path), device=device, batch_size=batch_size)
     raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
