@@ -63,6 +63,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "train.gen0_budget_kimg=2",
         "train.budget_kimg=1",
         "train.batch_size=64",
+        "train.ema_halflife_kimg=0.25",
         "train.device=cpu",
         "sample.n_eval=200",
         "evaluate.features=raw",

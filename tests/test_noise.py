@@ -100,7 +100,7 @@ def test_dtypes_and_device():
     assert index_noise(3, 0, 0, (7,)).shape == (0, 7) and index_noise(3, 0, 2, ()).shape == (2,)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_noise_is_the_cpu_noise():
     """The integer words are bit-identical; log/cos/sin may differ in the last float bits."""
     on_gpu = index_noise(5, 100, 256, (3, 8, 8), stream=9, device="cuda")

@@ -434,10 +434,14 @@ def test_torchcfm_checkpoint_converts(tiny_cfg, tmp_path):
     assert reference["ema"].abs().max() > 0.1  # a real signal, not zeros
 
 
-@pytest.mark.skipif(not os.environ.get("TORCHCFM_DIR"),
-                    reason="set TORCHCFM_DIR to a pip --no-deps --target install of torchcfm==1.0.7")
+#: torchcfm 1.0.7 itself (not a dependency: it pulls torchdyn and a Jupyter stack), installed there
+#: with ``pip install --no-deps --target`` by .ci/install; only its UNet module is imported.
+TORCHCFM_DIR = os.environ.get("TORCHCFM_DIR", str(Path(__file__).parents[1] / ".venv" / "torchcfm-reference"))
+
+
 def test_torchcfm_conversion_against_the_live_class(tmp_path, tiny_cfg):
-    make_torchcfm_fixture(os.environ["TORCHCFM_DIR"], tmp_path)
+    assert (Path(TORCHCFM_DIR) / "torchcfm").is_dir(), f"torchcfm 1.0.7 is not installed in {TORCHCFM_DIR}: run .ci/install"
+    make_torchcfm_fixture(TORCHCFM_DIR, tmp_path)
     assert (tmp_path / "torchcfm-tiny.json").read_text() == (DATA / "torchcfm-tiny.json").read_text()
     reference = torch.load(tmp_path / "torchcfm-tiny.reference.pt", weights_only=True)
     _check_torchcfm(torchcfm_checkpoint(tmp_path / "live.pt", tmp_path / "torchcfm-tiny.json"), reference, tiny_cfg)

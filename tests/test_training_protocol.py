@@ -164,6 +164,7 @@ def test_slow_ema_is_warned_about():
         for name in GPU_PRESETS + ("digits-edm", "toy2d-flow"):
             load_config(CONFIGS / f"{name}.yaml")
         load_config(CONFIGS / "cifar10-edm.yaml", ["train.ema_halflife_kimg=0"])  # no EMA at all: nothing to warn
+        load_config(CONFIGS / "gaussian-theory.yaml", ["train.ema_halflife_kimg=500"])  # closed form: no EMA
 
 
 # ------------------------------------------------------------------ the generation boundary

@@ -349,6 +349,9 @@ class TrainConfig:
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ConfigError(f"train.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
         _choice("train.precision", self.precision, PRECISIONS)
+
+    def warn_if_ema_is_stale(self) -> None:
+        """Warn when a generation's budget barely moves the EMA (the sampled model) off its start."""
         for budget_option, budget in (("train.budget_kimg", self.budget_kimg),
                                       ("train.gen0_budget_kimg", self.first_budget_kimg)):
             kept = ema_start_weight(budget, self.ema_halflife_kimg)
@@ -358,7 +361,7 @@ class TrainConfig:
                     f"the generation the EMA (the sampled model) still weighs its starting point by "
                     f"0.5 ** ({budget:g} / {self.ema_halflife_kimg:g}) = {kept:.2f} and barely moves; a half-life of "
                     f"at most {budget / 3:.3g} kimg (budget / 3) lets it follow the training",
-                    ConfigWarning, stacklevel=2)
+                    ConfigWarning, stacklevel=4)
                 break
 
     @property
@@ -493,6 +496,8 @@ class ExperimentConfig:
             raise ConfigError(f"name must be a non-empty name without slashes or spaces, got {self.name!r}")
         for section in (self.data, self.model, self.train, self.sample, self.evaluate, self.loop, self.tracking):
             section.validate()
+        if self.model.family != "gaussian":  # the closed-form family has no EMA
+            self.train.warn_if_ema_is_stale()
         vector_data = self.data.source in ("toy2d", "gaussian")
         if vector_data and self.model.family in IMAGE_FAMILIES:
             raise ConfigError(f"model.family={self.model.family} needs image data; data.source={self.data.source} gives "
