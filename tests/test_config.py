@@ -232,6 +232,9 @@ def test_dvc_params_have_canonical_lambdas_and_the_generation_chain(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
                          ids=lambda p: p.stem)
-def test_every_shipped_config_loads_and_is_named_after_its_file(path):
+def test_every_shipped_config_loads_and_is_named_after_its_file(path, tmp_path):
     cfg = load_config(path)
     assert cfg.name == path.stem
+    # ... and runs under DVC: its params.yaml (autophagy dvc-params) loads back to the same config.
+    dvc_params.write(cfg, tmp_path / "params.yaml")
+    assert load_config(tmp_path / "params.yaml") == cfg

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -562,3 +563,16 @@ def test_submit_sends_the_compiled_run_with_service_account_and_token(tmp_path, 
     assert all(e["podMetadata"]["labels"]["autophagy.io/role"] == "pipeline" for e in executors.values())
     posted = [headers for method, _, headers, _ in fake.requests if method == "POST"]
     assert posted and all(h.get("authorization", h.get("Authorization")) == "Bearer s3cr3t-token" for h in posted)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_config_compiles_to_a_pipeline(path, tmp_path):
+    """Every experiment of configs/ runs as a KFP pipeline: it compiles, with one task run per
+    (generation, step) of every lambda and seed."""
+    cfg = load_config(path)
+    info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    runs = Counter({name: loop_multiplicity(spec, dag) for name, (dag, _, _) in leaf_tasks(spec).items()})
+    assert runs == Counter(expected_tasks(cfg)) and sum(runs.values()) == info["task_runs"]
+    assert runs[f"gen-{cfg.loop.generations}-evaluate"] == len(cfg.loop.lambdas) * len(cfg.loop.seeds)
