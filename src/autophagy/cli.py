@@ -70,7 +70,13 @@ def cmd_train(args):
 def cmd_sample(args):
     from autophagy.stages import sample
 
-    _print(sample.run(_config(args), args.model, args.out, args.n, args.seed, args.generation))
+    _print(sample.run(_config(args), args.model, args.out, args.n, args.seed, args.generation, start=args.start))
+
+
+def cmd_merge_samples(args):
+    from autophagy.stages import sample
+
+    _print(sample.merge(args.parts, args.out))
 
 
 def cmd_mix(args):
@@ -198,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", required=True, type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--generation", required=True, type=int)
+    p.add_argument("--start", type=int, default=0, help="index of the first sample (a piece of a larger draw)")
+    p = command("merge-samples", cmd_merge_samples, "join sample sets drawn in pieces (sample --start) into one")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("parts", nargs="+", type=Path)
     p = command("mix", cmd_mix, "compose a training set: all real data + floor(lambda n) synthetic samples")
     p.add_argument("--real", required=True, type=Path)
     p.add_argument("--synthetic", type=Path, action="append", default=None,

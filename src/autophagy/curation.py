@@ -22,13 +22,16 @@ REWARDS = ("digits-confidence", "toy-nearest-real")
 CORRECTIONS = ("nearest-real",)
 
 
-def select(rewards: np.ndarray, k: int, beta: float, seed: int) -> np.ndarray:
+def select(rewards: np.ndarray, k: int, beta: float, seed: int, first_group: int = 0) -> np.ndarray:
     """Indices ``[m]`` of the kept candidates: one per group of ``k`` consecutive candidates
-    (``rewards`` is ``[m * k]``), drawn with probability softmax(r / beta) within the group."""
+    (``rewards`` is ``[m * k]``), drawn with probability softmax(r / beta) within the group
+    (the Gumbel-max trick). Group ``first_group + j``'s draw depends only on ``seed`` and that
+    index, so a sample set curated in pieces equals the one curated whole."""
     if rewards.ndim != 1 or len(rewards) % k:
         raise ValueError(f"need m * k rewards for k = {k}, got {rewards.shape}")
     groups = rewards.reshape(-1, k) / beta
-    gumbel = np.random.default_rng([seed, 0xC0BA]).gumbel(size=groups.shape)
+    gumbel = np.stack([np.random.default_rng([seed, 0xC0BA, first_group + j]).gumbel(size=k) for j in range(len(groups))]
+                      ) if len(groups) else np.empty((0, k))
     return np.arange(len(groups)) * k + np.argmax(groups + gumbel, axis=1)
 
 

@@ -89,8 +89,9 @@ class GenerativeModel(ABC):
 
     @abstractmethod
     def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               **options: Any) -> np.ndarray:
-        """Draw ``n`` rows ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``.
+               start: int = 0, **options: Any) -> np.ndarray:
+        """Draw rows ``start .. start + n - 1`` ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``,
+        so pieces drawn on different workers concatenate to the one-piece draw.
 
         ``temperature`` scales the base noise (sampling bias; 1 = sample the model as it is)."""
 

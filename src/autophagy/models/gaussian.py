@@ -38,8 +38,8 @@ class GaussianModel(GenerativeModel):
         return TrainReport(steps=1, images_seen=len(x), loss=float("nan"), seconds=0.0)
 
     def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               **options: Any) -> np.ndarray:
-        z = index_noise(seed, 0, n, self.item_shape, dtype=torch.float64) * temperature
+               start: int = 0, **options: Any) -> np.ndarray:
+        z = index_noise(seed, start, n, self.item_shape, dtype=torch.float64) * temperature
         return (self.mean + self.std * z).to(torch.float32).numpy()
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -301,15 +301,16 @@ class TorchGenerativeModel(GenerativeModel):
 
     @torch.inference_mode()
     def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               **options: Any) -> np.ndarray:
-        """Rows ``[n, *item_shape]`` from base noise scaled by ``temperature`` (1 = unbiased)."""
+               start: int = 0, **options: Any) -> np.ndarray:
+        """Rows ``start .. start + n - 1`` ``[n, *item_shape]`` from base noise scaled by ``temperature``
+        (1 = unbiased)."""
         target = resolve_device(device)
         self.ema.to(target).eval()
         out = []
-        for start in range(0, n, batch_size):
-            count = min(batch_size, n - start)
-            noise = index_noise(seed, start, count, self.noise_shape, device=target) * temperature
-            out.append(self.decode(self.sample_batch(self.ema, noise, seed, start, **options)))
+        for first in range(start, start + n, batch_size):
+            count = min(batch_size, start + n - first)
+            noise = index_noise(seed, first, count, self.noise_shape, device=target) * temperature
+            out.append(self.decode(self.sample_batch(self.ema, noise, seed, first, **options)))
         return np.concatenate(out, axis=0) if out else np.empty((0, *self.item_shape), dtype=np.float32)
 
     # ------------------------------------------------------------------ state
