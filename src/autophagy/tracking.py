@@ -11,6 +11,7 @@ The tracking URI is MLflow's standard ``MLFLOW_TRACKING_URI``; unset, the embedd
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
 
@@ -50,6 +51,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise get-or-create against a local SQLite store between processes on this machine.
+
+    Several ``autophagy run`` processes (one per seed, say) would otherwise race to create the
+    database tables, the experiment and the parent run. The lock is ``<database>.lock`` (an
+    advisory ``flock``, released if the process dies). Other stores need no lock: a tracking
+    server serialises for itself, and the Kubeflow pipeline creates every run in one task first.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def config_key(cfg: ExperimentConfig) -> str:
     """Identifies an experiment configuration up to its lambda and seed grid (12 hex digits)."""
     data = to_dict(cfg)
@@ -74,14 +99,15 @@ class Tracker:
         self.cfg = cfg
         self.uri = uri or tracking_uri()
         check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.key = config_key(cfg)
         self.extra_tags = json.loads(os.environ.get(EXTRA_TAGS_ENV, "{}"))
         try:
-            experiment = self.client.get_experiment_by_name(cfg.name)
-            self.experiment_id = (
-                experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
-            )
+            with store_lock(self.uri):  # the first process creates the tables and the experiment
+                self.client = MlflowClient(tracking_uri=self.uri)
+                experiment = self.client.get_experiment_by_name(cfg.name)
+                self.experiment_id = (
+                    experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
+                )
         except MlflowException as err:
             raise TrackingError(f"MLflow at {self.uri} refused to open experiment {cfg.name!r}: {err}") from None
         self._parent: str | None = None
@@ -98,36 +124,38 @@ class Tracker:
         if self._parent is None:
             forced = os.environ.get(PARENT_RUN_ENV)
             tags = {"autophagy.role": "parent", "autophagy.config_key": self.key}
-            run_id = forced or self._find(tags)
-            if run_id is None:
-                run = self.client.create_run(
-                    self.experiment_id,
-                    run_name=f"{self.cfg.name}-{self.key[:6]}",
-                    tags={**tags, "autophagy.experiment": self.cfg.name, **self.extra_tags},
-                )
-                run_id = run.info.run_id
-                self.client.log_batch(run_id, params=_to_mlflow_params(flatten(self.cfg)))
-                self.client.log_text(run_id, json.dumps(to_dict(self.cfg), indent=2), "config.json")
-            self._parent = run_id
+            with store_lock(self.uri):
+                self._parent = forced or self._find(tags) or self._create_parent(tags)
         return self._parent
+
+    def _create_parent(self, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{self.cfg.name}-{self.key[:6]}",
+            tags={**tags, "autophagy.experiment": self.cfg.name, **self.extra_tags},
+        )
+        self.client.log_batch(run.info.run_id, params=_to_mlflow_params(flatten(self.cfg)))
+        self.client.log_text(run.info.run_id, json.dumps(to_dict(self.cfg), indent=2), "config.json")
+        return run.info.run_id
 
     def child_run(self, lam: float, seed: int) -> str:
         """The run of one (lambda, seed) chain, nested under the parent run."""
         parent = self.parent_run()
         text = format_lambda(lam)
         tags = {"mlflow.parentRunId": parent, "autophagy.lambda": text, "autophagy.seed": str(seed)}
-        run_id = self._find(tags)
-        if run_id is None:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"lam-{text}-seed-{seed}",
-                tags={**tags, "autophagy.role": "chain", "autophagy.experiment": self.cfg.name,
-                      "autophagy.config_key": self.key, **self.extra_tags},
-            )
-            run_id = run.info.run_id
-            params = {**flatten(self.cfg), "lambda": text, "seed": seed}
-            params.pop("loop.lambdas"), params.pop("loop.seeds")
-            self.client.log_batch(run_id, params=_to_mlflow_params(params))
+        with store_lock(self.uri):
+            run_id = self._find(tags)
+            if run_id is None:
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=f"lam-{text}-seed-{seed}",
+                    tags={**tags, "autophagy.role": "chain", "autophagy.experiment": self.cfg.name,
+                          "autophagy.config_key": self.key, **self.extra_tags},
+                )
+                run_id = run.info.run_id
+                params = {**flatten(self.cfg), "lambda": text, "seed": seed}
+                params.pop("loop.lambdas"), params.pop("loop.seeds")
+                self.client.log_batch(run_id, params=_to_mlflow_params(params))
         return run_id
 
     # ------------------------------------------------------------------ logging
