@@ -62,26 +62,31 @@ def trainer_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat:
     return kimg * 1000 / statistics.median(seconds)
 
 
+def plain_loop_seconds(cfg, rows: np.ndarray, steps: int, batch_size: int, lr: float, device: torch.device) -> float:
+    """Seconds of ``steps`` steps of the plainest loop of ``cfg``'s network and loss: fp32 Adam,
+    zero_grad, backward, step, on float data already on ``device`` (model building not timed)."""
+    torch.manual_seed(0)
+    model = build_model(cfg, rows.shape[1:])
+    net, data = model.net.to(device).train(), model.encode(rows).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    generator = torch.Generator(device).manual_seed(0)
+    started = time.perf_counter()
+    for _ in range(steps):
+        batch = data[torch.randint(0, len(data), (batch_size,), generator=generator, device=device)]
+        loss = model.loss(net, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    float(loss.detach())  # wait for the device
+    return time.perf_counter() - started
+
+
 def plain_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: int) -> float:
-    """Images/s of the same network and loss in the plainest loop: Adam, zero_grad, backward, step
-    (float data already on the device; the loop only, after an untimed warm-up)."""
+    """Images/s of the same network and loss in :func:`plain_loop_seconds` (after an untimed warm-up)."""
     device = torch.device(train.device)
 
     def loop(steps: int) -> float:
-        torch.manual_seed(0)
-        model = build_model(cfg, rows.shape[1:])
-        net, data = model.net.to(device).train(), model.encode(rows).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=train.lr)
-        generator = torch.Generator(device).manual_seed(0)
-        started = time.perf_counter()
-        for _ in range(steps):
-            batch = data[torch.randint(0, len(data), (train.batch_size,), generator=generator, device=device)]
-            loss = model.loss(net, batch, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        float(loss.detach())  # wait for the device
-        return time.perf_counter() - started
+        return plain_loop_seconds(cfg, rows, steps, train.batch_size, train.lr, device)
 
     steps = int(kimg * 1000) // train.batch_size
     loop(min(steps, 2))

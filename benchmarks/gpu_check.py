@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_eval import StandInInception  # noqa: E402
+from bench_families import plain_loop_seconds  # noqa: E402
 
 from autophagy.config import load_config  # noqa: E402
 from autophagy.metrics import compute_metrics  # noqa: E402
@@ -110,21 +111,6 @@ def sample_flops_per_image(model, batch: int, device: torch.device) -> float:
     return counter.get_total_flops() / batch
 
 
-def plain_train(model_cfg, rows: np.ndarray, kimg: float, batch: int, lr: float, device: torch.device) -> None:
-    """The reference: fp32, contiguous NCHW, default Adam, float data on the device, nothing else."""
-    model = build_model(model_cfg, rows.shape[1:])
-    net = model.net.to(device).train()
-    data = model.encode(rows).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator(device).manual_seed(0)
-    for _ in range(max(1, int(kimg * 1000) // batch)):
-        x = data[torch.randint(0, len(data), (batch,), generator=generator, device=device)]
-        loss = model.loss(net, x, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
 def extractor_for(cfg, inception: str | None, device: torch.device, cache_dir: Path):
     """The config's feature extractor; for ``inception`` without weights, the random stand-in."""
     if cfg.evaluate.features != "inception":
@@ -165,10 +151,12 @@ def main() -> None:
     model.fit(rows, batch / 1000, train_cfg, seed=0)  # warm-up: CUDA context, cuDNN autotuning, compilation
     seconds, memory = timed(lambda: model.fit(rows, args.train_kimg, train_cfg, seed=1), device)
     train_rate = args.train_kimg * 1000 / seconds
-    plain_train(cfg.model, rows, batch / 1000, batch, train_cfg.lr, device)  # warm-up
-    plain_seconds, plain_memory = timed(lambda: plain_train(cfg.model, rows, args.plain_kimg, batch, train_cfg.lr, device),
-                                        device)
-    plain_rate = (max(1, int(args.plain_kimg * 1000) // batch) * batch) / plain_seconds
+    plain_steps = max(1, int(args.plain_kimg * 1000) // batch)
+    plain_loop_seconds(cfg.model, rows, 1, batch, train_cfg.lr, device)  # warm-up
+    loop_seconds: list[float] = []  # the loop alone, without building the model
+    _, plain_memory = timed(lambda: loop_seconds.append(plain_loop_seconds(cfg.model, rows, plain_steps, batch,
+                                                                           train_cfg.lr, device)), device)
+    plain_rate = plain_steps * batch / loop_seconds[0]
     results["train"] = {"images_per_s": train_rate, "seconds": seconds, "kimg": args.train_kimg, "peak_cuda_mib": memory,
                         "flops_per_image": flops_train, "plain_images_per_s": plain_rate,
                         "plain_peak_cuda_mib": plain_memory, "speedup_over_plain": train_rate / plain_rate}

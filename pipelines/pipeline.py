@@ -229,8 +229,7 @@ def compile_pipeline(cfg: ExperimentConfig, out_path: str | Path, cluster: Clust
         "compile_seconds": seconds,
         "image": image,
         "pipeline_name": pipeline_name(cfg),
-        "task_definitions": 3 + sum(len(generation_steps(cfg, g)) for g in range(cfg.loop.generations + 1))
-                            + (1 if cfg.loop.generations > 0 else 0) + 1,
+        "task_definitions": len(counts),  # one definition per gen-<g>-<step> name
         "task_runs": sum(counts.values()),
         "task_runs_by_name": counts,
     }
