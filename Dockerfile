@@ -79,23 +79,39 @@ f = open(sys.argv[2] + '.part', 'wb'); shutil.copyfileobj(r, f); f.close()" \
 
 # Third-party dependencies: from pyproject.toml's dependency lists, pinned by constraints.txt
 # (the same file CI installs from). Only these two files are copied, so editing the source does
-# not invalidate this (multi-GB) layer. constraints.txt is a `pip freeze`; a line for autophagy
+# not invalidate these (multi-GB) layers. constraints.txt is a `pip freeze`; a line for autophagy
 # itself (editable or not) is dropped from the copy pip reads.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Build-time only (ARG, not ENV): the image's pip keeps its defaults.
+ARG PIP_NO_CACHE_DIR=1
+ARG PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/autophagy/src
 COPY pyproject.toml constraints.txt ./
 RUN python3 -m venv /opt/venv \
- && grep -v -i -E '^(-e |autophagy( |=|@|$))' constraints.txt > /tmp/constraints.txt \
- && IMAGE_EXTRAS="${IMAGE_EXTRAS}" python3 -c "import os, tomllib; \
+ && grep -v -i -E '^(-e |autophagy( |=|@|$))' constraints.txt > /tmp/constraints.txt
+
+# The PyTorch CUDA stack (5.3 GB of the image's 6.9) goes in first, in three layers of 1.2 to
+# 2.1 GB, each at its pinned version and without dependency resolution (the full resolve below
+# checks the set and finds them installed). Committing a layer briefly takes about three times
+# its size on disk, so a build from scratch peaked at 26 GB of disk with one dependency layer
+# and at 15.5 GB with these (buildah 1.28, .ci/build_image.sh, 2026-11-30); nodes also pull the
+# layers in parallel. Which packages go where only moves bytes between layers: a torch upgrade
+# that renames a CUDA wheel still installs it, in a later layer.
+RUN pip install --no-input --no-deps -c /tmp/constraints.txt \
+        nvidia-cudnn-cu13 nvidia-cublas nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvshmem-cu13
+RUN pip install --no-input --no-deps -c /tmp/constraints.txt \
+        $(grep -o -i -E '^(nvidia|cuda)-[a-z0-9-]+' /tmp/constraints.txt)
+RUN pip install --no-input --no-deps -c /tmp/constraints.txt torch triton
+
+RUN IMAGE_EXTRAS="${IMAGE_EXTRAS}" python3 -c "import os, tomllib; \
 p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 opt = p.get('optional-dependencies', {}); \
 reqs = list(p['dependencies']) + [r for e in os.environ['IMAGE_EXTRAS'].split() for r in opt[e]]; \
 print('\n'.join(reqs))" > /tmp/requirements.txt \
  && echo "${SERVER_PACKAGES}" | tr -s ' ' '\n' >> /tmp/requirements.txt \
  && echo "--- requirements (pinned by constraints.txt):" && cat /tmp/requirements.txt \
- && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    pip install --no-input -c /tmp/constraints.txt -r /tmp/requirements.txt \
+ && pip install --no-input -c /tmp/constraints.txt -r /tmp/requirements.txt \
  && pip check \
  && REQUIRE_PINNED="${REQUIRE_PINNED}" python3 -c "import os, re, sys; \
 from importlib.metadata import distributions; \
@@ -115,8 +131,7 @@ COPY README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    pip install --no-input --no-deps -c /tmp/constraints.txt . \
+RUN pip install --no-input --no-deps -c /tmp/constraints.txt . \
  && pip check \
  && rm -rf build src/*.egg-info /tmp/constraints.txt \
  && if [ -f "${AUTOPHAGY_INCEPTION_WEIGHTS}" ]; then \

@@ -25,6 +25,8 @@
 #   FETCH_INCEPTION         passed to the Dockerfile               default 0 (no internet here)
 #   REQUIRE_PINNED          passed to the Dockerfile               default 1
 #   AUTOPHAGY_KEEP_CONTAINER=1  keep the smoke-test working container
+#   AUTOPHAGY_BUILD_MIN_FREE_GB  free disk the cache dir needs before a build with no cached
+#                           image; default 18 (a build from scratch peaked at 15.5 GB, 2026-11-30)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -176,6 +178,19 @@ if command -v pip >/dev/null; then
   done < <(pip config list 2>/dev/null | sed -n "s/^[^=]*=//p" | tr -d "'\"")
 fi
 log "build-time mounts: ${MOUNTS[*]}"
+
+# Disk: a build from scratch needs ~2.3x the image (6.9 GB) while a layer is committed. Refuse
+# early, with the numbers, rather than fail minutes later inside pip or the commit.
+free_gb="$(df --output=avail -B1G "$CACHE" | tail -n 1 | tr -d ' ')"
+need_gb="${AUTOPHAGY_BUILD_MIN_FREE_GB:-18}"
+echo "free disk for the build: ${free_gb} GB at $CACHE"
+if [ "$free_gb" -lt "$need_gb" ]; then
+  if [ -n "$(bah images --quiet --filter reference='localhost/autophagy:*' 2>/dev/null)" ]; then
+    log "warning: ${free_gb} GB free; a build that reuses the cached dependency layers needs far less than ${need_gb} GB"
+  else
+    die "${free_gb} GB free at $CACHE; a build from scratch needs about ${need_gb} GB (set AUTOPHAGY_BUILD_CACHE to a larger disk, or AUTOPHAGY_BUILD_MIN_FREE_GB to override)"
+  fi
+fi
 
 log "building $IMAGE (GIT_COMMIT=$GIT_COMMIT FETCH_INCEPTION=$FETCH_INCEPTION)"
 t0=$(date +%s)

@@ -26,6 +26,7 @@ SCRIPT = REPO_ROOT / ".ci" / "build_image.sh"
 
 #: Lines the script prints when each check passed (regexes, searched in stdout).
 EXPECTED = [
+    r"^free disk for the build: \d+ GB at \S+$",
     r"^image built: autophagy:[0-9a-f]{7,40}(-dirty)? in \d+ s, size \S+",
     r"^runs as uid 10001 \(autophagy\)$",
     r"^no build-time mount content in the image$",
