@@ -21,7 +21,7 @@ from autophagy.pipelines.errors import PipelineConfigError, PipelineError, Pipel
 
 _LAZY = {
     "ClusterConfig": "cluster", "Resources": "cluster", "Toleration": "cluster", "load_pipeline_config": "cluster",
-    "cluster_from_dict": "cluster", "cluster_to_dict": "cluster",
+    "cluster_from_dict": "cluster",
     "build_pipeline": "pipeline", "compile_pipeline": "pipeline", "expected_tasks": "pipeline",
     "pipeline_name": "pipeline",
     "submit": "client", "check_reachable": "client", "make_client": "client",

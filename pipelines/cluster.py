@@ -25,18 +25,12 @@ Overrides use the same ``-S`` syntax: ``-S cluster.retries=5 -S cluster.parallel
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-
-from autophagy.config import ExperimentConfig, apply_override, from_dict, read_yaml_mapping
-
+from autophagy.config import ConfigError, ExperimentConfig, apply_override, build_section, from_dict, read_yaml_mapping
 from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
@@ -198,20 +192,11 @@ class ClusterConfig:
 
 def cluster_from_dict(raw: Mapping[str, Any] | None) -> ClusterConfig:
     """Build and validate a :class:`ClusterConfig` from plain data (the ``cluster:`` mapping)."""
-    return _build(ClusterConfig, raw or {}, "cluster").validate()
-
-
-def cluster_to_dict(cluster: ClusterConfig) -> dict[str, Any]:
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (tuple, list)):
-            return [convert(v) for v in value]
-        if isinstance(value, Mapping):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return convert(cluster)
+    try:
+        cluster = build_section(ClusterConfig, raw or {}, "cluster")
+    except ConfigError as err:
+        raise PipelineConfigError(str(err)) from None
+    return cluster.validate()
 
 
 def load_pipeline_config(path: str | Path | None = None,
@@ -235,57 +220,3 @@ def load_pipeline_config(path: str | Path | None = None,
         apply_override(raw, item)
     raw.pop("dvc", None)  # as load_config: params.yaml's derived DVC chain is not part of the experiment
     return from_dict(raw), cluster_from_dict(cluster_raw)
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise PipelineConfigError(f"{where} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise PipelineConfigError(f"unknown option(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
-                                  f"allowed: {', '.join(sorted(names))}")
-    return cls(**{name: _coerce(hints[name], value, f"{where}.{name}") for name, value in raw.items()})
-
-
-def _coerce(hint: Any, value: Any, option: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _coerce(next(a for a in args if a is not type(None)), value, option)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, option)
-    if origin is tuple:
-        if value is None:
-            return ()
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            value = [value]
-        return tuple(_coerce(args[0], v, f"{option}[{i}]") for i, v in enumerate(value))
-    if origin in (collections.abc.Mapping, dict) or hint in (Mapping, dict):
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise PipelineConfigError(f"{option} must be a mapping, got {value!r}")
-        value_type = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(value_type, v, f"{option}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise PipelineConfigError(f"{option} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise PipelineConfigError(f"{option} must be an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PipelineConfigError(f"{option} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if isinstance(value, bool):  # YAML's unquoted `true` for a label value means the string "true"
-            return "true" if value else "false"
-        if not isinstance(value, (str, int, float)):
-            raise PipelineConfigError(f"{option} must be a string, got {value!r}")
-        return str(value)
-    return value

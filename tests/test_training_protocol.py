@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 from autophagy.config import (
-    ConfigError, ConfigWarning, DDPMModelConfig, EDMModelConfig, TrainConfig, ema_start_weight, flatten, load_config,
+    ConfigError, ConfigWarning, EDMModelConfig, TrainConfig, ema_start_weight, flatten, load_config,
 )
 from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, save_checkpoint

@@ -11,6 +11,7 @@ dataclasses, so they cannot drift.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import math
@@ -627,8 +628,8 @@ def from_dict(raw: typing.Mapping[str, Any]) -> ExperimentConfig:
     family = model_raw.get("family", "edm")
     if family not in MODEL_CONFIGS:
         raise ConfigError(f"model.family must be one of {', '.join(MODEL_CONFIGS)}, got {family!r}")
-    raw["model"] = _build(MODEL_CONFIGS[family], model_raw, "model")
-    cfg = _build(ExperimentConfig, raw, "")
+    raw["model"] = build_section(MODEL_CONFIGS[family], model_raw, "model")
+    cfg = build_section(ExperimentConfig, raw, "")
     return cfg.validate()
 
 
@@ -640,6 +641,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, (tuple, list)):
             return [convert(v) for v in value]
+        if isinstance(value, typing.Mapping):
+            return {k: convert(v) for k, v in value.items()}
         if isinstance(value, float) and math.isinf(value):
             return "inf" if value > 0 else "-inf"
         return value
@@ -673,7 +676,15 @@ def flatten_dict(data: typing.Mapping[str, Any], prefix: str = "") -> dict[str, 
     return out
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_section(cls: type, raw: Any, where: str) -> Any:
+    """Build the dataclass ``cls`` from plain data, coercing each field to its type hint.
+
+    ``where`` is the option path of ``raw`` (``"train"``, ``"cluster.gpu_resources"``; ``""`` for
+    the top level), used in every error. Unknown keys, wrong types and values outside a
+    ``Literal`` raise :class:`ConfigError` naming the option; range checks are left to the
+    sections' ``validate``. Used for the experiment, for checkpoints' stored model configs and
+    for the pipeline's ``cluster:`` section.
+    """
     if dataclasses.is_dataclass(raw):
         return raw
     if raw is None:
@@ -697,7 +708,7 @@ def _coerce(hint: Any, value: Any, option: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, option)
+        return build_section(hint, value, option)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -710,10 +721,22 @@ def _coerce(hint: Any, value: Any, option: str) -> Any:
             raise ConfigError(f"{option} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, typing.Iterable):
-            value = [value]
+        if value is None:
+            return ()
+        if isinstance(value, (str, bytes, typing.Mapping)) or not isinstance(value, typing.Iterable):
+            value = [value]  # one item given without a list
         item_type = args[0]
         return tuple(_coerce(item_type, v, f"{option}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, typing.Mapping):
+        if value is None:
+            return {}
+        if not isinstance(value, typing.Mapping):
+            raise ConfigError(f"{option} must be a mapping, got {value!r}")
+        value_type = args[1] if len(args) == 2 else Any
+        if value_type is str:
+            # Kubernetes labels: YAML reads an unquoted `true` as a boolean, meant as "true".
+            value = {k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in value.items()}
+        return {str(k): _coerce(value_type, v, f"{option}.{k}") for k, v in value.items()}
     if hint is float:
         if option.startswith("loop.lambdas"):
             return parse_lambda(value, option=option)
