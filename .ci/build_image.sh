@@ -26,7 +26,7 @@
 #   REQUIRE_PINNED          passed to the Dockerfile               default 1
 #   AUTOPHAGY_KEEP_CONTAINER=1  keep the smoke-test working container
 #   AUTOPHAGY_BUILD_MIN_FREE_GB  free disk the cache dir needs before a build with no cached
-#                           image; default 18 (a build from scratch peaked at 15.5 GB, 2026-11-30)
+#                           image; default 16 (a build from scratch peaked at 15.5 GB, 2026-11-30)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -182,7 +182,7 @@ log "build-time mounts: ${MOUNTS[*]}"
 # Disk: a build from scratch needs ~2.3x the image (6.9 GB) while a layer is committed. Refuse
 # early, with the numbers, rather than fail minutes later inside pip or the commit.
 free_gb="$(df --output=avail -B1G "$CACHE" | tail -n 1 | tr -d ' ')"
-need_gb="${AUTOPHAGY_BUILD_MIN_FREE_GB:-18}"
+need_gb="${AUTOPHAGY_BUILD_MIN_FREE_GB:-16}"
 echo "free disk for the build: ${free_gb} GB at $CACHE"
 if [ "$free_gb" -lt "$need_gb" ]; then
   if [ -n "$(bah images --quiet --filter reference='localhost/autophagy:*' 2>/dev/null)" ]; then
