@@ -36,35 +36,39 @@ def features(config: str, extractor: Output[Artifact]):
 
 
 def train(config: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
-          init: Input[Model] = None, gpus: int = 1):
+          init: Input[Model] = None, gpus: int = 1, history: Input[Artifact] = None):
     """Train one generation (autophagy.stages.train); init = the previous generation's model; gpus > 1:
-    data-parallel under torchrun --nproc_per_node=gpus in this pod (cluster.gpus_per_train)."""
+    data-parallel under torchrun --nproc_per_node=gpus in this pod (cluster.gpus_per_train);
+    history (loop.stop_on_collapse) = the chain so far: a collapsed chain's task only marks its output."""
     from autophagy.components import runtime
     model.metadata.update(runtime.train(config, train_set.path, model.path, generation, seed, lam,
-                                        init.path if init else None, gpus))
+                                        init.path if init else None, gpus, history.path if history else None))
 
 
 def sample(config: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,
-           seed: int, lam: str, samples: Output[Dataset]):
-    """Draw a generation's samples (autophagy.stages.sample)."""
+           seed: int, lam: str, samples: Output[Dataset], history: Input[Artifact] = None):
+    """Draw a generation's samples (autophagy.stages.sample); history: as for train."""
     from autophagy.components import runtime
     samples.metadata.update(runtime.sample(config, model.path, real_train.path, samples.path, generation, seed, lam,
-                                           extractor.path))
+                                           extractor.path, history.path if history else None))
 
 
 def mix(config: str, real: Input[Dataset], generation: int, seed: int, lam: str, train_set: Output[Dataset],
-        synthetic: Input[Dataset] = None):
+        synthetic: Input[Dataset] = None, history: Input[Artifact] = None):
     """Compose a training set per loop.strategy (autophagy.stages.mix); synthetic = the samples of
-    generation - 1, or their pool for the accumulate strategies; generation 0 only for fresh-real."""
+    generation - 1, or their pool for the accumulate strategies; generation 0 only for fresh-real;
+    history: as for train."""
     from autophagy.components import runtime
     train_set.metadata.update(runtime.mix(config, real.path, synthetic.path if synthetic else None, train_set.path,
-                                          generation, lam, seed))
+                                          generation, lam, seed, history.path if history else None))
 
 
-def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], previous: Input[Dataset] = None):
-    """Accumulate strategies: the chain's sample sets of generations 0 .. generation - 1."""
+def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], previous: Input[Dataset] = None,
+         seed: int = 0, lam: str = "", history: Input[Artifact] = None):
+    """Accumulate strategies: the chain's sample sets of generations 0 .. generation - 1; history: as for train."""
     from autophagy.components import runtime
-    pooled.metadata.update(runtime.pool(previous.path if previous else None, samples.path, generation, pooled.path))
+    pooled.metadata.update(runtime.pool(previous.path if previous else None, samples.path, generation, pooled.path,
+                                        seed, lam, history.path if history else None))
 
 
 def evaluate(config: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],

@@ -17,6 +17,13 @@ therefore holds the whole chain; ``collect`` merges the chains of a seed and ``r
 the seeds, which gives exactly the directory tree :func:`autophagy.report.write_report` reads.
 (KFP 2.17 can fan in one ``ParallelFor`` level at a time with ``dsl.Collected``; nested
 collections fail locally, so the fan-in goes chain -> seed -> experiment.)
+
+``loop.stop_on_collapse``: the graph is fixed when compiled, so a chain stops by its tasks
+doing nothing. From generation 2 on, each task of a chain also receives the chain's ``history``
+(the fragment of generation - 1); once a generation there is marked collapsed, the task writes
+only :data:`STOPPED_FILE` to its output and returns, and ``evaluate`` passes the fragment on
+unchanged. The final fragment then ends at the collapsed generation, as the local loop's chain
+does (:func:`autophagy.loop.run_experiment`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from autophagy.config import ExperimentConfig, format_lambda, from_dict, parse_l
 
 #: The tag every MLflow run of a KFP run carries (value: the KFP run id).
 KFP_RUN_TAG = "kfp.run_id"
+#: What a task of a chain stopped by ``loop.stop_on_collapse`` writes instead of its output.
+STOPPED_FILE = "stopped.json"
 
 
 def load_config(config_json: str) -> ExperimentConfig:
@@ -105,6 +114,30 @@ def _merge_tree(src: str | Path, dst: str | Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
+def collapsed_generation(history: str | Path | None) -> int | None:
+    """The first generation marked collapsed in a chain's run-layout fragment, or None."""
+    if not history:
+        return None
+    collapsed = [int(path.parent.name.split("-")[1]) for path in Path(history).rglob("gen-*/metrics.json")
+                 if json.loads(path.read_text()).get("collapsed")]
+    return min(collapsed) if collapsed else None
+
+
+def _stopped(history: str | None, out_dir: str, generation: int, seed: int, lam: str) -> dict[str, Any] | None:
+    """With a collapsed ``history`` (see the module's notes on ``loop.stop_on_collapse``): write
+    :data:`STOPPED_FILE` as the task's output and return the task's result; else None."""
+    at = collapsed_generation(history)
+    if at is None:
+        return None
+    from autophagy import atomic
+
+    result = {"generation": generation, "seed": seed, "lambda": lam, "stopped": 1, "collapsed_at_generation": at}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(Path(out_dir) / STOPPED_FILE, result)
+    print(f"gen-{generation} seed {seed} lambda {lam}: the chain collapsed at generation {at}; "
+          "stopped (loop.stop_on_collapse)", flush=True)
+    return result
+
 
 # ---------------------------------------------------------------------------------- tasks
 
@@ -154,10 +187,13 @@ def features(config_json: str, out_dir: str) -> dict[str, Any]:
 
 
 def train(config_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str = "",
-          init: str | None = None, gpus: int = 1) -> dict[str, Any]:
+          init: str | None = None, gpus: int = 1, history: str | None = None) -> dict[str, Any]:
     """``train.run`` in this process, or with ``gpus > 1`` (``cluster.gpus_per_train``) data-parallel
     over that many processes of this pod: ``torchrun --standalone --nproc_per_node=<gpus> -m
-    autophagy.cli train ...`` (:func:`torchrun_train_command`), whose rank 0 writes the result."""
+    autophagy.cli train ...`` (:func:`torchrun_train_command`), whose rank 0 writes the result.
+    ``history``: see ``loop.stop_on_collapse`` in the module's notes."""
+    if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
+        return stopped
     if int(gpus) > 1:
         result = _train_under_torchrun(config_json, train_set, out_dir, generation, seed, lam, init, int(gpus))
     else:
@@ -204,10 +240,12 @@ def _train_under_torchrun(config_json: str, train_set: str, out_dir: str, genera
 
 
 def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int,
-           lam: str = "", features_dir: str | None = None) -> dict[str, Any]:
+           lam: str = "", features_dir: str | None = None, history: str | None = None) -> dict[str, Any]:
     """As many samples as the loop draws (enough to evaluate and to feed generation + 1), as
     :func:`autophagy.loop.run_generation` calls the stage (the extractor and the real set serve
-    ``sample.curation_k > 1``)."""
+    ``sample.curation_k > 1``). ``history``: see ``loop.stop_on_collapse`` in the module's notes."""
+    if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
+        return stopped
     from autophagy.loop import real_size, samples_per_generation
     from autophagy.stages import sample as stage
 
@@ -218,15 +256,18 @@ def sample(config_json: str, model_dir: str, real_train: str, out_dir: str, gene
 
 
 def mix(config_json: str, real: str, synthetic: str | None, out_dir: str, generation: int, lam: str,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0, history: str | None = None) -> dict[str, Any]:
     """Generation ``generation``'s training set, as :func:`autophagy.loop.run_generation` makes it.
 
     ``real``: the prepared real training set (for ``fresh-real``, the pool that generation's n
     real items are drawn from, with the same seed as the local loop). ``synthetic``: the samples
     of generation - 1, or for the ``accumulate`` strategies a :func:`pool` of the samples of
     generations 0 .. generation - 1. Generation 0 (``lam`` ``""``) only has a mix with
-    ``fresh-real``: its training set is the generation-0 draw.
+    ``fresh-real``: its training set is the generation-0 draw. ``history``: see
+    ``loop.stop_on_collapse`` in the module's notes.
     """
+    if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
+        return stopped
     from autophagy.data.dataset import open_dataset
     from autophagy.data.strategies import fresh_real_draw
     from autophagy.stages import mix as stage
@@ -252,14 +293,18 @@ def mix(config_json: str, real: str, synthetic: str | None, out_dir: str, genera
 POOL_ENTRY = re.compile(r"gen-\d{3}")
 
 
-def pool(previous: str | None, samples: str, generation: int, out_dir: str) -> dict[str, Any]:
+def pool(previous: str | None, samples: str, generation: int, out_dir: str, seed: int = 0, lam: str = "",
+         history: str | None = None) -> dict[str, Any]:
     """The sample sets of generations 0 .. generation - 1 of one chain, for the accumulate strategies.
 
     ``previous`` is the pool of generation - 1 (``None`` at generation 1) and ``samples`` the
     samples of generation - 1; files are hard-linked where the filesystem allows, else copied.
     KFP artifacts are immutable, so each generation's pool is a new artifact (O(generation)
-    sample sets: the price of accumulating in a pipeline).
+    sample sets: the price of accumulating in a pipeline). ``history``, ``seed``, ``lam``: see
+    ``loop.stop_on_collapse`` in the module's notes.
     """
+    if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
+        return stopped
     from autophagy.data.dataset import open_dataset
 
     entries = pooled_sets(previous) if previous else []
@@ -306,6 +351,12 @@ def evaluate(config_json: str, samples: str, real_train: str, real_test: str, fe
     root = Path(history_out)
     if history_in:
         _merge_tree(history_in, root)
+    at = collapsed_generation(history_in) if cfg.loop.stop_on_collapse else None
+    if at is not None:  # the chain stopped: its fragment stays as it was at the collapse
+        if grid_html:
+            write_html(grid_html, f"gen-{generation} seed {seed} λ = {lam}: stopped",
+                       [], f"the chain collapsed at generation {at} (loop.stop_on_collapse)")
+        return {"stopped": 1.0, "collapsed_at_generation": float(at)}
     out = RunLayout(root).generation(lam_value(lam), seed, generation)
     grid = out / "samples.png"
     metrics = stage.run(cfg, samples, {"train": real_train, "test": real_test}, out / "metrics.json", features_dir,
@@ -382,7 +433,7 @@ def inline_images(markdown: Path) -> str:
 
 
 __all__ = [
-    "KFP_RUN_TAG", "load_config", "config_to_json", "lam_value", "run_tags_env", "finite_numbers", "open_tracking",
+    "KFP_RUN_TAG", "STOPPED_FILE", "collapsed_generation", "load_config", "config_to_json", "lam_value", "run_tags_env", "finite_numbers", "open_tracking",
     "prepare", "features", "train", "sample", "mix", "pool", "pooled_sets", "evaluate", "collect", "report", "write_html",
     "inline_images", "format_lambda",
 ]

@@ -67,8 +67,8 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
 
 def _notes(cfg: Any) -> str:
     if cfg.loop.stop_on_collapse:
-        return ("\nnote: loop.stop_on_collapse is not applied by the pipeline (its graph is fixed when compiled): "
-                "every generation runs; collapse is still marked in metrics.json and tagged in MLflow")
+        return ("\nnote: loop.stop_on_collapse: generation g of a chain waits for the evaluation of g - 1; once a chain "
+                "collapses, its later tasks only mark their outputs stopped (their pods still start)")
     return ""
 
 

@@ -24,8 +24,12 @@ the collapse verdict of :mod:`autophagy.collapse`. Every ``loop.strategy`` runs:
 * ``fresh-real``: the prepared training set is the pool; every mix draws its generation's n real
   items from it (``gen-0-mix`` draws generation 0's), with the local loop's seeds.
 
-Not applied (``pipeline compile`` says so): ``loop.stop_on_collapse`` (the graph is fixed at
-compile time; every generation runs).
+``loop.stop_on_collapse``: the graph is fixed at compile time, so from generation 2 on every task
+of a chain also takes the chain's history (``gen-(g-1)-evaluate``'s fragment) and, once it
+holds a collapsed generation, only marks its output stopped (see
+:mod:`autophagy.components.runtime`); the chain's run layout ends where the local loop's does.
+The price: generation g waits for the evaluation of g - 1, and the stopped tasks' pods still
+start (seconds each, instead of a generation's training and sampling).
 
 Why seeds -> lambdas are nested loops, not one flat lambda x seed loop: generation 0 is made
 once per seed and consumed by every lambda of that seed. An output made inside one
@@ -181,18 +185,21 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
                     model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
                     pooled = None
                     for g in range(1, generations + 1):
+                        # Generation 0 is never collapsed, so the chain's history matters from generation 2 on.
+                        stop = {"history": history} if cfg.loop.stop_on_collapse and g >= 2 else {}
                         synthetic = samples
                         if "pool" in generation_steps(cfg, g):
                             previous = {} if pooled is None else {"previous": pooled}
-                            pooled = task("pool", g, samples=samples, generation=g, **previous).outputs["pooled"]
+                            pooled = task("pool", g, samples=samples, generation=g, seed=seed, lam=item.lam,
+                                          **previous, **stop).outputs["pooled"]
                             synthetic = pooled
                         mix = task("mix", g, config=config, real=real_train, synthetic=synthetic, generation=g,
-                                   seed=seed, lam=item.lam)
+                                   seed=seed, lam=item.lam, **stop)
                         train_g = task("train", g, config=config, train_set=mix.outputs["train_set"], init=model,
-                                       generation=g, seed=seed, lam=item.lam).after(tracking)
+                                       generation=g, seed=seed, lam=item.lam, **stop).after(tracking)
                         sample_g = task("sample", g, config=config, model=train_g.outputs["model"],
                                         real_train=real_train, extractor=extractor, generation=g, seed=seed,
-                                        lam=item.lam)
+                                        lam=item.lam, **stop)
                         evaluate_g = task("evaluate", g, config=config, samples=sample_g.outputs["samples"],
                                           real_train=real_train, real_test=real_test, extractor=extractor,
                                           generation=g, seed=seed, lam=item.lam,

@@ -367,7 +367,7 @@ def test_data_parallel_train_requests_n_gpus_and_runs_torchrun(cfg, compiled, tm
             assert resources["resources"]["accelerator"]["resourceCount"] == "4", name
             assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 4, name
             assert mounts == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}]
-            assert "init.path if init else None, gpus)" in resources["command"][-1]  # the body hands N to the runtime
+            assert "init.path if init else None, gpus," in resources["command"][-1]  # the body hands N to the runtime
             assert default_tasks[name][2]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 1, name
         else:
             assert "gpus" not in task["inputs"].get("parameters", {}) and not mounts, name
@@ -439,10 +439,27 @@ def test_fresh_real_draws_generation_zero_in_its_own_mix(tmp_path):
     assert info["task_runs"] == sum(expected_tasks(cfg).values()) and expected_tasks(cfg)["gen-0-mix"] == 1
 
 
-def test_stop_on_collapse_is_reported_as_not_applied(tmp_path):
-    text = cli_compile(None, ["loop.strategy=fully-synthetic", "loop.generations=1", "loop.stop_on_collapse=true",
-                              "loop.collapse_ratio=2"], tmp_path / "p.yaml", image=IMAGE)
-    assert "loop.stop_on_collapse is not applied by the pipeline" in text
+@pytest.mark.parametrize("strategy", ["replace", "accumulate"])
+def test_stop_on_collapse_gives_every_later_task_the_chains_history(tmp_path, strategy):
+    overrides = [f"loop.strategy={strategy}", "loop.generations=3", "loop.collapse_ratio=2"]
+    text = cli_compile(None, [*overrides, "loop.stop_on_collapse=true"], tmp_path / "p.yaml", image=IMAGE)
+    assert "once a chain collapses, its later tasks only mark their outputs stopped" in text
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    tasks = leaf_tasks(spec)
+    steps = ("pool", "mix", "train", "sample") if strategy == "accumulate" else ("mix", "train", "sample")
+    for step in steps:
+        assert "history" not in tasks[f"gen-1-{step}"][2]["inputs"]["artifacts"], step  # generation 0 never collapses
+        for g in (2, 3):
+            dag, _, task = tasks[f"gen-{g}-{step}"]
+            assert producer(spec, dag, task, "history") == f"gen-{g - 1}-evaluate", (step, g)
+    for g in (2, 3):
+        dag, _, evaluate = tasks[f"gen-{g}-evaluate"]
+        assert producer(spec, dag, evaluate, "previous") == f"gen-{g - 1}-evaluate"
+    # Without the option nothing waits for an evaluation but the next evaluation.
+    plain = cli_compile(None, overrides, tmp_path / "plain.yaml", image=IMAGE)
+    assert "note: loop.stop_on_collapse" not in plain
+    spec, _ = yaml.safe_load_all((tmp_path / "plain.yaml").read_text())
+    assert all("history" not in task["inputs"].get("artifacts", {}) for _, _, task in leaf_tasks(spec).values())
 
 
 def test_no_generations_still_compiles(tmp_path):

@@ -134,3 +134,43 @@ def test_whole_pipeline_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkey
         assert sorted(m.step for m in history) == [0, 1, 2], child.data.tags["autophagy.lambda"]
         assert all(math.isfinite(m.value) for m in history)
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.slow
+def test_stop_on_collapse_under_kfp_local(tmp_path, tiny_cfg, monkeypatch):
+    """A chain that collapses at generation 1 (fully synthetic, a threshold just above 1): its later
+    tasks run but only mark their outputs, and the run directory equals the local loop's."""
+    from kfp import local
+
+    from autophagy import loop
+    from autophagy.pipelines import ClusterConfig, build_pipeline
+
+    cfg = tiny_cfg("gaussian", "loop.lambdas=[inf]", "loop.seeds=[0]", "loop.generations=3",
+                   "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001", "loop.stop_on_collapse=true",
+                   "tracking.enabled=false")
+    expected = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
+    chain = expected.generation(math.inf, 0, 1).parent
+    assert sorted(p.name for p in chain.iterdir()) == ["gen-001"]  # the local loop stopped after generation 1
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
+    result = build_pipeline(cfg, ClusterConfig(), image="registry.example.com/autophagy:test")()
+    layout = RunLayout(Path(result.output.path) / cfg.name)
+    ours = layout.generation(math.inf, 0, 1).parent
+    assert sorted(p.name for p in ours.iterdir()) == ["gen-001"]
+    for generation_dir in (expected.generation(None, 0, 0), expected.generation(math.inf, 0, 1)):
+        relative = generation_dir.relative_to(expected.root)
+        theirs = json.loads((layout.root / relative / "metrics.json").read_text())
+        mine = json.loads((generation_dir / "metrics.json").read_text())
+        assert {k: v for k, v in theirs.items() if not k.endswith("_seconds")} == \
+            {k: v for k, v in mine.items() if not k.endswith("_seconds")}
+    assert "collapsed in" in (layout.root / "report" / "report.md").read_text()
+
+    # Generations 2 and 3 ran as tasks that only wrote the marker, and said so in their KFP metrics.
+    markers = sorted(p.parent.parent.name for p in (tmp_path / "kfp").rglob(runtime.STOPPED_FILE))
+    assert len(markers) == 2 * 3, markers  # mix, train, sample of generations 2 and 3
+    stopped_metrics = [json.loads(p.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+                       for p in (tmp_path / "kfp").rglob("executor_output.json")
+                       if "metrics" in json.loads(p.read_text()).get("artifacts", {})]
+    assert sum(1 for m in stopped_metrics if m.get("stopped") == 1.0 and m.get("collapsed_at_generation") == 1.0) == 2

@@ -1,5 +1,6 @@
 """Every loop strategy through the pipeline's component runtime gives exactly the local loop's
-run: the same training set (rows and origins) and the same metrics at every generation.
+run: the same training set (rows and origins) and the same metrics at every generation; and a
+chain stopped by ``loop.stop_on_collapse`` ends where the local loop's ends.
 
 The chain is driven the way the compiled pipeline wires it (:func:`generation_steps`: a
 ``pool`` task before each mix of the accumulate strategies, a generation-0 ``mix`` for
@@ -45,16 +46,17 @@ def run_like_the_pipeline(cfg, root: Path) -> dict[tuple[float | None, int], Pat
     for lam in cfg.loop.lambdas:
         text = format_lambda(lam)
         model, samples, history, pooled = g0 / "model", g0 / "samples", g0 / "history", None
-        for g in range(1, GENERATIONS + 1):
+        for g in range(1, cfg.loop.generations + 1):
             out = root / f"lam-{text}" / f"gen-{g}"
+            stop = {"history": str(history)} if cfg.loop.stop_on_collapse and g >= 2 else {}
             synthetic = samples
             if "pool" in generation_steps(cfg, g):
-                runtime.pool(str(pooled) if pooled else None, str(samples), g, str(out / "pool"))
+                runtime.pool(str(pooled) if pooled else None, str(samples), g, str(out / "pool"), SEED, text, **stop)
                 synthetic = pooled = out / "pool"
-            runtime.mix(config, real_train, str(synthetic), str(out / "train_set"), g, text, SEED)
+            runtime.mix(config, real_train, str(synthetic), str(out / "train_set"), g, text, SEED, **stop)
             train_sets[(lam, g)] = out / "train_set"
-            runtime.train(config, str(out / "train_set"), str(out / "model"), g, SEED, text, init=str(model))
-            runtime.sample(config, str(out / "model"), real_train, str(out / "samples"), g, SEED, text)
+            runtime.train(config, str(out / "train_set"), str(out / "model"), g, SEED, text, init=str(model), **stop)
+            runtime.sample(config, str(out / "model"), real_train, str(out / "samples"), g, SEED, text, **stop)
             runtime.evaluate(config, str(out / "samples"), real_train, real_test, str(root / "features"), g, SEED, text,
                              str(out / "history"), history_in=str(history))
             model, samples, history = out / "model", out / "samples", out / "history"
@@ -87,6 +89,34 @@ def test_pipeline_runtime_equals_the_local_loop(tmp_path, tiny_cfg, strategy):
             assert untimed(kfp_layout.generation(None if g == 0 else lam, SEED, g) / "metrics.json") == metrics
             checked += 1
     assert checked == len(cfg.loop.lambdas) * (GENERATIONS + 1)
+
+
+@pytest.mark.parametrize("strategy", ["replace", "accumulate"])
+def test_a_collapsed_chain_stops_where_the_local_loop_stops(tmp_path, tiny_cfg, strategy):
+    generations = 6
+    cfg = tiny_cfg("gaussian", f"loop.strategy={strategy}", "loop.lambdas=[0.5, inf]", f"loop.generations={generations}",
+                   f"loop.seeds=[{SEED}]", "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001",
+                   "loop.stop_on_collapse=true")
+    local = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
+    pipeline = run_like_the_pipeline(cfg, tmp_path / "pipeline")
+    stopped_chains = 0
+    for lam in cfg.loop.lambdas:
+        chain = sorted(p.parent.name for p in local.generation(lam, SEED, 1).parent.glob("gen-*/metrics.json"))
+        fragment = RunLayout(pipeline[("history", lam)])
+        assert sorted(p.parent.name for p in fragment.generation(lam, SEED, 1).parent.glob("gen-*/metrics.json")) == chain
+        for name in chain:
+            g = int(name.split("-")[1])
+            assert untimed(fragment.generation(lam, SEED, g) / "metrics.json") == untimed(local.generation(lam, SEED, g) / "metrics.json")
+        last = len(chain)
+        collapsed_at = runtime.collapsed_generation(pipeline[("history", lam)])
+        assert collapsed_at == last if last < generations else collapsed_at in (None, generations)
+        for g in range(last + 1, generations + 1):  # the stopped generations: a marker, no data
+            out = pipeline[(lam, g)].parent
+            for artifact in ("train_set", "model", "samples"):
+                assert [p.name for p in (out / artifact).iterdir()] == [runtime.STOPPED_FILE], (lam, g, artifact)
+                assert json.loads((out / artifact / runtime.STOPPED_FILE).read_text())["collapsed_at_generation"] == last
+        stopped_chains += last < generations
+    assert stopped_chains > 0  # this threshold makes at least one chain collapse early
 
 
 def test_pool_holds_every_earlier_sample_set_and_refuses_a_short_one(tmp_path, tiny_cfg):

@@ -437,7 +437,7 @@ class LoopConfig:
     # fd_*/swd_*, smaller for precision_*/recall_*); null disables it.
     collapse_metric: str = "fd_train"
     collapse_ratio: float | None = None
-    stop_on_collapse: bool = False  # autophagy run: skip the chain's remaining generations
+    stop_on_collapse: bool = False  # skip the chain's remaining generations (locally and in the pipeline)
     # Self-correction (Gillman et al. 2024) of synthetic samples before mixing: null or
     # nearest-real (vectors: move each sample correction_strength of the way to its nearest real item).
     correction: str | None = None
