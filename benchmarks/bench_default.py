@@ -27,7 +27,7 @@ import torch
 from autophagy.config import EDMModelConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.models import build_model
-from bench_families import median_seconds  # benchmarks/ is on sys.path when run as a script
+from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 IMAGES = 20_000  # images seen per training measurement
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +35,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_families import median_seconds  # noqa: E402
+from autophagy.data.sources import digits_images_and_labels
+from autophagy.metrics import compute_metrics
+from autophagy.metrics.frechet import frechet_distance, gaussian_statistics
+from autophagy.metrics.features import InceptionExtractor
 
-from autophagy.data.sources import digits_images_and_labels  # noqa: E402
-from autophagy.metrics import compute_metrics  # noqa: E402
-from autophagy.metrics.frechet import frechet_distance, gaussian_statistics  # noqa: E402
-from autophagy.metrics.features import InceptionExtractor  # noqa: E402
+
+def median_seconds(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 class StandInInception(torch.nn.Module):
@@ -82,6 +88,59 @@ def write_folder(images: np.ndarray, folder: Path) -> None:
         Image.fromarray(image).save(folder / f"{i:06d}.png")
 
 
+def inception_network(weights: str | None, n: int, device: torch.device, batch: int,
+                      stand_in_dim: int | None = None) -> tuple[torch.nn.Module, InceptionExtractor, str]:
+    """(network in clean-fid's convention, autophagy's extractor around it, its name): clean-fid's
+    Inception-v3 from ``weights``, else the stand-in, with 2048-d features when ``n`` images per
+    set allow a Frechet distance there, else ``stand_in_dim`` (default 64, at most n // 2)."""
+    if weights:
+        extractor = InceptionExtractor.from_weights(Path(weights), device=device, batch_size=batch)
+        return extractor.model, extractor, "clean-fid Inception-v3"
+    dim = stand_in_dim or (2048 if n > 2048 else min(64, max(2, n // 2)))
+    network = StandInInception(dim).to(device).eval()
+    extractor = InceptionExtractor(network, "inception:stand-in", device=device, batch_size=batch)
+    return network, extractor, f"stand-in Inception-v3 (random weights, {dim}-d features)"
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray, network: torch.nn.Module, extractor: InceptionExtractor,
+                 device: torch.device, batch: int, workers: int, repeat: int = 1) -> dict:
+    """Two image sets ``a``, ``b`` (uint8 ``[n, H, W, 3]``, or ``[n, H, W, 1]``, repeated to RGB)
+    evaluated by autophagy (FD + precision/recall, k = 3) and by clean-fid's ``compute_fid`` (FD)
+    with one network: seconds, images/s, the ratio and how closely the Frechet distances agree."""
+    from cleanfid import fid as cleanfid
+
+    a, b = (np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x for x in (a, b))
+
+    def autophagy_eval() -> dict:
+        return compute_metrics(extractor(a), {"ref": extractor(b)}, k=3, device=device)
+
+    def cleanfid_eval(dir_a: Path, dir_b: Path) -> float:
+        with torch.inference_mode():
+            return cleanfid.compute_fid(str(dir_a), str(dir_b), mode="clean", custom_feat_extractor=network,
+                                        device=device, num_workers=workers, batch_size=batch, verbose=False)
+
+    ours_metrics = autophagy_eval()  # also the warm-up
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ours_seconds = median_seconds(autophagy_eval, repeat)
+    ours_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    with tempfile.TemporaryDirectory() as scratch:
+        dir_a, dir_b = Path(scratch) / "a", Path(scratch) / "b"
+        write_folder(a, dir_a)
+        write_folder(b, dir_b)
+        theirs_fd = cleanfid_eval(dir_a, dir_b)
+        theirs_seconds = median_seconds(lambda: cleanfid_eval(dir_a, dir_b), repeat)
+    images = len(a) + len(b)
+    return {
+        "autophagy_seconds": ours_seconds, "autophagy_images_per_s": images / ours_seconds,
+        "cleanfid_seconds": theirs_seconds, "cleanfid_images_per_s": images / theirs_seconds,
+        "speedup": theirs_seconds / ours_seconds,
+        "fd_autophagy": ours_metrics["fd_ref"], "fd_cleanfid": float(theirs_fd),
+        "fd_relative_difference": abs(ours_metrics["fd_ref"] - theirs_fd) / max(abs(theirs_fd), 1e-12),
+        "precision": ours_metrics["precision_ref"], "recall": ours_metrics["recall_ref"], "peak_cuda_mib": ours_peak,
+    }
+
+
 def frechet_timings(dim: int, device: torch.device) -> dict:
     """Seconds of the Frechet distance alone at ``dim`` features (Inception's 2048): autophagy's
     eigenvalue form against clean-fid's ``frechet_distance`` (``scipy.linalg.sqrtm``), on the
@@ -111,7 +170,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on cuda, 64 on cpu")
     parser.add_argument("--workers", type=int, default=None, help="clean-fid data-loader workers (default: 8 cuda, 0 cpu)")
     parser.add_argument("--stand-in-dim", type=int, default=None,
-                        help="feature dimension of the stand-in (default: 2048, or 64 when --n <= 2048)")
+                        help="feature dimension of the stand-in (default: 2048, or min(64, n / 2) when --n <= 2048)")
     parser.add_argument("--fd-dim", type=int, default=2048, help="feature dimension of the Frechet-only timing (0: skip)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", help="also write the results here")
@@ -119,53 +178,18 @@ def main() -> None:
     device = torch.device(args.device)
     batch = args.batch_size or (256 if device.type == "cuda" else 64)
     workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 0)
-    if args.weights:
-        ours = InceptionExtractor.from_weights(Path(args.weights), device=device, batch_size=batch)
-        network, network_name = ours.model, "clean-fid Inception-v3"
-    else:
-        dim = args.stand_in_dim or (2048 if args.n > 2048 else 64)
-        network = StandInInception(dim).to(device).eval()
-        network_name = f"stand-in Inception-v3 (random weights, {dim}-d features)"
-        ours = InceptionExtractor(network, "inception:stand-in", device=device, batch_size=batch)
+    network, extractor, network_name = inception_network(args.weights, args.n, device, batch, args.stand_in_dim)
     a, b = test_images(args.n, args.resolution, 0), test_images(args.n, args.resolution, 7)
-
-    def autophagy_eval() -> dict:
-        return compute_metrics(ours(a), {"ref": ours(b)}, k=3, device=device)
-
-    from cleanfid import fid as cleanfid
-
-    def cleanfid_eval(dir_a: Path, dir_b: Path) -> float:
-        with torch.inference_mode():
-            return cleanfid.compute_fid(str(dir_a), str(dir_b), mode="clean", custom_feat_extractor=network,
-                                        device=device, num_workers=workers, batch_size=batch, verbose=False)
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    ours_metrics = autophagy_eval()
-    ours_seconds = median_seconds(autophagy_eval, args.repeat)
-    ours_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    with tempfile.TemporaryDirectory() as scratch:
-        dir_a, dir_b = Path(scratch) / "a", Path(scratch) / "b"
-        write_folder(a, dir_a)
-        write_folder(b, dir_b)
-        theirs_fd = cleanfid_eval(dir_a, dir_b)
-        theirs_seconds = median_seconds(lambda: cleanfid_eval(dir_a, dir_b), args.repeat)
-    images = 2 * args.n
     result = {
         "network": network_name, "device": str(device), "images_per_set": args.n, "resolution": args.resolution,
         "batch_size": batch, "threads": torch.get_num_threads(), "cleanfid_workers": workers,
-        "autophagy_seconds": ours_seconds, "autophagy_images_per_s": images / ours_seconds,
-        "cleanfid_seconds": theirs_seconds, "cleanfid_images_per_s": images / theirs_seconds,
-        "speedup": theirs_seconds / ours_seconds,
-        "fd_autophagy": ours_metrics["fd_ref"], "fd_cleanfid": float(theirs_fd),
-        "fd_relative_difference": abs(ours_metrics["fd_ref"] - theirs_fd) / max(abs(theirs_fd), 1e-12),
-        "precision": ours_metrics["precision_ref"], "recall": ours_metrics["recall_ref"],
-        "peak_cuda_mib": ours_peak, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **side_by_side(a, b, network, extractor, device, batch, workers, args.repeat),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(f"{network_name} on {device}, 2 x {args.n} images of {args.resolution}x{args.resolution}")
     print(f"{'':28} {'seconds':>8} {'images/s':>9}")
-    print(f"{'autophagy (FD + P/R)':28} {ours_seconds:8.2f} {result['autophagy_images_per_s']:9.1f}")
-    print(f"{'clean-fid compute_fid (FD)':28} {theirs_seconds:8.2f} {result['cleanfid_images_per_s']:9.1f}")
+    print(f"{'autophagy (FD + P/R)':28} {result['autophagy_seconds']:8.2f} {result['autophagy_images_per_s']:9.1f}")
+    print(f"{'clean-fid compute_fid (FD)':28} {result['cleanfid_seconds']:8.2f} {result['cleanfid_images_per_s']:9.1f}")
     print(f"speedup {result['speedup']:.2f}x; FD {result['fd_autophagy']:.6g} vs {result['fd_cleanfid']:.6g} "
           f"(relative difference {result['fd_relative_difference']:.1e})")
     if args.fd_dim:

@@ -1,17 +1,31 @@
-"""Training and sampling throughput of each image family's tiny CPU preset (edm, ddpm, otcfm),
-each beside a plain PyTorch loop of the same network and loss (no EMA, no NaN checks, no
-resumable state), with the ratio. Issue 4, item 7 (CPU part).
+"""Training, sampling and evaluation throughput and peak memory of each image family (edm, ddpm,
+otcfm), each beside its reference, with the ratio. Issue 4, item 7.
 
-The trainer runs in each speed variant of ``train.precision`` / ``train.channels_last``: fp32
-(the CPU default), bf16 autocast, and bf16 + channels-last (the CUDA default). On CPU bf16 is
-usually *slower* (no bf16 matrix units on most CPUs, plus casts); the columns say what this
-machine does, not what a GPU does (``--device cuda`` there). The plain loop is fp32.
+    nice .venv/bin/python benchmarks/bench_families.py [--kimg 2] [--samples 512] [--eval-n 128] [--repeat 3]
+                                                       [--device cpu] [--json out.json]
+    .venv/bin/python benchmarks/bench_families.py --paper --device cuda [--cifar10 DIR] [--weights FILE] ...
 
-    nice .venv/bin/python benchmarks/bench_families.py [--kimg 2] [--samples 512] [--repeat 3] [--device cpu]
-                                                       [--json out.json]
+Presets: the families' tiny CPU presets on 8x8 digits (default), or with ``--paper`` the paper
+networks of ``configs/cifar10-{edm,ddpm,otcfm}.yaml`` on CIFAR-10 (``--cifar10``; else random
+uint8 images of its shape, which cost the same), for a GPU. ``-S key=value`` overrides every
+paper config (e.g. ``-S model.model_channels=32`` for a quick run).
 
-Peak memory is the process's peak resident set size after each family (``ru_maxrss``; on CPU
-torch has no per-phase allocator statistics), so it is cumulative and only an upper bound.
+References, in the same run:
+
+* **training**: autophagy's trainer (EMA, warmup, NaN checks, data on the device) in each speed
+  variant of ``train.precision`` / ``train.channels_last`` (fp32; bf16 autocast; bf16 +
+  channels-last, the CUDA default) beside a plain fp32 PyTorch loop of the same network and loss
+  (Adam, zero_grad, backward, step). On a CPU bf16 is usually *slower* (no bf16 matrix units);
+  the columns say what this machine does;
+* **sampling**: the family's sampler (images/s; its reference is the trainer's forward cost, which
+  ``gpu_check.py`` turns into FLOPs and MFU);
+* **evaluation**: the family's ``--eval-n`` samples against as many real images, embedded by one
+  Inception-v3 network (clean-fid's weights from ``--weights``, else ``bench_eval.py``'s
+  random-weight stand-in), by autophagy's evaluator (FD + precision/recall) beside clean-fid's
+  own ``compute_fid`` (FD) on the same images (see ``bench_eval.py``).
+
+Peak memory: on CUDA the allocator's peak over each family's training and sampling; on CPU the
+process's peak resident set size after each family (``ru_maxrss``, cumulative: an upper bound).
 """
 
 from __future__ import annotations
@@ -22,25 +36,18 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from bench_eval import inception_network, median_seconds, side_by_side
 
-from autophagy.config import DDPMModelConfig, EDMModelConfig, OTCFMModelConfig, TrainConfig
+from autophagy.config import DDPMModelConfig, EDMModelConfig, OTCFMModelConfig, TrainConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.models import build_model
 
-PRESETS = {"edm": EDMModelConfig(), "ddpm": DDPMModelConfig(), "otcfm": OTCFMModelConfig()}
-
-
-def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
+TINY_PRESETS = {"edm": EDMModelConfig(), "ddpm": DDPMModelConfig(), "otcfm": OTCFMModelConfig()}
+PAPER_CONFIGS = {family: Path(__file__).parents[1] / "configs" / f"cifar10-{family}.yaml" for family in TINY_PRESETS}
 
 #: Trainer variants: train.precision / train.channels_last overrides.
 VARIANTS = {"fp32": {"precision": "fp32", "channels_last": False},
@@ -48,9 +55,23 @@ VARIANTS = {"fp32": {"precision": "fp32", "channels_last": False},
             "bf16+cl": {"precision": "bf16", "channels_last": True}}
 
 
+def load_rows(cfg, cifar10: str | None, count: int) -> tuple[np.ndarray, str]:
+    """The preset's training images: CIFAR-10 from ``cifar10``, data that ships (digits), or for
+    data that cannot be fetched here a random uint8 stand-in of the preset's shape."""
+    from autophagy.data.sources import load_split
+
+    if cfg.data.source == "cifar10" and cifar10:
+        return load_split(dataclasses.replace(cfg.data, path=cifar10), "train"), "CIFAR-10"
+    if cfg.data.source not in ("cifar10", "image-folder"):
+        return load_split(cfg.data, "train"), cfg.data.source
+    resolution = cfg.data.resolution or (64 if cfg.name.startswith("ffhq64") else 32)
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (count, resolution, resolution, 3), dtype=np.uint8), "random uint8 stand-in"
+
+
 def trainer_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: int) -> float:
-    """Images/s through autophagy's trainer (EMA, warmup, NaN checks, data on the device): the
-    ``fit`` call only, after an untimed warm-up fit (imports, first kernels, lazy initialisation)."""
+    """Images/s through autophagy's trainer: the ``fit`` call only, after an untimed warm-up fit
+    (imports, first kernels, lazy initialisation)."""
     build_model(cfg, rows.shape[1:]).fit(rows, min(kimg, 0.512), train, seed=0)
     seconds = []
     for _ in range(repeat):
@@ -88,46 +109,94 @@ def plain_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: i
     def loop(steps: int) -> float:
         return plain_loop_seconds(cfg, rows, steps, train.batch_size, train.lr, device)
 
-    steps = int(kimg * 1000) // train.batch_size
+    steps = max(1, int(kimg * 1000) // train.batch_size)
     loop(min(steps, 2))
     return steps * train.batch_size / statistics.median(loop(steps) for _ in range(repeat))
 
 
-def sample_rate(cfg, rows: np.ndarray, n: int, repeat: int, device: str = "cpu") -> float:
-    model = build_model(cfg, rows.shape[1:])
-    return n / median_seconds(lambda: model.sample(n, seed=0, batch_size=n, device=device), repeat)
+def sample_rate(model, n: int, repeat: int, batch_size: int, device: str) -> float:
+    model.sample(min(n, batch_size), seed=0, batch_size=batch_size, device=device)  # warm-up
+    return n / median_seconds(lambda: model.sample(n, seed=0, batch_size=batch_size, device=device), repeat)
+
+
+def presets(args) -> dict[str, tuple]:
+    """``{family: (model config, train config, rows, data name)}`` of the tiny or the paper presets."""
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(TINY_PRESETS))
+    if unknown or not families:
+        raise SystemExit(f"--families: unknown {unknown or 'none given'}; the families are {', '.join(TINY_PRESETS)}")
+    if not args.paper:
+        rows = digits_images_and_labels("train")[0]
+        train = TrainConfig(batch_size=256, lr=1e-3, device=args.device)
+        return {family: (TINY_PRESETS[family], train, rows, "digits 8x8") for family in families}
+    out = {}
+    for family in families:
+        path = PAPER_CONFIGS[family]
+        cfg = load_config(path, [*args.set, f"train.device={args.device}"])
+        rows, data = load_rows(cfg, args.cifar10, 50_000 if args.device == "cuda" else 2_048)
+        out[family] = (cfg.model, cfg.train, rows, data)
+    return out
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper", action="store_true", help="the paper networks of configs/cifar10-*.yaml (a GPU)")
+    parser.add_argument("--families", default=",".join(TINY_PRESETS), help="comma-separated (default: all)")
+    parser.add_argument("-S", "--set", action="append", default=[], help="--paper: config override key=value")
+    parser.add_argument("--cifar10", help="--paper: torchvision CIFAR-10 root (default: random stand-in images)")
     parser.add_argument("--kimg", type=float, default=2.0, help="training images per measurement, in thousands")
     parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--eval-n", type=int, default=128, help="samples (and real images) per evaluation; 0: skip")
+    parser.add_argument("--weights", help="clean-fid's inception-2015-12-05.pt (default: the random stand-in)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    rows = digits_images_and_labels("train")[0]
-    train = TrainConfig(batch_size=256, lr=1e-3, device=args.device)
-    results = {"threads": torch.get_num_threads(), "device": args.device}
+    device = torch.device(args.device)
+    eval_batch, workers = (256, 8) if device.type == "cuda" else (64, 0)
+    results: dict = {"threads": torch.get_num_threads(), "device": args.device,
+                     "presets": "paper" if args.paper else "tiny"}
     trainer_columns = " ".join(f"{'trainer ' + name:>15}" for name in VARIANTS)
     print(f"{'family':8} {trainer_columns} {'plain img/s':>12} {'fp32/plain':>10} {'sample img/s':>13} "
-          f"{'peak RSS MiB':>13}")
-    for family, cfg in PRESETS.items():
+          f"{'eval img/s':>11} {'clean-fid':>10} {'eval ratio':>10} {'peak MiB':>9}")
+    if args.eval_n:
+        network, extractor, results["evaluation_network"] = inception_network(args.weights, args.eval_n, device,
+                                                                               eval_batch)
+    for family, (cfg, train, rows, data) in presets(args).items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         rates = {name: trainer_rate(cfg, rows, args.kimg, dataclasses.replace(train, **options), args.repeat)
                  for name, options in VARIANTS.items()}
         ours = rates["fp32"]
         plain = plain_rate(cfg, rows, args.kimg, train, args.repeat)
-        sampling = sample_rate(cfg, rows, args.samples, args.repeat, args.device)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        results[family] = {"sampler": getattr(cfg, "sampler", "heun"), "num_steps": cfg.num_steps,
+        model = build_model(cfg, rows.shape[1:])
+        sample_batch = min(args.samples, 1024)
+        sampling = sample_rate(model, args.samples, args.repeat, sample_batch, args.device)
+        peak = peak_memory_mib(device)
+        results[family] = {"data": data, "parameters": model.parameter_count(),
+                           "sampler": getattr(cfg, "sampler", "heun"), "num_steps": cfg.num_steps,
                            "train_images_per_s": ours, "plain_train_images_per_s": plain, "trainer_over_plain": ours / plain,
-                           "trainer_images_per_s_by_variant": rates,
-                           "sample_images_per_s": sampling, "peak_rss_mib": peak}
+                           "trainer_images_per_s_by_variant": rates, "sample_images_per_s": sampling,
+                           "peak_memory_mib": peak, "peak_memory_kind": "cuda allocator" if device.type == "cuda" else "rss"}
+        evaluation = ""
+        if args.eval_n:
+            samples = model.sample(args.eval_n, seed=1, batch_size=sample_batch, device=args.device)
+            compared = side_by_side(samples, rows[: args.eval_n], network, extractor, device, eval_batch, workers)
+            results[family]["evaluation"] = compared
+            evaluation = (f"{compared['autophagy_images_per_s']:11.1f} {compared['cleanfid_images_per_s']:10.1f} "
+                          f"{compared['speedup']:10.2f}")
         columns = " ".join(f"{rates[name]:15.0f}" for name in VARIANTS)
-        print(f"{family:8} {columns} {plain:12.0f} {ours / plain:10.2f} {sampling:13.0f} {peak:13.0f}")
+        print(f"{family:8} {columns} {plain:12.0f} {ours / plain:10.2f} {sampling:13.0f} {evaluation:>32} {peak:9.0f}")
+    if args.eval_n:
+        print(f"evaluation: {args.eval_n} samples + {args.eval_n} real images per family, {results['evaluation_network']}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from autophagy.models.noise import index_noise
-from bench_families import median_seconds  # benchmarks/ is on sys.path when run as a script
+from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 WORKLOADS = {"cifar 3x32x32": (1024, (3, 32, 32)), "digits 3x8x8": (256, (3, 8, 8))}
 SEED, STREAM = 0, 1

@@ -29,7 +29,6 @@ the random-weight stand-in of ``bench_eval.py``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -42,12 +41,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_eval import StandInInception  # noqa: E402
-from bench_families import plain_loop_seconds  # noqa: E402
+from bench_eval import inception_network  # noqa: E402
+from bench_families import load_rows, plain_loop_seconds  # noqa: E402
 
 from autophagy.config import load_config  # noqa: E402
 from autophagy.metrics import compute_metrics  # noqa: E402
-from autophagy.metrics.features import InceptionExtractor, build_extractor  # noqa: E402
+from autophagy.metrics.features import build_extractor  # noqa: E402
 from autophagy.models import build_model  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
@@ -80,20 +79,6 @@ def timed(fn, device: torch.device) -> tuple[float, float | None]:
     return seconds, peak
 
 
-def load_rows(cfg, cifar10: str | None, count: int) -> tuple[np.ndarray, str]:
-    """The preset's training images: CIFAR-10 from ``cifar10``, data that ships (digits), or for
-    data that cannot be fetched here a random uint8 stand-in of the preset's shape."""
-    from autophagy.data.sources import load_split
-
-    if cfg.data.source == "cifar10" and cifar10:
-        return load_split(dataclasses.replace(cfg.data, path=cifar10), "train"), "CIFAR-10"
-    if cfg.data.source not in ("cifar10", "image-folder"):
-        return load_split(cfg.data, "train"), cfg.data.source
-    resolution = cfg.data.resolution or (64 if cfg.name.startswith("ffhq64") else 32)
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (count, resolution, resolution, 3), dtype=np.uint8), "random uint8 stand-in"
-
-
 def train_flops_per_image(model, rows: np.ndarray, batch: int, device: torch.device) -> float:
     """FLOPs of one fp32 training step (forward + backward of the loss) per image."""
     net = model.net.to(device).train()
@@ -111,15 +96,14 @@ def sample_flops_per_image(model, batch: int, device: torch.device) -> float:
     return counter.get_total_flops() / batch
 
 
-def extractor_for(cfg, inception: str | None, device: torch.device, cache_dir: Path):
+def extractor_for(cfg, inception: str | None, n: int, device: torch.device, cache_dir: Path):
     """The config's feature extractor; for ``inception`` without weights, the random stand-in."""
     if cfg.evaluate.features != "inception":
         return build_extractor(cfg.evaluate.features, cache_dir=cache_dir, device=device), cfg.evaluate.features
-    batch = 256 if device.type == "cuda" else 32
     path = inception or os.environ.get("AUTOPHAGY_INCEPTION_WEIGHTS")
-    if path and Path(path).is_file():
-        return InceptionExtractor.from_weights(Path(path), device=device, batch_size=batch), "clean-fid Inception-v3"
-    return InceptionExtractor(StandInInception(), "inception:stand-in", device, batch), "stand-in Inception-v3"
+    weights = path if path and Path(path).is_file() else None
+    _, extractor, name = inception_network(weights, n, device, 256 if device.type == "cuda" else 32)
+    return extractor, name
 
 
 def main() -> None:
@@ -171,7 +155,7 @@ def main() -> None:
                          "batch_size": sample_batch, "peak_cuda_mib": memory, "flops_per_image": flops_sample}
 
     scratch = tempfile.TemporaryDirectory(prefix="gpu-check-")
-    extractor, network = extractor_for(cfg, args.inception, device, Path(scratch.name))
+    extractor, network = extractor_for(cfg, args.inception, args.samples, device, Path(scratch.name))
     reference = rows[: args.samples]
     extractor(reference[:32])  # warm-up
     metrics: dict = {}

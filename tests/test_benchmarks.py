@@ -30,3 +30,35 @@ def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
     forward = result["train"]["flops_per_image"] / 3
     assert result["sample"]["flops_per_image"] == pytest.approx((2 * steps - 1) * forward, rel=0.15)
     assert 0 <= result["evaluate"]["recall_train"] <= 1
+
+
+def _bench_families(tmp_path, *arguments: str) -> dict:
+    out = tmp_path / "families.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_families.py"), *arguments, "--repeat", "1",
+                    "--json", str(out)], check=True, timeout=900, cwd=tmp_path)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_families_measures_training_sampling_and_evaluation_beside_references(tmp_path):
+    result = _bench_families(tmp_path, "--families", "ddpm", "--kimg", "0.064", "--samples", "16", "--eval-n", "16")
+    assert result["presets"] == "tiny" and set(result) >= {"ddpm"} and "edm" not in result
+    ddpm = result["ddpm"]
+    assert set(ddpm["trainer_images_per_s_by_variant"]) == {"fp32", "bf16", "bf16+cl"}
+    assert ddpm["train_images_per_s"] > 0 and ddpm["plain_train_images_per_s"] > 0 and ddpm["sample_images_per_s"] > 0
+    assert ddpm["trainer_over_plain"] == pytest.approx(ddpm["train_images_per_s"] / ddpm["plain_train_images_per_s"])
+    evaluation = ddpm["evaluation"]  # autophagy's evaluator and clean-fid's compute_fid on the same images
+    assert evaluation["autophagy_images_per_s"] > 0 and evaluation["cleanfid_images_per_s"] > 0
+    assert evaluation["fd_relative_difference"] < 1e-3, evaluation
+    assert ddpm["peak_memory_mib"] > 0 and ddpm["peak_memory_kind"] == "rss"
+
+
+@pytest.mark.slow
+def test_bench_families_paper_presets_run_at_reduced_width(tmp_path):
+    reduced = ["-S", "model.model_channels=16", "-S", "model.channel_mult=[1,2]", "-S", "model.num_blocks=1",
+               "-S", "model.attn_resolutions=[]", "-S", "model.num_steps=2", "-S", "train.batch_size=16"]
+    result = _bench_families(tmp_path, "--paper", "--families", "edm", *reduced, "--kimg", "0.032", "--samples", "4",
+                             "--eval-n", "0")
+    edm = result["edm"]
+    assert result["presets"] == "paper" and edm["data"] == "random uint8 stand-in"  # no CIFAR-10 here
+    assert edm["parameters"] > 0 and edm["train_images_per_s"] > 0 and "evaluation" not in edm

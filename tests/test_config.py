@@ -108,6 +108,8 @@ def test_family_switch_takes_the_families_defaults():
         (["loop.generations=-1"], ["loop.generations"]),
         (["data.source=mnist"], ["data.source", "digits", "toy2d", "image-folder"]),  # bad choices
         (["model.family=gan"], ["model.family", "edm", "flow", "gaussian"]),
+        (["model.family=otcfm", "model.network=unet", "model.model_channels=16", "model.head_channels=64"],
+         ["model.head_channels=64", "[16, 32]", "attention heads"]),  # would be 0 heads, a ZeroDivisionError in diffusers
         (["model.network=resnet"], ["model.network", "unet", "mlp"]),
         (["evaluate.features=clip"], ["evaluate.features", "inception"]),
         (["train.init=random"], ["train.init", "previous", "scratch"]),

@@ -235,6 +235,10 @@ class OTCFMModelConfig:
     def validate(self) -> None:
         _validate_image_network(self)
         _positive("model.head_channels", self.head_channels)
+        widths = [self.model_channels * mult for mult in self.channel_mult]
+        if self.network == "unet" and any(width % self.head_channels for width in widths):
+            raise ConfigError(f"model.head_channels={self.head_channels} must divide every level's width "
+                              f"(model_channels x channel_mult = {widths}) into whole attention heads")
         _non_negative("model.sigma", self.sigma)
         _choice("model.coupling", self.coupling, ("ot", "independent"))
         _choice("model.sampler", self.sampler, OTCFM_SAMPLERS)
