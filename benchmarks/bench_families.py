@@ -1,7 +1,7 @@
 """Training, sampling and evaluation throughput and peak memory of each image family (edm, ddpm,
 otcfm), each beside its reference, with the ratio. Issue 4, item 7.
 
-    nice .venv/bin/python benchmarks/bench_families.py [--kimg 2] [--samples 512] [--eval-n 128] [--repeat 3]
+    nice .venv/bin/python benchmarks/bench_families.py [--kimg 10] [--samples 512] [--eval-n 128] [--repeat 3]
                                                        [--device cpu] [--json out.json]
     .venv/bin/python benchmarks/bench_families.py --paper --device cuda [--cifar10 DIR] [--weights FILE] ...
 
@@ -150,7 +150,8 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(TINY_PRESETS), help="comma-separated (default: all)")
     parser.add_argument("-S", "--set", action="append", default=[], help="--paper: config override key=value")
     parser.add_argument("--cifar10", help="--paper: torchvision CIFAR-10 root (default: random stand-in images)")
-    parser.add_argument("--kimg", type=float, default=2.0, help="training images per measurement, in thousands")
+    parser.add_argument("--kimg", type=float, default=10.0,
+                        help="training images per measurement, in thousands (fewer: under a second, noisy)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--eval-n", type=int, default=128, help="samples (and real images) per evaluation; 0: skip")
     parser.add_argument("--weights", help="clean-fid's inception-2015-12-05.pt (default: the random stand-in)")
