@@ -118,8 +118,10 @@ def collapsed_generation(history: str | Path | None) -> int | None:
     """The first generation marked collapsed in a chain's run-layout fragment, or None."""
     if not history:
         return None
+    from autophagy.loop import is_collapsed
+
     collapsed = [int(path.parent.name.split("-")[1]) for path in Path(history).rglob("gen-*/metrics.json")
-                 if json.loads(path.read_text()).get("collapsed")]
+                 if is_collapsed(path.parent)]
     return min(collapsed) if collapsed else None
 
 
@@ -433,7 +435,7 @@ def inline_images(markdown: Path) -> str:
 
 
 __all__ = [
-    "KFP_RUN_TAG", "STOPPED_FILE", "collapsed_generation", "load_config", "config_to_json", "lam_value", "run_tags_env", "finite_numbers", "open_tracking",
-    "prepare", "features", "train", "sample", "mix", "pool", "pooled_sets", "evaluate", "collect", "report", "write_html",
+    "KFP_RUN_TAG", "STOPPED_FILE", "collapsed_generation", "load_config", "config_to_json", "lam_value", "run_tags_env",
+    "finite_numbers", "open_tracking", "prepare", "features", "train", "sample", "mix", "pool", "pooled_sets", "evaluate", "collect", "report", "write_html",
     "inline_images", "format_lambda",
 ]

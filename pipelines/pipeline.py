@@ -79,6 +79,12 @@ def generation_steps(cfg: ExperimentConfig, generation: int) -> tuple[str, ...]:
     return (("pool",) if strategy.startswith("accumulate") else ()) + ("mix", "train", "sample", "evaluate")
 
 
+def takes_history(cfg: ExperimentConfig, generation: int) -> bool:
+    """Whether generation ``generation``'s pool/mix/train/sample tasks take the chain's history:
+    with ``loop.stop_on_collapse``, from generation 2 on (generation 0 is never collapsed)."""
+    return cfg.loop.stop_on_collapse and generation >= 2
+
+
 def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) -> Any:
     """Name, caching, retries, resources, scheduling and tracking env of one task."""
     from kfp import kubernetes
@@ -185,8 +191,7 @@ def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, 
                     model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
                     pooled = None
                     for g in range(1, generations + 1):
-                        # Generation 0 is never collapsed, so the chain's history matters from generation 2 on.
-                        stop = {"history": history} if cfg.loop.stop_on_collapse and g >= 2 else {}
+                        stop = {"history": history} if takes_history(cfg, g) else {}
                         synthetic = samples
                         if "pool" in generation_steps(cfg, g):
                             previous = {} if pooled is None else {"previous": pooled}

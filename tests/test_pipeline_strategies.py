@@ -20,7 +20,7 @@ from autophagy.components import runtime
 from autophagy.config import STRATEGIES, format_lambda
 from autophagy.data.dataset import open_dataset
 from autophagy.layout import RunLayout
-from autophagy.pipelines.pipeline import generation_steps
+from autophagy.pipelines.pipeline import generation_steps, takes_history
 
 GENERATIONS = 2
 SEED = 1
@@ -48,7 +48,7 @@ def run_like_the_pipeline(cfg, root: Path) -> dict[tuple[float | None, int], Pat
         model, samples, history, pooled = g0 / "model", g0 / "samples", g0 / "history", None
         for g in range(1, cfg.loop.generations + 1):
             out = root / f"lam-{text}" / f"gen-{g}"
-            stop = {"history": str(history)} if cfg.loop.stop_on_collapse and g >= 2 else {}
+            stop = {"history": str(history)} if takes_history(cfg, g) else {}
             synthetic = samples
             if "pool" in generation_steps(cfg, g):
                 runtime.pool(str(pooled) if pooled else None, str(samples), g, str(out / "pool"), SEED, text, **stop)

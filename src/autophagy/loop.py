@@ -141,13 +141,14 @@ def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) ->
         for lam in cfg.loop.lambdas:
             for generation in range(1, cfg.loop.generations + 1):
                 run_generation(cfg, layout, lam, seed, generation, log)
-                if cfg.loop.stop_on_collapse and _collapsed(layout.generation(lam, seed, generation)):
+                if cfg.loop.stop_on_collapse and is_collapsed(layout.generation(lam, seed, generation)):
                     log(f"{_label(lam, seed, generation)}: collapsed, stopping this chain (loop.stop_on_collapse)")
                     break
     return layout
 
 
-def _collapsed(directory: Path) -> bool:
+def is_collapsed(directory: Path) -> bool:
+    """Whether the generation in ``directory`` (its ``metrics.json``) is marked collapsed."""
     return bool(json.loads((directory / "metrics.json").read_text()).get("collapsed"))
 
 
