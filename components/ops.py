@@ -1,10 +1,11 @@
-"""The KFP v2 components: one per stage, each a one-line call into :mod:`autophagy.components.runtime`.
+"""The KFP v2 components: one per step, each a one-line call into :mod:`autophagy.components.runtime`.
 
 Containerized Python components (``base_image`` = the project image, kfp preinstalled there,
-``install_kfp_package=False``). The experiment config travels as a JSON string (``config``);
-data sets are ``Dataset`` artifacts (the artifact path is the dataset directory), checkpoints
-``Model`` artifacts, per-generation metrics ``Metrics`` artifacts (shown in the KFP UI).
-``lam`` is the text of a lambda (``"0.5"``, ``"inf"``), ``""`` for generation 0 (shared).
+``install_kfp_package=False``). ``options`` is the JSON of the options the step reads
+(:mod:`autophagy.step_config`: the task's cache key covers exactly those); data sets are
+``Dataset`` artifacts (the artifact path is the dataset directory), checkpoints ``Model``
+artifacts, per-generation metrics ``Metrics`` artifacts (shown in the KFP UI). ``lam`` is the
+text of a lambda (``"0.5"``, ``"inf"``), ``""`` for generation 0 (shared).
 
 Every compiled task embeds its component's source, so the bodies stay tiny and the imports
 stay inside them (they run in the image, not where the pipeline is compiled). This module
@@ -17,75 +18,72 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def tracking(config: str, kfp_run_id: str) -> str:
-    """Open the MLflow parent run and the (lambda, seed) child runs; return the parent run id."""
-    from autophagy.components import runtime
-    return runtime.open_tracking(config, kfp_run_id)
-
-
-def prepare(config: str, train: Output[Dataset], test: Output[Dataset]):
+def prepare(options: str, train: Output[Dataset], test: Output[Dataset]):
     """Write the real train and test sets (autophagy.stages.prepare)."""
     from autophagy.components import runtime
-    train.metadata.update(runtime.prepare(config, train.path, test.path))
+    train.metadata.update(runtime.prepare(options, train.path, test.path))
 
 
-def features(config: str, extractor: Output[Artifact]):
+def features(options: str, extractor: Output[Artifact]):
     """Build the feature extractor of evaluate.features (autophagy.stages.features)."""
     from autophagy.components import runtime
-    extractor.metadata.update(runtime.features(config, extractor.path))
+    extractor.metadata.update(runtime.features(options, extractor.path))
 
 
-def train(config: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
-          init: Input[Model] = None, gpus: int = 1, history: Input[Artifact] = None):
-    """Train one generation (autophagy.stages.train); init = the previous generation's model; gpus > 1:
-    data-parallel under torchrun --nproc_per_node=gpus in this pod (cluster.gpus_per_train);
-    history (loop.stop_on_collapse) = the chain so far: a collapsed chain's task only marks its output."""
+def mix(options: str, real: Input[Dataset], generation: int, seed: int, lam: str, fresh_real: bool,
+        train_set: Output[Dataset], synthetic: Input[Dataset] = None, history: Input[Artifact] = None):
+    """Compose a training set (autophagy.stages.mix); synthetic = the samples of generation - 1 or their
+    pool; fresh_real: draw the real items from the prepared pool; history (loop.stop_on_collapse) = the
+    chain so far: a collapsed chain's task only marks its output."""
     from autophagy.components import runtime
-    model.metadata.update(runtime.train(config, train_set.path, model.path, generation, seed, lam,
-                                        init.path if init else None, gpus, history.path if history else None))
-
-
-def sample(config: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,
-           seed: int, lam: str, samples: Output[Dataset], history: Input[Artifact] = None):
-    """Draw a generation's samples (autophagy.stages.sample); history: as for train."""
-    from autophagy.components import runtime
-    samples.metadata.update(runtime.sample(config, model.path, real_train.path, samples.path, generation, seed, lam,
-                                           extractor.path, history.path if history else None))
-
-
-def mix(config: str, real: Input[Dataset], generation: int, seed: int, lam: str, train_set: Output[Dataset],
-        synthetic: Input[Dataset] = None, history: Input[Artifact] = None):
-    """Compose a training set per loop.strategy (autophagy.stages.mix); synthetic = the samples of
-    generation - 1, or their pool for the accumulate strategies; generation 0 only for fresh-real;
-    history: as for train."""
-    from autophagy.components import runtime
-    train_set.metadata.update(runtime.mix(config, real.path, synthetic.path if synthetic else None, train_set.path,
-                                          generation, lam, seed, history.path if history else None))
+    train_set.metadata.update(runtime.mix(options, real.path, synthetic.path if synthetic else None, train_set.path,
+                                          generation, lam, seed, fresh_real, history.path if history else None))
 
 
 def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], previous: Input[Dataset] = None,
          seed: int = 0, lam: str = "", history: Input[Artifact] = None):
-    """Accumulate strategies: the chain's sample sets of generations 0 .. generation - 1; history: as for train."""
+    """Accumulate strategies: the chain's sample sets of generations 0 .. generation - 1; history: as for mix."""
     from autophagy.components import runtime
     pooled.metadata.update(runtime.pool(previous.path if previous else None, samples.path, generation, pooled.path,
                                         seed, lam, history.path if history else None))
 
 
-def evaluate(config: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
+def train(options: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
+          init: Input[Model] = None, gpus: int = 1, history: Input[Artifact] = None):
+    """Train one generation (autophagy.stages.train); init = the previous generation's model; gpus > 1:
+    data-parallel under torchrun in this pod (cluster.gpus_per_train); history: as for mix."""
+    from autophagy.components import runtime
+    model.metadata.update(runtime.train(options, train_set.path, model.path, generation, seed, lam,
+                                        init.path if init else None, gpus, history.path if history else None))
+
+
+def sample(options: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,
+           seed: int, n: int, lam: str, samples: Output[Dataset], history: Input[Artifact] = None):
+    """Draw n samples of a generation (autophagy.stages.sample); history: as for mix."""
+    from autophagy.components import runtime
+    samples.metadata.update(runtime.sample(options, model.path, real_train.path, samples.path, generation, seed, n,
+                                           lam, extractor.path, history.path if history else None))
+
+
+def evaluate(options: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
              extractor: Input[Artifact], generation: int, seed: int, lam: str, metrics: Output[Metrics],
              history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None):
     """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far."""
     from autophagy.components import runtime
-    for key, value in runtime.evaluate(config, samples.path, real_train.path, real_test.path, extractor.path,
+    for key, value in runtime.evaluate(options, samples.path, real_train.path, real_test.path, extractor.path,
                                        generation, seed, lam, history.path, previous.path if previous else None,
                                        grid.path).items():
         metrics.log_metric(key, value)
 
 
-def collect(fragments: Input[List[Artifact]], merged: Output[Artifact]):
-    """Merge the run-layout fragments of the chains of one seed."""
+def handoff(key: str, kfp_run_id: str, real_train: Input[Dataset] = None, real_test: Input[Dataset] = None,
+            extractor: Input[Artifact] = None, model: Input[Model] = None, samples: Input[Dataset] = None,
+            history: Input[Artifact] = None, pooled: Input[Dataset] = None, run_dir: Input[Artifact] = None):
+    """Record the URIs of what the next KFP run of the experiment needs on the MLflow parent run."""
     from autophagy.components import runtime
-    runtime.collect([f.path for f in fragments], merged.path)
+    given = {"real_train": real_train, "real_test": real_test, "extractor": extractor, "model": model,
+             "samples": samples, "history": history, "pooled": pooled, "run_dir": run_dir}
+    runtime.handoff(key, kfp_run_id, {name: (a.uri, a.path) for name, a in given.items() if a is not None})
 
 
 def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifact], page: Output[Markdown]):
@@ -94,9 +92,9 @@ def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifa
     run_dir.metadata.update(runtime.report(config, [f.path for f in fragments], run_dir.path, page.path))
 
 
-#: Every component function, by step name (the word in ``gen-<g>-<step>``).
-FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (tracking, prepare, features, train, sample, mix, pool, evaluate,
-                                                            collect, report)}
+#: Every component function, by step name (the word in the task names ``gen-<g>-<step>``).
+FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (prepare, features, mix, pool, train, sample, evaluate,
+                                                            handoff, report)}
 
 
 def build_components(image: str) -> Dict[str, Callable]:

@@ -2,8 +2,12 @@
 
 ``cluster``   :class:`ClusterConfig` (the ``cluster:`` section of an experiment YAML) and
               :func:`load_pipeline_config`
-``pipeline``  :func:`build_pipeline` / :func:`compile_pipeline`: the loop unrolled into KFP tasks
-``client``    :func:`submit`: compile and start a run through ``kfp.Client``
+``pipeline``  the four kinds of KFP run of an experiment (data, generation 0, chain window, report)
+``runs``      which runs an experiment takes, what each is given, what can start next (pure)
+``budget``    the size of a run on the backend, estimated from its package, against the limits
+``packages``  :func:`compile_experiment`: every package, the window size, ``runs.json``
+``submit``    :func:`run_experiment`: start the runs in order and wait (KFP API or ``kfp.local``)
+``client``    the ``kfp.Client`` with the SDK's authentication, and a reachability check
 ``errors``    :class:`PipelineError` and its subclasses (``ValueError``)
 
 :func:`cli_compile` and :func:`cli_submit` are what ``autophagy pipeline compile|submit`` call;
@@ -22,9 +26,10 @@ from autophagy.pipelines.errors import PipelineConfigError, PipelineError, Pipel
 _LAZY = {
     "ClusterConfig": "cluster", "Resources": "cluster", "Toleration": "cluster", "load_pipeline_config": "cluster",
     "cluster_from_dict": "cluster",
-    "build_pipeline": "pipeline", "compile_pipeline": "pipeline", "expected_tasks": "pipeline",
-    "pipeline_name": "pipeline",
-    "submit": "client", "check_reachable": "client", "make_client": "client",
+    "compile_experiment": "packages", "compile_run": "packages", "choose_window": "packages",
+    "next_runs": "runs", "arguments": "runs", "KfpRun": "runs",
+    "run_experiment": "submit", "KfpBackend": "submit", "LocalBackend": "submit",
+    "check_reachable": "client", "make_client": "client",
 }
 
 
@@ -48,48 +53,75 @@ def _require_kfp() -> None:
 
 def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: str | Path,
                 image: str | None = None) -> str:
-    """``autophagy pipeline compile``: compile the config's pipeline to ``out``; returns the summary line."""
-    from autophagy.components.image import ImageError
+    """``autophagy pipeline compile``: every package of the config's runs into the folder ``out``; the summary."""
+    from autophagy.components.image import ImageError, resolve_image
     from autophagy.pipelines.cluster import load_pipeline_config
-    from autophagy.pipelines.pipeline import compile_pipeline
+    from autophagy.pipelines.packages import compile_experiment
 
     cfg, cluster = load_pipeline_config(config_path, overrides)
     _require_kfp()
     try:
-        info = compile_pipeline(cfg, out, cluster, image=image)
+        info = compile_experiment(cfg, cluster, resolve_image(image or cluster.image), out)
     except ImageError as err:
         raise _image_error(err) from None
-    return (f"compiled {info['path']} ({info['bytes'] / 1024:.1f} KiB, {info['compile_seconds']:.2f} s): pipeline "
-            f"{info['pipeline_name']}, {info['task_definitions']} task definitions, {info['task_runs']} task runs "
-            f"({len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x {cfg.loop.generations} generations "
-            f"after generation 0), image {info['image']}" + _notes(cfg))
-
-
-def _notes(cfg: Any) -> str:
-    if cfg.loop.stop_on_collapse:
-        return ("\nnote: loop.stop_on_collapse: generation g of a chain waits for the evaluation of g - 1; once a chain "
-                "collapses, its later tasks only mark their outputs stopped (their pods still start)")
-    return ""
+    lines = [f"compiled {len(info['packages'])} packages into {out} in {info['compile_seconds']:.1f} s: "
+             f"{info['runs']} KFP runs for {len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x "
+             f"{cfg.loop.generations} generations, at most {info['window']} generations per chain run; image {info['image']}"]
+    for package in info["packages"]:
+        lines.append(f"  {Path(package['path']).name}: Workflow ~{package['workflow_bytes'] / 1024:.0f} KiB at submit, "
+                     f"largest argument ~{package['argument_bytes'] / 1024:.0f} KiB, {package['nodes']} nodes, "
+                     f"~{package['status_bytes'] / 1024:.0f} KiB at the end")
+    return "\n".join(lines)
 
 
 def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequence[str],
-               experiment: str | None = None, run_name: str | None = None, image: str | None = None,
-               namespace: str | None = None, token_path: str | None = None, timeout: float = 10.0) -> str:
-    """``autophagy pipeline submit``: compile and start a run on the KFP API at ``host``; returns the summary."""
-    from autophagy.components.image import ImageError
+               experiment: str | None = None, image: str | None = None, namespace: str | None = None,
+               token_path: str | None = None, timeout: float = 10.0, local_root: str | Path | None = None,
+               poll_seconds: float = 30.0, log=print) -> str:
+    """``autophagy pipeline submit``: run the experiment as KFP runs on the API at ``host`` (or under
+    ``kfp.local`` in ``local_root``), waiting until its report exists; returns the summary."""
+    import os
+    import tempfile
+
+    from autophagy.components.image import ImageError, resolve_image
+    from autophagy.pipelines.client import HOST_ENV, check_reachable, make_client
     from autophagy.pipelines.cluster import load_pipeline_config
-    from autophagy.pipelines.client import submit
+    from autophagy.pipelines.packages import choose_window, compile_run
+    from autophagy.pipelines.submit import KfpBackend, LocalBackend, run_experiment
 
     cfg, cluster = load_pipeline_config(config_path, overrides)
     _require_kfp()
     try:
-        run = submit(host, cfg, cluster, experiment=experiment, run_name=run_name, image=image, namespace=namespace,
-                     token_path=token_path, timeout=timeout)
+        image = resolve_image(image or cluster.image)
     except ImageError as err:
         raise _image_error(err) from None
-    return (f"submitted run {run['run_name']} ({run['run_id']}) to {run['host']}, KFP experiment {run['experiment']}, "
-            f"service account {run['service_account'] or '(namespace default)'}, image {run['image']}\n{run['url']}"
-            + _notes(cfg))
+    with tempfile.TemporaryDirectory(prefix="autophagy-packages-") as packages:
+        if local_root is not None:
+            backend = LocalBackend(local_root)
+            where = f"kfp.local in {local_root}"
+        else:
+            host = (host or os.environ.get(HOST_ENV) or "").strip()
+            if not host:
+                raise PipelineSubmitError(f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV} (or --local DIR)")
+            check_reachable(host, timeout)
+            backend = KfpBackend(make_client(host, namespace, token_path=token_path), experiment or cfg.name, namespace,
+                                 cluster.service_account)
+            where = host
+        window = choose_window(cfg, cluster, image, Path(packages))
+        compiled: dict[str, Path] = {}
+
+        def package_for(run):
+            from autophagy.pipelines.packages import package_name
+
+            name = package_name(run)
+            if name not in compiled:
+                compiled[name] = compile_run(cfg, cluster, image, run, packages)
+            return compiled[name]
+
+        log(f"{cfg.name}: at most {window} generations per chain run, on {where}")
+        progress = run_experiment(cfg, cluster, backend, package_for, window, log=log, poll_seconds=poll_seconds)
+    return (f"{cfg.name}: {len(progress.finished)} KFP runs finished ({len(progress.started)} started) on {where}; "
+            "the report is on the MLflow parent run (artifact report/)")
 
 
 __all__ = ["PipelineError", "PipelineConfigError", "PipelineSubmitError", "cli_compile", "cli_submit", *_LAZY]

@@ -16,8 +16,10 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       node_selector: {nvidia.com/gpu.present: "true"}
       tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
       gpu_steps: [train, sample, evaluate]
-      retries: 3
-      parallelism: 4            # lambda chains of a seed at once (0: no limit)
+      retries: 3                # Argo retries of a failed pod (each resumes from the durable scratch state)
+      run_retries: 2            # resubmissions of a failed KFP run (a pod lost with its node is not retried by Argo)
+      parallelism: 8            # KFP runs in flight at once (0: no limit)
+      window: null              # generations per chain run (null: as many as fit the backend's limits)
       gpu_resources: {cpu_request: "4", memory_request: 16G, memory_limit: 32G}
 
 Overrides use the same ``-S`` syntax: ``-S cluster.retries=5 -S cluster.parallelism=2``.
@@ -34,7 +36,7 @@ from autophagy.config import ConfigError, ExperimentConfig, apply_override, buil
 from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
-STEPS = ("tracking", "prepare", "features", "train", "sample", "mix", "pool", "evaluate", "collect", "report")
+STEPS = ("prepare", "features", "mix", "pool", "train", "sample", "evaluate", "handoff", "report")
 #: The ConfigMap keys of ``autophagy-tracking`` (k8s/components/pipeline-access) passed as env.
 TRACKING_CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                             "MLFLOW_HTTP_REQUEST_TIMEOUT", "DVC_NO_ANALYTICS")
@@ -43,6 +45,9 @@ TRACKING_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # kfp's own checks (PipelineTask.set_cpu_*)
 _MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # PipelineTask.set_memory_*
 _DURATION = re.compile(r"^[0-9]+s$")  # set_retry backoff durations
+#: The time allowed for one attempt of a task without ``timeout_seconds`` when deriving the retry
+#: window: a GPU generation can take days; Argo needs a finite window to give retry pods a deadline.
+UNBOUNDED_ATTEMPT_SECONDS = 14 * 24 * 3600
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -110,14 +115,24 @@ class ClusterConfig:
     cpu_resources: Resources = Resources()
     gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
     step_resources: Mapping[str, Resources] = field(default_factory=dict)  # per-step overrides
-    retries: int = 3  # spot/preempted GPU nodes
+    # Argo retries of a failed pod. Argo counts backoff_max_duration from the first attempt and makes
+    # it every retry pod's deadline, so it is derived (retry_window_seconds), never set by hand; the
+    # backoff factor is an integer (Argo parses it as one, at retry time).
+    retries: int = 3
     backoff_duration: str = "60s"
-    backoff_factor: float = 2.0
-    backoff_max_duration: str = "3600s"
-    parallelism: int = 0  # lambda chains of one seed at once (0: no limit)
-    seed_parallelism: int = 0  # seeds at once (0: no limit); chains at once <= parallelism * seed_parallelism
+    backoff_factor: int = 2
+    # A pod lost with its node (preemption, eviction) ends in Error, which KFP's retry policy does not
+    # retry: ``autophagy pipeline submit`` resubmits the failed KFP run instead, up to run_retries
+    # times; KFP's cache skips the finished tasks and train resumes from its durable scratch state.
+    run_retries: int = 2
+    parallelism: int = 8  # KFP runs in flight at once (chains, seeds); 0: no limit
+    window: int | None = None  # generations per chain run; None: as many as fit the backend (pipelines.budget)
     caching: bool = True
-    timeout_seconds: int | None = None  # per task (kfp.kubernetes.set_timeout); None: no limit
+    timeout_seconds: int | None = None  # per task attempt (kfp.kubernetes.set_timeout); None: no limit
+    # The PVC (ReadWriteMany; k8s/components/pipeline-access) where train keeps its resumable state,
+    # so that a retried pod on another node continues the generation; None: state in the pod only.
+    scratch_pvc: str | None = "autophagy-scratch"
+    scratch_mount_path: str = "/var/lib/autophagy/scratch"
     tracking_config_map: str = "autophagy-tracking"
     tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
     tracking_secret: str = "autophagy-tracking-credentials"
@@ -157,14 +172,18 @@ class ClusterConfig:
             resources.validate(f"cluster.step_resources.{step}")
         for i, toleration in enumerate(self.tolerations):
             toleration.validate(f"cluster.tolerations[{i}]")
-        for name in ("retries", "parallelism", "seed_parallelism"):
+        for name in ("retries", "run_retries", "parallelism"):
             if getattr(self, name) < 0:
                 raise PipelineConfigError(f"cluster.{name} must be an integer >= 0, got {getattr(self, name)}")
-        for name in ("backoff_duration", "backoff_max_duration"):
-            if not _DURATION.match(getattr(self, name)):
-                raise PipelineConfigError(f"cluster.{name} must be whole seconds like 60s, got {getattr(self, name)!r}")
-        if not self.backoff_factor >= 1:
-            raise PipelineConfigError(f"cluster.backoff_factor must be >= 1, got {self.backoff_factor}")
+        if not _DURATION.match(self.backoff_duration):
+            raise PipelineConfigError(f"cluster.backoff_duration must be whole seconds like 60s, got {self.backoff_duration!r}")
+        if isinstance(self.backoff_factor, bool) or not isinstance(self.backoff_factor, int) or self.backoff_factor < 1:
+            raise PipelineConfigError(f"cluster.backoff_factor must be an integer >= 1 (Argo reads it as an integer), "
+                                      f"got {self.backoff_factor!r}")
+        if self.window is not None and self.window < 1:
+            raise PipelineConfigError(f"cluster.window must be an integer >= 1 or null, got {self.window}")
+        if self.scratch_pvc is not None and not self.scratch_mount_path.startswith("/"):
+            raise PipelineConfigError(f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}")
         if self.timeout_seconds is not None and self.timeout_seconds < 1:
             raise PipelineConfigError(f"cluster.timeout_seconds must be >= 1 or null, got {self.timeout_seconds}")
         for key, value in {**self.node_selector, **self.pod_labels}.items():
@@ -180,6 +199,17 @@ class ClusterConfig:
         if step == "train" and self.gpus_per_train > 1:
             return self.gpus_per_train
         return self.accelerator_limit
+
+    @property
+    def retry_window_seconds(self) -> int:
+        """Argo's ``backoff.maxDuration`` for a task: long enough for every configured attempt to run
+        to completion (each attempt ``timeout_seconds``, or :data:`UNBOUNDED_ATTEMPT_SECONDS` without a
+        timeout) plus the backoff waits between them. Argo counts it from the first attempt's start
+        and gives every retry pod that deadline (argo-workflows v4.0.5, ``processNodeRetries``)."""
+        attempt = self.timeout_seconds or UNBOUNDED_ATTEMPT_SECONDS
+        base = int(self.backoff_duration[:-1])
+        waits = sum(base * self.backoff_factor ** i for i in range(self.retries))
+        return (self.retries + 1) * attempt + waits
 
     def resources_of(self, step: str) -> Resources:
         if step in self.step_resources:

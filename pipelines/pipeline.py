@@ -1,111 +1,90 @@
-"""The self-consuming loop as one Kubeflow pipeline (KFP v2), unrolled at compile time.
+"""The Kubeflow pipelines of one experiment: four kinds of KFP run, each small enough for the backend.
 
-Structure (``G = loop.generations``; every task is named ``gen-<g>-<step>``)::
+Argo keeps a workflow's spec and the status of every node it ran in one object capped at 1 MiB, and
+hands each DAG's spec to its driver pod as one argument; an experiment of any size therefore runs
+as many small KFP runs (``autophagy.pipelines.runs`` plans them, ``autophagy.pipelines.submit``
+starts them one after the other and passes artifacts on):
 
-    gen-0-tracking    MLflow parent run + one child run per (lambda, seed), before any task that logs
-    gen-0-prepare     real train/test sets                      } once per experiment
-    gen-0-features    the feature extractor of the metrics      }
-    ParallelFor seed in loop.seeds  (parallelism = cluster.seed_parallelism)
-        [gen-0-mix] -> gen-0-train -> gen-0-sample -> gen-0-evaluate      once per seed, shared by every lambda
-        ParallelFor {"lam": ...} in loop.lambdas  (parallelism = cluster.parallelism)
-            for g in 1..G (unrolled):
-                [gen-g-pool] -> gen-g-mix -> gen-g-train (init: model g-1) -> gen-g-sample -> gen-g-evaluate
-        gen-G-collect     the run-layout fragments of the seed's chains (dsl.Collected)
-    gen-G-report      report over every lambda, seed and generation (dsl.Collected), logged to MLflow
+``data``        ``gen-0-prepare``, ``gen-0-features``, ``handoff``                 once per experiment
+``generation-0``  imports the data; ``[gen-0-mix]``, ``gen-0-train``, ``gen-0-sample``,
+                ``gen-0-evaluate``, ``handoff``                                     once per seed
+``chain``       imports the data and generation ``first - 1`` of one (lambda, seed) chain;
+                ``[gen-g-pool]``, ``gen-g-mix``, ``gen-g-train``, ``gen-g-sample``, ``gen-g-evaluate``
+                for g in a window ``first .. last`` (unrolled), ``handoff``          per chain and window
+``report``      imports every chain's run-layout fragment; ``report``, ``handoff``   once per experiment
 
-This is the recursion of :func:`autophagy.loop.run_experiment`, step for step: generation 0
-trains on D_real and draws ``samples_per_generation`` samples, which every lambda's
-generation 1 mixes; generation g fine-tunes the model of g-1 on its mix; each evaluation gets
-the collapse verdict of :mod:`autophagy.collapse`. Every ``loop.strategy`` runs:
+What each generation runs and from which inputs is :func:`autophagy.plan.generation_plan`; how
+many samples it draws (:func:`autophagy.plan.samples_to_draw`) arrives as the parameter
+``n_samples``. Every pipeline takes the options of each step as one JSON parameter per step
+(``options_train`` ...; :mod:`autophagy.step_config`), so the config is passed once and a task's
+cache key covers only what its step reads; where to log (experiment name, tracking switches, the
+chains, the config key of the MLflow parent run) is an environment variable of the pods, outside
+the cache keys. Pipeline names do not include the experiment: KFP looks up its cache per pipeline
+name, so a task with the same inputs is reused across experiments and windows.
 
-* ``replace`` / ``fully-synthetic``: the mix takes the real set and the samples of g-1;
-* ``accumulate`` / ``accumulate-subsample``: ``gen-g-pool`` adds the samples of g-1 to the pool of
-  g-1 (a new artifact per generation: artifacts are immutable), and the mix takes the pool;
-* ``fresh-real``: the prepared training set is the pool; every mix draws its generation's n real
-  items from it (``gen-0-mix`` draws generation 0's), with the local loop's seeds.
-
-``loop.stop_on_collapse``: the graph is fixed at compile time, so from generation 2 on every task
-of a chain also takes the chain's history (``gen-(g-1)-evaluate``'s fragment) and, once it
-holds a collapsed generation, only marks its output stopped (see
-:mod:`autophagy.components.runtime`); the chain's run layout ends where the local loop's does.
-The price: generation g waits for the evaluation of g - 1, and the stopped tasks' pods still
-start (seconds each, instead of a generation's training and sampling).
-
-Why seeds -> lambdas are nested loops, not one flat lambda x seed loop: generation 0 is made
-once per seed and consumed by every lambda of that seed. An output made inside one
-``ParallelFor`` reaches another only through ``dsl.Collected``, and KFP 2.17.3 refuses to
-compile a ``Collected`` consumed inside another ``ParallelFor``; an outer-loop output consumed
-by an inner loop is the supported form. Fan-in is one level at a time (a ``Collected`` of a
-``Collected`` fails under ``kfp.local``), hence ``collect`` per seed, then ``report``.
+``handoff`` (never cached) records the URIs of what the next run needs on the MLflow parent run;
+``dsl.importer`` (``reimport=False``) brings them into the next run as the same artifacts, so
+their downstream tasks keep their cache keys.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotations as types.
-import re
-import time
-from collections import Counter
-from pathlib import Path
-from typing import Any, Callable
+import json
+from typing import Any, Callable, Dict, List
 
-from autophagy.config import ExperimentConfig, format_lambda
+from autophagy import plan
+from autophagy.config import ExperimentConfig
+from autophagy.layout import SCRATCH_ENV
+from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, to_json
+from autophagy.tracking import CONFIG_KEY_ENV, config_key
 
 from autophagy.pipelines.cluster import ClusterConfig
 
-
-def pipeline_name(cfg: ExperimentConfig) -> str:
-    """``autophagy-<experiment>``, in the lower-case DNS form KFP expects."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"autophagy-{cfg.name}".lower()).strip("-")[:128]
-
-
-def expected_tasks(cfg: ExperimentConfig) -> dict[str, int]:
-    """How many times each ``gen-<g>-<step>`` task runs in one pipeline run."""
-    seeds, lams, generations = len(cfg.loop.seeds), len(cfg.loop.lambdas), cfg.loop.generations
-    counts: Counter[str] = Counter({"gen-0-tracking": 1, "gen-0-prepare": 1, "gen-0-features": 1})
-    for step in generation_steps(cfg, 0):
-        counts[f"gen-0-{step}"] = seeds
-    for g in range(1, generations + 1):
-        for step in generation_steps(cfg, g):
-            counts[f"gen-{g}-{step}"] = seeds * lams
-    if generations > 0:
-        counts[f"gen-{generations}-collect"] = seeds
-    counts[f"gen-{generations}-report"] = 1
-    return dict(counts)
+#: KFP pipeline names, one per kind of run (the scope of KFP's cache).
+PIPELINE_NAMES = {"data": "autophagy-data", "generation-0": "autophagy-generation-0", "chain": "autophagy-chain",
+                  "report": "autophagy-report"}
 
 
-def generation_steps(cfg: ExperimentConfig, generation: int) -> tuple[str, ...]:
-    """The steps of one generation of one chain under ``cfg.loop.strategy``."""
-    strategy = cfg.loop.strategy
-    if generation == 0:
-        return (("mix",) if strategy == "fresh-real" else ()) + ("train", "sample", "evaluate")
-    return (("pool",) if strategy.startswith("accumulate") else ()) + ("mix", "train", "sample", "evaluate")
+class _Builder:
+    """Makes configured tasks of one experiment's pipelines."""
+
+    def __init__(self, cfg: ExperimentConfig, cluster: ClusterConfig, image: str):
+        from autophagy.components.ops import build_components
+
+        self.cfg, self.cluster = cfg, cluster
+        self.ops = build_components(image)
+        self.env = {BOOKKEEPING_ENV: to_json(bookkeeping(cfg)), CONFIG_KEY_ENV: config_key(cfg)}
+
+    def task(self, step: str, generation: int, /, **arguments: Any) -> Any:
+        if step == "train":
+            arguments["gpus"] = self.cluster.gpus_per_train
+        task = self.ops[step](**arguments)
+        return configure(task, f"gen-{generation}-{step}" if step not in ("handoff", "report") else step, step,
+                         self.cluster, self.env)
+
+    def importer(self, name: str, uri: Any, kind: str) -> Any:
+        from kfp import dsl
+
+        artifact_class = {"dataset": dsl.Dataset, "model": dsl.Model, "artifact": dsl.Artifact}[kind]
+        task = dsl.importer(artifact_uri=uri, artifact_class=artifact_class, reimport=False)
+        task.set_display_name(f"import-{name}")
+        return task.output
 
 
-def takes_history(cfg: ExperimentConfig, generation: int) -> bool:
-    """Whether generation ``generation``'s pool/mix/train/sample tasks take the chain's history:
-    with ``loop.stop_on_collapse``, from generation 2 on (generation 0 is never collapsed)."""
-    return cfg.loop.stop_on_collapse and generation >= 2
-
-
-def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) -> Any:
-    """Name, caching, retries, resources, scheduling and tracking env of one task."""
+def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, env: Dict[str, str]) -> Any:
+    """Name, caching, retries, resources, scheduling, env and durable scratch of one task."""
     from kfp import kubernetes
 
-    task.set_display_name(f"gen-{generation}-{step}")
-    # The tracking task is never cached: it is cheap, re-tags the MLflow runs with this KFP run's
-    # id and checks the server answers. Its output (the parent run id, found by the config's
-    # tags) is the same from run to run, so it does not defeat the caching of later tasks.
-    task.set_caching_options(cluster.caching and step != "tracking")
+    task.set_display_name(display_name)
+    # handoff is never cached: it records this run's URIs (cheap, and a cached one would record nothing).
+    task.set_caching_options(cluster.caching and step != "handoff")
     if cluster.retries > 0:
         task.set_retry(num_retries=cluster.retries, backoff_duration=cluster.backoff_duration,
-                       backoff_factor=cluster.backoff_factor, backoff_max_duration=cluster.backoff_max_duration)
+                       backoff_factor=float(cluster.backoff_factor),
+                       backoff_max_duration=f"{cluster.retry_window_seconds}s")
     resources = cluster.resources_of(step)
-    if resources.cpu_request:
-        task.set_cpu_request(resources.cpu_request)
-    if resources.cpu_limit:
-        task.set_cpu_limit(resources.cpu_limit)
-    if resources.memory_request:
-        task.set_memory_request(resources.memory_request)
-    if resources.memory_limit:
-        task.set_memory_limit(resources.memory_limit)
+    for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        if getattr(resources, name):
+            getattr(task, f"set_{name}")(getattr(resources, name))
     if step in cluster.gpu_steps:
         task.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.accelerator_limit_of(step))
         if step == "train" and cluster.gpus_per_train > 1:
@@ -117,12 +96,17 @@ def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) ->
         for toleration in cluster.tolerations:
             kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
                                       effect=toleration.effect, toleration_seconds=toleration.toleration_seconds)
+    if step == "train" and cluster.scratch_pvc:
+        kubernetes.mount_pvc(task, pvc_name=cluster.scratch_pvc, mount_path=cluster.scratch_mount_path)
+        task.set_env_variable(SCRATCH_ENV, cluster.scratch_mount_path)
+    for name, value in env.items():
+        task.set_env_variable(name, value)
     if cluster.tracking_config_map and cluster.tracking_config_map_keys:
         kubernetes.use_config_map_as_env(task, cluster.tracking_config_map,
                                          {key: key for key in cluster.tracking_config_map_keys})
     if cluster.tracking_secret and cluster.tracking_secret_keys:
         kubernetes.use_secret_as_env(task, cluster.tracking_secret, {key: key for key in cluster.tracking_secret_keys})
-    for key, value in {**cluster.pod_labels, "autophagy.io/step": step, "autophagy.io/generation": str(generation)}.items():
+    for key, value in {**cluster.pod_labels, "autophagy.io/step": step}.items():
         kubernetes.add_pod_label(task, key, value)
     if cluster.timeout_seconds:
         kubernetes.set_timeout(task, cluster.timeout_seconds)
@@ -131,117 +115,118 @@ def _configure(task: Any, generation: int, step: str, cluster: ClusterConfig) ->
     if cluster.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(cluster.image_pull_secrets))
     # The ServiceAccount cannot be set per task with kfp-kubernetes 2.17.3; it is set for the
-    # whole run at submit time (pipelines.submit: service_account=cluster.service_account).
+    # whole run at submit time (service_account=cluster.service_account).
     return task
 
 
-def build_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig | None = None, image: str | None = None) -> Callable:
-    """The KFP pipeline function of ``cfg`` (no parameters: everything is fixed at compile time).
-
-    Its output is the report task's run directory: ``<experiment>/`` in the ``runs/<experiment>``
-    layout of the local loop (every generation's ``metrics.json`` and sample grid,
-    ``config.json``, ``report/``).
-
-    ``image``: the project image for every component (default: ``cluster.image``, then
-    ``$AUTOPHAGY_IMAGE``, then :data:`autophagy.components.image.DEFAULT_IMAGE`).
-    """
+def data_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:
+    """The run that prepares the real data sets and the feature extractor of the metrics."""
     from kfp import dsl
 
-    from autophagy.components.image import resolve_image
-    from autophagy.components.ops import build_components
-    from autophagy.components.runtime import config_to_json
+    b = _Builder(cfg, cluster, image)
 
-    cluster = (cluster or ClusterConfig()).validate()
-    ops = build_components(resolve_image(image or cluster.image))
-    config = config_to_json(cfg)
-    seeds = list(cfg.loop.seeds)
-    lam_items = [{"lam": format_lambda(lam)} for lam in cfg.loop.lambdas]
-    generations = cfg.loop.generations
+    @dsl.pipeline(name=PIPELINE_NAMES["data"], description="autophagy: real train/test sets and the feature extractor")
+    def autophagy_data(handoff_key: str, options_prepare: str, options_features: str):
+        prepare = b.task("prepare", 0, options=options_prepare)
+        features = b.task("features", 0, options=options_features)
+        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+               real_train=prepare.outputs["train"], real_test=prepare.outputs["test"],
+               extractor=features.outputs["extractor"])
 
-    def task(step: str, gen: int, /, **arguments: Any) -> Any:
-        if step == "train":  # > 1: data-parallel under torchrun in the pod (autophagy.components.runtime.train)
-            arguments["gpus"] = cluster.gpus_per_train
-        return _configure(ops[step](**arguments), gen, step, cluster)
-
-    @dsl.pipeline(name=pipeline_name(cfg),
-                  description=f"autophagy self-consuming loop '{cfg.name}': lambdas {[i['lam'] for i in lam_items]}, "
-                              f"seeds {seeds}, {generations} generations after generation 0")
-    def autophagy_pipeline() -> dsl.Artifact:
-        tracking = task("tracking", 0, config=config, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        prepare = task("prepare", 0, config=config)
-        features = task("features", 0, config=config)
-        real_train, real_test = prepare.outputs["train"], prepare.outputs["test"]
-        extractor = features.outputs["extractor"]
-
-        with dsl.ParallelFor(items=seeds, parallelism=cluster.seed_parallelism, name="seeds") as seed:
-            train_set = real_train
-            if "mix" in generation_steps(cfg, 0):  # fresh-real: generation 0's own draw from the pool
-                train_set = task("mix", 0, config=config, real=real_train, generation=0, seed=seed,
-                                 lam="").outputs["train_set"]
-            train = task("train", 0, config=config, train_set=train_set, generation=0, seed=seed,
-                         lam="").after(tracking)
-            sample = task("sample", 0, config=config, model=train.outputs["model"], real_train=real_train,
-                          extractor=extractor, generation=0, seed=seed, lam="")
-            evaluate = task("evaluate", 0, config=config, samples=sample.outputs["samples"], real_train=real_train,
-                            real_test=real_test, extractor=extractor, generation=0, seed=seed,
-                            lam="").after(tracking)
-            seed_fragment = evaluate.outputs["history"]
-            if generations > 0:
-                with dsl.ParallelFor(items=lam_items, parallelism=cluster.parallelism, name="lambdas") as item:
-                    model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
-                    pooled = None
-                    for g in range(1, generations + 1):
-                        stop = {"history": history} if takes_history(cfg, g) else {}
-                        synthetic = samples
-                        if "pool" in generation_steps(cfg, g):
-                            previous = {} if pooled is None else {"previous": pooled}
-                            pooled = task("pool", g, samples=samples, generation=g, seed=seed, lam=item.lam,
-                                          **previous, **stop).outputs["pooled"]
-                            synthetic = pooled
-                        mix = task("mix", g, config=config, real=real_train, synthetic=synthetic, generation=g,
-                                   seed=seed, lam=item.lam, **stop)
-                        train_g = task("train", g, config=config, train_set=mix.outputs["train_set"], init=model,
-                                       generation=g, seed=seed, lam=item.lam, **stop).after(tracking)
-                        sample_g = task("sample", g, config=config, model=train_g.outputs["model"],
-                                        real_train=real_train, extractor=extractor, generation=g, seed=seed,
-                                        lam=item.lam, **stop)
-                        evaluate_g = task("evaluate", g, config=config, samples=sample_g.outputs["samples"],
-                                          real_train=real_train, real_test=real_test, extractor=extractor,
-                                          generation=g, seed=seed, lam=item.lam,
-                                          previous=history).after(tracking)
-                        model, samples, history = (train_g.outputs["model"], sample_g.outputs["samples"],
-                                                   evaluate_g.outputs["history"])
-                collect = task("collect", generations, fragments=dsl.Collected(history))
-                seed_fragment = collect.outputs["merged"]
-        report = task("report", generations, config=config,
-                      fragments=dsl.Collected(seed_fragment)).after(tracking)
-        return report.outputs["run_dir"]  # the run directory: every generation's metrics.json + report/
-
-    return autophagy_pipeline
+    return autophagy_data
 
 
-def compile_pipeline(cfg: ExperimentConfig, out_path: str | Path, cluster: ClusterConfig | None = None,
-                     image: str | None = None) -> dict[str, Any]:
-    """Compile ``cfg``'s pipeline to ``out_path`` (YAML); returns what was written and how big it is."""
-    from kfp import compiler
+def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:
+    """The run of one seed's generation 0, shared by every lambda of that seed."""
+    from kfp import dsl
 
-    from autophagy.components.image import resolve_image
+    b = _Builder(cfg, cluster, image)
+    step = plan.generation_plan(cfg, None, 0, 0)
 
-    cluster = (cluster or ClusterConfig()).validate()
-    image = resolve_image(image or cluster.image)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    compiler.Compiler().compile(build_pipeline(cfg, cluster, image), package_path=str(out_path))
-    seconds = time.perf_counter() - started
-    counts = expected_tasks(cfg)
-    return {
-        "path": str(out_path),
-        "bytes": out_path.stat().st_size,
-        "compile_seconds": seconds,
-        "image": image,
-        "pipeline_name": pipeline_name(cfg),
-        "task_definitions": len(counts),  # one definition per gen-<g>-<step> name
-        "task_runs": sum(counts.values()),
-        "task_runs_by_name": counts,
-    }
+    @dsl.pipeline(name=PIPELINE_NAMES["generation-0"], description="autophagy: generation 0 of one seed")
+    def autophagy_generation_0(handoff_key: str, options_mix: str, options_train: str, options_sample: str,
+                               options_evaluate: str, seed: int, n_samples: int, real_train_uri: str,
+                               real_test_uri: str, extractor_uri: str):
+        real_train = b.importer("real-train", real_train_uri, "dataset")
+        real_test = b.importer("real-test", real_test_uri, "dataset")
+        extractor = b.importer("extractor", extractor_uri, "artifact")
+        train_set = real_train
+        if "mix" in step.steps:  # fresh-real: generation 0 trains on its own draw from the pool
+            train_set = b.task("mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="",
+                               fresh_real=True).outputs["train_set"]
+        train = b.task("train", 0, options=options_train, train_set=train_set, generation=0, seed=seed, lam="")
+        sample = b.task("sample", 0, options=options_sample, model=train.outputs["model"], real_train=real_train,
+                        extractor=extractor, generation=0, seed=seed, n=n_samples, lam="")
+        evaluate = b.task("evaluate", 0, options=options_evaluate, samples=sample.outputs["samples"],
+                          real_train=real_train, real_test=real_test, extractor=extractor, generation=0, seed=seed,
+                          lam="")
+        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
+               samples=sample.outputs["samples"], history=evaluate.outputs["history"])
+
+    return autophagy_generation_0
+
+
+def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, first: int, last: int) -> Callable:
+    """The run of generations ``first .. last`` of one (lambda, seed) chain (the same for every chain:
+    lambda, seed and what generation ``first - 1`` left are parameters)."""
+    from kfp import dsl
+
+    b = _Builder(cfg, cluster, image)
+    # How a generation is wired does not depend on its chain: plan it for the first chain.
+    steps = [plan.generation_plan(cfg, cfg.loop.lambdas[0], cfg.loop.seeds[0], g) for g in range(first, last + 1)]
+    takes_pool = steps[0].pooled and first > 1
+
+    @dsl.pipeline(name=PIPELINE_NAMES["chain"],
+                  description=f"autophagy: generations {first}..{last} of one (lambda, seed) chain")
+    def autophagy_chain(handoff_key: str, options_mix: str, options_train: str, options_sample: str,
+                        options_evaluate: str, lam: str, seed: int, n_samples: int, real_train_uri: str,
+                        real_test_uri: str, extractor_uri: str, model_uri: str, samples_uri: str, history_uri: str,
+                        pooled_uri: str = ""):
+        real_train = b.importer("real-train", real_train_uri, "dataset")
+        real_test = b.importer("real-test", real_test_uri, "dataset")
+        extractor = b.importer("extractor", extractor_uri, "artifact")
+        model = b.importer("model", model_uri, "model")
+        samples = b.importer("samples", samples_uri, "dataset")
+        history = b.importer("history", history_uri, "artifact")
+        pooled = b.importer("pool", pooled_uri, "dataset") if takes_pool else None
+        for step in steps:
+            g = step.generation
+            chain = {"generation": g, "seed": seed, "lam": lam}
+            stop = {"history": history} if step.stoppable else {}
+            synthetic = samples
+            if step.pooled:
+                previous = {} if pooled is None else {"previous": pooled}
+                pooled = b.task("pool", g, samples=samples, **previous, **chain, **stop).outputs["pooled"]
+                synthetic = pooled
+            mix = b.task("mix", g, options=options_mix, real=real_train, synthetic=synthetic, fresh_real=step.fresh_real,
+                         **chain, **stop)
+            init = {"init": model} if step.init_from is not None else {}
+            train = b.task("train", g, options=options_train, train_set=mix.outputs["train_set"], **init, **chain, **stop)
+            sample = b.task("sample", g, options=options_sample, model=train.outputs["model"], real_train=real_train,
+                            extractor=extractor, n=n_samples, **chain, **stop)
+            evaluate = b.task("evaluate", g, options=options_evaluate, samples=sample.outputs["samples"],
+                              real_train=real_train, real_test=real_test, extractor=extractor, previous=history,
+                              **chain)
+            model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
+        kept = {"pooled": pooled} if pooled is not None else {}
+        b.task("handoff", last, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
+               samples=samples, history=history, **kept)
+
+    return autophagy_chain
+
+
+def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:
+    """The run that merges every chain's run-layout fragment into ``runs/<experiment>`` and reports."""
+    from kfp import dsl
+
+    b = _Builder(cfg, cluster, image)
+
+    @dsl.pipeline(name=PIPELINE_NAMES["report"], description="autophagy: report over every lambda, seed and generation")
+    def autophagy_report(handoff_key: str, config: str, fragment_uris: List[str]):
+        with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
+            fragment = b.importer("fragment", uri, "artifact")
+        report = b.task("report", 0, config=config, fragments=dsl.Collected(fragment))
+        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+               run_dir=report.outputs["run_dir"])
+
+    return autophagy_report

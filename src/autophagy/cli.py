@@ -58,7 +58,14 @@ def cmd_train(args):
     from autophagy.distributed import is_main_process
     from autophagy.stages import train
 
-    result = train.run(_config(args), args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init)
+    if args.step_options is not None:  # a Kubeflow train task's ranks (autophagy.distributed.run_train_under_torchrun)
+        from autophagy.step_config import BOOKKEEPING_ENV, config_for_step
+
+        cfg = config_for_step("train", json.loads(args.step_options.read_text()),
+                              json.loads(os.environ.get(BOOKKEEPING_ENV) or "{}"))
+    else:
+        cfg = _config(args)
+    result = train.run(cfg, args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init)
     if is_main_process():  # under torchrun every rank returns the same result: rank 0 reports it
         if args.result is not None:
             from autophagy import atomic
@@ -166,8 +173,9 @@ def cmd_pipeline_compile(args):
 def cmd_pipeline_submit(args):
     from autophagy.pipelines import cli_submit
 
-    print(cli_submit(args.host, args.config, args.set, experiment=args.experiment, run_name=args.run_name,
-                     image=args.image, namespace=args.namespace, token_path=args.token_path, timeout=args.timeout))
+    print(cli_submit(args.host, args.config, args.set, experiment=args.experiment, image=args.image,
+                     namespace=args.namespace, token_path=args.token_path, timeout=args.timeout,
+                     local_root=args.local, poll_seconds=args.poll_seconds, log=lambda line: print(line, flush=True)))
 
 
 # ------------------------------------------------------------------ parser
@@ -198,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", default=None, help="lambda of the chain (omit for generation 0)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous generation")
     p.add_argument("--result", type=Path, default=None, help="also write the result (JSON) here")
+    p.add_argument("--step-options", type=Path, default=None,
+                   help="instead of --config: the train step's options as JSON (what a Kubeflow task receives)")
     p = command("sample", cmd_sample, "draw a synthetic data set from a checkpoint")
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -260,12 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(func=func)
         return q
 
-    q = pipeline_command("compile", cmd_pipeline_compile, "compile the pipeline into a KFP package (YAML)")
-    q.add_argument("-o", "--out", type=Path, default=Path("pipeline.yaml"), help="default: pipeline.yaml")
-    q = pipeline_command("submit", cmd_pipeline_submit, "compile the pipeline and start a run on Kubeflow Pipelines")
+    q = pipeline_command("compile", cmd_pipeline_compile,
+                         "compile the experiment's KFP runs into packages (YAML) sized to the backend's limits")
+    q.add_argument("-o", "--out", type=Path, default=Path("pipelines-out"),
+                   help="folder for the packages and runs.json (default: pipelines-out)")
+    q = pipeline_command("submit", cmd_pipeline_submit,
+                         "run the experiment on Kubeflow Pipelines as a sequence of KFP runs, and wait for it")
     q.add_argument("--host", default=None, help="KFP API URL, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT)")
+    q.add_argument("--local", type=Path, default=None, metavar="DIR",
+                   help="run the same packages under kfp.local on this machine, with DIR as the pipeline root")
     q.add_argument("--experiment", default=None, help="KFP experiment (default: the config's name)")
-    q.add_argument("--run-name", default=None, help="default: autophagy-<name>-<timestamp>")
+    q.add_argument("--poll-seconds", type=float, default=30.0, help="how often to ask KFP about runs in flight (default: 30)")
     q.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
     q.add_argument("--token-path", default=None,
                    help="file holding a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH)")

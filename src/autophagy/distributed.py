@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 #: How long a rank waits at a barrier or collective (rank 0 may be uploading a checkpoint to MLflow).
 TIMEOUT = datetime.timedelta(hours=1)
@@ -110,3 +116,41 @@ def process_group(device: str) -> Iterator[Group]:
         yield Group(dist.get_rank(), dist.get_world_size())
     finally:
         dist.destroy_process_group()
+
+
+def torchrun_train_command(options_path: str | Path, train_set: str, out_dir: str, generation: int, seed: int,
+                           lam: str, init: str | None, nproc: int, result_path: str | Path) -> list[str]:
+    """The command line of a data-parallel train stage on one machine or pod (``python -m
+    torch.distributed.run`` is ``torchrun``; ``--standalone``: a rendezvous on localhost).
+    ``options_path``: the train step's options (:func:`autophagy.step_config.step_options`, JSON)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "autophagy.cli", "train", "--step-options", str(options_path), "--train-set", str(train_set),
+               "--out", str(out_dir), "--generation", str(generation), "--seed", str(seed),
+               "--result", str(result_path)]
+    if lam:
+        command += ["--lam", lam]
+    if init:
+        command += ["--init", str(init)]
+    return command
+
+
+def run_train_under_torchrun(options_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str,
+                             init: str | None, nproc: int) -> dict[str, Any]:
+    """Run ``autophagy train`` over ``nproc`` processes of this machine; return rank 0's result.
+
+    The ranks get the train step's options as a file and the bookkeeping through the inherited
+    environment (:mod:`autophagy.step_config`).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=".torchrun-", dir=Path(out_dir).parent))
+    try:
+        options_path, result_path = scratch / "options.json", scratch / "result.json"
+        options_path.write_text(options_json)
+        command = torchrun_train_command(options_path, train_set, out_dir, generation, seed, lam, init, nproc, result_path)
+        print("+ " + " ".join(command), flush=True)
+        returncode = subprocess.run(command, check=False).returncode
+        if returncode != 0:
+            raise RuntimeError(f"data-parallel training over {nproc} processes failed (torchrun exit code {returncode}); "
+                               "the ranks' errors are in the log above")
+        return json.loads(result_path.read_text())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,12 +1,8 @@
 """The whole self-consuming recursion in one process (Bertrand et al. 2024, Alg. 1).
 
 For each seed: generation 0 is trained on D_real, sampled and evaluated once, and shared by every
-lambda. Then for each lambda and generation t = 1..G:
-
-    mix:      D_t per loop.strategy; replace (the paper): D_real ∪ {floor(lambda n) fresh samples of t-1}
-    train:    theta_t = fine-tune theta_{t-1} on D_t (or retrain from scratch)
-    sample:   max(n_eval, floor(lambda n)) samples of theta_t (evaluation and generation t+1)
-    evaluate: metrics of theta_t's samples against the real train/test sets
+lambda; then each (lambda, seed) chain runs generations 1..G. What a generation does is decided by
+:func:`autophagy.plan.generation_plan`; this module only carries it out on the run layout.
 
 :func:`run_generation` is one generation (the DVC stage calls it); :func:`run_experiment` is
 the grid. A generation whose ``metrics.json`` exists is complete and skipped, so an
@@ -20,25 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from autophagy import atomic, collapse
-from autophagy.config import ExperimentConfig, format_lambda, to_dict
+from autophagy import atomic, plan
+from autophagy.config import ExperimentConfig, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
-from autophagy.data.mixing import synthetic_count
 from autophagy.data.strategies import fresh_real_draw
 from autophagy.layout import RunLayout
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
-from autophagy.tracking import open_tracker
 
 Log = Callable[[str], None]
-
-
-def samples_per_generation(cfg: ExperimentConfig, n_real: int, lam: float | None) -> int:
-    """Rows to sample from a generation: enough to evaluate it and to feed the next one.
-
-    ``lam`` None (generation 0, shared) takes the largest need over ``loop.lambdas``.
-    """
-    lams = cfg.loop.lambdas if lam is None else (lam,)
-    return max([cfg.sample.n_eval] + [synthetic_count(x, n_real) for x in lams])
 
 
 def is_complete(directory: Path) -> bool:
@@ -60,74 +45,39 @@ def ensure_prepared(cfg: ExperimentConfig, layout: RunLayout, log: Log = print) 
 
 def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, seed: int, generation: int,
                    log: Log = print) -> dict[str, Any]:
-    """Run one generation (mix, train, sample, evaluate); ``lam`` is None for generation 0."""
+    """Run one generation as :func:`autophagy.plan.generation_plan` decides; ``lam`` is None for generation 0."""
+    step = plan.generation_plan(cfg, lam, seed, generation)
     out = layout.generation(lam, seed, generation)
     if is_complete(out):
-        log(f"{_label(lam, seed, generation)}: complete, skipped")
+        log(f"{step.label}: complete, skipped")
         return {}
     started = time.perf_counter()
-    n_real = real_size(cfg, layout.real_train)
+    n_real = plan.real_items(cfg, open_dataset(layout.real_train, verify_hash=False).rows)
     results: dict[str, Any] = {}
-    real = real_for_generation(cfg, layout, out, seed, generation)
-    if generation == 0:
-        train_set, init = real, None
-    else:
-        previous = layout.generation(lam, seed, generation - 1)
+    real = layout.real_train
+    if step.fresh_real:
+        real = fresh_real_draw(open_dataset(layout.real_train), cfg.data.n_train, out / "real_set", seed, generation).path
+    train_set = real
+    if "mix" in step.steps and generation > 0:
         train_set = out / "train_set"
-        results.update(mix.run(cfg, real, synthetic_history(cfg, layout, lam, seed, generation), lam, train_set,
-                               generation, seed))
-        init = previous / "model"
+        synthetic = [layout.generation(lam, seed, g) / "samples" for g in step.synthetic_from]
+        results.update(mix.run(cfg, real, synthetic, lam, train_set, generation, seed))
+    init = None if step.init_from is None else layout.generation(lam, seed, step.init_from) / "model"
     results.update(train.run(cfg, train_set, out / "model", generation, seed, lam=lam, init=init))
-    results.update(sample.run(cfg, out / "model", out / "samples", samples_per_generation(cfg, n_real, lam), seed, generation,
-                              features_dir=layout.features, real_dir=layout.real_train))
-    metrics = evaluate.run(cfg, out / "samples", {"train": layout.real_train, "test": layout.real_test},
-                           out / "metrics.json", layout.features, generation, seed, lam=lam,
-                           grid_path=out / "samples.png")
-    results.update(metrics)
-    if generation > 0:
-        results.update(mark_collapse(cfg, layout, lam, seed, generation, metrics))
-    log(f"{_label(lam, seed, generation)}: " + _summary(results) + f" ({time.perf_counter() - started:.1f} s)")
+    results.update(sample.run(cfg, out / "model", out / "samples", plan.samples_to_draw(cfg, n_real, lam), seed,
+                              generation, features_dir=layout.features, real_dir=layout.real_train))
+    against = {g: read_metrics(layout.generation(None if g == 0 else lam, seed, g)) for g in step.collapse_against}
+    results.update(evaluate.run(cfg, out / "samples", {"train": layout.real_train, "test": layout.real_test},
+                                out / "metrics.json", layout.features, generation, seed, lam=lam,
+                                grid_path=out / "samples.png", baseline=against.get(0),
+                                previous=against.get(generation - 1) if generation > 1 else None))
+    log(f"{step.label}: " + _summary(results) + f" ({time.perf_counter() - started:.1f} s)")
     return results
 
 
-def mark_collapse(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int,
-                   metrics: dict[str, Any]) -> dict[str, Any]:
-    """Add the collapse verdict to ``metrics.json`` and tag the MLflow run of a collapsed chain."""
-    baseline = json.loads((layout.generation(None, seed, 0) / "metrics.json").read_text())
-    previous = json.loads((layout.generation(lam, seed, generation - 1) / "metrics.json").read_text())
-    verdict = collapse.assess(cfg.loop, metrics, baseline, previous if generation > 1 else None)
-    if not verdict:
-        return {}
-    path = layout.generation(lam, seed, generation) / "metrics.json"
-    atomic.write_json(path, {**metrics, **verdict})
-    tracker = open_tracker(cfg)
-    if tracker is not None:
-        run_id = tracker.child_run(lam, seed)
-        tracker.log_generation(run_id, generation, {"collapse_factor": verdict["collapse_factor"]})
-        if verdict["collapsed"] and not previous.get("collapsed"):
-            tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})
-    return verdict
-
-
-def real_size(cfg: ExperimentConfig, real_train: str | Path) -> int:
-    """n, the real items a generation trains on: the real training set's rows, or for
-    ``fresh-real`` the ``data.n_train`` drawn from the (larger) pool each generation."""
-    return cfg.data.n_train if cfg.loop.strategy == "fresh-real" else open_dataset(real_train, verify_hash=False).rows
-
-
-def real_for_generation(cfg: ExperimentConfig, layout: RunLayout, out: Path, seed: int, generation: int) -> Path:
-    """The real data of a generation: the fixed D_real, or for ``fresh-real`` a new draw from the pool."""
-    if cfg.loop.strategy != "fresh-real":
-        return layout.real_train
-    pool = open_dataset(layout.real_train)
-    return fresh_real_draw(pool, cfg.data.n_train, out / "real_set", seed, generation).path
-
-
-def synthetic_history(cfg: ExperimentConfig, layout: RunLayout, lam: float, seed: int, generation: int) -> list[Path]:
-    """Sample sets that feed generation ``generation``: the last one, or all of them (accumulate strategies)."""
-    if cfg.loop.strategy.startswith("accumulate"):
-        return [layout.generation(lam, seed, g) / "samples" for g in range(generation)]
-    return [layout.generation(lam, seed, generation - 1) / "samples"]
+def read_metrics(directory: Path) -> dict[str, Any]:
+    """The ``metrics.json`` of the generation in ``directory``."""
+    return json.loads((directory / "metrics.json").read_text())
 
 
 def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) -> RunLayout:
@@ -141,20 +91,11 @@ def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print) ->
         for lam in cfg.loop.lambdas:
             for generation in range(1, cfg.loop.generations + 1):
                 run_generation(cfg, layout, lam, seed, generation, log)
-                if cfg.loop.stop_on_collapse and is_collapsed(layout.generation(lam, seed, generation)):
-                    log(f"{_label(lam, seed, generation)}: collapsed, stopping this chain (loop.stop_on_collapse)")
+                if plan.stops_after(cfg, read_metrics(layout.generation(lam, seed, generation))):
+                    log(f"{plan.generation_plan(cfg, lam, seed, generation).label}: collapsed, stopping this chain "
+                        "(loop.stop_on_collapse)")
                     break
     return layout
-
-
-def is_collapsed(directory: Path) -> bool:
-    """Whether the generation in ``directory`` (its ``metrics.json``) is marked collapsed."""
-    return bool(json.loads((directory / "metrics.json").read_text()).get("collapsed"))
-
-
-def _label(lam: float | None, seed: int, generation: int) -> str:
-    lam_text = "shared" if lam is None else f"lambda={format_lambda(lam)}"
-    return f"gen-{generation:03d} seed={seed} {lam_text}"
 
 
 def _summary(metrics: dict[str, Any]) -> str:

@@ -12,16 +12,22 @@ of a seed) and writes to ``runs/<experiment>/report/``:
 * ``samples_across_generations.png``: each lambda's sample grids (or 2-D scatter plots) of the
   first seed at evenly spaced generations, one row per lambda (Bertrand et al. 2024, Fig. 1/4);
 * ``report.md``: the last generation per lambda as a markdown table, with the figures.
+
+For the Kubeflow UI, :func:`inline_images` and :func:`write_html` make self-contained pages
+(figures embedded as data URIs).
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -291,3 +297,28 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
         tracker.log_artifact(parent, out, "report")
     return {"markdown": str(out / "report.md"), "figures": [str(f) for f in figures], "summary": str(out / "summary.csv")}
 
+
+# ------------------------------------------------------------------ self-contained pages
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
+def write_html(path: str | Path, title: str, images: Sequence[Path], text: str = "") -> None:
+    """A self-contained HTML page (images embedded), which the KFP UI shows for HTML artifacts."""
+    body = "".join(f'<p><img src="{_data_uri(p)}" alt="{html.escape(p.name)}" style="image-rendering: pixelated; '
+                   f'width: 512px"></p>' for p in images)
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
+            f"<body><h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>{body}</body></html>")
+    Path(path).write_text(page)
+
+
+def inline_images(markdown: Path) -> str:
+    """``report.md`` with its ``![alt](file.png)`` figures embedded, so the page stands alone."""
+
+    def embed(match: re.Match) -> str:
+        image = markdown.parent / match.group(2)
+        return f"![{match.group(1)}]({_data_uri(image)})" if image.is_file() else match.group(0)
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", embed, markdown.read_text())

@@ -24,8 +24,11 @@ from typing import Any, Iterator, Mapping
 from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-PARENT_RUN_ENV = "AUTOPHAGY_PARENT_RUN_ID"  # force the parent run (set by the KFP pipeline)
+PARENT_RUN_ENV = "AUTOPHAGY_PARENT_RUN_ID"  # force the parent run
 EXTRA_TAGS_ENV = "AUTOPHAGY_RUN_TAGS"  # JSON object of tags added to every run (e.g. the KFP run id)
+CONFIG_KEY_ENV = "AUTOPHAGY_CONFIG_KEY"  # the config key of a Kubeflow task, which holds only its step's options
+#: Parent-run tags ``autophagy.handoff.<key>``: where a Kubeflow run left what the next one needs (JSON).
+HANDOFF_TAG_PREFIX = "autophagy.handoff."
 
 
 class TrackingError(RuntimeError):
@@ -99,7 +102,6 @@ class Tracker:
         self.cfg = cfg
         self.uri = uri or tracking_uri()
         check_reachable(self.uri)
-        self.key = config_key(cfg)
         self.extra_tags = json.loads(os.environ.get(EXTRA_TAGS_ENV, "{}"))
         try:
             with store_lock(self.uri):  # the first process creates the tables and the experiment
@@ -112,6 +114,12 @@ class Tracker:
             raise TrackingError(f"MLflow at {self.uri} refused to open experiment {cfg.name!r}: {err}") from None
         self._parent: str | None = None
 
+    @property
+    def key(self) -> str:
+        """:func:`config_key` of the config; ``AUTOPHAGY_CONFIG_KEY`` for a Kubeflow task, which holds
+        only its step's options (:mod:`autophagy.step_config`)."""
+        return os.environ.get(CONFIG_KEY_ENV) or config_key(self.cfg)
+
     # ------------------------------------------------------------------ runs
 
     def _find(self, tags: Mapping[str, str]) -> str | None:
@@ -122,10 +130,11 @@ class Tracker:
     def parent_run(self) -> str:
         """The parent run of this configuration (``AUTOPHAGY_PARENT_RUN_ID`` wins if set)."""
         if self._parent is None:
-            forced = os.environ.get(PARENT_RUN_ENV)
+            self._parent = os.environ.get(PARENT_RUN_ENV)
+        if self._parent is None:
             tags = {"autophagy.role": "parent", "autophagy.config_key": self.key}
             with store_lock(self.uri):
-                self._parent = forced or self._find(tags) or self._create_parent(tags)
+                self._parent = self._find(tags) or self._create_parent(tags)
         return self._parent
 
     def _create_parent(self, tags: Mapping[str, str]) -> str:
@@ -187,6 +196,21 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    # ------------------------------------------------------------------ Kubeflow hand-offs
+
+    def record_handoff(self, key: str, record: Mapping[str, Any]) -> None:
+        """Store ``record`` (JSON, < 8000 bytes) as the parent run's tag ``autophagy.handoff.<key>``."""
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        if len(text) > 8000:
+            raise TrackingError(f"hand-off {key} is {len(text)} bytes; MLflow tags hold at most 8000")
+        self.client.set_tag(self.parent_run(), HANDOFF_TAG_PREFIX + key, text)
+
+    def handoffs(self) -> dict[str, dict[str, Any]]:
+        """Every hand-off recorded on the parent run, by key."""
+        tags = self.client.get_run(self.parent_run()).data.tags
+        return {name[len(HANDOFF_TAG_PREFIX):]: json.loads(value) for name, value in tags.items()
+                if name.startswith(HANDOFF_TAG_PREFIX)}
 
 
 def _to_mlflow_params(values: Mapping[str, Any]) -> list:

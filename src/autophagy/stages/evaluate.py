@@ -4,7 +4,8 @@ Images: Fréchet distance and precision/recall (Kynkäänniemi et al. 2019, k = 
 features of ``evaluate.features``; the paper compares against the *training* set, and autophagy
 also reports the held-out test set. Vectors: the same on raw coordinates plus sliced Wasserstein
 distance and mean/covariance errors. The reference sets' features are computed once and cached
-by content hash and extractor id. Writes ``metrics.json`` (atomically) and a sample grid.
+by content hash and extractor id. Writes ``metrics.json`` once (atomically), with the collapse verdict of
+:mod:`autophagy.collapse` for generations >= 1, and a sample grid.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from autophagy import atomic
+from autophagy import atomic, collapse
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
 from autophagy.models.torch_model import resolve_device
@@ -42,10 +43,15 @@ def run(
     seed: int,
     lam: float | None = None,
     grid_path: str | Path | None = None,
+    baseline: Mapping[str, Any] | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the first ``sample.n_eval`` rows of ``samples_dir``; write ``out_path`` (metrics.json).
 
     ``references``: ``{"train": dir, "test": dir}``. ``lam`` is None for generation 0 (shared).
+    ``baseline``/``previous``: the metrics of generation 0 and of generation - 1 of the chain
+    (:attr:`autophagy.plan.GenerationPlan.collapse_against`); with ``baseline`` the collapse
+    verdict (``collapse_factor``, ``collapsed``) is part of the metrics written.
     """
     started = time.perf_counter()
     samples_set = open_dataset(samples_dir)
@@ -74,10 +80,13 @@ def run(
         **{f"n_reference_{name}": int(len(f)) for name, f in ref_features.items()},
         "evaluate_seconds": time.perf_counter() - started,
     })
+    if baseline is not None:
+        metrics.update(collapse.assess(cfg.loop, metrics, baseline, previous))
     atomic.write_json(out_path, metrics)
     if grid_path is not None:
         _save_grid(cfg, samples, refs.get("train"), Path(grid_path))
-    _track(cfg, lam, seed, generation, metrics, grid_path)
+    _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed=bool(
+        metrics.get("collapsed") and not (previous or {}).get("collapsed")))
     return metrics
 
 
@@ -114,7 +123,7 @@ def _save_grid(cfg: ExperimentConfig, samples: np.ndarray, train: Dataset | None
         save_scatter(samples, train.load(), path)
 
 
-def _track(cfg, lam, seed, generation, metrics, grid_path) -> None:
+def _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed: bool) -> None:
     tracker = open_tracker(cfg)
     if tracker is None:
         return
@@ -123,3 +132,5 @@ def _track(cfg, lam, seed, generation, metrics, grid_path) -> None:
         tracker.log_generation(run_id, generation, metrics, tag=f"gen-{generation}-evaluate")
         if cfg.tracking.log_samples and grid_path is not None and Path(grid_path).is_file():
             tracker.log_artifact(run_id, Path(grid_path), f"samples/gen-{generation:03d}")
+        if newly_collapsed:
+            tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})

@@ -8,9 +8,11 @@ t >= 1 fine-tunes generation t-1 (``train.init=previous``, Bertrand et al. 2024,
 starts from scratch (``train.init=scratch``).
 
 Resumable: every ``train.checkpoint_every_kimg`` the model, EMA, optimizer and data order are
-written to a scratch directory beside the output (``.<name>.partial``); a killed run started
-again with the same inputs continues from there. The output directory appears only when
-training has finished.
+written to a scratch directory; a killed run started again with the same inputs continues from
+there, bit for bit. The scratch directory is beside the output (``.<name>.partial``), or with
+``$AUTOPHAGY_SCRATCH_DIR`` (durable storage shared by the pods of a cluster, ``cluster.scratch_pvc``)
+``$AUTOPHAGY_SCRATCH_DIR/train/<hash of the inputs>``, so that a retried pod, whose output lands
+at a new path, still finds it. The output directory appears only when training has finished.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.distributed import Group, process_group
+from autophagy.layout import train_scratch_dir
 from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from autophagy.seeding import derive_seed
@@ -77,7 +80,7 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
         "model": to_dict(cfg.model),
         "train": to_dict(cfg.train),
     }
-    scratch = out_dir.parent / f".{out_dir.name}.partial"
+    scratch = train_scratch_dir(out_dir, fingerprint)
     model = _resume(scratch, fingerprint, cfg.model.family) if group.is_main else None
     if group.is_main and model is None:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""Compile an experiment's KFP runs to pipeline packages, sized to the backend's limits.
+
+``autophagy pipeline compile`` writes one package per kind of run (``data.yaml``,
+``generation-0.yaml``, ``chain-gen-<first>-<last>.yaml`` for each window, ``report.yaml``) and
+``runs.json``, the plan: the window size, how many runs the experiment takes, and each
+package's size against :mod:`autophagy.pipelines.budget`. The window is the largest number of
+generations per chain run whose package stays inside the budget (or ``cluster.window``); a
+config that cannot fit at all is refused with the numbers and the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from autophagy import atomic, plan
+from autophagy.config import ExperimentConfig
+
+from autophagy.pipelines import budget
+from autophagy.pipelines.cluster import ClusterConfig
+from autophagy.pipelines.errors import PipelineConfigError
+from autophagy.pipelines.runs import KfpRun, count_runs
+
+
+def package_name(run: KfpRun) -> str:
+    return f"chain-gen-{run.first:03d}-{run.last:03d}.yaml" if run.kind == "chain" else f"{run.kind}.yaml"
+
+
+def pipeline_function(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, run: KfpRun) -> Callable:
+    from autophagy.pipelines import pipeline
+
+    if run.kind == "data":
+        return pipeline.data_pipeline(cfg, cluster, image)
+    if run.kind == "generation-0":
+        return pipeline.generation0_pipeline(cfg, cluster, image)
+    if run.kind == "chain":
+        return pipeline.chain_pipeline(cfg, cluster, image, run.first, run.last)
+    return pipeline.report_pipeline(cfg, cluster, image)
+
+
+def compile_run(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, run: KfpRun, out_dir: str | Path) -> Path:
+    """Compile the package of ``run`` into ``out_dir`` (atomically); returns its path."""
+    from kfp import compiler
+
+    path = Path(out_dir) / package_name(run)
+    with atomic.temp_path(path) as tmp:
+        compiler.Compiler().compile(pipeline_function(cfg, cluster, image, run), package_path=str(tmp.with_suffix(".yaml")))
+        tmp.with_suffix(".yaml").replace(tmp)
+    return path
+
+
+def representative_runs(cfg: ExperimentConfig, window: int) -> list[KfpRun]:
+    """One run of each package an experiment needs (chain windows as :func:`runs.next_runs` cuts them)."""
+    lam, seed = plan.chains(cfg)[0]
+    runs = [KfpRun("data", "data"), KfpRun("generation-0", "seed", seed=seed)]
+    first = 1
+    while first <= cfg.loop.generations:
+        last = min(first + window - 1, cfg.loop.generations)
+        runs.append(KfpRun("chain", "chain", lam=lam, seed=seed, first=first, last=last))
+        first = last + 1
+    return runs + [KfpRun("report", "report")]
+
+
+def choose_window(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, scratch: Path) -> int:
+    """``cluster.window``, else the most generations per chain run whose package fits :mod:`budget`."""
+    if cfg.loop.generations == 0:
+        return 1
+    if cluster.window is not None:
+        return min(cluster.window, cfg.loop.generations)
+    fits = 0
+    size = 1
+    while size <= cfg.loop.generations:  # grow by doubling, then settle between the last fit and the first miss
+        if _chain_fits(cfg, cluster, image, size, scratch):
+            fits, size = size, size * 2
+        else:
+            break
+    if fits == 0:
+        raise PipelineConfigError(_refusal(cfg, cluster, image, scratch))
+    low, high = fits, min(size, cfg.loop.generations + 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if _chain_fits(cfg, cluster, image, middle, scratch) else (low, middle)
+    return min(low, cfg.loop.generations)
+
+
+def _chain_fits(cfg, cluster, image, size: int, scratch: Path) -> bool:
+    lam, seed = plan.chains(cfg)[0]
+    run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=size)
+    return budget.estimate_package(compile_run(cfg, cluster, image, run, scratch), chains=1).fits
+
+
+def _refusal(cfg, cluster, image, scratch: Path) -> str:
+    lam, seed = plan.chains(cfg)[0]
+    run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=1)
+    estimate = budget.estimate_package(compile_run(cfg, cluster, image, run, scratch), chains=1)
+    return (f"one generation of one chain does not fit a KFP run: {estimate.describe()}. The way out: fewer options "
+            "per task (cluster.tracking_config_map_keys, node_selector, tolerations) or a backend with larger limits")
+
+
+def compile_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, out_dir: str | Path) -> dict[str, Any]:
+    """Every package of ``cfg`` and ``runs.json`` into ``out_dir``; returns the plan (also in runs.json)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    scratch = out_dir / ".sizing"
+    scratch.mkdir(exist_ok=True)
+    try:
+        window = choose_window(cfg, cluster, image, scratch)
+    finally:
+        for path in scratch.iterdir():
+            path.unlink()
+        scratch.rmdir()
+    packages = []
+    chains = len(plan.chains(cfg)) if cfg.loop.generations else len(cfg.loop.seeds)
+    for run in representative_runs(cfg, window):
+        path = compile_run(cfg, cluster, image, run, out_dir)
+        estimate = budget.estimate_package(path, chains=chains if run.kind == "report" else 1)
+        if not estimate.fits:
+            raise PipelineConfigError(f"the {run.kind} run of {cfg.name} does not fit a KFP run: {estimate.describe()}."
+                                      + budget.way_out(run.kind))
+        packages.append({"kind": run.kind, "path": str(path), "bytes": path.stat().st_size, **estimate.as_dict(),
+                         **({"first": run.first, "last": run.last} if run.kind == "chain" else {})})
+    info = {"experiment": cfg.name, "image": image, "window": window, "runs": count_runs(cfg, window),
+            "chains": len(plan.chains(cfg)), "seeds": len(cfg.loop.seeds), "generations": cfg.loop.generations,
+            "budget": budget.LIMITS, "packages": packages, "compile_seconds": time.perf_counter() - started}
+    atomic.write_json(out_dir / "runs.json", info)
+    return info

@@ -1,0 +1,129 @@
+"""Which KFP runs an experiment is made of, and what each one is given (pure: no kfp, no network).
+
+An experiment runs as (:mod:`autophagy.pipelines.pipeline`):
+
+* one ``data`` run (real data, feature extractor);
+* one ``generation-0`` run per seed, once the data exist;
+* per (lambda, seed) chain, ``chain`` runs of at most ``window`` generations each, one after the
+  other, once the seed's generation 0 exists (chains run in parallel);
+* one ``report`` run once every chain has finished.
+
+Each run ends with a ``handoff`` task that records on the MLflow parent run, under the run's key
+(:func:`data_key`, :func:`seed_key`, :func:`chain_key`, ``report``), the URIs of its outputs; the
+next run is given them as parameters and imports them. :func:`next_runs` reads those records and
+says what can start now, so a half-done experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from autophagy import plan
+from autophagy.config import ExperimentConfig, format_lambda, to_dict
+from autophagy.step_config import step_options, to_json
+
+Handoffs = Mapping[str, Mapping[str, Any]]
+
+DATA_KEY = "data"
+REPORT_KEY = "report"
+
+
+def seed_key(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def chain_key(lam: float, seed: int) -> str:
+    return f"lam-{format_lambda(lam)}-seed-{seed}"
+
+
+@dataclass(frozen=True)
+class KfpRun:
+    """One KFP run of an experiment. ``first``/``last``: the generations of a ``chain`` run."""
+
+    kind: str  # data | generation-0 | chain | report
+    key: str  # the hand-off key it records
+    lam: float | None = None
+    seed: int | None = None
+    first: int = 0
+    last: int = 0
+
+    def run_name(self, experiment: str) -> str:
+        window = f"-gen-{self.first:03d}-{self.last:03d}" if self.kind == "chain" else ""
+        return f"{experiment}-{self.key}{window}"
+
+
+def chain_last_generation(cfg: ExperimentConfig, handoffs: Handoffs, lam: float, seed: int) -> int | None:
+    """The last generation of the chain that a run has handed off (0: only its seed's generation 0;
+    None: not even that)."""
+    record = handoffs.get(chain_key(lam, seed))
+    if record is not None:
+        return int(record["generation"])
+    return 0 if seed_key(seed) in handoffs else None
+
+
+def chain_finished(cfg: ExperimentConfig, handoffs: Handoffs, lam: float, seed: int) -> bool:
+    """Whether the chain has run its last generation, or stopped collapsed (``loop.stop_on_collapse``)."""
+    last = chain_last_generation(cfg, handoffs, lam, seed)
+    if last is None:
+        return False
+    record = handoffs.get(chain_key(lam, seed)) or {}
+    stopped = cfg.loop.stop_on_collapse and record.get("collapsed_at") is not None
+    return last >= cfg.loop.generations or stopped
+
+
+def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: set[str],
+              report_due: bool = True) -> list[KfpRun]:
+    """The runs that can start now, given the hand-offs recorded so far and the keys of the runs in flight.
+
+    ``window``: generations per chain run. ``report_due``: whether a recorded report is stale (it
+    is, once any run of this submission has finished).
+    """
+    if DATA_KEY not in handoffs:
+        return [] if DATA_KEY in active else [KfpRun("data", DATA_KEY)]
+    runs = [KfpRun("generation-0", seed_key(seed), seed=seed) for seed in cfg.loop.seeds
+            if seed_key(seed) not in handoffs and seed_key(seed) not in active]
+    for lam, seed in plan.chains(cfg):
+        key = chain_key(lam, seed)
+        last = chain_last_generation(cfg, handoffs, lam, seed)
+        if last is None or key in active or chain_finished(cfg, handoffs, lam, seed):
+            continue
+        first = last + 1
+        runs.append(KfpRun("chain", key, lam=lam, seed=seed, first=first, last=min(first + window - 1, cfg.loop.generations)))
+    everything_done = all(seed_key(s) in handoffs for s in cfg.loop.seeds) and all(
+        chain_finished(cfg, handoffs, lam, seed) for lam, seed in plan.chains(cfg))
+    if everything_done and not active and (report_due or REPORT_KEY not in handoffs):
+        runs.append(KfpRun("report", REPORT_KEY))
+    return runs
+
+
+def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[str, Any]:
+    """The pipeline parameters of ``run`` (:mod:`autophagy.pipelines.pipeline`), from the hand-offs it needs."""
+    if run.kind == "data":
+        return {"handoff_key": run.key, "options_prepare": to_json(step_options(cfg, "prepare")),
+                "options_features": to_json(step_options(cfg, "features"))}
+    if run.kind == "report":
+        fragments = [handoffs[chain_key(lam, seed)]["uris"]["history"] for lam, seed in plan.chains(cfg)] \
+            if cfg.loop.generations > 0 else [handoffs[seed_key(seed)]["uris"]["history"] for seed in cfg.loop.seeds]
+        return {"handoff_key": run.key, "config": json.dumps(to_dict(cfg), sort_keys=True), "fragment_uris": fragments}
+    data = handoffs[DATA_KEY]
+    n_real = plan.real_items(cfg, int(data["real_rows"]))
+    common = {
+        "handoff_key": run.key, "seed": run.seed, "n_samples": plan.samples_to_draw(cfg, n_real, run.lam),
+        **{f"options_{step}": to_json(step_options(cfg, step)) for step in ("mix", "train", "sample", "evaluate")},
+        "real_train_uri": data["uris"]["real_train"], "real_test_uri": data["uris"]["real_test"],
+        "extractor_uri": data["uris"]["extractor"],
+    }
+    if run.kind == "generation-0":
+        return common
+    previous = handoffs[chain_key(run.lam, run.seed) if run.first > 1 else seed_key(run.seed)]["uris"]
+    chain = {"lam": format_lambda(run.lam), "model_uri": previous["model"], "samples_uri": previous["samples"],
+             "history_uri": previous["history"], "pooled_uri": previous.get("pooled", "")}
+    return {**common, **chain}
+
+
+def count_runs(cfg: ExperimentConfig, window: int) -> int:
+    """How many KFP runs the whole experiment takes when no chain stops early."""
+    windows = -(-cfg.loop.generations // window) if cfg.loop.generations else 0
+    return 1 + len(cfg.loop.seeds) + len(plan.chains(cfg)) * windows + 1
