@@ -67,12 +67,13 @@ def sample(options: str, model: Input[Model], real_train: Input[Dataset], extrac
 
 def evaluate(options: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
              extractor: Input[Artifact], generation: int, seed: int, lam: str, metrics: Output[Metrics],
-             history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None):
-    """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far."""
+             history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None, stoppable: bool = False):
+    """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far;
+    stoppable (loop.stop_on_collapse): a chain collapsed in previous passes it on unchanged."""
     from autophagy.components import runtime
     for key, value in runtime.evaluate(options, samples.path, real_train.path, real_test.path, extractor.path,
                                        generation, seed, lam, history.path, previous.path if previous else None,
-                                       grid.path).items():
+                                       grid.path, stoppable).items():
         metrics.log_metric(key, value)
 
 

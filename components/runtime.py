@@ -228,10 +228,12 @@ def sample(options_json: str, model_dir: str, real_train: str, out_dir: str, gen
 
 def evaluate(options_json: str, samples: str, real_train: str, real_test: str, features_dir: str, generation: int,
              seed: int, lam: str, history_out: str, history_in: str | None = None,
-             grid_html: str | None = None) -> dict[str, float]:
+             grid_html: str | None = None, stoppable: bool = False) -> dict[str, float]:
     """``evaluate.run`` into the run layout under ``history_out`` (on a copy of ``history_in``, whose
-    generation 0 and generation - 1 give the collapse verdict). Returns the finite numeric metrics
-    (for KFP ``Metrics``); writes an HTML page with the sample grid to ``grid_html`` when given."""
+    generation 0 and generation - 1 give the collapse verdict). ``stoppable``
+    (:attr:`autophagy.plan.GenerationPlan.stoppable`): a chain collapsed in ``history_in`` has
+    stopped, and its fragment passes on unchanged. Returns the finite numeric metrics (for KFP
+    ``Metrics``); writes an HTML page with the sample grid to ``grid_html`` when given."""
     from autophagy.layout import RunLayout
     from autophagy.loop import read_metrics
     from autophagy.report import write_html
@@ -241,7 +243,7 @@ def evaluate(options_json: str, samples: str, real_train: str, real_test: str, f
     root = Path(history_out)
     if history_in:
         shutil.copytree(history_in, root, dirs_exist_ok=True)
-    at = collapsed_generation(history_in)
+    at = collapsed_generation(history_in) if stoppable else None
     if at is not None:  # the chain stopped: its fragment stays as it was at the collapse
         if grid_html:
             write_html(grid_html, f"gen-{generation} seed {seed} λ = {lam}: stopped", [],

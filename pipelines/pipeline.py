@@ -206,7 +206,7 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                             extractor=extractor, n=n_samples, **chain, **stop)
             evaluate = b.task("evaluate", g, options=options_evaluate, samples=sample.outputs["samples"],
                               real_train=real_train, real_test=real_test, extractor=extractor, previous=history,
-                              **chain)
+                              stoppable=step.stoppable, **chain)
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
         b.task("handoff", last, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,

@@ -158,7 +158,10 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
                 continue
             del active[key]
             name = run.run_name(cfg.name)
-            if state == "succeeded":
+            if state == "succeeded" and run.key not in tracker.handoffs():
+                progress.failed[key] = "it finished but recorded no hand-off"
+                log(f"FAILED {name}: it finished but its handoff task recorded nothing on MLflow parent run {parent}")
+            elif state == "succeeded":
                 progress.finished.append(name)
                 report_ran = report_ran or run.kind == "report"
                 log(f"finished {name}")
@@ -167,6 +170,11 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
                 log(f"FAILED {name} after {attempts[key]} attempts: {detail}")
             else:
                 log(f"failed {name} ({detail}); starting it again (cluster.run_retries={cluster.run_retries})")
+    if any(detail == "it finished but recorded no hand-off" for detail in progress.failed.values()):
+        raise PipelineSubmitError(
+            f"KFP run(s) {', '.join(progress.failed)} of {cfg.name} finished without recording where their outputs are "
+            f"on the MLflow parent run {parent} at {tracker.uri}: the pods must reach the same MLflow server as this "
+            "command (ConfigMap autophagy-tracking, MLFLOW_TRACKING_URI) ")
     if progress.failed:
         raise PipelineSubmitError(
             f"{len(progress.failed)} KFP run(s) of {cfg.name} failed {cluster.run_retries + 1} times: "

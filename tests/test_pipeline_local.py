@@ -1,14 +1,13 @@
-"""The compiled pipeline's tasks, run for real: in-process through the component runtime, and
-the whole pipeline under ``kfp.local``.
+"""The experiment's KFP runs, run for real: the component runtime in process, and the whole
+experiment under ``kfp.local`` through ``autophagy pipeline submit --local``.
 
-``kfp.local`` (SubprocessRunner, ``use_venv=False``) runs every task as a subprocess of this
-interpreter, two at a time, with the KFP executor the cluster uses (artifact passing,
-``ParallelFor``, ``dsl.Collected``). It silently drops every kfp-kubernetes setting (the
-ConfigMap/Secret env, node selectors, tolerations, pod labels) and ignores resource requests,
-so here the tasks take MLflow's settings from *this* process's environment instead: the
-autouse fixture of conftest.py sets ``MLFLOW_TRACKING_URI`` to a temporary SQLite file,
-``AUTOPHAGY_CACHE_DIR`` and ``MLFLOW_DISABLE_TELEMETRY``, and the subprocesses inherit them
-(and the working directory, where MLflow's SQLite store puts artifacts: ``./mlruns``).
+``kfp.local`` (SubprocessRunner, ``use_venv=False``) runs every task of the very packages that go
+to a cluster as a subprocess of this interpreter, two at a time, with the KFP executor the
+cluster uses (importers, artifact passing, ``ParallelFor``, ``dsl.Collected``). It drops every
+kfp-kubernetes setting (the ConfigMap/Secret env, node selectors, tolerations, pod labels, the
+scratch PVC) and ignores resource requests, so the tasks take MLflow's URI from *this* process's
+environment: the autouse fixture of conftest.py sets ``MLFLOW_TRACKING_URI`` to a temporary
+SQLite file, which the submitter, the tasks and the hand-offs between runs all share.
 """
 
 from __future__ import annotations
@@ -21,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from autophagy import loop
 from autophagy.components import runtime
 from autophagy.config import format_lambda
 from autophagy.layout import RunLayout
 
 log = logging.getLogger(__name__)
+IMAGE = "registry.example.com/autophagy:test"
 
 
 def _finite(metrics: dict, keys=("fd_train", "precision_train", "recall_train", "fd_test")) -> None:
@@ -33,93 +34,86 @@ def _finite(metrics: dict, keys=("fd_train", "precision_train", "recall_train", 
         assert isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]), (key, metrics[key])
 
 
-def test_component_runtime_chains_the_stages_in_process(tmp_path, tiny_cfg):
-    """The adapter every component body calls: artifact paths in, the run layout out (no KFP)."""
-    cfg = tiny_cfg("gaussian", "loop.lambdas=[0, inf]", "loop.generations=1", "loop.collapse_ratio=2")
-    config = runtime.config_to_json(cfg)
-    assert runtime.load_config(config) == cfg
-    a = tmp_path / "artifacts"
-    prepared = runtime.prepare(config, str(a / "prepare" / "train"), str(a / "prepare" / "test"))
-    assert prepared["n_train"] == 100 and not list((a / "prepare").glob(".scratch-*"))
-    runtime.features(config, str(a / "features"))
-    assert runtime.open_tracking(config, "kfp-run-1") == ""  # tracking.enabled=false in the tiny presets
-    real_train, real_test = str(a / "prepare" / "train"), str(a / "prepare" / "test")
-    runtime.train(config, real_train, str(a / "g0" / "model"), 0, 0)
-    sampled = runtime.sample(config, str(a / "g0" / "model"), real_train, str(a / "g0" / "samples"), 0, 0)
-    assert sampled["sample_count"] == 200  # max(n_eval, floor(lambda n)) over the lambdas, as loop.py
-    metrics0 = runtime.evaluate(config, str(a / "g0" / "samples"), real_train, real_test, str(a / "features"), 0, 0, "",
-                                str(a / "g0" / "history"), grid_html=str(a / "g0" / "grid.html"))
-    assert "generation" not in metrics0 and all(math.isfinite(v) for v in metrics0.values())
-    assert (a / "g0" / "grid.html").read_text().count("data:image/png;base64,") == 1
-    chains = []
-    for lam in cfg.loop.lambdas:
-        text, g = format_lambda(lam), a / f"lam-{format_lambda(lam)}"
-        mixed = runtime.mix(config, real_train, str(a / "g0" / "samples"), str(g / "train_set"), 1, text)
-        assert mixed["train_set_synthetic"] == (100 if text == "inf" else 0)
-        runtime.train(config, str(g / "train_set"), str(g / "model"), 1, 0, text, init=str(a / "g0" / "model"))
-        runtime.sample(config, str(g / "model"), real_train, str(g / "samples"), 1, 0, text)
-        metrics1 = runtime.evaluate(config, str(g / "samples"), real_train, real_test, str(a / "features"), 1, 0, text,
-                                    str(g / "history"), history_in=str(a / "g0" / "history"))
-        assert "collapse_factor" in metrics1  # the verdict of autophagy.collapse, as the local loop adds it
-        stored = json.loads((RunLayout(g / "history").generation(lam, 0, 1) / "metrics.json").read_text())
-        assert stored["collapse_factor"] == metrics1["collapse_factor"] and "collapsed" in stored
-        chains.append(str(g / "history"))
-    assert runtime.collect(chains, str(a / "seed-0")) == 2
-    summary = runtime.report(config, [str(a / "seed-0")], str(a / "run"), str(a / "page.md"))
-    layout = RunLayout(a / "run" / cfg.name)
-    for lam in (None, *cfg.loop.lambdas):
-        assert (layout.generation(lam, 0, 0 if lam is None else 1) / "metrics.json").is_file()
-    assert summary["metrics_files"] == 3 and (layout.report / "summary.csv").is_file()
-    assert json.loads((layout.root / "config.json").read_text())["name"] == cfg.name
-    assert "| inf |" in (a / "page.md").read_text()
+def _untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+
+
+def _same_metrics(ours: dict, theirs: dict) -> None:
+    """Equal but for timings (both sides train and evaluate on one thread: the same summation order)."""
+    assert _untimed(ours) == _untimed(theirs)
+
+
+def _overrides(cfg) -> list[str]:
+    """``-S`` overrides that rebuild ``cfg`` from the embedded default (what a user would type)."""
+    from autophagy.config import flatten
+
+    return [f"{key}={json.dumps(value)}" for key, value in flatten(cfg).items()]
+
+
+def _report_dir(tracking_uri: str, cfg) -> Path:
+    """The run directory the report run left: its hand-off names it."""
+    from autophagy.tracking import Tracker
+
+    record = Tracker(cfg, tracking_uri).handoffs()["report"]
+    return Path(record["uris"]["run_dir"]) / cfg.name
 
 
 @pytest.mark.slow
-def test_whole_pipeline_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkeypatch):
-    from kfp import local
+def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkeypatch, one_thread):
+    """The default experiment at reduced size: its runs (data, generation 0, two windows per chain,
+    report) give every generation's metrics exactly as the local loop does, and MLflow holds one
+    parent run with a child per chain and its metrics at steps 0..G."""
     from mlflow import MlflowClient
 
-    from autophagy.pipelines import ClusterConfig, build_pipeline, expected_tasks
+    from autophagy.pipelines import cli_submit
 
-    cfg = tiny_cfg("digits", "loop.lambdas=[0, inf]", "loop.seeds=[0]", "loop.generations=2", "tracking.enabled=true")
+    cfg = tiny_cfg("digits", "loop.lambdas=[0, inf]", "loop.seeds=[0]", "loop.generations=3", "tracking.enabled=true")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kfp.local runs two tasks at once; the machine has two shared cores
     monkeypatch.chdir(tmp_path)  # the tasks' working directory too: MLflow's default artifact root is ./mlruns
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
-    pipeline = build_pipeline(cfg, ClusterConfig(), image="registry.example.com/autophagy:test")
+    lines: list[str] = []
     started = time.perf_counter()
-    result = pipeline()
+    summary = cli_submit(None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE,
+                         local_root=tmp_path / "kfp", log=lines.append)
     wall = time.perf_counter() - started
-    message = f"kfp.local: {sum(expected_tasks(cfg).values())} tasks of the tiny default in {wall:.0f} s"
+    message = f"kfp.local: {len(lines)} log lines, {summary} in {wall:.0f} s"
     log.info(message)
     print(message)
+    # data, seed-0, and per chain the windows 1-2 and 3-3, then the report: 7 runs.
+    started_runs = [line.split()[1] for line in lines if line.startswith("started ")]
+    assert sorted(started_runs) == sorted([f"{cfg.name}-data", f"{cfg.name}-seed-0", f"{cfg.name}-report"] + [
+        f"{cfg.name}-lam-{lam}-seed-0-gen-{window}" for lam in ("0", "inf") for window in ("001-002", "003-003")])
+    assert summary.startswith(f"{cfg.name}: 7 KFP runs finished (7 started)")
 
-    # The pipeline's output: the run directory the report task materialised (runs/<experiment>).
-    run_dir = Path(result.output.path) / cfg.name
+    # The pipeline's product: the run directory of the report run, equal to the local loop's.
+    run_dir = _report_dir(tracking_uri, cfg)
     layout = RunLayout(run_dir)
-    for lam, generation in [(None, 0)] + [(lam, g) for lam in cfg.loop.lambdas for g in (1, 2)]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'local-mlflow.db'}")
+    expected = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
+    for lam, generation in [(None, 0)] + [(lam, g) for lam in cfg.loop.lambdas for g in (1, 2, 3)]:
         metrics = json.loads((layout.generation(lam, 0, generation) / "metrics.json").read_text())
         assert metrics["generation"] == generation and metrics["n_samples"] == 200
         assert metrics["lambda"] == (None if lam is None else format_lambda(lam))
         _finite(metrics)
+        local = json.loads((expected.generation(lam, 0, generation) / "metrics.json").read_text())
+        _same_metrics(metrics, local)
     report = (run_dir / "report" / "report.md").read_text()
-    assert "| 0 | 2 |" in report and "| inf | 2 |" in report  # last generation of each lambda
+    assert "| 0 | 3 |" in report and "| inf | 3 |" in report  # last generation of each lambda
     assert (run_dir / "report" / "fd_train.png").is_file()
 
     # What the KFP UI shows: a Metrics artifact per evaluate task, the sample grids, the report page.
-    outputs = {}
+    kfp_metrics = []
     for path in (tmp_path / "kfp").rglob("executor_output.json"):
         for name, artifacts in json.loads(path.read_text()).get("artifacts", {}).items():
-            outputs.setdefault((path.parent.name, name), []).extend(artifacts["artifacts"])
-    kfp_metrics = [a["metadata"] for (task, name), arts in outputs.items() if name == "metrics" for a in arts]
-    assert len(kfp_metrics) == 1 + 2 * 2
+            if name == "metrics":
+                kfp_metrics += [a["metadata"] for a in artifacts["artifacts"]]
+    assert len(kfp_metrics) == 1 + 2 * 3
     for metadata in kfp_metrics:
         _finite(metadata)
-    grids = list((tmp_path / "kfp").rglob("grid"))
-    assert len(grids) == 5 and all("data:image/png;base64," in g.read_text() for g in grids)
+    assert len(list((tmp_path / "kfp").rglob("grid"))) == 7
     [page] = (tmp_path / "kfp").rglob("page")
     assert "data:image/png;base64," in page.read_text()
 
-    # MLflow: one parent, one child per lambda, tagged with the KFP run id; metrics at steps 0..2.
+    # MLflow: one parent, one child per lambda; every generation's metrics at steps 0..3.
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(cfg.name)
     runs = client.search_runs([experiment.experiment_id])
@@ -127,50 +121,47 @@ def test_whole_pipeline_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monkey
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2
     assert {c.data.tags["autophagy.lambda"] for c in children} == {"0", "inf"}
-    kfp_run_id = parent.data.tags["kfp.run_id"]
-    assert kfp_run_id and all(c.data.tags["kfp.run_id"] == kfp_run_id for c in children)
+    assert parent.data.tags["kfp.run_id"]
     for child in children:
         history = client.get_metric_history(child.info.run_id, "fd_train")
-        assert sorted(m.step for m in history) == [0, 1, 2], child.data.tags["autophagy.lambda"]
-        assert all(math.isfinite(m.value) for m in history)
+        assert sorted(m.step for m in history) == [0, 1, 2, 3], child.data.tags["autophagy.lambda"]
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    # Submitted again: every hand-off is there, so only the report runs again (nothing new to do).
+    lines.clear()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    again = cli_submit(None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE, local_root=tmp_path / "kfp2",
+                       log=lines.append)
+    assert again.startswith(f"{cfg.name}: 0 KFP runs finished (0 started)"), again
 
 
 @pytest.mark.slow
-def test_stop_on_collapse_under_kfp_local(tmp_path, tiny_cfg, monkeypatch):
-    """A chain that collapses at generation 1 (fully synthetic, a threshold just above 1): its later
-    tasks run but only mark their outputs, and the run directory equals the local loop's."""
-    from kfp import local
+def test_stop_on_collapse_under_kfp_local(tmp_path, tiny_cfg, monkeypatch, one_thread):
+    """A chain that collapses at generation 1 (fully synthetic, a threshold just above 1): the rest
+    of its first window only marks its outputs, no later window starts, and the run directory
+    equals the local loop's."""
+    from autophagy.pipelines import cli_submit
 
-    from autophagy import loop
-    from autophagy.pipelines import ClusterConfig, build_pipeline
-
-    cfg = tiny_cfg("gaussian", "loop.lambdas=[inf]", "loop.seeds=[0]", "loop.generations=3",
-                   "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001", "loop.stop_on_collapse=true",
-                   "tracking.enabled=false")
+    cfg = tiny_cfg("gaussian", "loop.lambdas=[inf]", "loop.seeds=[0]", "loop.generations=5",
+                   "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001", "loop.stop_on_collapse=true")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    cli_submit(None, None, [*_overrides(cfg), "cluster.window=3"], image=IMAGE, local_root=tmp_path / "kfp",
+               log=lines.append)
+    assert not any("gen-004-005" in line for line in lines)  # the chain stopped: no second window
+    layout = RunLayout(_report_dir(__import__("os").environ["MLFLOW_TRACKING_URI"], cfg))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'local.db'}")
     expected = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
     chain = expected.generation(math.inf, 0, 1).parent
     assert sorted(p.name for p in chain.iterdir()) == ["gen-001"]  # the local loop stopped after generation 1
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.chdir(tmp_path)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
-    result = build_pipeline(cfg, ClusterConfig(), image="registry.example.com/autophagy:test")()
-    layout = RunLayout(Path(result.output.path) / cfg.name)
     ours = layout.generation(math.inf, 0, 1).parent
     assert sorted(p.name for p in ours.iterdir()) == ["gen-001"]
     for generation_dir in (expected.generation(None, 0, 0), expected.generation(math.inf, 0, 1)):
         relative = generation_dir.relative_to(expected.root)
         theirs = json.loads((layout.root / relative / "metrics.json").read_text())
-        mine = json.loads((generation_dir / "metrics.json").read_text())
-        assert {k: v for k, v in theirs.items() if not k.endswith("_seconds")} == \
-            {k: v for k, v in mine.items() if not k.endswith("_seconds")}
+        _same_metrics(theirs, json.loads((generation_dir / "metrics.json").read_text()))
     assert "collapsed in" in (layout.root / "report" / "report.md").read_text()
-
-    # Generations 2 and 3 ran as tasks that only wrote the marker, and said so in their KFP metrics.
+    # Generations 2 and 3 (the rest of the first window) ran as tasks that only wrote the marker.
     markers = sorted(p.parent.parent.name for p in (tmp_path / "kfp").rglob(runtime.STOPPED_FILE))
     assert len(markers) == 2 * 3, markers  # mix, train, sample of generations 2 and 3
-    stopped_metrics = [json.loads(p.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-                       for p in (tmp_path / "kfp").rglob("executor_output.json")
-                       if "metrics" in json.loads(p.read_text()).get("artifacts", {})]
-    assert sum(1 for m in stopped_metrics if m.get("stopped") == 1.0 and m.get("collapsed_at_generation") == 1.0) == 2
