@@ -35,17 +35,19 @@ from typing import Any, Mapping
 
 LIMITS = {"workflow_bytes": 256 * 1024, "argument_bytes": 64 * 1024, "status_bytes": 1024 * 1024}
 #: Names, ids, phase, times, progress, host, children and the logs artifact of one Argo node.
-NODE_OVERHEAD = 1100
+NODE_OVERHEAD = 900
 #: The Argo templates the KFP compiler adds to every workflow, besides per-task content.
-WORKFLOW_BASE = 24 * 1024
+WORKFLOW_BASE = 16 * 1024
 #: The two Argo DAG tasks (driver + executor) of one KFP task, besides the task spec.
-TASK_OVERHEAD = 1400
-#: One input artifact in an executor input: URI and metadata.
-ARTIFACT_BYTES = 1024 + 256
+TASK_OVERHEAD = 1100
+#: One artifact in an executor input: URI, metadata, name and type schema.
+ARTIFACT_BYTES = 1024 + 256 + 192
+#: An executor input besides its values: output file locations, field names.
+EXECUTOR_INPUT_OVERHEAD = 640
 #: A parameter whose value is only known when the run starts (an option JSON, a URI).
 RUNTIME_VALUE_BYTES = 2048
 #: The pod-spec patch around the container and executor input: launcher command, env, resources.
-PATCH_OVERHEAD = 2500
+PATCH_OVERHEAD = 1800
 
 
 def _json(value: Any) -> int:
@@ -118,8 +120,8 @@ def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Ma
 
     workflow = WORKFLOW_BASE + sum(set_of(component_bytes, components, spec)) + sum(executor_bytes.values()) \
         + sum(platform_bytes.values()) + runtime_config
-    nodes = 2  # the root DAG's driver and DAG nodes
-    status = 2 * NODE_OVERHEAD + component_bytes["root"] + runtime_config
+    nodes = 3  # the entrypoint, the root DAG's driver and the root DAG
+    status = 3 * NODE_OVERHEAD + component_bytes["root"] + runtime_config
 
     def walk(dag: Mapping[str, Any], repeat: int) -> None:
         nonlocal workflow, nodes, status
@@ -129,10 +131,13 @@ def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Ma
             arguments_seen.append((task_bytes, f"task spec {task['taskInfo']['name']}"))
             workflow += TASK_OVERHEAD + task_bytes
             component = components[name]
-            if "dag" in component:  # a loop or sub-DAG: driver + one DAG node per iteration
-                count = iterations if "parameterIterator" in task or "iteratorPolicy" in task else 1
-                nodes += repeat * (1 + count)
-                status += repeat * (2 * NODE_OVERHEAD + component_bytes[name] + task_bytes) + repeat * count * NODE_OVERHEAD
+            if "dag" in component:  # a sub-DAG (driver + DAG node) or a loop (below)
+                count = iterations if "parameterIterator" in task else 1
+                # a loop: the iterator's driver and DAG nodes, the iterations' group node, and per
+                # iteration a driver (holding the loop's spec) and a DAG node
+                drivers, dags = (1 + count, 2 + 2 * count) if "parameterIterator" in task else (1, 1)
+                nodes += repeat * (drivers + dags)
+                status += repeat * ((drivers + dags) * NODE_OVERHEAD + drivers * (component_bytes[name] + task_bytes))
                 walk(component["dag"], repeat * count)
                 continue
             executor = executors[component["executorLabel"]]
@@ -140,7 +145,9 @@ def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Ma
                 nodes += repeat
                 status += repeat * (NODE_OVERHEAD + task_bytes + component_bytes[name] + _json(executor))
                 continue
-            patch = PATCH_OVERHEAD + executor_bytes[component["executorLabel"]] + _executor_input(task, component, arguments)
+            executor_input = _executor_input(task, component, arguments, dag["tasks"], components, iterations)
+            arguments_seen.append((executor_input, f"executor input of {task['taskInfo']['name']}"))
+            patch = PATCH_OVERHEAD + executor_bytes[component["executorLabel"]] + executor_input
             kinds = 4 if "retryPolicy" in task else 3  # driver, executor DAG, executor Pod (+ Retry)
             driver_inputs = component_bytes[name] + task_bytes + executor_bytes[component["executorLabel"]] \
                 + platform_bytes.get(component["executorLabel"], 0)
@@ -161,16 +168,21 @@ def set_of(component_bytes: Mapping[str, int], components: Mapping[str, Any], sp
     return [*seen.values(), component_bytes["root"]]
 
 
-def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], arguments: Mapping[str, Any]) -> int:
-    """The executor input of a task: its parameter values, artifacts and output locations."""
-    size = 0
+def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], arguments: Mapping[str, Any],
+                    siblings: Mapping[str, Any], components: Mapping[str, Any], iterations: int) -> int:
+    """The executor input of a task: its parameter values, artifacts (a ``dsl.Collected`` one per
+    loop iteration) and output locations."""
+    size = EXECUTOR_INPUT_OVERHEAD
     for name, source in task.get("inputs", {}).get("parameters", {}).items():
         if "runtimeValue" in source:
             size += _json(source["runtimeValue"]["constant"]) + len(name) + 8
         else:
             value = arguments.get(source.get("componentInputParameter", ""))
             size += (_json(value) if value is not None else RUNTIME_VALUE_BYTES) + len(name) + 8
-    size += len(task.get("inputs", {}).get("artifacts", {})) * ARTIFACT_BYTES
+    for source in task.get("inputs", {}).get("artifacts", {}).values():
+        producer = siblings.get(source.get("taskOutputArtifact", {}).get("producerTask", ""), {})
+        collected = "dag" in components.get(producer.get("componentRef", {}).get("name", ""), {})
+        size += ARTIFACT_BYTES * (iterations if collected else 1)
     outputs = component.get("outputDefinitions", {})
     size += len(outputs.get("artifacts", {})) * ARTIFACT_BYTES + len(outputs.get("parameters", {})) * 128
     return size

@@ -16,8 +16,8 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       node_selector: {nvidia.com/gpu.present: "true"}
       tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
       gpu_steps: [train, sample, evaluate]
-      retries: 3                # Argo retries of a failed pod (each resumes from the durable scratch state)
-      run_retries: 2            # resubmissions of a failed KFP run (a pod lost with its node is not retried by Argo)
+      run_retries: 3            # resubmissions of a failed KFP run (cached tasks skipped, train resumed)
+      retries: 0                # Argo retries of a failed pod within a run
       parallelism: 8            # KFP runs in flight at once (0: no limit)
       window: null              # generations per chain run (null: as many as fit the backend's limits)
       gpu_resources: {cpu_request: "4", memory_request: 16G, memory_limit: 32G}
@@ -115,16 +115,18 @@ class ClusterConfig:
     cpu_resources: Resources = Resources()
     gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
     step_resources: Mapping[str, Resources] = field(default_factory=dict)  # per-step overrides
-    # Argo retries of a failed pod. Argo counts backoff_max_duration from the first attempt and makes
-    # it every retry pod's deadline, so it is derived (retry_window_seconds), never set by hand; the
-    # backoff factor is an integer (Argo parses it as one, at retry time).
-    retries: int = 3
+    # A failed task is retried by resubmitting its KFP run (run_retries): Argo does not retry a pod
+    # lost with its node (preemption, eviction: phase Error, which KFP's retry policy leaves alone),
+    # KFP's cache skips the run's finished tasks and train resumes from its durable scratch state.
+    # Argo's own retries of a failed pod (retries > 0) cost a Retry node and another copy of the
+    # pod-spec patch per task in the run's status, about a quarter of its budget (docs/kubeflow.md).
+    # Argo counts backoff_max_duration from the first attempt and makes it every retry pod's
+    # deadline, so it is derived (retry_window_seconds); the backoff factor is an integer (Argo
+    # parses it as one, at retry time).
+    run_retries: int = 3
+    retries: int = 0
     backoff_duration: str = "60s"
     backoff_factor: int = 2
-    # A pod lost with its node (preemption, eviction) ends in Error, which KFP's retry policy does not
-    # retry: ``autophagy pipeline submit`` resubmits the failed KFP run instead, up to run_retries
-    # times; KFP's cache skips the finished tasks and train resumes from its durable scratch state.
-    run_retries: int = 2
     parallelism: int = 8  # KFP runs in flight at once (chains, seeds); 0: no limit
     window: int | None = None  # generations per chain run; None: as many as fit the backend (pipelines.budget)
     caching: bool = True
