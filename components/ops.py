@@ -87,6 +87,12 @@ def handoff(key: str, kfp_run_id: str, real_train: Input[Dataset] = None, real_t
     runtime.handoff(key, kfp_run_id, {name: (a.uri, a.path) for name, a in given.items() if a is not None})
 
 
+def collect(fragments: Input[List[Artifact]], merged: Output[Artifact]):
+    """Merge run-layout fragments into one."""
+    from autophagy.components import runtime
+    runtime.collect([f.path for f in fragments], merged.path)
+
+
 def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifact], page: Output[Markdown]):
     """Tables and figures across lambdas, seeds and generations (autophagy.report), also logged to MLflow."""
     from autophagy.components import runtime
@@ -95,7 +101,7 @@ def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifa
 
 #: Every component function, by step name (the word in the task names ``gen-<g>-<step>``).
 FUNCTIONS: Dict[str, Callable] = {f.__name__: f for f in (prepare, features, mix, pool, train, sample, evaluate,
-                                                            handoff, report)}
+                                                            handoff, collect, report)}
 
 
 def build_components(image: str) -> Dict[str, Callable]:

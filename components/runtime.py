@@ -262,6 +262,14 @@ def evaluate(options_json: str, samples: str, real_train: str, real_test: str, f
     return finite_numbers(metrics, skip=("generation", "seed"))
 
 
+def collect(fragments: Sequence[str], out_dir: str) -> int:
+    """Merge run-layout fragments (disjoint chains of one experiment) into one tree; returns how many."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for fragment in fragments:
+        shutil.copytree(fragment, out_dir, dirs_exist_ok=True)
+    return len(fragments)
+
+
 def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None) -> dict[str, Any]:
     """Materialise ``<out_dir>/<experiment>`` (the ``runs/<experiment>`` layout of the local loop)
     from the chains' fragments and write its report there (also logged to the MLflow parent run).
@@ -270,9 +278,7 @@ def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_pa
 
     cfg = full_config(config_json)
     root = Path(out_dir) / cfg.name
-    root.mkdir(parents=True, exist_ok=True)
-    for fragment in fragments:
-        shutil.copytree(fragment, root, dirs_exist_ok=True)
+    collect(fragments, str(root))
     atomic.write_json(root / "config.json", to_dict(cfg))
     written = write_report(root, cfg)
     if markdown_path:

@@ -42,6 +42,8 @@ WORKFLOW_BASE = 16 * 1024
 TASK_OVERHEAD = 1100
 #: One artifact in an executor input: URI, metadata, name and type schema.
 ARTIFACT_BYTES = 1024 + 256 + 192
+#: One imported artifact in an executor input: an importer gives no metadata.
+IMPORTED_ARTIFACT_BYTES = 256 + 192
 #: An executor input besides its values: output file locations, field names.
 EXECUTOR_INPUT_OVERHEAD = 640
 #: A parameter whose value is only known when the run starts (an option JSON, a URI).
@@ -180,9 +182,17 @@ def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], argum
             value = arguments.get(source.get("componentInputParameter", ""))
             size += (_json(value) if value is not None else RUNTIME_VALUE_BYTES) + len(name) + 8
     for source in task.get("inputs", {}).get("artifacts", {}).values():
-        producer = siblings.get(source.get("taskOutputArtifact", {}).get("producerTask", ""), {})
-        collected = "dag" in components.get(producer.get("componentRef", {}).get("name", ""), {})
-        size += ARTIFACT_BYTES * (iterations if collected else 1)
+        producer = components.get(siblings.get(source.get("taskOutputArtifact", {}).get("producerTask", ""), {})
+                                  .get("componentRef", {}).get("name", ""), {})
+        count = iterations if "dag" in producer else 1  # dsl.Collected from a loop
+        size += count * (IMPORTED_ARTIFACT_BYTES if _imports(producer, components) else ARTIFACT_BYTES)
     outputs = component.get("outputDefinitions", {})
     size += len(outputs.get("artifacts", {})) * ARTIFACT_BYTES + len(outputs.get("parameters", {})) * 128
     return size
+
+
+def _imports(component: Mapping[str, Any], components: Mapping[str, Any]) -> bool:
+    """Whether ``component``'s output is an importer's (directly, or collected from a loop of importers)."""
+    if "dag" in component:
+        return all(_imports(components[t["componentRef"]["name"]], components) for t in component["dag"]["tasks"].values())
+    return component.get("executorLabel", "").startswith("exec-importer")

@@ -36,7 +36,7 @@ from autophagy.config import ConfigError, ExperimentConfig, apply_override, buil
 from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
-STEPS = ("prepare", "features", "mix", "pool", "train", "sample", "evaluate", "handoff", "report")
+STEPS = ("prepare", "features", "mix", "pool", "train", "sample", "evaluate", "handoff", "collect", "report")
 #: The ConfigMap keys of ``autophagy-tracking`` (k8s/components/pipeline-access) passed as env.
 TRACKING_CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
                             "MLFLOW_HTTP_REQUEST_TIMEOUT", "DVC_NO_ANALYTICS")

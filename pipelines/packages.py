@@ -1,7 +1,8 @@
 """Compile an experiment's KFP runs to pipeline packages, sized to the backend's limits.
 
 ``autophagy pipeline compile`` writes one package per kind of run (``data.yaml``,
-``generation-0.yaml``, ``chain-gen-<first>-<last>.yaml`` for each window, ``report.yaml``) and
+``generation-0.yaml``, ``chain-gen-<first>-<last>.yaml`` for each window, ``collect.yaml`` when the
+chains are more than one run may import, ``report.yaml``) and
 ``runs.json``, the plan: the window size, how many runs the experiment takes, and each
 package's size against :mod:`autophagy.pipelines.budget`. The window is the largest number of
 generations per chain run whose package stays inside the budget (or ``cluster.window``); a
@@ -16,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autophagy import atomic, plan
-from autophagy.config import ExperimentConfig
+from autophagy.config import ExperimentConfig, to_dict
 
 from autophagy.pipelines import budget
 from autophagy.pipelines.cluster import ClusterConfig
 from autophagy.pipelines.errors import PipelineConfigError
-from autophagy.pipelines.runs import KfpRun, count_runs
+from autophagy.pipelines.runs import FAN_IN, KfpRun, count_runs, merge_tree
 
 
 def package_name(run: KfpRun) -> str:
@@ -37,6 +38,8 @@ def pipeline_function(cfg: ExperimentConfig, cluster: ClusterConfig, image: str,
         return pipeline.generation0_pipeline(cfg, cluster, image)
     if run.kind == "chain":
         return pipeline.chain_pipeline(cfg, cluster, image, run.first, run.last)
+    if run.kind == "collect":
+        return pipeline.collect_pipeline(cfg, cluster, image)
     return pipeline.report_pipeline(cfg, cluster, image)
 
 
@@ -60,6 +63,8 @@ def representative_runs(cfg: ExperimentConfig, window: int) -> list[KfpRun]:
         last = min(first + window - 1, cfg.loop.generations)
         runs.append(KfpRun("chain", "chain", lam=lam, seed=seed, first=first, last=last))
         first = last + 1
+    if len(merge_tree(cfg)) > 1:
+        runs.append(KfpRun("collect", "collect"))
     return runs + [KfpRun("report", "report")]
 
 
@@ -85,16 +90,42 @@ def choose_window(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, scr
     return min(low, cfg.loop.generations)
 
 
+#: The size of an artifact URI in a run's parameters (a KFP pipeline-root URI: bucket, pipeline, run id,
+#: task, salt, output name).
+URI_BYTES = 256
+
+
+def typical_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Parameters of the size a run of ``cfg`` gets: its step options exactly, URIs at :data:`URI_BYTES`."""
+    from autophagy.step_config import STEP_OPTIONS, step_options, to_json
+
+    values: dict[str, Any] = {f"options_{step}": to_json(step_options(cfg, step)) for step in STEP_OPTIONS}
+    values.update({name: "u" * URI_BYTES for name in ("real_train_uri", "real_test_uri", "extractor_uri", "model_uri",
+                                                       "samples_uri", "history_uri", "pooled_uri")})
+    values.update({"handoff_key": "lam-0.123456-seed-12345", "lam": "0.123456", "seed": 12345, "n_samples": 1_000_000})
+    return values
+
+
+def _estimate(cfg: ExperimentConfig, path: Path, kind: str) -> budget.Estimate:
+    arguments = typical_arguments(cfg)
+    fragments = 1
+    if kind in ("collect", "report"):
+        fragments = len(dict(merge_tree(cfg))["report"]) if kind == "report" else FAN_IN
+        arguments["fragment_uris"] = ["u" * URI_BYTES] * fragments
+        arguments["config"] = json.dumps(to_dict(cfg), sort_keys=True)
+    return budget.estimate_package(path, arguments, chains=fragments)
+
+
 def _chain_fits(cfg, cluster, image, size: int, scratch: Path) -> bool:
     lam, seed = plan.chains(cfg)[0]
     run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=size)
-    return budget.estimate_package(compile_run(cfg, cluster, image, run, scratch), chains=1).fits
+    return _estimate(cfg, compile_run(cfg, cluster, image, run, scratch), "chain").fits
 
 
 def _refusal(cfg, cluster, image, scratch: Path) -> str:
     lam, seed = plan.chains(cfg)[0]
     run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=1)
-    estimate = budget.estimate_package(compile_run(cfg, cluster, image, run, scratch), chains=1)
+    estimate = _estimate(cfg, compile_run(cfg, cluster, image, run, scratch), "chain")
     return (f"one generation of one chain does not fit a KFP run: {estimate.describe()}. The way out: fewer options "
             "per task (cluster.tracking_config_map_keys, node_selector, tolerations) or a backend with larger limits")
 
@@ -113,10 +144,9 @@ def compile_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, image: str
             path.unlink()
         scratch.rmdir()
     packages = []
-    chains = len(plan.chains(cfg)) if cfg.loop.generations else len(cfg.loop.seeds)
     for run in representative_runs(cfg, window):
         path = compile_run(cfg, cluster, image, run, out_dir)
-        estimate = budget.estimate_package(path, chains=chains if run.kind == "report" else 1)
+        estimate = _estimate(cfg, path, run.kind)
         if not estimate.fits:
             raise PipelineConfigError(f"the {run.kind} run of {cfg.name} does not fit a KFP run: {estimate.describe()}."
                                       + budget.way_out(run.kind))

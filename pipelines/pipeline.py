@@ -11,7 +11,8 @@ starts them one after the other and passes artifacts on):
 ``chain``       imports the data and generation ``first - 1`` of one (lambda, seed) chain;
                 ``[gen-g-pool]``, ``gen-g-mix``, ``gen-g-train``, ``gen-g-sample``, ``gen-g-evaluate``
                 for g in a window ``first .. last`` (unrolled), ``handoff``          per chain and window
-``report``      imports every chain's run-layout fragment; ``report``, ``handoff``   once per experiment
+``collect``     imports up to 32 run-layout fragments; ``collect``, ``handoff``    when there are more
+``report``      imports every chain's run-layout fragment (or the collected ones); ``report``, ``handoff``
 
 What each generation runs and from which inputs is :func:`autophagy.plan.generation_plan`; how
 many samples it draws (:func:`autophagy.plan.samples_to_draw`) arrives as the parameter
@@ -41,7 +42,7 @@ from autophagy.pipelines.cluster import ClusterConfig
 
 #: KFP pipeline names, one per kind of run (the scope of KFP's cache).
 PIPELINE_NAMES = {"data": "autophagy-data", "generation-0": "autophagy-generation-0", "chain": "autophagy-chain",
-                  "report": "autophagy-report"}
+                  "collect": "autophagy-collect", "report": "autophagy-report"}
 
 
 class _Builder:
@@ -58,7 +59,7 @@ class _Builder:
         if step == "train":
             arguments["gpus"] = self.cluster.gpus_per_train
         task = self.ops[step](**arguments)
-        return configure(task, f"gen-{generation}-{step}" if step not in ("handoff", "report") else step, step,
+        return configure(task, f"gen-{generation}-{step}" if step not in ("handoff", "collect", "report") else step, step,
                          self.cluster, self.env)
 
     def importer(self, name: str, uri: Any, kind: str) -> Any:
@@ -213,6 +214,23 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                samples=samples, history=history, **kept)
 
     return autophagy_chain
+
+
+def collect_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:
+    """A run that merges run-layout fragments into one (when there are more than one run may import)."""
+    from kfp import dsl
+
+    b = _Builder(cfg, cluster, image)
+
+    @dsl.pipeline(name=PIPELINE_NAMES["collect"], description="autophagy: merge chains' run-layout fragments")
+    def autophagy_collect(handoff_key: str, fragment_uris: List[str]):
+        with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
+            fragment = b.importer("fragment", uri, "artifact")
+        collect = b.task("collect", 0, fragments=dsl.Collected(fragment))
+        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+               history=collect.outputs["merged"])
+
+    return autophagy_collect
 
 
 def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:

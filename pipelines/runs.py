@@ -6,7 +6,9 @@ An experiment runs as (:mod:`autophagy.pipelines.pipeline`):
 * one ``generation-0`` run per seed, once the data exist;
 * per (lambda, seed) chain, ``chain`` runs of at most ``window`` generations each, one after the
   other, once the seed's generation 0 exists (chains run in parallel);
-* one ``report`` run once every chain has finished.
+* once every chain has finished, ``collect`` runs that merge the chains' run-layout fragments
+  :data:`FAN_IN` at a time (as many levels as it takes: one run imports at most :data:`FAN_IN`
+  artifacts), then one ``report`` run over what is left.
 
 Each run ends with a ``handoff`` task that records on the MLflow parent run, under the run's key
 (:func:`data_key`, :func:`seed_key`, :func:`chain_key`, ``report``), the URIs of its outputs; the
@@ -28,6 +30,9 @@ Handoffs = Mapping[str, Mapping[str, Any]]
 
 DATA_KEY = "data"
 REPORT_KEY = "report"
+#: The most run-layout fragments one collect or report run imports (tests/test_pipeline_backend.py
+#: checks that such a run fits the backend).
+FAN_IN = 32
 
 
 def seed_key(seed: int) -> str:
@@ -42,7 +47,7 @@ def chain_key(lam: float, seed: int) -> str:
 class KfpRun:
     """One KFP run of an experiment. ``first``/``last``: the generations of a ``chain`` run."""
 
-    kind: str  # data | generation-0 | chain | report
+    kind: str  # data | generation-0 | chain | collect | report
     key: str  # the hand-off key it records
     lam: float | None = None
     seed: int | None = None
@@ -73,12 +78,34 @@ def chain_finished(cfg: ExperimentConfig, handoffs: Handoffs, lam: float, seed: 
     return last >= cfg.loop.generations or stopped
 
 
+def fragment_keys(cfg: ExperimentConfig) -> list[str]:
+    """The hand-offs whose ``history`` the report merges: every chain's (or, with no generation after
+    generation 0, every seed's), in the order of :func:`autophagy.plan.chains`."""
+    if cfg.loop.generations == 0:
+        return [seed_key(seed) for seed in cfg.loop.seeds]
+    return [chain_key(lam, seed) for lam, seed in plan.chains(cfg)]
+
+
+def merge_tree(cfg: ExperimentConfig) -> list[tuple[str, list[str]]]:
+    """The collect runs and the report run, each as (its key, the keys of the fragments it merges),
+    in the order they can run: level 1 merges :data:`FAN_IN` chains at a time, level 2 merges the
+    level-1 results, and so on, until the report merges at most :data:`FAN_IN`."""
+    tree, inputs, level = [], fragment_keys(cfg), 1
+    while len(inputs) > FAN_IN:
+        groups = [inputs[i:i + FAN_IN] for i in range(0, len(inputs), FAN_IN)]
+        keys = [f"collect-{level}-{i}" for i in range(len(groups))]
+        tree += list(zip(keys, groups))
+        inputs, level = keys, level + 1
+    return tree + [(REPORT_KEY, inputs)]
+
+
 def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: set[str],
-              report_due: bool = True) -> list[KfpRun]:
+              merged: set[str] = frozenset(), stale: bool = False) -> list[KfpRun]:
     """The runs that can start now, given the hand-offs recorded so far and the keys of the runs in flight.
 
-    ``window``: generations per chain run. ``report_due``: whether a recorded report is stale (it
-    is, once any run of this submission has finished).
+    ``window``: generations per chain run. ``merged``: the collect/report keys that finished in
+    this submission. ``stale``: whether a chain or seed finished in this submission, which makes the
+    collect and report hand-offs of an earlier submission out of date.
     """
     if DATA_KEY not in handoffs:
         return [] if DATA_KEY in active else [KfpRun("data", DATA_KEY)]
@@ -93,8 +120,17 @@ def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: se
         runs.append(KfpRun("chain", key, lam=lam, seed=seed, first=first, last=min(first + window - 1, cfg.loop.generations)))
     everything_done = all(seed_key(s) in handoffs for s in cfg.loop.seeds) and all(
         chain_finished(cfg, handoffs, lam, seed) for lam, seed in plan.chains(cfg))
-    if everything_done and not active and (report_due or REPORT_KEY not in handoffs):
-        runs.append(KfpRun("report", REPORT_KEY))
+    if not everything_done or runs or any(not k.startswith(("collect-", REPORT_KEY)) for k in active):
+        return runs
+
+    def current(key: str) -> bool:
+        if key.startswith(("collect-", REPORT_KEY)):
+            return key in merged or (not stale and key in handoffs)
+        return key in handoffs
+
+    for key, inputs in merge_tree(cfg):
+        if key not in active and not current(key) and all(current(k) for k in inputs):
+            runs.append(KfpRun(REPORT_KEY if key == REPORT_KEY else "collect", key))
     return runs
 
 
@@ -103,9 +139,11 @@ def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[st
     if run.kind == "data":
         return {"handoff_key": run.key, "options_prepare": to_json(step_options(cfg, "prepare")),
                 "options_features": to_json(step_options(cfg, "features"))}
-    if run.kind == "report":
-        fragments = [handoffs[chain_key(lam, seed)]["uris"]["history"] for lam, seed in plan.chains(cfg)] \
-            if cfg.loop.generations > 0 else [handoffs[seed_key(seed)]["uris"]["history"] for seed in cfg.loop.seeds]
+    if run.kind in ("collect", "report"):
+        inputs = dict(merge_tree(cfg))[run.key]
+        fragments = [handoffs[key]["uris"]["history"] for key in inputs]
+        if run.kind == "collect":
+            return {"handoff_key": run.key, "fragment_uris": fragments}
         return {"handoff_key": run.key, "config": json.dumps(to_dict(cfg), sort_keys=True), "fragment_uris": fragments}
     data = handoffs[DATA_KEY]
     n_real = plan.real_items(cfg, int(data["real_rows"]))
@@ -126,4 +164,4 @@ def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[st
 def count_runs(cfg: ExperimentConfig, window: int) -> int:
     """How many KFP runs the whole experiment takes when no chain stops early."""
     windows = -(-cfg.loop.generations // window) if cfg.loop.generations else 0
-    return 1 + len(cfg.loop.seeds) + len(plan.chains(cfg)) * windows + 1
+    return 1 + len(cfg.loop.seeds) + len(plan.chains(cfg)) * windows + len(merge_tree(cfg))

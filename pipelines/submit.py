@@ -135,11 +135,11 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
     log(f"MLflow: experiment {cfg.name}, parent run {parent} at {tracker.uri}")
     progress, attempts = Progress(), {}
     active: dict[str, tuple[KfpRun, str]] = {}
-    report_ran = False
+    merged: set[str] = set()  # collect/report runs finished in this submission
+    stale = False  # a chain or seed finished in this submission: earlier collect/report hand-offs are out of date
     while True:
         handoffs = tracker.handoffs()
-        report_due = bool(progress.finished) and not report_ran
-        for run in next_runs(cfg, handoffs, window, set(active) | set(progress.failed), report_due=report_due):
+        for run in next_runs(cfg, handoffs, window, set(active) | set(progress.failed), merged, stale):
             if cluster.parallelism and len(active) >= cluster.parallelism:
                 break
             name = run.run_name(cfg.name)
@@ -163,7 +163,10 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
                 log(f"FAILED {name}: it finished but its handoff task recorded nothing on MLflow parent run {parent}")
             elif state == "succeeded":
                 progress.finished.append(name)
-                report_ran = report_ran or run.kind == "report"
+                if run.kind in ("collect", "report"):
+                    merged.add(run.key)
+                else:
+                    stale = True
                 log(f"finished {name}")
             elif attempts[key] > cluster.run_retries:
                 progress.failed[key] = detail
