@@ -1,41 +1,40 @@
-"""The Kubeflow pipeline, compiled for real and read back from its YAML.
+"""The experiment's KFP runs, compiled for real and read back from their YAML.
 
-The test config has 2 lambdas, 2 seeds and 3 generations after generation 0. The compiled
-package is two YAML documents: the pipeline spec (``root.dag.tasks``, the loop DAGs under
-``components``, the containers under ``deploymentSpec.executors``) and the platform spec
-(``platforms.kubernetes.deploymentSpec.executors``: what kfp-kubernetes adds per executor).
+The test config has 2 lambdas, 2 seeds and 3 generations after generation 0, in chain runs of 2
+generations: packages ``data``, ``generation-0``, ``chain-gen-001-002``, ``chain-gen-003-003`` and
+``report``. A package is two YAML documents: the pipeline spec (``root.dag.tasks``, the components,
+the containers under ``deploymentSpec.executors``) and the platform spec (what kfp-kubernetes adds).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from collections import Counter
 
 import pytest
 import yaml
 
-from autophagy.config import ConfigError, format_lambda, load_config
+from autophagy.config import ConfigError, load_config
 from autophagy.pipelines import (
     ClusterConfig,
     PipelineConfigError,
     PipelineSubmitError,
     cli_compile,
-    compile_pipeline,
-    expected_tasks,
+    compile_experiment,
     load_pipeline_config,
 )
-
-log = logging.getLogger(__name__)
+from autophagy.pipelines.runs import (
+    FAN_IN, KfpRun, arguments, chain_key, count_runs, merge_tree, next_runs, seed_key,
+)
+from autophagy.step_config import BOOKKEEPING_ENV, step_options, to_json
+from autophagy.tracking import CONFIG_KEY_ENV, config_key
 
 IMAGE = "registry.example.com/ml/autophagy:3f2c1ab"
 GPU_STEPS = {"train", "sample", "evaluate"}
-STEPS_PER_GENERATION = {"mix", "train", "sample", "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -45,243 +44,336 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def compiled(cfg, tmp_path_factory):
-    """(pipeline spec, platform spec, compile info) of the test config."""
-    out = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
-    started = time.perf_counter()
-    info = compile_pipeline(cfg, out, ClusterConfig(), image=IMAGE)
-    seconds = time.perf_counter() - started
-    spec, platform = yaml.safe_load_all(out.read_text())
-    message = (f"compiled {len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x {cfg.loop.generations} "
-               f"generations: {info['task_definitions']} task definitions, {info['task_runs']} task runs, "
-               f"{info['bytes'] / 1024:.1f} KiB YAML, compiled in {seconds:.2f} s")
-    log.info(message)
-    print(message)
-    return spec, platform, info
+    """``{package name: (pipeline spec, platform spec)}`` and the plan (runs.json)."""
+    out = tmp_path_factory.mktemp("packages")
+    info = compile_experiment(cfg, ClusterConfig(window=2).validate(), IMAGE, out)
+    packages = {}
+    for package in info["packages"]:
+        spec, platform = yaml.safe_load_all(Path(package["path"]).read_text())
+        packages[Path(package["path"]).stem] = (spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
+    assert json.loads((out / "runs.json").read_text()) == json.loads(json.dumps(info))
+    return packages, info
 
 
-# ------------------------------------------------------------------------------ YAML helpers
-
-
-def dags(spec):
-    """``{dag name: tasks}`` for the root DAG and every nested (ParallelFor) DAG."""
-    out = {"root": spec["root"]["dag"]["tasks"]}
-    out.update({name: c["dag"]["tasks"] for name, c in spec["components"].items() if "dag" in c})
-    return out
-
-
-def parent_of(spec):
-    """``{loop DAG: (enclosing DAG, key of the loop task there)}``."""
-    parents = {}
-    for dag, tasks in dags(spec).items():
-        for key, task in tasks.items():
-            ref = task["componentRef"]["name"]
-            if ref in spec["components"] and "dag" in spec["components"][ref]:
-                parents[ref] = (dag, key)
-    return parents
-
-
-def leaf_tasks(spec):
-    """``{display name: (dag, key, task)}`` of every container task (loops excluded)."""
+def tasks(spec) -> dict:
+    """``{display name: task}`` of the root DAG and its loops (an importer's name is ``import-<what>``)."""
     out = {}
-    for dag, tasks in dags(spec).items():
-        for key, task in tasks.items():
-            if "dag" in spec["components"][task["componentRef"]["name"]]:
-                continue
-            name = task["taskInfo"]["name"]
-            assert name not in out, f"two tasks are named {name}"
-            out[name] = (dag, key, task)
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        for key, task in dag["tasks"].items():
+            if "dag" not in spec["components"][task["componentRef"]["name"]]:
+                out[task["taskInfo"]["name"]] = {**task, "key": key}
     return out
 
 
-def display(spec, dag, key):
-    return dags(spec)[dag][key]["taskInfo"]["name"]
+def source(spec, name, input_name) -> str:
+    """The display name of the task whose output feeds ``input_name`` of task ``name``."""
+    by_key = {t["key"]: n for n, t in tasks(spec).items()}
+    ref = tasks(spec)[name]["inputs"]["artifacts"][input_name]["taskOutputArtifact"]
+    return by_key[ref["producerTask"]]
 
 
-def producer(spec, dag, task, input_name, kind="artifacts"):
-    """Display name of the task that produces ``input_name`` of ``task``, through loop boundaries."""
-    parents = parent_of(spec)
-    source = task["inputs"][kind][input_name]
-    while True:
-        key = "taskOutputArtifact" if kind == "artifacts" else "taskOutputParameter"
-        if key in source:
-            producer_task = dags(spec)[dag][source[key]["producerTask"]]
-            loop = spec["components"][producer_task["componentRef"]["name"]]
-            if "dag" not in loop:
-                return display(spec, dag, source[key]["producerTask"])
-            # dsl.Collected: the loop task's output is selected from a task inside the loop.
-            [selector] = loop["dag"]["outputs"][kind][source[key]["outputArtifactKey"]]["artifactSelectors"]
-            return display(spec, producer_task["componentRef"]["name"], selector["producerSubtask"])
-        inner = "componentInputArtifact" if kind == "artifacts" else "componentInputParameter"
-        channel = source[inner]
-        dag, loop_key = parents[dag]
-        source = dags(spec)[dag][loop_key]["inputs"][kind][channel]
-
-
-def executor_of(spec, task):
+def executor(spec, task) -> str:
     return spec["components"][task["componentRef"]["name"]]["executorLabel"]
-
-
-def loop_multiplicity(spec, dag, parents=None):
-    """How many times a task in ``dag`` runs: the product of its enclosing loops' item counts."""
-    parents, count = parents or parent_of(spec), 1
-    while dag != "root":
-        parent, key = parents[dag]
-        count *= len(json.loads(dags(spec)[parent][key]["parameterIterator"]["items"]["raw"]))
-        dag = parent
-    return count
 
 
 # ------------------------------------------------------------------------------ structure
 
 
-def test_task_counts_per_generation_and_per_lambda(cfg, compiled):
-    spec, _, info = compiled
-    tasks = leaf_tasks(spec)
-    G = cfg.loop.generations
-    # One definition per gen-<g>-<step>: the loops are not unrolled, the generations are.
-    by_generation: dict[int, set[str]] = {}
-    for name in tasks:
-        _, g, step = name.split("-", 2)
-        by_generation.setdefault(int(g), set()).add(step)
-    assert by_generation[0] == {"tracking", "prepare", "features", "train", "sample", "evaluate"}
-    for g in range(1, G):
-        assert by_generation[g] == STEPS_PER_GENERATION, g
-    assert by_generation[G] == STEPS_PER_GENERATION | {"collect", "report"}
-    assert len(tasks) == info["task_definitions"] == 6 + 4 * G + 2
-
-    # The loops: seeds outside, lambdas (items as dicts) inside, parallelism from the cluster config.
-    loops = {task["taskInfo"]["name"]: task for d in dags(spec).values() for task in d.values() if "parameterIterator" in task}
-    assert json.loads(loops["seeds"]["parameterIterator"]["items"]["raw"]) == [0, 1]
-    assert json.loads(loops["lambdas"]["parameterIterator"]["items"]["raw"]) == [
-        {"lam": format_lambda(lam)} for lam in cfg.loop.lambdas]
-    # Runs per pipeline run: every gen >= 1 step once per (lambda, seed), gen 0 once per seed.
-    runs = Counter({name: loop_multiplicity(spec, dag) for name, (dag, _, _) in tasks.items()})
-    assert runs == Counter(expected_tasks(cfg))
-    assert runs["gen-0-train"] == runs["gen-0-sample"] == 2  # shared by both lambdas of a seed
-    for g in range(1, G + 1):
-        for step in STEPS_PER_GENERATION:
-            assert runs[f"gen-{g}-{step}"] == 2 * 2  # per lambda, per seed
-    assert runs["gen-3-collect"] == 2 and runs["gen-3-report"] == runs["gen-0-prepare"] == 1
-    assert sum(runs.values()) == info["task_runs"] == 3 + 2 * (3 + 2 * 4 * G + 1) + 1
-    # Where each task lives.
-    assert {name for name, (dag, _, _) in tasks.items() if dag == "root"} == {
-        "gen-0-tracking", "gen-0-prepare", "gen-0-features", f"gen-{G}-report"}
-    seed_dag = next(dag for dag, (parent, _) in parent_of(spec).items() if parent == "root")
-    assert {name for name, (dag, _, _) in tasks.items() if dag == seed_dag} == {
-        "gen-0-train", "gen-0-sample", "gen-0-evaluate", f"gen-{G}-collect"}
+def test_the_experiment_is_small_runs(cfg, compiled):
+    packages, info = compiled
+    assert set(packages) == {"data", "generation-0", "chain-gen-001-002", "chain-gen-003-003", "report"}
+    assert info["window"] == 2 and info["chains"] == 4 and info["seeds"] == 2
+    assert info["runs"] == count_runs(cfg, 2) == 1 + 2 + 4 * 2 + 1
+    assert all(p["fits"] for p in info["packages"])
+    names = {name: set(tasks(spec)) for name, (spec, _) in packages.items()}
+    assert names["data"] == {"gen-0-prepare", "gen-0-features", "handoff"}
+    imports = {"import-real-train", "import-real-test", "import-extractor"}
+    assert names["generation-0"] == imports | {"gen-0-train", "gen-0-sample", "gen-0-evaluate", "handoff"}
+    chain = imports | {"import-model", "import-samples", "import-history", "handoff"}
+    assert names["chain-gen-001-002"] == chain | {f"gen-{g}-{s}" for g in (1, 2) for s in ("mix", "train", "sample", "evaluate")}
+    assert names["chain-gen-003-003"] == chain | {f"gen-3-{s}" for s in ("mix", "train", "sample", "evaluate")}
+    assert names["report"] == {"import-fragment", "report", "handoff"}
+    pipeline_names = {spec["pipelineInfo"]["name"] for spec, _ in packages.values()}
+    assert pipeline_names == {"autophagy-data", "autophagy-generation-0", "autophagy-chain", "autophagy-report"}
 
 
-def test_dependency_chain(cfg, compiled):
-    spec, _, _ = compiled
-    tasks = leaf_tasks(spec)
-
-    def source(name, input_name, kind="artifacts"):
-        dag, _, task = tasks[name]
-        return producer(spec, dag, task, input_name, kind)
-
-    assert source("gen-0-train", "train_set") == "gen-0-prepare"
-    assert source("gen-0-sample", "model") == "gen-0-train"
-    assert source("gen-0-evaluate", "samples") == "gen-0-sample"
-    assert source("gen-0-evaluate", "extractor") == "gen-0-features"
-    assert source("gen-2-sample", "extractor") == "gen-0-features"  # curation rewards may need it
-    # Generation 1 of every lambda mixes the one shared generation-0 sample set of its seed and
-    # fine-tunes the shared generation-0 model.
-    assert source("gen-1-mix", "synthetic") == "gen-0-sample"
-    assert source("gen-1-train", "init") == "gen-0-train"
-    assert source("gen-1-evaluate", "previous") == "gen-0-evaluate"
-    for g in range(1, cfg.loop.generations + 1):
-        assert source(f"gen-{g}-mix", "real") == "gen-0-prepare"
-        assert source(f"gen-{g}-train", "train_set") == f"gen-{g}-mix"
-        assert source(f"gen-{g}-sample", "model") == f"gen-{g}-train"
-        assert source(f"gen-{g}-evaluate", "samples") == f"gen-{g}-sample"
-        if g >= 2:
-            assert source(f"gen-{g}-mix", "synthetic") == f"gen-{g - 1}-sample"
-            assert source(f"gen-{g}-train", "init") == f"gen-{g - 1}-train"
-            assert source(f"gen-{g}-evaluate", "previous") == f"gen-{g - 1}-evaluate"
-        # lam comes from the lambda loop item, seed from the seed loop item.
-        _, _, mix = tasks[f"gen-{g}-mix"]
-        assert mix["inputs"]["parameters"]["lam"]["parameterExpressionSelector"] == 'parseJson(string_value)["lam"]'
-    G = cfg.loop.generations
-    assert source(f"gen-{G}-collect", "fragments") == f"gen-{G}-evaluate"  # Collected over the lambdas
-    assert source(f"gen-{G}-report", "fragments") == f"gen-{G}-collect"  # Collected over the seeds
-    # dependentTasks inside the lambda loop spell out the same chain.
-    dag, key, task = tasks["gen-2-train"]
-    deps = {display(spec, dag, k) for k in task["dependentTasks"]}
-    assert deps == {"gen-2-mix", "gen-1-train"}
-    dag, key, task = tasks["gen-2-mix"]
-    assert {display(spec, dag, k) for k in task["dependentTasks"]} == {"gen-1-sample"}
-    # Nothing that logs to MLflow starts before the tracking task made the runs.
-    root = {t["taskInfo"]["name"]: t for t in dags(spec)["root"].values()}
-    assert "tracking" in root["seeds"]["dependentTasks"]
-    assert "tracking" in root[f"gen-{G}-report"]["dependentTasks"]
-    assert spec["components"][root[f"gen-{G}-report"]["componentRef"]["name"]]["inputDefinitions"]["artifacts"][
-        "fragments"]["isArtifactList"] is True  # dsl.Collected over the seeds
+def test_a_chain_window_continues_from_what_the_last_one_handed_off(compiled):
+    spec, _ = compiled[0]["chain-gen-001-002"]
+    assert source(spec, "gen-1-mix", "synthetic") == "import-samples"
+    assert source(spec, "gen-1-mix", "real") == "import-real-train"
+    assert source(spec, "gen-1-train", "init") == "import-model"
+    assert source(spec, "gen-1-evaluate", "previous") == "import-history"
+    assert source(spec, "gen-2-mix", "synthetic") == "gen-1-sample"
+    assert source(spec, "gen-2-train", "init") == "gen-1-train"
+    assert source(spec, "gen-2-train", "train_set") == "gen-2-mix"
+    assert source(spec, "gen-2-sample", "model") == "gen-2-train"
+    assert source(spec, "gen-2-evaluate", "samples") == "gen-2-sample"
+    assert source(spec, "gen-2-evaluate", "previous") == "gen-1-evaluate"
+    assert source(spec, "handoff", "model") == "gen-2-train"
+    assert source(spec, "handoff", "samples") == "gen-2-sample"
+    assert source(spec, "handoff", "history") == "gen-2-evaluate"
+    importers = {n: t for n, t in tasks(spec).items() if n.startswith("import-")}
+    assert {t["inputs"]["parameters"]["uri"]["componentInputParameter"] for t in importers.values()} == {
+        "real_train_uri", "real_test_uri", "extractor_uri", "model_uri", "samples_uri", "history_uri"}
+    for label, e in spec["deploymentSpec"]["executors"].items():
+        if "importer" in e:
+            assert e["importer"]["reimport"] is False if "reimport" in e["importer"] else True, label
 
 
-def test_caching_and_retries_on_every_task(compiled):
-    spec, _, _ = compiled
-    for name, (_, _, task) in leaf_tasks(spec).items():
-        expected = name != "gen-0-tracking"  # never cached: it re-tags the MLflow runs with the KFP run id
-        assert task.get("cachingOptions", {}).get("enableCache", False) is expected, name
-        assert task["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
-                                       "backoffMaxDuration": "3600s"}, name
+def test_the_config_is_passed_once_and_each_task_gets_only_its_steps_options(cfg, compiled):
+    packages, _ = compiled
+    for name, (spec, _) in packages.items():
+        parameters = spec["root"]["inputDefinitions"]["parameters"]
+        for task_name, task in tasks(spec).items():
+            for input_name, value in task["inputs"].get("parameters", {}).items():
+                constant = value.get("runtimeValue", {}).get("constant")
+                assert not (isinstance(constant, str) and len(constant) > 64), (name, task_name, input_name)
+            step = task_name.rsplit("-", 1)[-1]
+            if "options" in task["inputs"].get("parameters", {}):
+                assert task["inputs"]["parameters"]["options"] == {"componentInputParameter": f"options_{step}"}
+                assert f"options_{step}" in parameters
+    # Where to log is in the pods' environment, the same in every task, outside the cache keys.
+    spec, _ = packages["chain-gen-001-002"]
+    for label, e in spec["deploymentSpec"]["executors"].items():
+        if "container" in e:
+            env = {v["name"]: v["value"] for v in e["container"].get("env", [])}
+            assert json.loads(env[BOOKKEEPING_ENV])["name"] == "sweep" and env[CONFIG_KEY_ENV] == config_key(cfg), label
+
+
+def _cache_key_material(spec, task_name, run_arguments):
+    """What KFP 2.17's driver hashes into a task's cache key (cacheutils.GenerateCacheKey): input parameter
+    values, input artifacts (by producer: importers by URI), the output specs, command + args, image."""
+    task = tasks(spec)[task_name]
+    by_key = {t["key"]: t for t in tasks(spec).values()}
+    params = {}
+    for name, value in task["inputs"].get("parameters", {}).items():
+        params[name] = value["runtimeValue"]["constant"] if "runtimeValue" in value else \
+            run_arguments[value["componentInputParameter"]]
+    artifacts = {}
+    for name, value in task["inputs"].get("artifacts", {}).items():
+        producer = by_key[value["taskOutputArtifact"]["producerTask"]]
+        artifacts[name] = (run_arguments[producer["inputs"]["parameters"]["uri"]["componentInputParameter"]]
+                           if producer["taskInfo"]["name"].startswith("import-")
+                           else _cache_key_material(spec, producer["taskInfo"]["name"], run_arguments))
+    component = spec["components"][task["componentRef"]["name"]]
+    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    return json.dumps([params, artifacts, component.get("outputDefinitions"), container["command"],
+                       container["args"], container["image"]], sort_keys=True, default=str)
+
+
+def test_changing_evaluate_k_keeps_every_cache_key_but_the_evaluations(cfg, tmp_path):
+    """KFP's cache key of a task covers its inputs; changing ``evaluate.k`` must not retrain anything."""
+    changed = load_config(None, ["name=sweep", "loop.lambdas=[0, 0.5]", "loop.seeds=[0, 1]", "loop.generations=3",
+                                 "evaluate.k=5"])
+    handoffs = {"data": {"uris": {"real_train": "u1", "real_test": "u2", "extractor": "u3"}, "real_rows": 1497},
+                seed_key(0): {"uris": {"model": "m", "samples": "s", "history": "h"}}}
+    run = KfpRun("chain", chain_key(0.5, 0), lam=0.5, seed=0, first=1, last=2)
+    material = []
+    for c, folder in ((cfg, "a"), (changed, "b")):
+        info = compile_experiment(c, ClusterConfig(window=2).validate(), IMAGE, tmp_path / folder)
+        path = next(p["path"] for p in info["packages"] if p["kind"] == "chain" and p["first"] == 1)
+        spec, _ = yaml.safe_load_all(Path(path).read_text())
+        material.append((spec, arguments(c, run, handoffs)))
+    (spec_a, args_a), (spec_b, args_b) = material
+    for name in tasks(spec_a):
+        if name.startswith("import-") or name == "handoff":
+            continue
+        same = _cache_key_material(spec_a, name, args_a) == _cache_key_material(spec_b, name, args_b)
+        assert same is (not name.endswith("-evaluate")), name
+    assert args_a["options_train"] == args_b["options_train"] and args_a["options_evaluate"] != args_b["options_evaluate"]
+
+
+def test_caching_everywhere_but_the_handoff_and_no_pod_retries_by_default(compiled):
+    packages, _ = compiled
+    for name, (spec, _) in packages.items():
+        for task_name, task in tasks(spec).items():
+            if task_name.startswith("import-"):
+                continue
+            assert task.get("cachingOptions", {}).get("enableCache", False) is (task_name != "handoff"), task_name
+            assert "retryPolicy" not in task, task_name
+
+
+def test_pod_retries_get_a_window_every_attempt_fits_in(tmp_path, cfg):
+    cluster = ClusterConfig(retries=2, backoff_duration="60s", backoff_factor=3, timeout_seconds=7200, window=2).validate()
+    assert cluster.retry_window_seconds == 3 * 7200 + 60 + 180
+    info = compile_experiment(cfg, cluster, IMAGE, tmp_path)
+    spec, _ = yaml.safe_load_all(Path(info["packages"][2]["path"]).read_text())
+    for task_name, task in tasks(spec).items():
+        if not task_name.startswith("import-"):
+            assert task["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 3.0,
+                                           "backoffMaxDuration": f"{3 * 7200 + 240}s"}, task_name
+    unbounded = ClusterConfig(retries=1).validate()
+    assert unbounded.retry_window_seconds == 2 * 14 * 24 * 3600 + 60  # without a timeout: two weeks per attempt
+    with pytest.raises(PipelineConfigError, match="backoff_factor must be an integer"):
+        load_pipeline_config(None, ["cluster.backoff_factor=1.5"])
 
 
 def test_gpu_only_on_gpu_steps_and_resources_everywhere(compiled):
-    spec, platform, _ = compiled
-    executors = spec["deploymentSpec"]["executors"]
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    seen_gpu = set()
-    for name, (_, _, task) in leaf_tasks(spec).items():
-        step = name.split("-", 2)[2]
-        label = executor_of(spec, task)
-        resources = executors[label]["container"]["resources"]
+    spec, k8s = compiled[0]["chain-gen-001-002"]
+    seen = set()
+    for name, task in tasks(spec).items():
+        if name.startswith("import-"):
+            continue
+        step = name.rsplit("-", 1)[-1]
+        label = executor(spec, task)
+        resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
         for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
             assert resources.get(key), (name, key)
         kube = k8s[label]
         if step in GPU_STEPS:
-            seen_gpu.add(step)
+            seen.add(step)
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu", name
-            assert resources["accelerator"]["resourceCount"] == "1", name
             assert kube["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}, name
-            assert kube["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], name
-            assert resources["resourceMemoryLimit"] == "32G", name
+            assert kube["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         else:
-            assert "accelerator" not in resources, name
-            assert "nodeSelector" not in kube and "tolerations" not in kube, name
-            assert resources["resourceMemoryLimit"] == "8G", name
-    assert seen_gpu == GPU_STEPS
+            assert "accelerator" not in resources and "nodeSelector" not in kube, name
+        # train keeps its resumable state on the durable scratch volume; nothing else mounts it
+        mounts = kube.get("pvcMount", [])
+        assert (mounts == [{"constant": "autophagy-scratch", "mountPath": "/var/lib/autophagy/scratch",
+                            "pvcNameParameter": {"runtimeValue": {"constant": "autophagy-scratch"}}}]) is (step == "train")
+    assert seen == GPU_STEPS
 
 
 def test_tracking_env_labels_and_pinned_image_on_every_executor(compiled):
-    spec, platform, _ = compiled
+    for name, (spec, k8s) in compiled[0].items():
+        for label, e in spec["deploymentSpec"]["executors"].items():
+            if "importer" in e:
+                continue
+            kube = k8s[label]
+            [config_map] = kube["configMapAsEnv"]
+            assert config_map["configMapName"] == "autophagy-tracking"
+            [secret] = kube["secretAsEnv"]
+            assert secret["secretName"] == "autophagy-tracking-credentials"
+            assert kube["podMetadata"]["labels"]["autophagy.io/role"] == "pipeline"
+            container = e["container"]
+            assert container["image"] == IMAGE
+            body = container["command"][-1]
+            assert "from autophagy.components import runtime" in body and "pip install" not in " ".join(container["command"])
+            assert len(body[body.index("\ndef "):].strip().splitlines()) <= 14, label
+
+
+def test_data_parallel_train_requests_n_gpus_and_runs_torchrun(cfg, tmp_path):
+    from autophagy.distributed import torchrun_train_command
+
+    info = compile_experiment(cfg, ClusterConfig(gpus_per_train=4, window=2).validate(), IMAGE, tmp_path)
+    spec, platform = yaml.safe_load_all(Path(info["packages"][2]["path"]).read_text())
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    labels = {executor_of(spec, task) for _, _, task in leaf_tasks(spec).values()}
-    assert set(k8s) == labels == set(spec["deploymentSpec"]["executors"])
-    for label in labels:
-        kube = k8s[label]
-        [config_map] = kube["configMapAsEnv"]
-        assert config_map["configMapName"] == "autophagy-tracking" and config_map["optional"] is False
-        assert {e["configMapKey"]: e["envVar"] for e in config_map["keyToEnv"]}["MLFLOW_TRACKING_URI"] == "MLFLOW_TRACKING_URI"
-        [secret] = kube["secretAsEnv"]
-        assert secret["secretName"] == "autophagy-tracking-credentials"
-        assert {e["secretKey"] for e in secret["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
-        assert kube["podMetadata"]["labels"]["autophagy.io/role"] == "pipeline"
-        container = spec["deploymentSpec"]["executors"][label]["container"]
-        assert container["image"] == IMAGE and not container["image"].endswith(":latest")
-        # The component source is embedded; the body is a call into the installed package.
-        assert "from autophagy.components import runtime" in container["command"][-1]
-        assert "install_kfp_package" not in container["command"][-1] and "pip install" not in " ".join(container["command"])
+    trains = [(n, t) for n, t in tasks(spec).items() if n.startswith("gen-") and n.endswith("-train")]
+    assert len(trains) == 2
+    for name, task in trains:
+        resources = spec["deploymentSpec"]["executors"][executor(spec, task)]["container"]["resources"]
+        assert resources["accelerator"]["resourceCount"] == "4", name
+        assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 4, name
+        assert {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"} in \
+            k8s[executor(spec, task)]["emptyDirMounts"]
+    command = torchrun_train_command("o.json", "data", "model", 2, 0, "0.5", "prev", 4, "result.json")
+    assert command[0] == sys.executable
+    assert command[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "autophagy.cli",
+                            "train"]
+    assert command[command.index("--step-options") + 1] == "o.json" and command[command.index("--init") + 1] == "prev"
+    with pytest.raises(PipelineConfigError, match="cluster.gpus_per_train must be an integer >= 1"):
+        ClusterConfig(gpus_per_train=0).validate()
 
 
-def test_component_bodies_are_thin(compiled):
-    """Each task embeds its component's source: keep them a few lines (and the YAML small)."""
-    spec, _, info = compiled
-    for label, executor in spec["deploymentSpec"]["executors"].items():
-        source = executor["container"]["command"][-1]
-        body = source[source.index("\ndef "):]
-        assert len(body.strip().splitlines()) <= 12, label
-    assert info["bytes"] < 200_000
+def test_accumulate_hands_the_pool_on_from_window_to_window(tmp_path):
+    cfg = load_config(None, ["loop.strategy=accumulate", "loop.generations=3", "loop.lambdas=[0.5, inf]"])
+    info = compile_experiment(cfg, ClusterConfig(window=2).validate(), IMAGE, tmp_path)
+    first, second = (yaml.safe_load_all(Path(p["path"]).read_text()).__next__() for p in info["packages"]
+                     if p["kind"] == "chain")
+    assert "previous" not in tasks(first)["gen-1-pool"]["inputs"]["artifacts"]
+    assert source(first, "gen-1-pool", "samples") == "import-samples"
+    assert source(first, "gen-2-pool", "previous") == "gen-1-pool"
+    assert source(first, "gen-2-mix", "synthetic") == "gen-2-pool"
+    assert source(first, "handoff", "pooled") == "gen-2-pool"
+    assert source(second, "gen-3-pool", "previous") == "import-pool"
+    assert source(second, "gen-3-pool", "samples") == "import-samples"
+
+
+def test_fresh_real_draws_generation_zero_in_its_own_mix(tmp_path):
+    cfg = load_config(None, ["loop.strategy=fresh-real", "data.n_train=500", "loop.generations=2"])
+    info = compile_experiment(cfg, ClusterConfig().validate(), IMAGE, tmp_path)
+    spec, _ = yaml.safe_load_all(Path(info["packages"][1]["path"]).read_text())
+    assert source(spec, "gen-0-train", "train_set") == "gen-0-mix"
+    assert source(spec, "gen-0-mix", "real") == "import-real-train"
+    assert tasks(spec)["gen-0-mix"]["inputs"]["parameters"]["fresh_real"]["runtimeValue"]["constant"] is True
+
+
+def test_stop_on_collapse_gives_stoppable_generations_the_chains_history(tmp_path):
+    cfg = load_config(None, ["loop.generations=4", "loop.collapse_ratio=2", "loop.stop_on_collapse=true"])
+    info = compile_experiment(cfg, ClusterConfig(window=2).validate(), IMAGE, tmp_path)
+    first, second = (yaml.safe_load_all(Path(p["path"]).read_text()).__next__() for p in info["packages"]
+                     if p["kind"] == "chain")
+    for step in ("mix", "train", "sample"):
+        assert "history" not in tasks(first)[f"gen-1-{step}"]["inputs"]["artifacts"], step  # never collapsed before
+        assert source(first, f"gen-2-{step}", "history") == "gen-1-evaluate"
+        assert source(second, f"gen-3-{step}", "history") == "import-history"
+        assert source(second, f"gen-4-{step}", "history") == "gen-3-evaluate"
+    assert tasks(first)["gen-1-evaluate"]["inputs"]["parameters"]["stoppable"]["runtimeValue"]["constant"] is False
+    assert tasks(first)["gen-2-evaluate"]["inputs"]["parameters"]["stoppable"]["runtimeValue"]["constant"] is True
+
+
+def test_no_generations_runs_generation_zero_and_reports(tmp_path):
+    cfg = load_config(None, ["loop.generations=0", "loop.seeds=[0, 1]"])
+    info = compile_experiment(cfg, ClusterConfig().validate(), IMAGE, tmp_path)
+    assert [p["kind"] for p in info["packages"]] == ["data", "generation-0", "report"]
+    assert info["runs"] == 1 + 2 + 1
+
+
+# ------------------------------------------------------------------------------ what runs when
+
+
+def _records(cfg, chains_at: dict | None = None, extra: dict | None = None) -> dict:
+    records = {"data": {"uris": {"real_train": "t", "real_test": "v", "extractor": "e"}, "real_rows": 100}}
+    records.update({seed_key(s): {"uris": {"model": "m", "samples": "s", "history": "h"}} for s in cfg.loop.seeds})
+    for (lam, seed), (generation, collapsed) in (chains_at or {}).items():
+        records[chain_key(lam, seed)] = {"uris": {"model": "m", "samples": "s", "history": f"h-{lam}-{seed}"},
+                                         "generation": generation, "collapsed_at": collapsed}
+    return {**records, **(extra or {})}
+
+
+def test_next_runs_follows_the_hand_offs(cfg):
+    assert next_runs(cfg, {}, 2, set()) == [KfpRun("data", "data")]
+    assert next_runs(cfg, {}, 2, {"data"}) == []
+    after_data = next_runs(cfg, {"data": _records(cfg)["data"]}, 2, set())
+    assert after_data == [KfpRun("generation-0", "seed-0", seed=0), KfpRun("generation-0", "seed-1", seed=1)]
+    first_windows = next_runs(cfg, _records(cfg), 2, set())
+    assert [(r.key, r.first, r.last) for r in first_windows] == [
+        ("lam-0-seed-0", 1, 2), ("lam-0.5-seed-0", 1, 2), ("lam-0-seed-1", 1, 2), ("lam-0.5-seed-1", 1, 2)]
+    at = {(0.0, 0): (2, None), (0.5, 0): (3, None), (0.0, 1): (1, None), (0.5, 1): (3, None)}
+    resumed = next_runs(cfg, _records(cfg, at), 2, {"lam-0-seed-1"})
+    assert [(r.key, r.first, r.last) for r in resumed] == [("lam-0-seed-0", 3, 3)]  # the one in flight is not doubled
+    done = {key: (3, None) for key in at}
+    assert next_runs(cfg, _records(cfg, done), 2, set()) == [KfpRun("report", "report")]
+    reported = _records(cfg, done, {"report": {"uris": {"run_dir": "r"}}})
+    assert next_runs(cfg, reported, 2, set()) == []  # nothing new: the report stands
+    assert next_runs(cfg, reported, 2, set(), stale=True) == [KfpRun("report", "report")]  # a chain moved on
+    args = arguments(cfg, KfpRun("report", "report"), _records(cfg, done))
+    assert args["fragment_uris"] == ["h-0.0-0", "h-0.5-0", "h-0.0-1", "h-0.5-1"]
+
+
+def test_a_collapsed_chain_stops_only_with_stop_on_collapse(cfg):
+    collapsed = {(0.0, 0): (3, None), (0.5, 0): (1, 1), (0.0, 1): (3, None), (0.5, 1): (3, None)}
+    assert [r.key for r in next_runs(cfg, _records(cfg, collapsed), 2, set())] == ["lam-0.5-seed-0"]
+    stopping = load_config(None, ["name=sweep", "loop.lambdas=[0, 0.5]", "loop.seeds=[0, 1]", "loop.generations=3",
+                                  "loop.collapse_ratio=2", "loop.stop_on_collapse=true"])
+    assert next_runs(stopping, _records(stopping, collapsed), 2, set()) == [KfpRun("report", "report")]
+
+
+def test_more_chains_than_one_run_may_import_are_collected_first():
+    cfg = load_config(None, [f"loop.seeds={list(range(20))}", "loop.generations=1"])  # 4 lambdas x 20 seeds
+    tree = merge_tree(cfg)
+    assert [key for key, _ in tree] == ["collect-1-0", "collect-1-1", "collect-1-2", "report"]
+    assert [len(inputs) for _, inputs in tree] == [FAN_IN, FAN_IN, 80 - 2 * FAN_IN, 3]
+    done = {(lam, seed): (1, None) for lam in cfg.loop.lambdas for seed in cfg.loop.seeds}
+    first = next_runs(cfg, _records(cfg, done), 5, set())
+    assert [r.key for r in first] == ["collect-1-0", "collect-1-1", "collect-1-2"]
+    collected = {key: {"uris": {"history": key}} for key, _ in tree[:3]}
+    assert next_runs(cfg, _records(cfg, done, collected), 5, set(), merged={"collect-1-0", "collect-1-1"},
+                     stale=True) == [KfpRun("collect", "collect-1-2")]
+    report = next_runs(cfg, _records(cfg, done, collected), 5, set(), merged={k for k, _ in tree[:3]}, stale=True)
+    assert report == [KfpRun("report", "report")]
+    assert arguments(cfg, report[0], _records(cfg, done, collected))["fragment_uris"] == [k for k, _ in tree[:3]]
 
 
 # ------------------------------------------------------------------------------ options
@@ -300,36 +392,32 @@ def test_cluster_section_and_overrides(tmp_path):
                             {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
             "gpu_steps": ["train"],
             "step_resources": {"report": {"cpu_request": "500m", "memory_limit": "2Gi"}},
+            "scratch_pvc": None,
         },
     }))
-    cfg, cluster = load_pipeline_config(path, ["cluster.retries=5", "cluster.parallelism=2", "train.lr=0.01"])
+    cfg, cluster = load_pipeline_config(path, ["cluster.run_retries=5", "cluster.parallelism=2", "train.lr=0.01"])
     assert cfg.name == "gpu-sweep" and cfg.train.lr == 0.01
-    assert cluster.retries == 5 and cluster.parallelism == 2 and cluster.gpu_steps == ("train",)
+    assert cluster.run_retries == 5 and cluster.parallelism == 2 and cluster.gpu_steps == ("train",)
     assert cluster.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4", "gpu": "true"}
-    assert cluster.tolerations[1].value == "true"
     assert cluster.resources_of("report").cpu_request == "500m"
-    assert cluster.resources_of("train") == cluster.gpu_resources
-    assert cluster.resources_of("sample") == cluster.cpu_resources
-
-    out = tmp_path / "p.yaml"
-    compile_pipeline(cfg, out, cluster)
-    spec, platform = yaml.safe_load_all(out.read_text())
+    info = compile_experiment(cfg, cluster, cluster.image, tmp_path / "out")
+    spec, platform = yaml.safe_load_all(Path(info["packages"][2]["path"]).read_text())
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name, (_, _, task) in leaf_tasks(spec).items():
-        container = spec["deploymentSpec"]["executors"][executor_of(spec, task)]["container"]
+    for name, task in tasks(spec).items():
+        if name.startswith("import-"):
+            continue
+        container = spec["deploymentSpec"]["executors"][executor(spec, task)]["container"]
         assert container["image"] == cluster.image
-        assert task["retryPolicy"]["maxRetryCount"] == 5
         has_gpu = "accelerator" in container["resources"]
         assert has_gpu == name.endswith("-train"), name
+        assert "pvcMount" not in k8s[executor(spec, task)], name  # scratch_pvc: null
         if has_gpu:
             assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
-            assert len(k8s[executor_of(spec, task)]["tolerations"]) == 2
-    loops = {t["taskInfo"]["name"]: t for d in dags(spec).values() for t in d.values() if "parameterIterator" in t}
-    assert loops["lambdas"]["iteratorPolicy"]["parallelismLimit"] == 2
+            assert len(k8s[executor(spec, task)]["tolerations"]) == 2
 
 
 @pytest.mark.parametrize("override, message", [
-    ("cluster.retries=-1", "cluster.retries must be an integer >= 0"),
+    ("cluster.run_retries=-1", "cluster.run_retries must be an integer >= 0"),
     ("cluster.gpu_steps=[train, paint]", "unknown step 'paint'"),
     ("cluster.colour=blue", "unknown option(s) cluster.colour"),
     ("cluster.image=ghcr.io/autophagy/autophagy:latest", "never use 'latest'"),
@@ -337,138 +425,48 @@ def test_cluster_section_and_overrides(tmp_path):
     ("cluster.cpu_resources.memory_limit=lots", "cluster.cpu_resources.memory_limit must be a memory quantity"),
     ("cluster.tolerations=[{key: a, operator: Sometimes}]", "operator must be Exists or Equal"),
     ("cluster.backoff_duration=1m", "whole seconds like 60s"),
+    ("cluster.backoff_factor=1.5", "backoff_factor"),
+    ("cluster.window=0", "cluster.window must be an integer >= 1"),
+    ("cluster.scratch_mount_path=scratch", "must be an absolute path"),
     ("loop.lambdas=[-1]", "lambda is the ratio"),
 ])
 def test_invalid_options_name_the_option(override, message):
     with pytest.raises(ConfigError) as err:
         load_pipeline_config(None, [override])
     assert message in str(err.value)
-    assert isinstance(err.value, ValueError)
 
 
-def test_data_parallel_train_requests_n_gpus_and_runs_torchrun(cfg, compiled, tmp_path):
-    """cluster.gpus_per_train=N: every train task asks for N GPUs, gets a memory-backed /dev/shm (NCCL) and
-    passes gpus=N to its component, whose runtime starts ``torchrun --nproc_per_node=N``; other steps keep
-    accelerator_limit. The default (1) trains in the component's own process."""
-    from autophagy.components import runtime
-
-    out = tmp_path / "pipeline.yaml"
-    compile_pipeline(cfg, out, ClusterConfig(gpus_per_train=4), image=IMAGE)
-    spec, platform = yaml.safe_load_all(out.read_text())
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    default_tasks = leaf_tasks(compiled[0])
-    trains = 0
-    for name, (_, _, task) in leaf_tasks(spec).items():
-        step = name.split("-", 2)[2]
-        resources = spec["deploymentSpec"]["executors"][executor_of(spec, task)]["container"]
-        mounts = k8s[executor_of(spec, task)].get("emptyDirMounts")
-        if step == "train":
-            trains += 1
-            assert resources["resources"]["accelerator"]["resourceCount"] == "4", name
-            assert task["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 4, name
-            assert mounts == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}]
-            assert "init.path if init else None, gpus," in resources["command"][-1]  # the body hands N to the runtime
-            assert default_tasks[name][2]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 1, name
-        else:
-            assert "gpus" not in task["inputs"].get("parameters", {}) and not mounts, name
-            if step in GPU_STEPS:
-                assert resources["resources"]["accelerator"]["resourceCount"] == "1", name
-    assert trains == 1 + cfg.loop.generations  # every train task definition, generation 0's included
-    command = runtime.torchrun_train_command("c.yaml", "data", "model", 2, 0, "0.5", "prev", 4, "result.json")
-    assert command[0] == sys.executable
-    assert command[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "autophagy.cli",
-                            "train"]
-    assert command[command.index("--lam") + 1] == "0.5" and command[command.index("--init") + 1] == "prev"
-    assert command[command.index("--result") + 1] == "result.json"
-    with pytest.raises(PipelineConfigError, match="cluster.gpus_per_train must be an integer >= 1"):
-        ClusterConfig(gpus_per_train=0).validate()
-    with pytest.raises(PipelineConfigError, match="cluster.gpus_per_train=2 needs train in cluster.gpu_steps"):
-        ClusterConfig(gpus_per_train=2, gpu_steps=("sample",)).validate()
+def test_a_window_that_cannot_fit_is_refused_with_the_numbers(tmp_path):
+    cfg, cluster = load_pipeline_config(None, ["loop.generations=12", "cluster.window=12"])
+    with pytest.raises(PipelineConfigError) as err:
+        compile_experiment(cfg, cluster, IMAGE, tmp_path)
+    text = str(err.value)
+    assert "the chain run of digits-edm does not fit a KFP run" in text and "status_bytes" in text
+    assert "KiB > 1024 KiB" in text and "Lower cluster.window" in text
 
 
-def test_image_reference_is_pinned(monkeypatch, cfg, tmp_path):
-    from autophagy.components.image import DEFAULT_IMAGE, ImageError, resolve_image
+def test_cli_compile_writes_every_package_and_names_the_image(monkeypatch, tmp_path):
+    from autophagy.components.image import DEFAULT_IMAGE, resolve_image
 
     monkeypatch.delenv("AUTOPHAGY_IMAGE", raising=False)
     assert resolve_image() == DEFAULT_IMAGE and not DEFAULT_IMAGE.endswith(":latest")
-    monkeypatch.setenv("AUTOPHAGY_IMAGE", "registry.example.com/autophagy:0123abc")
-    assert resolve_image() == "registry.example.com/autophagy:0123abc"
-    assert resolve_image("localhost:5000/autophagy:dev") == "localhost:5000/autophagy:dev"  # a port is not a tag
-    for bad in ("autophagy:latest", "localhost:5000/autophagy", "autophagy@sha256:abc", "auto phagy:1"):
-        with pytest.raises(ImageError):
-            resolve_image(bad)
     monkeypatch.setenv("AUTOPHAGY_IMAGE", "autophagy:latest")
     with pytest.raises(PipelineConfigError, match="--image: .*latest"):
-        cli_compile(None, [], tmp_path / "p.yaml")
-    text = cli_compile(None, ["loop.generations=1"], tmp_path / "p.yaml", image="registry.example.com/autophagy:0123abc")
-    assert text.startswith(f"compiled {tmp_path / 'p.yaml'}") and "registry.example.com/autophagy:0123abc" in text
-    assert (tmp_path / "p.yaml").stat().st_size > 10_000
+        cli_compile(None, [], tmp_path / "p")
+    text = cli_compile(None, ["loop.generations=1"], tmp_path / "p", image="registry.example.com/autophagy:0123abc")
+    assert text.startswith(f"compiled 4 packages into {tmp_path / 'p'}") and "registry.example.com/autophagy:0123abc" in text
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "chain-gen-001-001.yaml", "data.yaml", "generation-0.yaml", "report.yaml", "runs.json"]
 
 
-def test_accumulate_strategies_chain_a_pool_into_every_mix(tmp_path):
-    for strategy in ("accumulate", "accumulate-subsample"):
-        cfg = load_config(None, [f"loop.strategy={strategy}", "loop.generations=3", "loop.lambdas=[0.5, inf]"])
-        info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
-        spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-        tasks = leaf_tasks(spec)
-        assert {n for n in tasks if n.endswith("-pool")} == {"gen-1-pool", "gen-2-pool", "gen-3-pool"}
-        assert info["task_definitions"] == len(tasks) == 6 + 5 * 3 + 2
-        assert info["task_runs"] == sum(expected_tasks(cfg).values()) == 3 + 1 * (3 + 2 * 5 * 3 + 1) + 1
-        for g in (1, 2, 3):
-            dag, _, mix = tasks[f"gen-{g}-mix"]
-            assert producer(spec, dag, mix, "synthetic") == f"gen-{g}-pool"
-            dag, _, pool = tasks[f"gen-{g}-pool"]
-            assert producer(spec, dag, pool, "samples") == f"gen-{g - 1}-sample"
-            if g == 1:
-                assert "previous" not in pool["inputs"]["artifacts"]
-            else:
-                assert producer(spec, dag, pool, "previous") == f"gen-{g - 1}-pool"
-
-
-def test_fresh_real_draws_generation_zero_in_its_own_mix(tmp_path):
-    cfg = load_config(None, ["loop.strategy=fresh-real", "data.n_train=500", "loop.generations=2"])
-    info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
-    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    tasks = leaf_tasks(spec)
-    dag, _, train0 = tasks["gen-0-train"]
-    assert producer(spec, dag, train0, "train_set") == "gen-0-mix"
-    dag, _, mix0 = tasks["gen-0-mix"]
-    assert producer(spec, dag, mix0, "real") == "gen-0-prepare" and "synthetic" not in mix0["inputs"]["artifacts"]
-    dag, _, mix2 = tasks["gen-2-mix"]
-    assert producer(spec, dag, mix2, "real") == "gen-0-prepare" and producer(spec, dag, mix2, "synthetic") == "gen-1-sample"
-    assert info["task_runs"] == sum(expected_tasks(cfg).values()) and expected_tasks(cfg)["gen-0-mix"] == 1
-
-
-@pytest.mark.parametrize("strategy", ["replace", "accumulate"])
-def test_stop_on_collapse_gives_every_later_task_the_chains_history(tmp_path, strategy):
-    overrides = [f"loop.strategy={strategy}", "loop.generations=3", "loop.collapse_ratio=2"]
-    text = cli_compile(None, [*overrides, "loop.stop_on_collapse=true"], tmp_path / "p.yaml", image=IMAGE)
-    assert "once a chain collapses, its later tasks only mark their outputs stopped" in text
-    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    tasks = leaf_tasks(spec)
-    steps = ("pool", "mix", "train", "sample") if strategy == "accumulate" else ("mix", "train", "sample")
-    for step in steps:
-        assert "history" not in tasks[f"gen-1-{step}"][2]["inputs"]["artifacts"], step  # generation 0 never collapses
-        for g in (2, 3):
-            dag, _, task = tasks[f"gen-{g}-{step}"]
-            assert producer(spec, dag, task, "history") == f"gen-{g - 1}-evaluate", (step, g)
-    for g in (2, 3):
-        dag, _, evaluate = tasks[f"gen-{g}-evaluate"]
-        assert producer(spec, dag, evaluate, "previous") == f"gen-{g - 1}-evaluate"
-    # Without the option nothing waits for an evaluation but the next evaluation.
-    plain = cli_compile(None, overrides, tmp_path / "plain.yaml", image=IMAGE)
-    assert "note: loop.stop_on_collapse" not in plain
-    spec, _ = yaml.safe_load_all((tmp_path / "plain.yaml").read_text())
-    assert all("history" not in task["inputs"].get("artifacts", {}) for _, _, task in leaf_tasks(spec).values())
-
-
-def test_no_generations_still_compiles(tmp_path):
-    cfg = load_config(None, ["loop.generations=0"])
-    info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
-    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    assert set(leaf_tasks(spec)) == {"gen-0-tracking", "gen-0-prepare", "gen-0-features", "gen-0-train",
-                                     "gen-0-sample", "gen-0-evaluate", "gen-0-report"}
-    assert info["task_runs"] == sum(expected_tasks(cfg).values())
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_config_compiles_to_runs_that_fit(path, tmp_path):
+    cfg, cluster = load_pipeline_config(path)
+    info = compile_experiment(cfg, cluster, IMAGE, tmp_path)
+    assert all(p["fits"] for p in info["packages"]) and info["window"] >= 1
+    covered = [g for p in info["packages"] if p["kind"] == "chain" for g in range(p["first"], p["last"] + 1)]
+    assert covered == list(range(1, cfg.loop.generations + 1))
 
 
 # ------------------------------------------------------------------------------ submit, imports
@@ -480,38 +478,37 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_submit_to_an_unreachable_host_fails_fast_and_names_it(cfg):
-    from autophagy.pipelines import submit
+def test_submit_to_an_unreachable_host_fails_fast_and_names_it():
+    from autophagy.pipelines import cli_submit
 
     host = f"http://127.0.0.1:{_closed_port()}"
     started = time.perf_counter()
     with pytest.raises(PipelineSubmitError, match=f"cannot reach the Kubeflow Pipelines API at {host}"):
-        submit(host, cfg, image=IMAGE, timeout=3)
+        cli_submit(host, None, ["loop.generations=1"], image=IMAGE, timeout=3)
     assert time.perf_counter() - started < 10
     with pytest.raises(PipelineSubmitError, match="http:// or https://"):
-        submit("ml-pipeline.kubeflow:8888", cfg, image=IMAGE)
-
-
-def test_cli_submit_reports_config_errors_before_contacting_the_host():
-    from autophagy.pipelines import cli_submit
-
+        cli_submit("ml-pipeline.kubeflow:8888", None, [], image=IMAGE)
     with pytest.raises(ConfigError, match="unknown option"):
-        cli_submit(f"http://127.0.0.1:{_closed_port()}", None, ["loop.colour=red"])
-    with pytest.raises(PipelineSubmitError, match="cannot reach"):
-        cli_submit(f"http://127.0.0.1:{_closed_port()}", None, ["loop.generations=1"], image=IMAGE, timeout=2)
+        cli_submit(host, None, ["loop.colour=red"])
 
 
 def test_the_library_never_imports_kfp():
-    code = ("import sys; import autophagy, autophagy.cli, autophagy.loop, autophagy.report, autophagy.tracking, "
-            "autophagy.components, autophagy.components.runtime, autophagy.components.image, autophagy.pipelines, "
-            "autophagy.pipelines.errors; "
-            "bad = sorted(m for m in sys.modules if m == 'kfp' or m.startswith('kfp.')); "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    """The library runs without kfp; planning a Kubeflow experiment needs neither kfp nor torch."""
+    planning = ("import sys; import autophagy.plan, autophagy.step_config, autophagy.pipelines, autophagy.pipelines.runs, "
+                "autophagy.pipelines.budget, autophagy.pipelines.errors; "
+                "bad = sorted(m for m in sys.modules if m in ('kfp', 'torch') or m.startswith('kfp.')); assert not bad, bad")
+    library = ("import sys; import autophagy, autophagy.cli, autophagy.loop, autophagy.report, autophagy.tracking, "
+               "autophagy.components, autophagy.components.runtime, autophagy.components.image; "
+               "bad = sorted(m for m in sys.modules if m == 'kfp' or m.startswith('kfp.')); assert not bad, bad")
+    for code in (planning, library):
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 class _FakeKFP:
-    """Just enough of the KFP v2beta1 REST API for kfp.Client to create an experiment and a run."""
+    """Just enough of the KFP v2beta1 REST API for kfp.Client: experiments, runs, and every run SUCCEEDED.
+
+    A stand-in: no KFP API server runs here. The runs it accepts execute nothing, so they record no
+    hand-off, which the submitter must notice."""
 
     def __init__(self):
         import http.server
@@ -536,7 +533,11 @@ class _FakeKFP:
                 fake.requests.append(("GET", self.path, dict(self.headers), {}))
                 if self.path.startswith("/apis/v2beta1/healthz"):
                     return self._reply({"multi_user": False})
-                return self._reply({})  # experiments list: none yet
+                if self.path.startswith("/apis/v2beta1/runs/"):
+                    return self._reply({"run_id": "run-1", "state": "SUCCEEDED"})
+                if self.path.startswith("/apis/v2beta1/experiments"):
+                    return self._reply({"experiments": [{"experiment_id": "exp-1", "display_name": "autophagy-tests"}]})
+                return self._reply({})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
@@ -555,8 +556,9 @@ class _FakeKFP:
         self.server.server_close()
 
 
-def test_submit_sends_the_compiled_run_with_service_account_and_token(tmp_path, monkeypatch):
-    """The request kfp.Client makes, checked on a stand-in API (a real KFP server is not available here)."""
+def test_submit_sends_the_first_run_with_its_parameters_and_notices_a_missing_hand_off(tmp_path, monkeypatch):
+    """The requests kfp.Client makes, checked on a stand-in API: the data run with its parameters, the
+    service account and the bearer token; then, since nothing ran, the submitter stops and says why."""
     from autophagy.pipelines import cli_submit
 
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
@@ -565,33 +567,19 @@ def test_submit_sends_the_compiled_run_with_service_account_and_token(tmp_path, 
     token.write_text("s3cr3t-token\n")
     fake = _FakeKFP()
     try:
-        text = cli_submit(fake.host, None, ["name=tiny", "loop.lambdas=[0, inf]", "loop.generations=1"],
-                          experiment="autophagy-tests", run_name="first", image=IMAGE, token_path=str(token))
+        with pytest.raises(PipelineSubmitError, match="finished without recording where their outputs are"):
+            cli_submit(fake.host, None, ["name=tiny", "loop.lambdas=[0, inf]", "loop.generations=1"],
+                       experiment="autophagy-tests", image=IMAGE, token_path=str(token), poll_seconds=0.01,
+                       log=lambda _: None)
     finally:
         fake.close()
-    assert text.startswith(f"submitted run first (run-1) to {fake.host}, KFP experiment autophagy-tests")
-    assert text.endswith(f"{fake.host}/#/runs/details/run-1")
     [run] = [body for method, path, _, body in fake.requests if method == "POST" and path == "/apis/v2beta1/runs"]
-    assert run["display_name"] == "first" and run["experiment_id"] == "exp-1"
-    assert run["service_account"] == "autophagy-pipeline"
+    assert run["display_name"] == "tiny-data" and run["service_account"] == "autophagy-pipeline"
     spec = run["pipeline_spec"]
-    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "autophagy-tiny"
-    executors = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert all(e["podMetadata"]["labels"]["autophagy.io/role"] == "pipeline" for e in executors.values())
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "autophagy-data"
+    parameters = run["runtime_config"]["parameters"]
+    cfg = load_config(None, ["name=tiny", "loop.lambdas=[0, inf]", "loop.generations=1"])
+    assert parameters["options_prepare"] == to_json(step_options(cfg, "prepare"))
+    assert parameters["handoff_key"] == "data"
     posted = [headers for method, _, headers, _ in fake.requests if method == "POST"]
     assert posted and all(h.get("authorization", h.get("Authorization")) == "Bearer s3cr3t-token" for h in posted)
-
-
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda p: p.stem)
-def test_every_shipped_config_compiles_to_a_pipeline(path, tmp_path):
-    """Every experiment of configs/ runs as a KFP pipeline: it compiles, with one task run per
-    (generation, step) of every lambda and seed (two generations: the unrolled structure repeats,
-    and the whole 20-generation spec takes this file's helpers minutes to walk)."""
-    cfg = load_config(path, ["loop.generations=2"])
-    info = compile_pipeline(cfg, tmp_path / "p.yaml", image=IMAGE)
-    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
-    parents = parent_of(spec)
-    runs = Counter({name: loop_multiplicity(spec, dag, parents) for name, (dag, _, _) in leaf_tasks(spec).items()})
-    assert runs == Counter(expected_tasks(cfg)) and sum(runs.values()) == info["task_runs"]
-    assert runs[f"gen-{cfg.loop.generations}-evaluate"] == len(cfg.loop.lambdas) * len(cfg.loop.seeds)
