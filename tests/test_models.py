@@ -4,6 +4,7 @@ resumable training, and the EDM maths against closed forms."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 from pathlib import Path
 
@@ -502,3 +503,54 @@ def test_changed_inputs_do_not_resume(resumable, monkeypatch):
     monkeypatch.setattr(checkpoint, "write_checkpoint_files", original)
     changed = type(cfg)(**{**cfg.__dict__, "train": type(cfg.train)(**{**cfg.train.__dict__, "lr": 2e-3})})
     assert run_train(changed, tmp_path / "data" / "train", tmp_path / "model")["resumed_from_kimg"] == 0
+
+
+def test_a_retried_pod_resumes_from_the_durable_scratch_state(tmp_path, tiny_cfg):
+    """A Kubeflow train task SIGKILLed mid-generation (a preempted node) and started again as a new pod
+    whose output lands at a new path: with ``$AUTOPHAGY_SCRATCH_DIR`` (the scratch PVC) it resumes
+    from the last train-state checkpoint, and its weights equal an uninterrupted run's, bit for bit.
+    The first pod kills itself with SIGKILL right after its second checkpoint (a kill at a random
+    moment can tear a checkpoint, which is discarded: test_train_killed_while_writing_its_train_state)."""
+    import os
+    import subprocess
+    import sys
+
+    from autophagy.stages import prepare
+    from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, step_options, to_json
+
+    cfg = tiny_cfg("digits", "train.checkpoint_every_kimg=2", "train.gen0_budget_kimg=10")
+    prepare.run(cfg, tmp_path / "data")
+    scratch = tmp_path / "pvc"
+    env = {**os.environ, BOOKKEEPING_ENV: to_json(bookkeeping(cfg)), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "AUTOPHAGY_SCRATCH_DIR": str(scratch)}
+    options = to_json(step_options(cfg, "train"))
+    preempted = ("import os, signal\n"
+                 "import autophagy.models.checkpoint as checkpoint\n"
+                 "original, written = checkpoint.write_checkpoint_files, []\n"
+                 "def write_then_die(model, directory, meta):\n"
+                 "    original(model, directory, meta)\n"
+                 "    written.append(1)\n"
+                 "    if len(written) == 2:\n"
+                 "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                 "checkpoint.write_checkpoint_files = write_then_die\n")
+
+    def task(out: Path, prelude: str = "") -> subprocess.CompletedProcess:
+        code = (prelude + "import json\nfrom autophagy.components import runtime\n"
+                f"print(json.dumps(runtime.train({options!r}, {str(tmp_path / 'data' / 'train')!r}, {str(out)!r}, 0, 0)))")
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+
+    reference = task(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    first = task(tmp_path / "pod-1" / "model", preempted)
+    assert first.returncode == -9  # SIGKILL
+    assert not (tmp_path / "pod-1" / "model").exists()  # nothing that looks like a finished model
+    [state] = scratch.glob("train/*")
+    retried = task(tmp_path / "pod-2" / "model")
+    assert retried.returncode == 0, retried.stderr
+    result = json.loads(retried.stdout.strip().splitlines()[-1])
+    assert result["resumed_from_kimg"] == pytest.approx(4.0, abs=0.05) and result["train_kimg"] == pytest.approx(10, abs=0.05)
+    assert not state.exists()  # finished: the state is removed
+    ours, theirs = weights(tmp_path / "pod-2" / "model"), weights(tmp_path / "reference")
+    for group in theirs:
+        for key in theirs[group]:
+            assert torch.equal(ours[group][key], theirs[group][key]), (group, key)
