@@ -64,7 +64,7 @@ EXPECTED_OBJECTS = {
     "overlays/s3": (_TRACKING_STACK - {"PersistentVolumeClaim/mlflow-artifacts"})
     | _PIPELINE_ACCESS
     | {"Secret/mlflow-s3-credentials"},
-    "run-namespace": set(_PIPELINE_ACCESS),
+    "run-namespace": _PIPELINE_ACCESS | {"PersistentVolumeClaim/autophagy-scratch"},
 }
 EXPECTED_NAMESPACE = {
     "base": NAMESPACE,
@@ -635,3 +635,14 @@ def test_gpu_overlay_scheduling_quota_and_priority():
     ]
     # Base stays free of GPU objects.
     assert not [o for o in h.render("base") if o["kind"] in ("PriorityClass", "ResourceQuota")]
+
+
+def test_the_scratch_pvc_is_the_one_train_tasks_mount():
+    """cluster.scratch_pvc names the claim of k8s/run-namespace; ReadWriteMany, since a retried pod
+    may run on another node."""
+    from autophagy.pipelines.cluster import ClusterConfig
+
+    [claim] = [o for o in h.render("run-namespace") if o["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == ClusterConfig().scratch_pvc
+    assert claim["metadata"]["namespace"] == RUN_NAMESPACE
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
