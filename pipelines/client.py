@@ -1,4 +1,4 @@
-"""Compile an experiment's pipeline and start a run on a Kubeflow Pipelines API server.
+"""The client of a Kubeflow Pipelines API server: reachability, authentication, readable errors.
 
 Authentication uses the KFP SDK's own mechanisms, nothing autophagy-specific:
 
@@ -9,27 +9,20 @@ Authentication uses the KFP SDK's own mechanisms, nothing autophagy-specific:
 * neither: a plain client (port-forward, or a cluster without auth); the KFP client's context
   file ``~/.config/kfp/context.json`` still supplies cookies/headers if you keep one.
 
-The run's pods use the ServiceAccount ``cluster.service_account`` (kfp-kubernetes 2.17.3 has no
-per-task setter, so it is the run's ``service_account``).
+The runs' pods use the ServiceAccount ``cluster.service_account`` (kfp-kubernetes 2.17.3 has no
+per-task setter, so it is each run's ``service_account``; :class:`autophagy.pipelines.submit.KfpBackend`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import io
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
 
-from autophagy.config import ExperimentConfig
-
-from autophagy.pipelines.cluster import ClusterConfig
 from autophagy.pipelines.errors import PipelineSubmitError
 
 HOST_ENV = "KF_PIPELINES_ENDPOINT"  # the kfp SDK's own variable for the API host
@@ -78,57 +71,10 @@ def make_client(host: str, namespace: str | None = None, existing_token: str | N
             warnings.simplefilter("ignore", FutureWarning)  # "This client only works with KFP v2.0.0-beta.2 and later"
             return kfp.Client(**kwargs)
     except Exception as err:  # noqa: BLE001 - kfp raises ApiException, TimeoutError, urllib3 errors ...
-        raise PipelineSubmitError(f"Kubeflow Pipelines at {host} did not accept the client: {_describe(err)}") from None
+        raise PipelineSubmitError(f"Kubeflow Pipelines at {host} did not accept the client: {describe(err)}") from None
 
 
-def submit(host: str | None, cfg: ExperimentConfig, cluster: ClusterConfig | None = None, experiment: str | None = None,
-           run_name: str | None = None, image: str | None = None, namespace: str | None = None,
-           existing_token: str | None = None, token_path: str | None = None, timeout: float = 10.0,
-           pipeline_root: str | None = None) -> dict[str, Any]:
-    """Compile ``cfg`` and start it on the KFP API at ``host``; returns the run's id, name and URL.
-
-    ``experiment``: the KFP experiment (default: ``cfg.name``). ``namespace``: the profile
-    namespace in multi-user KFP. The host is checked first (``timeout`` seconds), so an
-    unreachable one fails in seconds with a :class:`PipelineSubmitError` that names it.
-    """
-    from autophagy.components.image import resolve_image
-    from autophagy.pipelines.pipeline import compile_pipeline, pipeline_name
-
-    host = (host or os.environ.get(HOST_ENV) or "").strip()
-    if not host:
-        raise PipelineSubmitError(f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV}")
-    cluster = (cluster or ClusterConfig()).validate()
-    image = resolve_image(image or cluster.image)
-    check_reachable(host, timeout)
-    experiment = experiment or cfg.name
-    run_name = run_name or f"{pipeline_name(cfg)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    with tempfile.TemporaryDirectory(prefix="autophagy-pipeline-") as tmp:
-        package = Path(tmp) / f"{pipeline_name(cfg)}.yaml"
-        compile_pipeline(cfg, package, cluster, image=image)
-        client = make_client(host, namespace, existing_token, token_path)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # kfp prints links; we return ours
-                result = client.create_run_from_pipeline_package(
-                    str(package), arguments={}, run_name=run_name, experiment_name=experiment, namespace=namespace,
-                    pipeline_root=pipeline_root, service_account=cluster.service_account or None)
-        except PipelineSubmitError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise PipelineSubmitError(f"Kubeflow Pipelines at {host} refused run {run_name!r} "
-                                      f"(experiment {experiment!r}): {_describe(err)}") from None
-    return {
-        "host": host,
-        "run_id": result.run_id,
-        "run_name": run_name,
-        "experiment": experiment,
-        "namespace": namespace,
-        "service_account": cluster.service_account,
-        "image": image,
-        "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}",
-    }
-
-
-def _describe(err: Exception) -> str:
+def describe(err: Exception) -> str:
     status = getattr(err, "status", None)
     reason = getattr(err, "reason", None)
     if status:

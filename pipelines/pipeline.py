@@ -29,7 +29,6 @@ their downstream tasks keep their cache keys.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotations as types.
-import json
 from typing import Any, Callable, Dict, List
 
 from autophagy import plan

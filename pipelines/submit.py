@@ -83,10 +83,17 @@ class KfpBackend:
         in_flight = self.find_in_flight(run_name)
         if in_flight:
             return in_flight
-        with contextlib.redirect_stdout(io.StringIO()):  # kfp prints links; the submitter logs its own
-            result = self.client.create_run_from_pipeline_package(
-                str(package), arguments=arguments, run_name=run_name, experiment_name=self.experiment,
-                namespace=self.namespace, pipeline_root=self.pipeline_root, service_account=self.service_account or None)
+        from autophagy.pipelines.client import describe
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # kfp prints links; the submitter logs its own
+                result = self.client.create_run_from_pipeline_package(
+                    str(package), arguments=arguments, run_name=run_name, experiment_name=self.experiment,
+                    namespace=self.namespace, pipeline_root=self.pipeline_root,
+                    service_account=self.service_account or None)
+        except Exception as err:  # noqa: BLE001 - kfp raises ApiException, urllib3 errors ...
+            raise PipelineSubmitError(f"Kubeflow Pipelines refused run {run_name!r} (KFP experiment "
+                                      f"{self.experiment!r}): {describe(err)}") from None
         return result.run_id
 
     def find_in_flight(self, run_name: str) -> str | None:

@@ -4,7 +4,6 @@ resumable training, and the EDM maths against closed forms."""
 from __future__ import annotations
 
 import json
-import shutil
 import math
 from pathlib import Path
 
