@@ -62,3 +62,14 @@ def test_bench_families_paper_presets_run_at_reduced_width(tmp_path):
     edm = result["edm"]
     assert result["presets"] == "paper" and edm["data"] == "random uint8 stand-in"  # no CIFAR-10 here
     assert edm["parameters"] > 0 and edm["train_images_per_s"] > 0 and "evaluation" not in edm
+
+
+def test_bench_kfp_compile_plans_every_config(tmp_path):
+    out = tmp_path / "compile.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kfp_compile.py"), "--repeat", "1", "--json",
+                    str(out)], check=True, timeout=600, cwd=tmp_path)
+    rows = {row["config"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {path.stem for path in (ROOT / "configs").glob("*.yaml")}
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["window"] >= 1 and row["largest_status_kib"] <= 1024
+    assert rows["digits-edm"]["runs"] == 1 + 1 + 4 * 1 + 1  # data, generation 0, one window per chain, report

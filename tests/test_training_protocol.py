@@ -453,7 +453,7 @@ def test_two_processes_equal_one_for_a_deterministic_loss(tiny_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_data_parallel_train_through_the_kfp_runtime(tiny_cfg, tmp_path):
+def test_data_parallel_train_through_the_kfp_runtime(tiny_cfg, tmp_path, monkeypatch):
     """cluster.gpus_per_train > 1: the KFP train component's runtime runs torchrun in its pod. On CPU
     (gloo) with EDM: every rank draws its own loss noise, so the run is not the 1-process one, but it
     trains (the loss drops well below the zero network's 1), the ranks end with identical weights and
@@ -462,11 +462,13 @@ def test_data_parallel_train_through_the_kfp_runtime(tiny_cfg, tmp_path):
     from autophagy.data.dataset import open_dataset
     from autophagy.stages import prepare
     from autophagy.stages.train import _initial_model
+    from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, step_options, to_json
 
     cfg = tiny_cfg("digits", "data.n_train=256", "train.gen0_budget_kimg=3.2")
     prepare.run(cfg, tmp_path / "data")
-    result = runtime.train(runtime.config_to_json(cfg), str(tmp_path / "data" / "train"), str(tmp_path / "model"), 0, 0,
-                           "", None, gpus=2)
+    monkeypatch.setenv(BOOKKEEPING_ENV, to_json(bookkeeping(cfg)))  # as the pod's env (the ranks inherit it)
+    result = runtime.train(to_json(step_options(cfg, "train")), str(tmp_path / "data" / "train"), str(tmp_path / "model"),
+                           0, 0, "", None, gpus=2)
     assert result["train_world_size"] == 2 and result["train_kimg"] == pytest.approx(3.2)
     assert math.isfinite(result["train_loss"])
     model = load_checkpoint(tmp_path / "model")
