@@ -31,13 +31,15 @@ def features(options: str, extractor: Output[Artifact]):
 
 
 def mix(options: str, real: Input[Dataset], generation: int, seed: int, lam: str, fresh_real: bool,
-        train_set: Output[Dataset], synthetic: Input[Dataset] = None, history: Input[Artifact] = None):
+        train_set: Output[Dataset], synthetic: Input[Dataset] = None, history: Input[Artifact] = None) -> str:
     """Compose a training set (autophagy.stages.mix); synthetic = the samples of generation - 1 or their
     pool; fresh_real: draw the real items from the prepared pool; history (loop.stop_on_collapse) = the
-    chain so far: a collapsed chain's task only marks its output."""
+    chain so far: a collapsed chain's task only marks its output. Returns its DVC pointer (JSON, or {})."""
+    import json
     from autophagy.components import runtime
     train_set.metadata.update(runtime.mix(options, real.path, synthetic.path if synthetic else None, train_set.path,
                                           generation, lam, seed, fresh_real, history.path if history else None))
+    return json.dumps(train_set.metadata.get("dvc", {}))
 
 
 def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], previous: Input[Dataset] = None,
@@ -49,31 +51,39 @@ def pool(samples: Input[Dataset], generation: int, pooled: Output[Dataset], prev
 
 
 def train(options: str, train_set: Input[Dataset], generation: int, seed: int, lam: str, model: Output[Model],
-          init: Input[Model] = None, gpus: int = 1, history: Input[Artifact] = None):
+          init: Input[Model] = None, gpus: int = 1, history: Input[Artifact] = None) -> str:
     """Train one generation (autophagy.stages.train); init = the previous generation's model; gpus > 1:
-    data-parallel under torchrun in this pod (cluster.gpus_per_train); history: as for mix."""
+    data-parallel under torchrun in this pod (cluster.gpus_per_train); history, return: as for mix."""
+    import json
     from autophagy.components import runtime
     model.metadata.update(runtime.train(options, train_set.path, model.path, generation, seed, lam,
                                         init.path if init else None, gpus, history.path if history else None))
+    return json.dumps(model.metadata.get("dvc", {}))
 
 
 def sample(options: str, model: Input[Model], real_train: Input[Dataset], extractor: Input[Artifact], generation: int,
-           seed: int, n: int, lam: str, samples: Output[Dataset], history: Input[Artifact] = None):
-    """Draw n samples of a generation (autophagy.stages.sample); history: as for mix."""
+           seed: int, n: int, lam: str, samples: Output[Dataset], history: Input[Artifact] = None) -> str:
+    """Draw n samples of a generation (autophagy.stages.sample); history, return: as for mix."""
+    import json
     from autophagy.components import runtime
     samples.metadata.update(runtime.sample(options, model.path, real_train.path, samples.path, generation, seed, n,
                                            lam, extractor.path, history.path if history else None))
+    return json.dumps(samples.metadata.get("dvc", {}))
 
 
 def evaluate(options: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
              extractor: Input[Artifact], generation: int, seed: int, lam: str, metrics: Output[Metrics],
-             history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None, stoppable: bool = False):
+             history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None, stoppable: bool = False,
+             train_set_dvc: str = "{}", model_dvc: str = "{}", samples_dvc: str = "{}"):
     """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far;
-    stoppable (loop.stop_on_collapse): a chain collapsed in previous passes it on unchanged."""
+    stoppable (loop.stop_on_collapse): a chain collapsed in previous passes it on unchanged; *_dvc: the
+    DVC pointers of the generation's outputs, written beside its metrics."""
+    import json
     from autophagy.components import runtime
+    pointers = {"train_set": json.loads(train_set_dvc), "model": json.loads(model_dvc), "samples": json.loads(samples_dvc)}
     for key, value in runtime.evaluate(options, samples.path, real_train.path, real_test.path, extractor.path,
                                        generation, seed, lam, history.path, previous.path if previous else None,
-                                       grid.path, stoppable).items():
+                                       grid.path, stoppable, pointers).items():
         metrics.log_metric(key, value)
 
 
@@ -84,7 +94,8 @@ def handoff(key: str, kfp_run_id: str, real_train: Input[Dataset] = None, real_t
     from autophagy.components import runtime
     given = {"real_train": real_train, "real_test": real_test, "extractor": extractor, "model": model,
              "samples": samples, "history": history, "pooled": pooled, "run_dir": run_dir}
-    runtime.handoff(key, kfp_run_id, {name: (a.uri, a.path) for name, a in given.items() if a is not None})
+    runtime.handoff(key, kfp_run_id, {name: (a.uri, a.path) for name, a in given.items() if a is not None},
+                    real_train.metadata.get("dvc") if real_train is not None else None)
 
 
 def collect(fragments: Input[List[Artifact]], merged: Output[Artifact]):
@@ -93,10 +104,14 @@ def collect(fragments: Input[List[Artifact]], merged: Output[Artifact]):
     runtime.collect([f.path for f in fragments], merged.path)
 
 
-def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifact], page: Output[Markdown]):
-    """Tables and figures across lambdas, seeds and generations (autophagy.report), also logged to MLflow."""
+def report(config: str, fragments: Input[List[Artifact]], run_dir: Output[Artifact], page: Output[Markdown],
+           data_dvc: str = "{}"):
+    """Tables and figures across lambdas, seeds and generations (autophagy.report), also logged to MLflow;
+    data_dvc: the DVC pointers of the real data sets (with a DVC remote, the pointer tree goes to MLflow)."""
+    import json
     from autophagy.components import runtime
-    run_dir.metadata.update(runtime.report(config, [f.path for f in fragments], run_dir.path, page.path))
+    run_dir.metadata.update(runtime.report(config, [f.path for f in fragments], run_dir.path, page.path,
+                                           json.loads(data_dvc)))
 
 
 #: Every component function, by step name (the word in the task names ``gen-<g>-<step>``).

@@ -115,6 +115,20 @@ def _stopped(history: str | None, out_dir: str, generation: int, seed: int, lam:
     return result
 
 
+def versioned(out_dir: str | Path, name: str) -> dict[str, Any]:
+    """Push ``out_dir`` to the experiment's DVC remote (:mod:`autophagy.components.dvc_remote`) when it
+    has one; the pointer entry (``md5``, ``size``, ``nfiles``), else ``{}``."""
+    from autophagy.components import dvc_remote
+
+    return dvc_remote.push(out_dir, name) if dvc_remote.configured() else {}
+
+
+def _with_pointer(result: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Any]:
+    """``result`` with the DVC pointer of ``out_dir`` under ``dvc`` when the experiment has a remote."""
+    pointer = versioned(out_dir, name)
+    return {**result, "dvc": pointer} if pointer else result
+
+
 # ---------------------------------------------------------------------------------- tasks
 
 
@@ -126,7 +140,9 @@ def prepare(options_json: str, train_dir: str, test_dir: str) -> dict[str, Any]:
         result = stage.run(step_config("prepare", options_json), scratch)
         _move_into(scratch / "train", train_dir)
         _move_into(scratch / "test", test_dir)
-    return result
+    dvc = {name: pointer for name, path in (("train", train_dir), ("test", test_dir))
+           if (pointer := versioned(path, name))}
+    return {**result, **({"dvc": dvc} if dvc else {})}
 
 
 def features(options_json: str, out_dir: str) -> dict[str, Any]:
@@ -156,12 +172,13 @@ def mix(options_json: str, real: str, synthetic: str | None, out_dir: str, gener
             drawn = fresh_real_draw(open_dataset(real), cfg.data.n_train, scratch / "draw", seed, generation)
             if generation == 0:
                 _move_into(drawn.path, out_dir)
-                return {"generation": 0, "lambda": "shared", "train_set_real": drawn.rows, "train_set_synthetic": 0}
+                return _with_pointer({"generation": 0, "lambda": "shared", "train_set_real": drawn.rows,
+                                      "train_set_synthetic": 0}, out_dir, "train_set")
             real = str(drawn.path)
         synthetic_sets = pooled_sets(synthetic) if synthetic and Path(synthetic, POOL_MARKER).is_file() else [synthetic]
         result = stage.run(cfg, real, [s for s in synthetic_sets if s], parse_lambda(lam, option="lam"), out_dir,
                            generation, seed)
-    return {"generation": generation, "lambda": lam, **result}
+    return _with_pointer({"generation": generation, "lambda": lam, **result}, out_dir, "train_set")
 
 
 def pool(previous: str | None, samples: str, generation: int, out_dir: str, seed: int = 0, lam: str = "",
@@ -210,7 +227,8 @@ def train(options_json: str, train_set: str, out_dir: str, generation: int, seed
 
         result = stage.run(step_config("train", options_json), train_set, out_dir, generation, seed,
                            lam=lam_value(lam), init=init)
-    return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
+    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)},
+                         out_dir, "model")
 
 
 def sample(options_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int, n: int,
@@ -223,17 +241,21 @@ def sample(options_json: str, model_dir: str, real_train: str, out_dir: str, gen
 
     result = stage.run(step_config("sample", options_json), model_dir, out_dir, int(n), seed, generation,
                        features_dir=features_dir, real_dir=real_train)
-    return {"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)}
+    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)},
+                         out_dir, "samples")
 
 
 def evaluate(options_json: str, samples: str, real_train: str, real_test: str, features_dir: str, generation: int,
              seed: int, lam: str, history_out: str, history_in: str | None = None,
-             grid_html: str | None = None, stoppable: bool = False) -> dict[str, float]:
+             grid_html: str | None = None, stoppable: bool = False,
+             pointers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, float]:
     """``evaluate.run`` into the run layout under ``history_out`` (on a copy of ``history_in``, whose
     generation 0 and generation - 1 give the collapse verdict). ``stoppable``
     (:attr:`autophagy.plan.GenerationPlan.stoppable`): a chain collapsed in ``history_in`` has
     stopped, and its fragment passes on unchanged. Returns the finite numeric metrics (for KFP
-    ``Metrics``); writes an HTML page with the sample grid to ``grid_html`` when given."""
+    ``Metrics``); writes an HTML page with the sample grid to ``grid_html`` when given. ``pointers``:
+    the DVC pointers of this generation's outputs (``train_set``, ``model``, ``samples``), written
+    beside its metrics as ``<name>.dvc`` and recorded on the chain's MLflow runs."""
     from autophagy.layout import RunLayout
     from autophagy.loop import read_metrics
     from autophagy.report import write_html
@@ -256,10 +278,32 @@ def evaluate(options_json: str, samples: str, real_train: str, real_test: str, f
     grid = out / "samples.png"
     metrics = stage.run(cfg, samples, {"train": real_train, "test": real_test}, out / "metrics.json", features_dir,
                         generation, seed, lam=lam_float, grid_path=grid, baseline=baseline, previous=previous)
+    record_pointers(cfg, out, {name: pointer for name, pointer in (pointers or {}).items() if pointer},
+                    lam_float, seed, generation)
     if grid_html:
         title = f"gen-{generation} seed {seed} " + (f"λ = {lam}" if lam else "(shared by every λ)")
         write_html(grid_html, title, [grid] if grid.is_file() else [], _summary_line(metrics))
     return finite_numbers(metrics, skip=("generation", "seed"))
+
+
+def record_pointers(cfg: ExperimentConfig, directory: Path, pointers: Mapping[str, Mapping[str, Any]],
+                    lam: float | None, seed: int, generation: int) -> None:
+    """Write ``<name>.dvc`` pointer files into a generation's directory of the run layout and tag the
+    chain runs in MLflow with the hashes (``autophagy.dvc.gen-003.train_set``: md5), so a
+    dataset can be followed from MLflow to DVC and back."""
+    if not pointers:
+        return
+    from autophagy.components.dvc_remote import pointer_text
+
+    for name, pointer in pointers.items():
+        atomic.write_text(directory / f"{name}.dvc", pointer_text(dict(pointer)))
+    if cfg.tracking.enabled:
+        from autophagy.tracking import open_tracker
+
+        tracker = open_tracker(cfg)
+        tags = {f"autophagy.dvc.gen-{generation:03d}.{name}": p["md5"] for name, p in pointers.items()}
+        for chain_lam in (cfg.loop.lambdas if lam is None else (lam,)):
+            tracker.set_tags(tracker.child_run(chain_lam, seed), tags)
 
 
 def collect(fragments: Sequence[str], out_dir: str) -> int:
@@ -270,10 +314,23 @@ def collect(fragments: Sequence[str], out_dir: str) -> int:
     return len(fragments)
 
 
-def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None) -> dict[str, Any]:
+#: Where the report run logs the run-layout tree (pointers, metrics, grids) on the MLflow parent run.
+LAYOUT_ARTIFACT = "run_layout"
+
+
+def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None,
+           data_pointers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Materialise ``<out_dir>/<experiment>`` (the ``runs/<experiment>`` layout of the local loop)
     from the chains' fragments and write its report there (also logged to the MLflow parent run).
-    The Markdown page (figures inlined, for the KFP UI) goes to ``markdown_path``."""
+    The Markdown page (figures inlined, for the KFP UI) goes to ``markdown_path``.
+
+    With a DVC remote the tree also holds ``data/{train,test}.dvc`` (``data_pointers``) beside each
+    generation's pointers, and a ``dvc.yaml`` that declares every ``metrics.json``, so that in a
+    user's checkout ``dvc pull``, ``dvc status`` and ``dvc metrics show`` work on it; the whole
+    tree (no data in it: pointers, metrics, grids, report) is logged to the parent run as
+    :data:`LAYOUT_ARTIFACT` for ``autophagy pull`` (whether or not ``tracking.enabled``: the
+    hand-offs need the MLflow server anyway).
+    """
     from autophagy.report import inline_images, write_report
 
     cfg = full_config(config_json)
@@ -283,17 +340,36 @@ def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_pa
     written = write_report(root, cfg)
     if markdown_path:
         Path(markdown_path).write_text(inline_images(Path(written["markdown"])))
+    if data_pointers:
+        from autophagy.components.dvc_remote import pointer_text
+        from autophagy.tracking import Tracker
+
+        for name, pointer in data_pointers.items():
+            atomic.write_text(root / "data" / f"{name}.dvc", pointer_text(dict(pointer)))
+        write_dvc_metrics(root)
+        tracker = Tracker(cfg)
+        tracker.log_artifact(tracker.parent_run(), root, LAYOUT_ARTIFACT)
     return {"experiment": cfg.name, "experiment_dir": cfg.name, "metrics_files": len(list(root.rglob("metrics.json"))),
             "figures": [Path(f).name for f in written["figures"]]}
 
 
-def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] | None]) -> dict[str, Any]:
+def write_dvc_metrics(root: Path) -> None:
+    """``root/dvc.yaml`` declaring every ``metrics.json`` below it (DVC's top-level ``metrics``)."""
+    import yaml
+
+    metrics = sorted(str(p.relative_to(root)) for p in root.rglob("metrics.json"))
+    atomic.write_text(root / "dvc.yaml", yaml.safe_dump({"metrics": metrics}, sort_keys=False))
+
+
+def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] | None],
+            pointers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Record where a KFP run left what the next run needs, on the experiment's MLflow parent run
     (``autophagy pipeline submit`` reads it back to submit the next run).
 
     ``artifacts`` maps names to (remote URI, local path) or None. The record holds the URIs, the
     KFP run id, for a chain's ``history`` its last generation and the generation it collapsed at,
-    and for ``real_train`` its rows (n, which sets the sample counts of the next runs).
+    and for ``real_train`` its rows (n, which sets the sample counts of the next runs); ``pointers``:
+    the DVC pointers of the real data sets (``train``, ``test``), which the report writes.
     """
     from autophagy.data.dataset import open_dataset
     from autophagy.tracking import Tracker
@@ -305,6 +381,8 @@ def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] |
         record["collapsed_at"] = collapsed_generation(history[1])
     if (real_train := artifacts.get("real_train")) is not None:
         record["real_rows"] = open_dataset(real_train[1], verify_hash=False).rows
+    if pointers:
+        record["dvc"] = dict(pointers)
     tracker = Tracker(step_config("handoff", "{}"))
     tracker.record_handoff(key, record)
     if kfp_run_id:

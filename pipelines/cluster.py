@@ -20,6 +20,9 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       retries: 0                # Argo retries of a failed pod within a run
       parallelism: 8            # KFP runs in flight at once (0: no limit)
       window: null              # generations per chain run (null: as many as fit the backend's limits)
+      dvc_remote:               # push every generation's data sets and models here (autophagy pull fetches them)
+        url: s3://mlpipeline/autophagy-dvc
+        endpoint_url: http://minio-service.kubeflow:9000
       gpu_resources: {cpu_request: "4", memory_request: 16G, memory_limit: 32G}
 
 Overrides use the same ``-S`` syntax: ``-S cluster.retries=5 -S cluster.parallelism=2``.
@@ -90,6 +93,31 @@ class Toleration:
             raise PipelineConfigError(f"{where}.effect must be NoSchedule, PreferNoSchedule or NoExecute, got {self.effect!r}")
 
 
+@dataclass(frozen=True)
+class DvcRemote:
+    """The DVC remote every generation's data sets and models are pushed to from the pods
+    (content-addressed: a file stored once however many data sets hold it), e.g. the object store
+    KFP deploys or the bucket of k8s/overlays/s3. Credentials come from ``credentials_secret``
+    (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never from the config."""
+
+    url: str = ""  # s3://bucket/prefix (any DVC remote URL; a local path for tests)
+    endpoint_url: str | None = None  # S3-compatible servers: http://minio-service.kubeflow:9000
+    region: str | None = None
+    credentials_secret: str | None = "autophagy-dvc-credentials"
+    credentials_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+    def validate(self) -> None:
+        if not self.url:
+            raise PipelineConfigError("cluster.dvc_remote.url is required (e.g. s3://bucket/autophagy-dvc)")
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise PipelineConfigError(f"cluster.dvc_remote.endpoint_url must be an http(s):// URL, got {self.endpoint_url!r}")
+
+    def settings(self) -> dict[str, str]:
+        """What a pod (and ``autophagy pull``) needs to reach it: the URL, endpoint and region."""
+        return {key: value for key, value in (("url", self.url), ("endpoint_url", self.endpoint_url),
+                                              ("region", self.region)) if value}
+
+
 def _default_node_selector() -> dict[str, str]:
     return {"nvidia.com/gpu.present": "true"}
 
@@ -135,6 +163,8 @@ class ClusterConfig:
     # so that a retried pod on another node continues the generation; None: state in the pod only.
     scratch_pvc: str | None = "autophagy-scratch"
     scratch_mount_path: str = "/var/lib/autophagy/scratch"
+    # Every generation's data sets and models pushed to a DVC remote (docs/kubeflow.md); None: not versioned.
+    dvc_remote: DvcRemote | None = None
     tracking_config_map: str = "autophagy-tracking"
     tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
     tracking_secret: str = "autophagy-tracking-credentials"
@@ -184,6 +214,8 @@ class ClusterConfig:
                                       f"got {self.backoff_factor!r}")
         if self.window is not None and self.window < 1:
             raise PipelineConfigError(f"cluster.window must be an integer >= 1 or null, got {self.window}")
+        if self.dvc_remote is not None:
+            self.dvc_remote.validate()
         if self.scratch_pvc is not None and not self.scratch_mount_path.startswith("/"):
             raise PipelineConfigError(f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}")
         if self.timeout_seconds is not None and self.timeout_seconds < 1:

@@ -29,9 +29,11 @@ their downstream tasks keep their cache keys.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotations as types.
+import json
 from typing import Any, Callable, Dict, List
 
 from autophagy import plan
+from autophagy.components.dvc_remote import REMOTE_ENV
 from autophagy.config import ExperimentConfig
 from autophagy.layout import SCRATCH_ENV
 from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, to_json
@@ -39,6 +41,9 @@ from autophagy.tracking import CONFIG_KEY_ENV, config_key
 
 from autophagy.pipelines.cluster import ClusterConfig
 
+#: The steps whose outputs go to the DVC remote (``cluster.dvc_remote``): the real data sets, every
+#: training set, model and sample set.
+PUSHING_STEPS = ("prepare", "mix", "train", "sample")
 #: KFP pipeline names, one per kind of run (the scope of KFP's cache).
 PIPELINE_NAMES = {"data": "autophagy-data", "generation-0": "autophagy-generation-0", "chain": "autophagy-chain",
                   "collect": "autophagy-collect", "report": "autophagy-report"}
@@ -96,6 +101,11 @@ def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, e
         for toleration in cluster.tolerations:
             kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
                                       effect=toleration.effect, toleration_seconds=toleration.toleration_seconds)
+    if cluster.dvc_remote is not None and step in PUSHING_STEPS:
+        task.set_env_variable(REMOTE_ENV, json.dumps(cluster.dvc_remote.settings(), sort_keys=True))
+        if cluster.dvc_remote.credentials_secret:
+            kubernetes.use_secret_as_env(task, cluster.dvc_remote.credentials_secret,
+                                         {key: key for key in cluster.dvc_remote.credentials_keys})
     if step == "train" and cluster.scratch_pvc:
         kubernetes.mount_pvc(task, pvc_name=cluster.scratch_pvc, mount_path=cluster.scratch_mount_path)
         task.set_env_variable(SCRATCH_ENV, cluster.scratch_mount_path)
@@ -150,16 +160,16 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
         real_train = b.importer("real-train", real_train_uri, "dataset")
         real_test = b.importer("real-test", real_test_uri, "dataset")
         extractor = b.importer("extractor", extractor_uri, "artifact")
-        train_set = real_train
+        train_set, pointers = real_train, {}
         if "mix" in step.steps:  # fresh-real: generation 0 trains on its own draw from the pool
-            train_set = b.task("mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="",
-                               fresh_real=True).outputs["train_set"]
+            mix = b.task("mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="", fresh_real=True)
+            train_set, pointers = mix.outputs["train_set"], {"train_set_dvc": mix.outputs["Output"]}
         train = b.task("train", 0, options=options_train, train_set=train_set, generation=0, seed=seed, lam="")
         sample = b.task("sample", 0, options=options_sample, model=train.outputs["model"], real_train=real_train,
                         extractor=extractor, generation=0, seed=seed, n=n_samples, lam="")
         evaluate = b.task("evaluate", 0, options=options_evaluate, samples=sample.outputs["samples"],
                           real_train=real_train, real_test=real_test, extractor=extractor, generation=0, seed=seed,
-                          lam="")
+                          lam="", model_dvc=train.outputs["Output"], samples_dvc=sample.outputs["Output"], **pointers)
         b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
                samples=sample.outputs["samples"], history=evaluate.outputs["history"])
 
@@ -206,7 +216,8 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                             extractor=extractor, n=n_samples, **chain, **stop)
             evaluate = b.task("evaluate", g, options=options_evaluate, samples=sample.outputs["samples"],
                               real_train=real_train, real_test=real_test, extractor=extractor, previous=history,
-                              stoppable=step.stoppable, **chain)
+                              stoppable=step.stoppable, train_set_dvc=mix.outputs["Output"],
+                              model_dvc=train.outputs["Output"], samples_dvc=sample.outputs["Output"], **chain)
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
         b.task("handoff", last, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
@@ -239,10 +250,10 @@ def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -
     b = _Builder(cfg, cluster, image)
 
     @dsl.pipeline(name=PIPELINE_NAMES["report"], description="autophagy: report over every lambda, seed and generation")
-    def autophagy_report(handoff_key: str, config: str, fragment_uris: List[str]):
+    def autophagy_report(handoff_key: str, config: str, fragment_uris: List[str], data_dvc: str = "{}"):
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
-        report = b.task("report", 0, config=config, fragments=dsl.Collected(fragment))
+        report = b.task("report", 0, config=config, fragments=dsl.Collected(fragment), data_dvc=data_dvc)
         b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                run_dir=report.outputs["run_dir"])
 

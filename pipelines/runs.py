@@ -144,7 +144,8 @@ def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[st
         fragments = [handoffs[key]["uris"]["history"] for key in inputs]
         if run.kind == "collect":
             return {"handoff_key": run.key, "fragment_uris": fragments}
-        return {"handoff_key": run.key, "config": json.dumps(to_dict(cfg), sort_keys=True), "fragment_uris": fragments}
+        return {"handoff_key": run.key, "config": json.dumps(to_dict(cfg), sort_keys=True), "fragment_uris": fragments,
+                "data_dvc": json.dumps(handoffs[DATA_KEY].get("dvc", {}), sort_keys=True)}
     data = handoffs[DATA_KEY]
     n_real = plan.real_items(cfg, int(data["real_rows"]))
     common = {

@@ -139,6 +139,12 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
     for lam in cfg.loop.lambdas:  # one child run per chain, before any task logs into it
         for seed in cfg.loop.seeds:
             tracker.child_run(lam, seed)
+    if cluster.dvc_remote is not None:  # for `autophagy pull`
+        import json
+
+        from autophagy.pipelines.pull import REMOTE_TAG
+
+        tracker.set_tags(parent, {REMOTE_TAG: json.dumps(cluster.dvc_remote.settings(), sort_keys=True)})
     log(f"MLflow: experiment {cfg.name}, parent run {parent} at {tracker.uri}")
     progress, attempts = Progress(), {}
     active: dict[str, tuple[KfpRun, str]] = {}

@@ -178,6 +178,13 @@ def cmd_pipeline_submit(args):
                      local_root=args.local, poll_seconds=args.poll_seconds, log=lambda line: print(line, flush=True)))
 
 
+def cmd_pull(args):
+    from autophagy.pipelines.pull import pull
+
+    pull(args.run, args.root, args.targets, endpoint_url=args.endpoint_url, data=not args.no_data,
+         log=lambda line: print(line, flush=True))
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -254,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="default: ROOT/<experiment>/theory")
     p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
     p.add_argument("--out", type=Path, default=Path("params.yaml"))
+
+    p = sub.add_parser("pull", help="a Kubeflow run's pointer tree into this DVC checkout, then dvc pull",
+                       description="write runs/<experiment>/ (DVC pointers, metrics, grids, report) of a Kubeflow "
+                                   "run with cluster.dvc_remote from its MLflow parent run, add the remote "
+                                   "'autophagy' and dvc pull the parts asked for")
+    p.add_argument("--run", required=True, help="the MLflow parent run id, or the experiment's name (its latest run)")
+    p.add_argument("--root", type=Path, default=Path("."), help="the DVC checkout (default: .)")
+    p.add_argument("--endpoint-url", default=None, help="reach the remote here instead (e.g. a port-forward)")
+    p.add_argument("--no-data", action="store_true", help="only the pointer tree; no dvc pull")
+    p.add_argument("targets", nargs="*", help="parts below runs/<experiment>/ (default: all), e.g. "
+                                              "lam-0.5/seed-0/gen-007/train_set")
+    p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("pipeline", help="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])",
                        description="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])")

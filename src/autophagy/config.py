@@ -717,7 +717,7 @@ def _coerce(hint: Any, value: Any, option: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        if all(dataclasses.is_dataclass(a) for a in non_none):
+        if len(non_none) > 1 and all(dataclasses.is_dataclass(a) for a in non_none):
             return value  # model configs are built by from_dict
         return _coerce(non_none[0], value, option)
     if origin is Literal:

@@ -1,0 +1,102 @@
+"""Push a Kubeflow task's output to the experiment's DVC remote, content-addressed, from inside its pod.
+
+``cluster.dvc_remote`` (``autophagy.pipelines.cluster.DvcRemote``) reaches the pods as
+``AUTOPHAGY_DVC_REMOTE`` (JSON: ``url``, ``endpoint_url``, ``region``) and the credentials as the
+standard ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` from a Secret. :func:`push` is DVC's own
+``add --to-remote`` (its Python API, in process) in a throwaway DVC repository: DVC hashes the
+directory, uploads each file
+that the remote does not have yet under its md5 (so the real shard that every training set reuses
+is stored once) and writes the pointer, whose ``outs`` entry is returned. The pointer exists only
+once every file is uploaded: a push that fails part-way leaves no pointer, and the task fails with
+one line naming the remote.
+
+The library (``src/autophagy``) never imports DVC; this module, which runs in the pods and in
+``autophagy pull``, does (inside its functions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+#: The remote's settings in a pod's environment (JSON).
+REMOTE_ENV = "AUTOPHAGY_DVC_REMOTE"
+#: The name of the remote in the repositories this module makes and in a user's checkout.
+REMOTE_NAME = "autophagy"
+
+
+class RemoteError(RuntimeError):
+    """The DVC remote refused, or could not be reached; the message names it."""
+
+
+def configured() -> dict[str, Any] | None:
+    """The remote of this pod (``AUTOPHAGY_DVC_REMOTE``), or None when the experiment has none."""
+    text = os.environ.get(REMOTE_ENV)
+    return json.loads(text) if text else None
+
+
+def describe(remote: dict[str, Any]) -> str:
+    return remote["url"] + (f" (endpoint {remote['endpoint_url']})" if remote.get("endpoint_url") else "")
+
+
+@contextlib.contextmanager
+def _inside(directory: Path) -> Iterator[None]:
+    """Work in ``directory`` (DVC resolves an ``add`` output's path against the working directory)."""
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def configure(repo_root: Path, remote: dict[str, Any], default: bool = True) -> None:
+    """Add ``remote`` to the DVC repository at ``repo_root`` as :data:`REMOTE_NAME` (its config file)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    settings = {"url": remote["url"]}
+    settings.update({key.replace("_", ""): str(remote[key]) for key in ("endpoint_url", "region") if remote.get(key)})
+    try:
+        with Repo(str(repo_root)).config.edit() as config:
+            config["remote"][REMOTE_NAME] = settings
+            if default:
+                config["core"]["remote"] = REMOTE_NAME
+    except DvcException as err:
+        raise RemoteError(f"DVC remote {describe(remote)}: cannot configure it in {repo_root}: {err}") from None
+
+
+def push(path: str | Path, name: str) -> dict[str, Any]:
+    """Upload the file or directory at ``path`` to the remote; returns its pointer entry
+    (``md5``, ``size``, ``nfiles``, ``hash``, ``path: name``), as a ``.dvc`` file holds it."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    remote = configured()
+    if remote is None:
+        raise RemoteError(f"no DVC remote: {REMOTE_ENV} is not set")
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="autophagy-dvc-") as tmp, _inside(Path(tmp)):
+        Repo.init(tmp, no_scm=True)
+        configure(Path(tmp), remote)
+        try:
+            Repo(tmp).add(str(Path(path).resolve()), to_remote=True, out=name)
+        except (DvcException, ImportError, OSError) as err:
+            cause = f" ({err.__cause__})" if err.__cause__ else ""
+            raise RemoteError(f"DVC remote {describe(remote)}: pushing {name} failed: {err}{cause}") from None
+        [out] = yaml.safe_load((Path(tmp) / f"{name}.dvc").read_text())["outs"]
+    return out
+
+
+def pointer_text(out: dict[str, Any]) -> str:
+    """The ``.dvc`` pointer file of ``out`` (what :func:`push` returned; counts that travelled through
+    KFP metadata as floats are integers again, as DVC's schema wants)."""
+    entry = {key: int(value) if key in ("size", "nfiles") else value for key, value in out.items()}
+    return yaml.safe_dump({"outs": [entry]}, sort_keys=False)
