@@ -73,13 +73,23 @@ def configure(repo_root: Path, remote: dict[str, Any], default: bool = True) -> 
         raise RemoteError(f"DVC remote {describe(remote)}: cannot configure it in {repo_root}: {err}") from None
 
 
-def push(path: str | Path, name: str) -> dict[str, Any]:
-    """Upload the file or directory at ``path`` to the remote; returns its pointer entry
-    (``md5``, ``size``, ``nfiles``, ``hash``, ``path: name``), as a ``.dvc`` file holds it."""
+def check(remote: dict[str, Any]) -> None:
+    """Fail with one line naming ``remote`` unless a file can be pushed to it (reachable, credentials
+    accepted, bucket present): a probe of a few bytes, stored once however often it is checked."""
+    with tempfile.TemporaryDirectory(prefix="autophagy-dvc-check-") as tmp:
+        probe = Path(tmp) / "probe"
+        probe.write_bytes(b"autophagy: can this remote be written?\n")
+        push(probe, "probe", remote)
+
+
+def push(path: str | Path, name: str, remote: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Upload the file or directory at ``path`` to ``remote`` (default: this pod's, :func:`configured`);
+    returns its pointer entry (``md5``, ``size``, ``nfiles``, ``hash``, ``path: name``), as a ``.dvc``
+    file holds it."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    remote = configured()
+    remote = remote or configured()
     if remote is None:
         raise RemoteError(f"no DVC remote: {REMOTE_ENV} is not set")
     logging.getLogger("dvc").setLevel(logging.WARNING)

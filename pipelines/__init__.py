@@ -107,6 +107,17 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
             backend = KfpBackend(make_client(host, namespace, token_path=token_path), experiment or cfg.name, namespace,
                                  cluster.service_account)
             where = host
+        if cluster.dvc_remote is not None:  # before anything runs: one line naming the remote
+            from autophagy.components import dvc_remote
+
+            remote = cluster.dvc_remote.from_submitter()
+            log(f"checking the DVC remote {dvc_remote.describe(remote)}")
+            try:
+                dvc_remote.check(remote)
+            except dvc_remote.RemoteError as err:
+                raise PipelineSubmitError(f"{err} (the remote of cluster.dvc_remote; from this machine "
+                                          "cluster.dvc_remote.submitter_endpoint_url reaches an in-cluster "
+                                          "endpoint, e.g. through kubectl port-forward)") from None
         window = choose_window(cfg, cluster, image, Path(packages))
         compiled: dict[str, Path] = {}
 

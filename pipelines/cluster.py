@@ -103,14 +103,23 @@ class DvcRemote:
     url: str = ""  # s3://bucket/prefix (any DVC remote URL; a local path for tests)
     endpoint_url: str | None = None  # S3-compatible servers: http://minio-service.kubeflow:9000
     region: str | None = None
+    # How `autophagy pipeline submit` and `autophagy pull` reach it when endpoint_url is an in-cluster
+    # address (e.g. a port-forward: http://localhost:9000); submit checks the remote there first.
+    submitter_endpoint_url: str | None = None
     credentials_secret: str | None = "autophagy-dvc-credentials"
     credentials_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
     def validate(self) -> None:
         if not self.url:
             raise PipelineConfigError("cluster.dvc_remote.url is required (e.g. s3://bucket/autophagy-dvc)")
-        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
-            raise PipelineConfigError(f"cluster.dvc_remote.endpoint_url must be an http(s):// URL, got {self.endpoint_url!r}")
+        for name in ("endpoint_url", "submitter_endpoint_url"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise PipelineConfigError(f"cluster.dvc_remote.{name} must be an http(s):// URL, got {value!r}")
+
+    def from_submitter(self) -> dict[str, str]:
+        """:meth:`settings` as the submitter reaches the remote."""
+        return {**self.settings(), **({"endpoint_url": self.submitter_endpoint_url} if self.submitter_endpoint_url else {})}
 
     def settings(self) -> dict[str, str]:
         """What a pod (and ``autophagy pull``) needs to reach it: the URL, endpoint and region."""

@@ -583,3 +583,30 @@ def test_submit_sends_the_first_run_with_its_parameters_and_notices_a_missing_ha
     assert parameters["handoff_key"] == "data"
     posted = [headers for method, _, headers, _ in fake.requests if method == "POST"]
     assert posted and all(h.get("authorization", h.get("Authorization")) == "Bearer s3cr3t-token" for h in posted)
+
+
+def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
+    remote = {"url": "s3://mlpipeline/autophagy-dvc", "endpoint_url": "http://minio-service.kubeflow:9000"}
+    from autophagy.pipelines import cluster_from_dict
+
+    cluster = cluster_from_dict({"window": 2, "dvc_remote": {**remote, "credentials_secret": "dvc-creds"}})
+    info = compile_experiment(cfg, cluster, IMAGE, tmp_path)
+    pushing = set()
+    for package in info["packages"]:
+        spec, platform = yaml.safe_load_all(Path(package["path"]).read_text())
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for name, task in tasks(spec).items():
+            if name.startswith("import-"):
+                continue
+            label = executor(spec, task)
+            env = {v["name"]: v["value"] for v in spec["deploymentSpec"]["executors"][label]["container"].get("env", [])}
+            secrets = {s["secretName"] for s in k8s[label].get("secretAsEnv", [])}
+            if "AUTOPHAGY_DVC_REMOTE" in env:
+                pushing.add(name.rsplit("-", 1)[-1])
+                assert json.loads(env["AUTOPHAGY_DVC_REMOTE"]) == remote
+                assert "dvc-creds" in secrets, name
+            else:
+                assert "dvc-creds" not in secrets, name
+    assert pushing == {"prepare", "mix", "train", "sample"}
+    with pytest.raises(PipelineConfigError, match="cluster.dvc_remote.url is required"):
+        load_pipeline_config(None, ["cluster.dvc_remote={endpoint_url: http://x:9000}"])
