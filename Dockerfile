@@ -20,7 +20,8 @@
 #                    cannot compute FID unless weights are mounted at AUTOPHAGY_INCEPTION_WEIGHTS).
 #   INCEPTION_SHA256 optional sha256 of the weights file; the build fails on a mismatch.
 #   IMAGE_EXTRAS     optional-dependency groups of pyproject.toml installed besides the core
-#                    dependencies (the KFP SDK lives in `pipeline`).
+#                    dependencies (the KFP SDK lives in `pipeline`; DVC with its S3 plugin in `dvc`:
+#                    pipeline tasks push their outputs to cluster.dvc_remote).
 #   SERVER_PACKAGES  extra packages for the MLflow server role of this image: the PostgreSQL
 #                    driver named in k8s/base/mlflow.yaml's backend-store URI (postgresql+psycopg,
 #                    i.e. psycopg 3) and boto3 (S3 artifact store, k8s/overlays/s3).
@@ -34,7 +35,7 @@ ARG FETCH_INCEPTION=1
 # The URL clean-fid itself downloads from (cleanfid/downloads_helper.py, clean-fid 0.1.35).
 ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
 ARG INCEPTION_SHA256=
-ARG IMAGE_EXTRAS=pipeline
+ARG IMAGE_EXTRAS="pipeline dvc"
 ARG SERVER_PACKAGES="psycopg[binary] boto3"
 ARG REQUIRE_PINNED=1
 

@@ -41,17 +41,20 @@ REQUIRE_PINNED="${REQUIRE_PINNED:-1}"
 # The lead wires the tiny end-to-end stage here (e.g. `python3 -m autophagy.cli prepare ...`).
 SMOKE_COMMANDS=(
   'autophagy --help'
-  'python3 -c "import autophagy, autophagy.components, autophagy.pipelines, kfp.kubernetes, torch, mlflow, kfp; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
+  'python3 -c "import autophagy, autophagy.components, autophagy.pipelines, kfp.kubernetes, torch, mlflow, kfp, dvc, dvc_s3; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
   # One generation end to end through the functions every KFP component body calls.
   'cd "$(mktemp -d)" && python3 -c "
-import os
+import json, os
 from autophagy.components import runtime as r
 from autophagy.config import load_config
 from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, step_options, to_json
 cfg = load_config(None, [\"train.gen0_budget_kimg=1\", \"sample.n_eval=200\", \"loop.lambdas=[0]\", \"tracking.enabled=false\"])
 os.environ[BOOKKEEPING_ENV] = to_json(bookkeeping(cfg))
+os.environ[\"AUTOPHAGY_DVC_REMOTE\"] = json.dumps(dict(url=os.path.abspath(\"remote\")))
 o = {s: to_json(step_options(cfg, s)) for s in (\"prepare\", \"features\", \"train\", \"sample\", \"evaluate\")}
-r.prepare(o[\"prepare\"], \"d/train\", \"d/test\"); r.features(o[\"features\"], \"f\")
+p = r.prepare(o[\"prepare\"], \"d/train\", \"d/test\"); r.features(o[\"features\"], \"f\")
+assert p[\"dvc\"][\"train\"][\"md5\"].endswith(\".dir\"), p
+del os.environ[\"AUTOPHAGY_DVC_REMOTE\"]
 r.train(o[\"train\"], \"d/train\", \"g0/model\", 0, 0); r.sample(o[\"sample\"], \"g0/model\", \"d/train\", \"g0/samples\", 0, 0, 200)
 m = r.evaluate(o[\"evaluate\"], \"g0/samples\", \"d/train\", \"d/test\", \"f\", 0, 0, \"\", \"g0/history\")
 print(\"stage ok: generation 0 fd_train\", round(m[\"fd_train\"], 3))

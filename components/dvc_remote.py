@@ -75,11 +75,46 @@ def configure(repo_root: Path, remote: dict[str, Any], default: bool = True) -> 
 
 def check(remote: dict[str, Any]) -> None:
     """Fail with one line naming ``remote`` unless a file can be pushed to it (reachable, credentials
-    accepted, bucket present): a probe of a few bytes, stored once however often it is checked."""
+    accepted, bucket present): a probe of a few bytes, stored once however often it is checked. An
+    S3 bucket must exist already (DVC would create a missing one, so a typo in its name would
+    quietly start a new remote)."""
+    if remote["url"].startswith("s3://"):
+        _check_bucket(remote)
     with tempfile.TemporaryDirectory(prefix="autophagy-dvc-check-") as tmp:
         probe = Path(tmp) / "probe"
         probe.write_bytes(b"autophagy: can this remote be written?\n")
         push(probe, "probe", remote)
+
+
+def _check_bucket(remote: dict[str, Any]) -> None:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = remote["url"][len("s3://"):].split("/", 1)[0]
+    # a new session: boto3's default one keeps the credentials it first read from the environment
+    client = boto3.session.Session().client("s3", endpoint_url=remote.get("endpoint_url"),
+                                            region_name=remote.get("region"))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        missing = code in ("404", "NoSuchBucket") or (code == "403" and not _listed(client, bucket))
+        what = f"bucket {bucket} does not exist" if missing else \
+            f"the server refused bucket {bucket} ({code}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        raise RemoteError(f"DVC remote {describe(remote)}: {what}") from None
+    except BotoCoreError as err:
+        raise RemoteError(f"DVC remote {describe(remote)}: cannot reach it ({err})") from None
+
+
+def _listed(client: Any, bucket: str) -> bool:
+    """Whether the credentials see ``bucket`` in their bucket list (True when they may not list:
+    then a 403 is theirs, not a missing bucket's; some servers answer 403 for both)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return bucket in {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    except ClientError:
+        return True
 
 
 def push(path: str | Path, name: str, remote: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -92,12 +127,13 @@ def push(path: str | Path, name: str, remote: dict[str, Any] | None = None) -> d
     remote = remote or configured()
     if remote is None:
         raise RemoteError(f"no DVC remote: {REMOTE_ENV} is not set")
+    source = Path(path).resolve()  # before the working directory changes
     logging.getLogger("dvc").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="autophagy-dvc-") as tmp, _inside(Path(tmp)):
         Repo.init(tmp, no_scm=True)
         configure(Path(tmp), remote)
         try:
-            Repo(tmp).add(str(Path(path).resolve()), to_remote=True, out=name)
+            Repo(tmp).add(str(source), to_remote=True, out=name)
         except (DvcException, ImportError, OSError) as err:
             cause = f" ({err.__cause__})" if err.__cause__ else ""
             raise RemoteError(f"DVC remote {describe(remote)}: pushing {name} failed: {err}{cause}") from None

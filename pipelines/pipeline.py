@@ -66,6 +66,14 @@ class _Builder:
         return configure(task, f"gen-{generation}-{step}" if step not in ("handoff", "collect", "report") else step, step,
                          self.cluster, self.env)
 
+    def pointers(self, mix: Any, train: Any, sample: Any) -> Dict[str, Any]:
+        """The DVC pointers an evaluate task writes (with ``cluster.dvc_remote``; without one, none
+        are wired: each wired value costs every generation status bytes)."""
+        if self.cluster.dvc_remote is None:
+            return {}
+        tasks = {"train_set_dvc": mix, "model_dvc": train, "samples_dvc": sample}
+        return {name: task.outputs["Output"] for name, task in tasks.items() if task is not None}
+
     def importer(self, name: str, uri: Any, kind: str) -> Any:
         from kfp import dsl
 
@@ -160,16 +168,16 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
         real_train = b.importer("real-train", real_train_uri, "dataset")
         real_test = b.importer("real-test", real_test_uri, "dataset")
         extractor = b.importer("extractor", extractor_uri, "artifact")
-        train_set, pointers = real_train, {}
+        train_set, mix = real_train, None
         if "mix" in step.steps:  # fresh-real: generation 0 trains on its own draw from the pool
             mix = b.task("mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="", fresh_real=True)
-            train_set, pointers = mix.outputs["train_set"], {"train_set_dvc": mix.outputs["Output"]}
+            train_set = mix.outputs["train_set"]
         train = b.task("train", 0, options=options_train, train_set=train_set, generation=0, seed=seed, lam="")
         sample = b.task("sample", 0, options=options_sample, model=train.outputs["model"], real_train=real_train,
                         extractor=extractor, generation=0, seed=seed, n=n_samples, lam="")
         evaluate = b.task("evaluate", 0, options=options_evaluate, samples=sample.outputs["samples"],
                           real_train=real_train, real_test=real_test, extractor=extractor, generation=0, seed=seed,
-                          lam="", model_dvc=train.outputs["Output"], samples_dvc=sample.outputs["Output"], **pointers)
+                          lam="", **b.pointers(mix, train, sample))
         b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
                samples=sample.outputs["samples"], history=evaluate.outputs["history"])
 
@@ -216,8 +224,7 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                             extractor=extractor, n=n_samples, **chain, **stop)
             evaluate = b.task("evaluate", g, options=options_evaluate, samples=sample.outputs["samples"],
                               real_train=real_train, real_test=real_test, extractor=extractor, previous=history,
-                              stoppable=step.stoppable, train_set_dvc=mix.outputs["Output"],
-                              model_dvc=train.outputs["Output"], samples_dvc=sample.outputs["Output"], **chain)
+                              stoppable=step.stoppable, **b.pointers(mix, train, sample), **chain)
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
         b.task("handoff", last, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
