@@ -3,7 +3,7 @@
 ``cluster.dvc_remote`` (``autophagy.pipelines.cluster.DvcRemote``) reaches the pods as
 ``AUTOPHAGY_DVC_REMOTE`` (JSON: ``url``, ``endpoint_url``, ``region``) and the credentials as the
 standard ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` from a Secret. :func:`push` is DVC's own
-``add --to-remote`` (its Python API, in process) in a throwaway DVC repository: DVC hashes the
+``add`` and ``push`` (its Python API, in process) in a throwaway DVC repository: DVC hashes the
 directory, uploads each file
 that the remote does not have yet under its md5 (so the real shard that every training set reuses
 is stored once) and writes the pointer, whose ``outs`` entry is returned. The pointer exists only
@@ -20,11 +20,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+from autophagy.atomic import link_or_copy
 
 #: The remote's settings in a pod's environment (JSON).
 REMOTE_ENV = "AUTOPHAGY_DVC_REMOTE"
@@ -129,16 +132,30 @@ def push(path: str | Path, name: str, remote: dict[str, Any] | None = None) -> d
         raise RemoteError(f"no DVC remote: {REMOTE_ENV} is not set")
     source = Path(path).resolve()  # before the working directory changes
     logging.getLogger("dvc").setLevel(logging.WARNING)
+    # ``dvc add --to-remote`` would be one step, but DVC 3.67 leaves a ``.tmp`` copy of every file
+    # it uploads beside it in the remote; ``add`` + ``push`` stores each file once. The data are
+    # hard-linked into the throwaway repository (copied across filesystems) and its cache links
+    # them again, so nothing is copied twice.
     with tempfile.TemporaryDirectory(prefix="autophagy-dvc-") as tmp, _inside(Path(tmp)):
         Repo.init(tmp, no_scm=True)
         configure(Path(tmp), remote)
+        with Repo(tmp).config.edit() as config:
+            config["cache"]["type"] = "hardlink,copy"
+        staged = Path(tmp) / name
+        if source.is_dir():
+            shutil.copytree(source, staged, copy_function=link_or_copy)
+        else:
+            link_or_copy(source, staged)
         try:
-            Repo(tmp).add(str(source), to_remote=True, out=name)
+            repo = Repo(tmp)
+            repo.add(name)
+            repo.push([f"{name}.dvc"])
         except (DvcException, ImportError, OSError) as err:
             cause = f" ({err.__cause__})" if err.__cause__ else ""
             raise RemoteError(f"DVC remote {describe(remote)}: pushing {name} failed: {err}{cause}") from None
         [out] = yaml.safe_load((Path(tmp) / f"{name}.dvc").read_text())["outs"]
     return out
+
 
 
 def pointer_text(out: dict[str, Any]) -> str:

@@ -117,8 +117,9 @@ def test_a_local_dvc_repro_is_pushed_to_s3_and_pulled_by_a_clone(s3_server, tmp_
     sh(sys.executable, "-m", "dvc", "pull", cwd=clone)
     for part in ("runs/digits-edm/seed-0/gen-000/model", "runs/digits-edm/lam-inf/seed-0/gen-001/train_set"):
         assert tree_digest(clone / part) == tree_digest(project / part), part
-    assert "up to date" in sh(sys.executable, "-m", "dvc", "status", cwd=clone)
-    assert s3_server.objects("local-repro/")
+    assert "in sync" in sh(sys.executable, "-m", "dvc", "status", "--cloud", cwd=clone)
+    stored = s3_server.objects("local-repro/")
+    assert stored and not [key for key in stored if key.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("problem", ["wrong credentials", "missing bucket", "unreachable endpoint"])
