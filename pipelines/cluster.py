@@ -98,7 +98,7 @@ class DvcRemote:
     """The DVC remote every generation's data sets and models are pushed to from the pods
     (content-addressed: a file stored once however many data sets hold it), e.g. the object store
     KFP deploys or the bucket of k8s/overlays/s3. Credentials come from ``credentials_secret``
-    (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never from the config."""
+    (as ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never from the config."""
 
     url: str = ""  # s3://bucket/prefix (any DVC remote URL; a local path for tests)
     endpoint_url: str | None = None  # S3-compatible servers: http://minio-service.kubeflow:9000
@@ -107,7 +107,10 @@ class DvcRemote:
     # address (e.g. a port-forward: http://localhost:9000); submit checks the remote there first.
     submitter_endpoint_url: str | None = None
     credentials_secret: str | None = "autophagy-dvc-credentials"
-    credentials_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    # environment variable -> key of credentials_secret; for the object store KFP deploys:
+    # credentials_secret: mlpipeline-minio-artifact, {AWS_ACCESS_KEY_ID: accesskey, AWS_SECRET_ACCESS_KEY: secretkey}
+    credentials_keys: Mapping[str, str] = field(default_factory=lambda: {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
 
     def validate(self) -> None:
         if not self.url:

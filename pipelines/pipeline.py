@@ -113,7 +113,7 @@ def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, e
         task.set_env_variable(REMOTE_ENV, json.dumps(cluster.dvc_remote.settings(), sort_keys=True))
         if cluster.dvc_remote.credentials_secret:
             kubernetes.use_secret_as_env(task, cluster.dvc_remote.credentials_secret,
-                                         {key: key for key in cluster.dvc_remote.credentials_keys})
+                                         {key: env for env, key in cluster.dvc_remote.credentials_keys.items()})
     if step == "train" and cluster.scratch_pvc:
         kubernetes.mount_pvc(task, pvc_name=cluster.scratch_pvc, mount_path=cluster.scratch_mount_path)
         task.set_env_variable(SCRATCH_ENV, cluster.scratch_mount_path)

@@ -589,7 +589,8 @@ def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
     remote = {"url": "s3://mlpipeline/autophagy-dvc", "endpoint_url": "http://minio-service.kubeflow:9000"}
     from autophagy.pipelines import cluster_from_dict
 
-    cluster = cluster_from_dict({"window": 2, "dvc_remote": {**remote, "credentials_secret": "dvc-creds"}})
+    cluster = cluster_from_dict({"window": 2, "dvc_remote": {**remote, "credentials_secret": "dvc-creds", "credentials_keys": {
+        "AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}}})
     info = compile_experiment(cfg, cluster, IMAGE, tmp_path)
     pushing = set()
     for package in info["packages"]:
@@ -600,11 +601,12 @@ def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
                 continue
             label = executor(spec, task)
             env = {v["name"]: v["value"] for v in spec["deploymentSpec"]["executors"][label]["container"].get("env", [])}
-            secrets = {s["secretName"] for s in k8s[label].get("secretAsEnv", [])}
+            secrets = {s["secretName"]: s["keyToEnv"] for s in k8s[label].get("secretAsEnv", [])}
             if "AUTOPHAGY_DVC_REMOTE" in env:
                 pushing.add(name.rsplit("-", 1)[-1])
                 assert json.loads(env["AUTOPHAGY_DVC_REMOTE"]) == remote
-                assert "dvc-creds" in secrets, name
+                assert secrets["dvc-creds"] == [{"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+                                                {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}], name
             else:
                 assert "dvc-creds" not in secrets, name
     assert pushing == {"prepare", "mix", "train", "sample"}
