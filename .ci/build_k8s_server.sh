@@ -18,13 +18,14 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)/tests/k8s_server"
+# shellcheck source=go_tools.sh
+source "$(dirname "$0")/go_tools.sh"
 CACHE="${AUTOPHAGY_TOOL_CACHE:-$HOME/.cache/autophagy/tools}"
 cd "$SRC"
 
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' go.mod)
 etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' go.mod)
-go_files=$(find . -name '*.go' -type f | LC_ALL=C sort)
-key=$(for f in go.mod go.sum $go_files; do printf '%s\0' "$f"; cat "$f"; printf '\0'; done | sha256sum | cut -c1-12)
+key=$(source_key "$SRC")
 out_dir="$CACHE/k8s-server-$k8s_version-$etcd_version-$key"
 
 if [ -x "$out_dir/kube-apiserver" ] && [ -x "$out_dir/etcd" ]; then
@@ -33,17 +34,8 @@ if [ -x "$out_dir/kube-apiserver" ] && [ -x "$out_dir/etcd" ]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "build_k8s_server: 'go' is not on PATH: kube-apiserver $k8s_version and etcd $etcd_version are built" \
-       "from source and need Go >= 1.26 (go.mod: go 1.26.0); install it and run this again." >&2
-  exit 3
-fi
-export GOTOOLCHAIN=local
+require_go build_k8s_server
 go_version=$(go env GOVERSION)
-case "$go_version" in
-  go1.2[6-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
-  *) echo "build_k8s_server: $go_version is too old: go.mod needs Go >= 1.26" >&2; exit 3 ;;
-esac
 
 start=$(date +%s)
 mkdir -p "$out_dir"

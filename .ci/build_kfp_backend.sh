@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=go_tools.sh
+source "$ROOT/.ci/go_tools.sh"
 SRC="$ROOT/tests/kfp_backend"
 KFP_VERSION=2.17.0
 KFP_COMMIT=4a3592cb2dd0a91a4652ab93893ec8beda1f3158
@@ -41,9 +43,7 @@ if [ ${#go_files[@]} -eq 0 ]; then
   echo "build_kfp_backend: no .go files in $SRC" >&2
   exit 2
 fi
-key=$(for f in go.mod go.sum $(printf '%s\n' "${go_files[@]}" | LC_ALL=C sort); do
-        printf '%s\0' "$f"; cat "$f"; printf '\0'
-      done | sha256sum | cut -c1-12)
+key=$(source_key "$SRC")
 out_dir="$CACHE/kfp-backend-$KFP_VERSION-$key"
 bin="$out_dir/kfp-backend-check"
 
@@ -53,18 +53,8 @@ if [ "$mode" = build ] && [ -x "$bin" ]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "build_kfp_backend: 'go' is not on PATH. kfp-backend-check needs Go >= 1.26 (go.mod: go 1.26);" \
-       "install it (e.g. the distribution's golang package, if new enough) and run this again." >&2
-  exit 1
-fi
-# Never download another toolchain: use the installed Go or fail.
-export GOTOOLCHAIN=local
+require_go build_kfp_backend
 go_version=$(go env GOVERSION)
-case "$go_version" in
-  go1.2[6-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
-  *) echo "build_kfp_backend: $go_version is too old: go.mod needs Go >= 1.26" >&2; exit 1 ;;
-esac
 
 mkdir -p "$CACHE"
 kfp_src="$CACHE/kfp-src-$KFP_VERSION-${KFP_COMMIT:0:12}"

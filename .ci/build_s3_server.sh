@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=go_tools.sh
+source "$ROOT/.ci/go_tools.sh"
 SRC="$ROOT/tests/s3_server"
 CACHE="${AUTOPHAGY_TOOL_CACHE:-$HOME/.cache/autophagy/tools}"
 PKG=github.com/seaweedfs/seaweedfs/weed
@@ -38,12 +40,7 @@ if [ -z "$version" ]; then
   echo "build_s3_server: github.com/seaweedfs/seaweedfs is not required in $SRC/go.mod" >&2
   exit 2
 fi
-shopt -s nullglob
-go_files=(*.go)
-shopt -u nullglob
-key=$(for f in go.mod go.sum $(printf '%s\n' "${go_files[@]}" | LC_ALL=C sort); do
-        printf '%s\0' "$f"; cat "$f"; printf '\0'
-      done | sha256sum | cut -c1-12)
+key=$(source_key "$SRC")
 out_dir="$CACHE/seaweedfs-$version-$key"
 bin="$out_dir/weed"
 
@@ -53,19 +50,8 @@ if [ "$mode" = build ] && [ -x "$bin" ]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "build_s3_server: 'go' is not on PATH. SeaweedFS needs Go >= 1.26.6 (its go.mod: go 1.26.6);" \
-       "install it (e.g. from https://go.dev/dl/ or the distribution's golang package, if new enough)" \
-       "and run this again." >&2
-  exit 1
-fi
-# Never download another toolchain: use the installed Go or fail.
-export GOTOOLCHAIN=local
+require_go build_s3_server 1.26.6  # SeaweedFS's go.mod: go 1.26.6
 go_version=$(go env GOVERSION)
-case "$go_version" in
-  go1.26.[6-9]*|go1.26.[1-9][0-9]*|go1.2[7-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
-  *) echo "build_s3_server: $go_version is too old: SeaweedFS's go.mod needs Go >= 1.26.6" >&2; exit 1 ;;
-esac
 
 if [ "$mode" = tidy ]; then
   GOFLAGS=-mod=mod go mod tidy

@@ -31,7 +31,6 @@ import contextlib
 import datetime
 import ipaddress
 import json
-import os
 import secrets
 import socket
 import ssl
@@ -46,59 +45,30 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = ROOT / ".ci" / "build_k8s_server.sh"
+import built_tools
+
+ROOT = built_tools.ROOT
 #: A cold build: ~0.5 GB of Go modules downloaded, kube-apiserver and etcd compiled (~8 min on two cores).
-BUILD_TIMEOUT_S = 3600
+BUILD_SCRIPT = ROOT / ".ci" / "build_k8s_server.sh"
 READY_TIMEOUT_S = 120
-#: The build script's exit status when Go is missing or too old.
-NO_GO = 3
 PIPELINE_USER = "system:serviceaccount:kubeflow:autophagy-pipeline"
 PIPELINE_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:kubeflow", "system:authenticated")
 
 
-class K8sServerUnavailable(RuntimeError):
-    """kube-apiserver and etcd could not be built here; the message says why."""
-
-
-_build: Path | K8sServerUnavailable | None = None
-
-
 def binaries() -> Path:
     """The folder holding ``kube-apiserver`` and ``etcd``, built (or found in the cache) once per session."""
-    global _build
-    if _build is None:
-        _build = _run_build()
-    if isinstance(_build, K8sServerUnavailable):
-        raise _build
-    return _build
-
-
-def _run_build() -> Path | K8sServerUnavailable:
-    try:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return K8sServerUnavailable(f"{BUILD_SCRIPT} did not finish in {BUILD_TIMEOUT_S} s")
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        why = "Go is missing or too old" if proc.returncode == NO_GO else f"exit status {proc.returncode}"
-        return K8sServerUnavailable(f"{BUILD_SCRIPT} could not build kube-apiserver and etcd ({why}):\n"
-                                    f"{proc.stderr.strip()[-4000:]}")
-    folder = Path(lines[-1])
-    if not all(os.access(folder / name, os.X_OK) for name in ("kube-apiserver", "etcd")):
-        return K8sServerUnavailable(f"{BUILD_SCRIPT} printed {folder}, which lacks kube-apiserver or etcd")
-    return folder
+    return _checked(built_tools.built(BUILD_SCRIPT))
 
 
 def skip_if_unavailable() -> Path:
     """``binaries()``, or a skip saying why they cannot be built (a failure under AUTOPHAGY_REQUIRE_K8S_SERVER=1)."""
-    try:
-        return binaries()
-    except K8sServerUnavailable as exc:
-        if os.environ.get("AUTOPHAGY_REQUIRE_K8S_SERVER") == "1":
-            raise
-        pytest.skip(str(exc))
+    return _checked(built_tools.built_or_skip(BUILD_SCRIPT, "AUTOPHAGY_REQUIRE_K8S_SERVER"))
+
+
+def _checked(folder: Path) -> Path:
+    for name in ("kube-apiserver", "etcd"):
+        built_tools.executable(folder / name)
+    return folder
 
 
 @dataclass(frozen=True)

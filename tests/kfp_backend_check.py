@@ -19,93 +19,38 @@ mapping or a list of ``KEY=VALUE``). The report gains ``exit_code``: 0 when the 
 or ``validate``). A usage error (exit 2) raises ``KfpBackendUsageError``.
 
 The KFP source comes from a git mirror of kubeflow/pipelines (the Go module proxy does not serve the 2.17.0
-commit; see the build script). Where there is none, the build exits with status 3 and ``binary()`` raises
-``KfpBackendUnavailable``, which tests may turn into a skip (``AUTOPHAGY_REQUIRE_KFP_BACKEND=1`` makes
-``skip_if_unavailable`` fail instead).
+commit; see the build script). Where there is none, the build fails and ``binary()`` raises
+:class:`built_tools.ToolUnavailable`, which ``skip_if_unavailable`` turns into a skip
+(``AUTOPHAGY_REQUIRE_KFP_BACKEND=1`` makes it fail instead).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = ROOT / ".ci" / "build_kfp_backend.sh"
-#: A cold build: ~1 GB of Go modules and the KFP backend's dependency graph compiled on two cores.
-BUILD_TIMEOUT_S = 3600
+import built_tools
+
+BUILD_SCRIPT = built_tools.ROOT / ".ci" / "build_kfp_backend.sh"
 RUN_TIMEOUT_S = 600
-#: The build script's exit status when the KFP source is not on this machine.
-SOURCE_UNAVAILABLE = 3
-
-
-class KfpBackendBuildError(RuntimeError):
-    """The build script failed; the message holds its output."""
-
-
-class KfpBackendUnavailable(KfpBackendBuildError):
-    """The KFP 2.17.0 source is not available on this machine (no git mirror, no cached tree)."""
 
 
 class KfpBackendUsageError(ValueError):
     """kfp-backend-check refused its arguments (exit status 2)."""
 
 
-_binary: Path | None = None
-_failure: KfpBackendBuildError | None = None
-
-
 def binary() -> Path:
     """The kfp-backend-check executable, built (or found in the cache) once per session."""
-    global _binary, _failure
-    if _binary is not None:
-        return _binary
-    if _failure is not None:
-        raise _failure
-    try:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        _failure = KfpBackendBuildError(
-            f"{BUILD_SCRIPT} did not finish in {BUILD_TIMEOUT_S} s\n"
-            f"--- stdout ---\n{_text(exc.stdout)}\n--- stderr ---\n{_text(exc.stderr)}")
-        raise _failure from None
-    output = f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == SOURCE_UNAVAILABLE:
-        _failure = KfpBackendUnavailable(f"{BUILD_SCRIPT}: the KFP 2.17.0 source is not available\n{output}")
-        raise _failure
-    if proc.returncode != 0 or not lines:
-        _failure = KfpBackendBuildError(f"{BUILD_SCRIPT} failed (exit status {proc.returncode})\n{output}")
-        raise _failure
-    path = Path(lines[-1])
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        _failure = KfpBackendBuildError(f"{BUILD_SCRIPT} printed {path}, which is not an executable\n{output}")
-        raise _failure
-    _binary = path
-    return path
+    return built_tools.executable(built_tools.built(BUILD_SCRIPT))
 
 
 def skip_if_unavailable() -> Path:
-    """``binary()``, skipping the calling test where the KFP source is missing (not on a build failure)."""
-    import pytest
-
-    try:
-        return binary()
-    except KfpBackendUnavailable as exc:
-        if os.environ.get("AUTOPHAGY_REQUIRE_KFP_BACKEND") == "1":
-            raise
-        pytest.skip(str(exc).splitlines()[0] + " (set KFP_SOURCE_MIRROR; see .ci/build_kfp_backend.sh)")
-
-
-def _text(data: Any) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+    """``binary()``, or a skip saying why it cannot be built (a failure under AUTOPHAGY_REQUIRE_KFP_BACKEND=1)."""
+    return built_tools.executable(built_tools.built_or_skip(BUILD_SCRIPT, "AUTOPHAGY_REQUIRE_KFP_BACKEND"))
 
 
 def _flags(options: Mapping[str, Any]) -> list[str]:

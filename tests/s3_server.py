@@ -56,16 +56,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = ROOT / ".ci" / "build_s3_server.sh"
+import built_tools
+
+ROOT = built_tools.ROOT
 #: A cold build downloads and compiles ~4 GB of Go modules and build cache on two cores (544 s measured).
-BUILD_TIMEOUT_S = 3600
+BUILD_SCRIPT = ROOT / ".ci" / "build_s3_server.sh"
 #: A per-test timeout that leaves room for a cold build in the first test that uses the fixture.
-S3_TEST_TIMEOUT_S = BUILD_TIMEOUT_S + 900
+S3_TEST_TIMEOUT_S = built_tools.BUILD_TIMEOUT_S + 900
 START_TIMEOUT_S = 120
 #: SIGTERM, then SIGKILL after this: a graceful stop takes ~15 s (the filer retries flushing its metadata log
 #: to the volume server, which stops first), and the data is thrown away anyway.
@@ -75,49 +75,13 @@ DEFAULT_BUCKET = "autophagy-test"
 REQUIRE_ENV = "AUTOPHAGY_REQUIRE_S3_SERVER"
 
 
-class S3ServerBuildError(RuntimeError):
-    """``weed`` could not be built (or found): the message holds the build script's output."""
-
-
 class S3ServerStartError(RuntimeError):
     """``weed server`` did not come up: the message holds its log."""
 
 
-_binary: Path | None = None
-_failure: S3ServerBuildError | None = None
-
-
 def binary() -> Path:
     """The ``weed`` executable, built (or found in the cache) once per process."""
-    global _binary, _failure
-    if _binary is not None:
-        return _binary
-    if _failure is not None:
-        raise _failure
-    try:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        _failure = S3ServerBuildError(f"{BUILD_SCRIPT} did not finish in {BUILD_TIMEOUT_S} s\n"
-                                      f"--- stderr (tail) ---\n{_text(exc.stderr)[-4000:]}")
-        raise _failure from None
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        _failure = S3ServerBuildError(f"{BUILD_SCRIPT} failed (exit status {proc.returncode})\n"
-                                      f"--- stderr (tail) ---\n{proc.stderr[-4000:]}")
-        raise _failure
-    path = Path(lines[-1])
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        _failure = S3ServerBuildError(f"{BUILD_SCRIPT} printed {path}, which is not an executable")
-        raise _failure
-    _binary = path
-    return path
-
-
-def _text(data: Any) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+    return built_tools.executable(built_tools.built(BUILD_SCRIPT))
 
 
 def free_ports(n: int) -> list[int]:
@@ -358,13 +322,7 @@ def s3_server():
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(f"boto3 is not installed ({exc}); it is in pyproject.toml's `server` extra")
         pytest.skip(f"boto3 is not installed ({exc}): pip install -e '.[server]'")
-    try:
-        binary()
-    except S3ServerBuildError as exc:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"the SeaweedFS S3 server could not be built ({REQUIRE_ENV}=1):\n{exc}")
-        pytest.skip(f"the SeaweedFS S3 server could not be built: {str(exc).strip().splitlines()[-1]}"
-                    f" (see .ci/build_s3_server.sh)")
+    built_tools.executable(built_tools.built_or_skip(BUILD_SCRIPT, REQUIRE_ENV))
     server = _acquire()
     try:
         yield server
