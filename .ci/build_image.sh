@@ -25,6 +25,7 @@
 #   FETCH_INCEPTION         passed to the Dockerfile               default 0 (no internet here)
 #   REQUIRE_PINNED          passed to the Dockerfile               default 1
 #   AUTOPHAGY_KEEP_CONTAINER=1  keep the smoke-test working container
+#   AUTOPHAGY_KEEP_OLD_IMAGES=1  keep the images of earlier builds (default: only the new one)
 #   AUTOPHAGY_BUILD_MIN_FREE_GB  free disk the cache dir needs before a build with no cached
 #                           image; default 16 (a build from scratch peaked at 15.5 GB, 2026-11-30)
 set -euo pipefail
@@ -186,6 +187,9 @@ if command -v pip >/dev/null; then
 fi
 log "build-time mounts: ${MOUNTS[*]}"
 
+# Leftovers of an interrupted build (untagged leaf layers) hold disk and serve no cache.
+bah rmi --prune >/dev/null 2>&1 || true
+
 # Disk: a build from scratch needs ~2.3x the image (6.9 GB) while a layer is committed. Refuse
 # early, with the numbers, rather than fail minutes later inside pip or the commit.
 free_gb="$(df --output=avail -B1G "$CACHE" | tail -n 1 | tr -d ' ')"
@@ -199,6 +203,16 @@ if [ "$free_gb" -lt "$need_gb" ]; then
   fi
 fi
 
+# The build context, staged with normalised file modes. buildah's layer cache keys a COPY on its
+# files' content *and modes*, so a checkout made under another umask (a CI clone under 077)
+# would miss the cache at `COPY pyproject.toml constraints.txt` and rebuild the 5 GB CUDA/torch
+# layers. `chmod u=rwX,go=rX` maps 600/700 and 644/755 alike to 644/755; .dockerignore applies.
+CONTEXT="$RUNROOT/context"
+mkdir -p "$CONTEXT"
+cp -r --preserve=mode Dockerfile .dockerignore pyproject.toml constraints.txt README.md \
+    src components pipelines configs "$CONTEXT/"
+chmod -R u=rwX,go=rX "$CONTEXT"
+
 log "building $IMAGE (GIT_COMMIT=$GIT_COMMIT FETCH_INCEPTION=$FETCH_INCEPTION)"
 t0=$(date +%s)
 bah bud --isolation chroot --pull=never --layers --force-rm \
@@ -207,7 +221,7 @@ bah bud --isolation chroot --pull=never --layers --force-rm \
   --build-arg "GIT_COMMIT=$GIT_COMMIT" \
   --build-arg "FETCH_INCEPTION=$FETCH_INCEPTION" \
   --build-arg "REQUIRE_PINNED=$REQUIRE_PINNED" \
-  -t "$IMAGE" -f Dockerfile .
+  -t "$IMAGE" -f "$CONTEXT/Dockerfile" "$CONTEXT"
 t1=$(date +%s)
 SIZE="$(bah images --format '{{.Size}}' "localhost/$IMAGE" | sed -n 1p)"
 echo "image built: $IMAGE in $((t1 - t0)) s, size $SIZE"
@@ -276,3 +290,14 @@ for cmd in "${SMOKE_COMMANDS[@]}"; do
 done
 
 echo "all smoke checks passed for $IMAGE (size $SIZE)"
+
+# Keep one image: each build whose dependency layers missed the cache adds ~7 GB, and a cache
+# that keeps every commit's image fills the disk. The newest image's layers stay as the cache.
+if [ "${AUTOPHAGY_KEEP_OLD_IMAGES:-0}" != 1 ]; then
+  bah rm "$CTR" >/dev/null 2>&1 || true; CTR=""
+  old_images="$(bah images --format '{{.Name}}:{{.Tag}}' --filter reference='localhost/autophagy:*' \
+                | grep -v -x -F "localhost/$IMAGE" || true)"
+  for old in $old_images; do bah rmi "$old" >/dev/null 2>&1 || true; done
+  bah rmi --prune >/dev/null 2>&1 || true
+  echo "image cache: $(du -sh "$CACHE/storage" | cut -f1) after removing $(printf '%s\n' $old_images | grep -c . || true) older image(s)"
+fi
