@@ -497,7 +497,7 @@ def test_url_is_downloaded_once_and_checked(edm_pickle, http_server):
     assert requests == ["/edm.pkl"] and download_path(url).read_bytes() == path.read_bytes()
     assert not list(download_path(url).parent.glob(".*.tmp"))
     torch.testing.assert_close(_denoise(load_checkpoint(target).ema), _denoise(model.ema), rtol=0, atol=0)
-    assert resolve_init(url, cfg.model, (8, 8, 1)) == target and requests == ["/edm.pkl"]  # cached
+    assert resolve_init(f"{url}#sha256={digest}", cfg.model, (8, 8, 1)) == target and requests == ["/edm.pkl"]  # cached
     # the cached file is checked against the hash too
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_init(f"{url}#sha256={'0' * 64}", cfg.model, (8, 8, 1))
@@ -523,16 +523,17 @@ def test_unreachable_url_says_where_to_put_the_file(edm_pickle, http_server):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl"
+    checked = f"#sha256={hashlib.sha256(path.read_bytes()).hexdigest()}"  # plain http:// needs a hash
     with pytest.raises(ModelError) as err:
-        resolve_init(url, cfg.model, (8, 8, 1))
+        resolve_init(url + checked, cfg.model, (8, 8, 1))
     message = str(err.value)
     assert f"cannot download {url}" in message and "Offline?" in message and str(download_path(url)) in message
     with pytest.raises(ModelError, match=r"cannot download .*/missing.pkl: HTTP 404"):
-        resolve_init(f"{base}/missing.pkl", cfg.model, (8, 8, 1))
+        resolve_init(f"{base}/missing.pkl{checked}", cfg.model, (8, 8, 1))
     # an offline machine: the file put where the message says is used as the download
     download_path(url).parent.mkdir(parents=True)
     download_path(url).write_bytes(path.read_bytes())
-    target = resolve_init(url, cfg.model, (8, 8, 1))
+    target = resolve_init(url + checked, cfg.model, (8, 8, 1))
     torch.testing.assert_close(_denoise(load_checkpoint(target).ema), _denoise(model.ema), rtol=0, atol=0)
 
 

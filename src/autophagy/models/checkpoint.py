@@ -12,7 +12,7 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -117,13 +117,33 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
     model.load_tensors(tensors)
     state_file = path / TRAIN_STATE
     if with_train_state and state_file.is_file():
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelError(f"checkpoint file {state_file} is corrupted or not a plain tensor file: {first_line}") from None
+        state = load_plain_tensors(state_file, f"checkpoint file {state_file}", "a train state autophagy wrote")
         if not isinstance(state, dict) or (write_id is not None and state.get(WRITE_ID) != write_id):
             raise ModelError(f"checkpoint {path} is inconsistent: {TRAIN_STATE} and {CONFIG} come from different writes "
                              "(interrupted while saving?)")
         model.load_train_state(state)
     return model
+
+
+def load_plain_tensors(source: str | Path | BinaryIO, what: str, expected: str = "a plain tensor file") -> Any:
+    """``torch.load(source, weights_only=True)``; a refusal or a damaged file is a :class:`ModelError`
+    naming ``what`` in our words. torch's own message advises loading the file with
+    ``weights_only=False``, which would run whatever code the file carries, so it is never shown."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelError(f"{what} is not {expected}: it asks for objects that only code could build "
+                         f"({_refusal_detail(err)}). It was altered or made by other software; autophagy does not load "
+                         "such files") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{what} is corrupted or truncated: {first_line}") from None
+
+
+def _refusal_detail(err: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (``GLOBAL os.system`` ...), without its advice."""
+    for paragraph in str(err).split("\n\n"):
+        text = " ".join(paragraph.split())
+        if text and "weights_only" not in text and "Weights only" not in text and "documentation" not in text:
+            return text.removeprefix("WeightsUnpickler error: ").rstrip(".")
+    return "torch.load's weights-only unpickler refused it"
