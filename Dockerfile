@@ -14,7 +14,8 @@
 #                    bookworm-slim tag at the time of pinning; bump tag+digest together).
 #                    .ci/build_image.sh overrides it with a debootstrapped stand-in, because no
 #                    container registry is reachable there and a digest cannot be reproduced.
-#   GIT_COMMIT       recorded as org.opencontainers.image.revision.
+#   GIT_COMMIT       recorded as org.opencontainers.image.revision and AUTOPHAGY_GIT_COMMIT
+#                    (declared last, so a new commit reuses every cached layer above it).
 #   FETCH_INCEPTION  1 (default): bake clean-fid's Inception-v3 FID weights into the image so
 #                    evaluation pods run offline. 0: skip (offline CI builds only; such an image
 #                    cannot compute FID unless weights are mounted at AUTOPHAGY_INCEPTION_WEIGHTS).
@@ -24,25 +25,24 @@
 #                    pipeline tasks push their outputs to cluster.dvc_remote).
 #   SERVER_PACKAGES  extra packages for the MLflow server role of this image: the PostgreSQL
 #                    driver named in k8s/base/mlflow.yaml's backend-store URI (postgresql+psycopg,
-#                    i.e. psycopg 3) and boto3 (S3 artifact store, k8s/overlays/s3).
+#                    i.e. psycopg 3), boto3 (S3 artifact store, k8s/overlays/s3) and mlflow[auth]
+#                    (Flask-WTF: the basic-auth app, `mlflow server --app-name basic-auth`).
 #   REQUIRE_PINNED   1 (default): fail unless every installed distribution is pinned, at the
 #                    installed version, in constraints.txt.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:7b140f374b289a7c2befc338f42ebe6441b7ea838a042bbd5acbfca6ec875818
 FROM ${BASE_IMAGE}
 
-ARG GIT_COMMIT=unknown
 ARG FETCH_INCEPTION=1
 # The URL clean-fid itself downloads from (cleanfid/downloads_helper.py, clean-fid 0.1.35).
 ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
 ARG INCEPTION_SHA256=
 ARG IMAGE_EXTRAS="pipeline dvc"
-ARG SERVER_PACKAGES="psycopg[binary] boto3"
+ARG SERVER_PACKAGES="psycopg[binary] boto3 mlflow[auth]"
 ARG REQUIRE_PINNED=1
 
 LABEL org.opencontainers.image.title="autophagy" \
       org.opencontainers.image.description="Self-consuming generative-model training loops: KFP components, CLI and MLflow server" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # System packages: only the interpreter and CA certificates. PyTorch's wheels bundle their own
@@ -154,3 +154,9 @@ COPY configs /opt/autophagy/configs
 # No ENTRYPOINT: KFP sets the container command itself (and needs `python3` with kfp on PATH,
 # which /opt/venv/bin provides); k8s/ runs `mlflow server`; `docker run IMAGE autophagy ...`.
 CMD ["autophagy", "--help"]
+
+# The commit goes last: an ARG in scope is part of the cache key of every later RUN step, so
+# declared at the top it made each new commit rebuild the 5 GB of dependency layers.
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
+ENV AUTOPHAGY_GIT_COMMIT=${GIT_COMMIT}

@@ -208,6 +208,7 @@ fi
 # would miss the cache at `COPY pyproject.toml constraints.txt` and rebuild the 5 GB CUDA/torch
 # layers. `chmod u=rwX,go=rX` maps 600/700 and 644/755 alike to 644/755; .dockerignore applies.
 CONTEXT="$RUNROOT/context"
+BUILD_LOG="$RUNROOT/build.log"
 mkdir -p "$CONTEXT"
 cp -r --preserve=mode Dockerfile .dockerignore pyproject.toml constraints.txt README.md \
     src components pipelines configs "$CONTEXT/"
@@ -221,7 +222,7 @@ bah bud --isolation chroot --pull=never --layers --force-rm \
   --build-arg "GIT_COMMIT=$GIT_COMMIT" \
   --build-arg "FETCH_INCEPTION=$FETCH_INCEPTION" \
   --build-arg "REQUIRE_PINNED=$REQUIRE_PINNED" \
-  -t "$IMAGE" -f "$CONTEXT/Dockerfile" "$CONTEXT"
+  -t "$IMAGE" -f "$CONTEXT/Dockerfile" "$CONTEXT" 2>&1 | tee "$BUILD_LOG"
 t1=$(date +%s)
 SIZE="$(bah images --format '{{.Size}}' "localhost/$IMAGE" | sed -n 1p)"
 echo "image built: $IMAGE in $((t1 - t0)) s, size $SIZE"
@@ -229,6 +230,12 @@ echo "image built: $IMAGE in $((t1 - t0)) s, size $SIZE"
 # --- 4. smoke checks inside the image, as its USER ---------------------------------------------
 CTR="$(bah from --pull=never "localhost/$IMAGE")"
 run() { bah run --isolation chroot "$CTR" -- "$@"; }
+
+recorded="$(run sh -c 'echo "$AUTOPHAGY_GIT_COMMIT"')"
+[ "$recorded" = "$GIT_COMMIT" ] || die "the image records commit '$recorded', built from '$GIT_COMMIT'"
+echo "records commit $recorded"
+# How much of the build the layer cache saved (a new commit must not rebuild the dependencies).
+echo "layer cache: $(grep -c '^--> Using cache' "$BUILD_LOG" || true) steps reused"
 
 uid="$(run id -u)"
 [ "$uid" != 0 ] || die "the image runs as root"
