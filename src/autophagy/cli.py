@@ -9,6 +9,7 @@ tiny EDM) and any number of ``-S section.option=value`` overrides, e.g.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -57,6 +58,7 @@ def cmd_features(args):
 def cmd_train(args):
     from autophagy.distributed import is_main_process
     from autophagy.stages import train
+    from autophagy.tracking import check_tracking
 
     if args.step_options is not None:  # a Kubeflow train task's ranks (autophagy.distributed.run_train_under_torchrun)
         from autophagy.step_config import BOOKKEEPING_ENV, config_for_step
@@ -65,6 +67,7 @@ def cmd_train(args):
                               json.loads(os.environ.get(BOOKKEEPING_ENV) or "{}"))
     else:
         cfg = _config(args)
+    check_tracking(cfg)  # before any work: a stalled tracking server fails now, not after training
     result = train.run(cfg, args.train_set, args.out, args.generation, args.seed, lam=_lam(args.lam), init=args.init)
     if is_main_process():  # under torchrun every rank returns the same result: rank 0 reports it
         if args.result is not None:
@@ -108,6 +111,7 @@ def cmd_evaluate(args):
 def cmd_generation(args):
     from autophagy import loop
     from autophagy.layout import RunLayout
+    from autophagy.tracking import check_tracking
 
     cfg = _config(args)
     if args.config is not None:
@@ -122,15 +126,20 @@ def cmd_generation(args):
         raise ConfigError(f"--lam {args.lam}: write lambda as {format_lambda(lam)!r} (run directories are named by that text)")
     if args.generation > 0 and lam is None:
         raise ConfigError("--lam is required for generations >= 1")
-    loop.run_generation(cfg, layout, lam if args.generation > 0 else None, args.seed, args.generation)
+    check_tracking(cfg)  # before any work: a stalled tracking server fails now, not after training
+    loop.run_stage_generation(cfg, layout, lam if args.generation > 0 else None, args.seed, args.generation)
 
 
 def cmd_run(args):
     from autophagy import loop, report
+    from autophagy.layout import new_root
 
     cfg = _config(args)
     root = Path(args.root) / cfg.name
-    layout = loop.run_experiment(cfg, root)
+    if args.new_root:
+        root = new_root(Path(args.root), cfg.name)
+        print(f"run directory: {root}")
+    layout = loop.run_experiment(cfg, root, redo_changed=args.redo_changed)
     if not args.no_report:
         summary = report.write_report(layout.root, cfg)
         print(f"report: {summary['markdown']}")
@@ -250,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", cmd_run, "run every lambda, seed and generation in one process, then report")
     p.add_argument("--root", type=Path, default=Path("runs"), help="parent of the experiment directory (default: runs)")
     p.add_argument("--no-report", action="store_true")
+    resuming = p.add_mutually_exclusive_group()
+    resuming.add_argument("--redo-changed", action="store_true",
+                          help="where ROOT/<name> holds outputs made with other options, redo what the change "
+                               "affects (kept otherwise) instead of refusing")
+    resuming.add_argument("--new-root", action="store_true",
+                          help="start in a new run directory: ROOT/<name> if it does not exist, else the first "
+                               "free ROOT/<name>-2, -3, ...")
     p = command("report", cmd_report, "figures and a markdown table from a finished run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
@@ -318,11 +334,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("autophagy: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - reported plainly, traceback on --debug
-        if args.debug or not _is_user_error(err):
+        if args.debug or not (_is_user_error(err) or isinstance(err, OSError)):
             raise
-        print(f"autophagy: error: {err}", file=sys.stderr)
+        print(f"autophagy: error: {_os_error_line(err) if isinstance(err, OSError) else err}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def _os_error_line(err: OSError) -> str:
+    """``runs/x/config.json: No space left on device (ENOSPC)``: the path(s) and what the OS said.
+    (Every write goes through :mod:`autophagy.atomic`, so a failed one leaves nothing half-written.)"""
+    paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    code = errno.errorcode.get(err.errno, "") if err.errno is not None else ""
+    said = (err.strerror or str(err)) + (f" ({code})" if code else "")
+    return f"{paths}: {said}" if paths else said
 
 
 def _check_launcher(args: argparse.Namespace) -> None:
@@ -338,9 +363,10 @@ def _is_user_error(err: Exception) -> bool:
     """Errors that are the input's fault get a one-line message instead of a traceback."""
     from autophagy.data.dataset import DatasetError
     from autophagy.models.base import ModelError
+    from autophagy.run_lock import RunRootBusy
     from autophagy.tracking import TrackingError
 
-    known: tuple[type, ...] = (ConfigError, DatasetError, ModelError, TrackingError, FileNotFoundError)
+    known: tuple[type, ...] = (ConfigError, DatasetError, ModelError, TrackingError, RunRootBusy)
     features = sys.modules.get("autophagy.metrics.features")  # not imported: the error cannot be its type
     if features is not None:
         known += (features.FeatureExtractorUnavailable,)

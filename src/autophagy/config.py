@@ -497,8 +497,9 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "ExperimentConfig":
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ConfigError(f"name must be a non-empty name without slashes or spaces, got {self.name!r}")
+        if not (self.name[:1].isalnum() and self.name.isascii() and all(c.isalnum() or c in "._-" for c in self.name)):
+            raise ConfigError("name must be one folder name (it is the run directory runs/<name>): ASCII letters, digits, "
+                              f"'.', '_' and '-', starting with a letter or digit; got {self.name!r}")
         for section in (self.data, self.model, self.train, self.sample, self.evaluate, self.loop, self.tracking):
             section.validate()
         if self.model.family != "gaussian":  # the closed-form family has no EMA

@@ -5,6 +5,12 @@
 ``seed-<s>/gen-000/``                      generation 0, shared by every lambda of a seed
 ``lam-<lambda>/seed-<s>/gen-<g>/``         generation g >= 1: ``train_set/ model/ samples/ metrics.json``
 ``report/``                                figures and tables
+``config.json``                            the resolved config of the latest run
+
+Each generation directory holds ``generation.json`` and the run directory ``prepared.json``
+(the data and the feature extractor): the options that made them and the steps done
+(:mod:`autophagy.resume`), written last. ``.lock`` (the run directory's shared part) and
+``seed-<s>/.lock`` (one seed's generations) are the locks of :mod:`autophagy.run_lock`.
 
 A train stage keeps its resumable state beside its output, or under ``$AUTOPHAGY_SCRATCH_DIR``
 when that is set (durable storage shared by a cluster's pods): :func:`train_scratch_dir`.
@@ -19,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from autophagy.config import format_lambda
+from autophagy.config import ConfigError, format_lambda
+
+
+#: A generation directory's record of its options and steps done (:mod:`autophagy.resume`).
+GENERATION_RECORD = "generation.json"
+#: The run directory's record of its real data and feature extractor.
+PREPARED_RECORD = "prepared.json"
+LOCK = ".lock"
 
 
 def generation_name(generation: int) -> str:
@@ -46,11 +59,42 @@ class RunLayout:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def lock(self) -> Path:
+        """The lock on the shared part: real data, feature extractor, ``config.json``."""
+        return self.root / LOCK
+
+    def seed_lock(self, seed: int) -> Path:
+        """The lock on the generations of one seed (every lambda)."""
+        return self.root / f"seed-{seed}" / LOCK
+
+    def seed_lock_files(self) -> list[Path]:
+        """The seed locks that exist, of any seed."""
+        return sorted(self.root.glob(f"seed-*/{LOCK}"))
+
+    def seed_dirs(self, seed: int) -> list[Path]:
+        """The directories holding the generations of one seed: ``seed-<s>`` and each ``lam-*/seed-<s>``."""
+        return [self.root / f"seed-{seed}", *sorted(self.root.glob(f"lam-*/seed-{seed}"))]
+
     def generation(self, lam: float | None, seed: int, generation: int) -> Path:
         """Directory of one generation; generation 0 does not depend on lambda."""
         if generation == 0:
             return self.root / f"seed-{seed}" / generation_name(0)
         return self.root / f"lam-{format_lambda(lam)}" / f"seed-{seed}" / generation_name(generation)
+
+
+def new_root(parent: Path, name: str) -> Path:
+    """A run directory no run has used: ``parent/name`` if it does not exist, else the first free
+    ``parent/name-2``, ``name-3``, ... (created here, so that two runs never pick the same one)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ["", *(f"-{n}" for n in range(2, 10_000))]:
+        candidate = parent / f"{name}{suffix}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise ConfigError(f"no free run directory {parent / name}-N (N up to 9999)")
 
 
 #: Durable storage for resumable training state, shared by the pods of a cluster.

@@ -4,8 +4,8 @@ Images: Fréchet distance and precision/recall (Kynkäänniemi et al. 2019, k = 
 features of ``evaluate.features``; the paper compares against the *training* set, and autophagy
 also reports the held-out test set. Vectors: the same on raw coordinates plus sliced Wasserstein
 distance and mean/covariance errors. The reference sets' features are computed once and cached
-by content hash and extractor id. Writes ``metrics.json`` once (atomically), with the collapse verdict of
-:mod:`autophagy.collapse` for generations >= 1, and a sample grid.
+by content hash and extractor id. Writes a sample grid, logs to MLflow, and then, last, ``metrics.json``
+(atomically), with the collapse verdict of :mod:`autophagy.collapse` for generations >= 1.
 """
 
 from __future__ import annotations
@@ -82,11 +82,14 @@ def run(
     })
     if baseline is not None:
         metrics.update(collapse.assess(cfg.loop, metrics, baseline, previous))
-    atomic.write_json(out_path, metrics)
+    # metrics.json is written last: once it exists, the grid and the tracking records exist too
     if grid_path is not None:
         _save_grid(cfg, samples, refs.get("train"), Path(grid_path))
+    atomic.kill_point(Path(out_path).parent, "evaluate:grid")
     _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed=bool(
         metrics.get("collapsed") and not (previous or {}).get("collapsed")))
+    atomic.kill_point(Path(out_path).parent, "evaluate:tracked")
+    atomic.write_json(out_path, metrics)
     return metrics
 
 
