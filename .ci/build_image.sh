@@ -4,7 +4,7 @@
 #
 #   sudo .ci/build_image.sh            # (root: buildah's chroot isolation and debootstrap need it)
 #
-# How (see ../shared/ECOSYSTEM.md, "Building and running the Docker image here"):
+# How:
 #   1. apt-get install buildah debootstrap (if missing).
 #   2. No container registry is reachable, so debian:bookworm-slim cannot be pulled. A faithful
 #      stand-in is debootstrapped (bookworm, minbase, + python3 python3-venv ca-certificates) from
