@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
@@ -132,16 +133,19 @@ def load_plain_tensors(source: str | Path | BinaryIO, what: str, expected: str =
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ModelError(f"{what} is not {expected}: it asks for objects that only code could build "
-                         f"({_refusal_detail(err)}). It was altered or made by other software; autophagy does not load "
-                         "such files") from None
+        detail = _refusal_detail(err)
+        if re.search(r"global|class|function", detail, re.IGNORECASE):
+            raise ModelError(f"{what} is not {expected}: it asks for objects that only code could build ({detail}). "
+                             "It was altered or made by other software; autophagy does not load such files") from None
+        raise ModelError(f"{what} is corrupted or not {expected}: {detail}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{what} is corrupted or truncated: {first_line}") from None
 
 
 def _refusal_detail(err: pickle.UnpicklingError) -> str:
-    """What torch's weights-only unpickler refused (``GLOBAL os.system`` ...), without its advice."""
+    """What torch's weights-only unpickler refused (``GLOBAL os.system``, an unknown opcode ...),
+    without its advice."""
     for paragraph in str(err).split("\n\n"):
         text = " ".join(paragraph.split())
         if text and "weights_only" not in text and "Weights only" not in text and "documentation" not in text:

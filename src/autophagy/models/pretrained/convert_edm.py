@@ -7,8 +7,9 @@ the SongUNet's constructor arguments against the config and renames the tensors.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -76,6 +77,15 @@ def module_tensors(root: Record) -> dict[str, torch.Tensor]:
     return out
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Prefixes ``path`` to the errors of the tree walk (which knows only names inside the file)."""
+    try:
+        yield
+    except ModelError as err:
+        raise ModelError(err.args[0] if str(path) in str(err) else f"{path}: {err}") from None
+
+
 def convert_edm_pickle(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
     """``(model_state, ema_state, notes)`` of our ``edm`` family from an NVlabs network pickle."""
     data = safe_load_pickle(path)
@@ -86,7 +96,8 @@ def convert_edm_pickle(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
     if net.class_name != "EDMPrecond":
         raise ModelError(f"{path}: the network is a {net.class_name}; the edm family reproduces EDMPrecond "
                          "(VPPrecond/VEPrecond/iDDPMPrecond snapshots use another parameterisation)")
-    records = module_records(net)
+    with _naming(path):
+        records = module_records(net)
     unet = records.get("model")
     if unet is None or unet.class_name != "SongUNet":
         found = unet.class_name if unet is not None else "nothing"
@@ -95,9 +106,10 @@ def convert_edm_pickle(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
     init_kwargs = unet.state.get("_init_kwargs") or {}
     if not isinstance(init_kwargs, dict):
         raise ModelError(f"{path}: the SongUNet's _init_kwargs are a {type(init_kwargs).__name__}, not a dict")
-    kwargs = {**SONG_UNET_DEFAULTS, **{k: plain(v) for k, v in init_kwargs.items()}}
-    notes = _check_edm_arch(path, net.state, kwargs, model_cfg, item_shape)
-    tensors = module_tensors(net)
+    with _naming(path):
+        kwargs = {**SONG_UNET_DEFAULTS, **{k: plain(v) for k, v in init_kwargs.items()}}
+        notes = _check_edm_arch(path, net.state, kwargs, model_cfg, item_shape)
+        tensors = module_tensors(net)
     state: dict[str, torch.Tensor] = {}
     box = torch.full((1, 1, 2, 2), 0.25)
     res = item_shape[0]

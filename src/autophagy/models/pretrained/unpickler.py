@@ -26,12 +26,15 @@ from memory (a declared length larger than the file allocates nothing). Every re
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import contextlib
 import io
 import math
 import mmap
 import pickle
+import pickletools
+import reprlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,9 +118,10 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
 
 def _load_storage(data: Any) -> Any:
-    """``torch.storage._load_from_bytes``: the bytes are a torch.save of one storage."""
-    if not isinstance(data, (bytes, bytearray)):
+    """``torch.storage._load_from_bytes``: the bytes are a (legacy) torch.save of one storage."""
+    if type(data) is not bytes:
         raise UnsafePickleError("torch.storage._load_from_bytes without bytes")
+    _check_storage_sizes(data)
     storage = load_plain_tensors(io.BytesIO(data), "a tensor storage in the pickle", "a plain torch storage")
     if not isinstance(storage, torch.TypedStorage):
         raise UnsafePickleError(f"torch.storage._load_from_bytes gave a {type(storage).__name__}, not a storage")
@@ -148,6 +152,23 @@ def _exactly(value: Any, expected: Any) -> bool:
 def _empty(value: Any) -> bool:
     """None or an empty dict (torch's "no hooks", "no metadata", "no state")."""
     return value is None or (isinstance(value, dict) and type(value) in (dict, collections.OrderedDict) and not value)
+
+
+def _check_storage_sizes(data: bytes) -> None:
+    """A legacy ``torch.save`` is five pickles (magic number, protocol, system info, the storage's
+    descriptor with its element count, its key) and the raw data: a descriptor that declares more
+    than the blob holds is refused before torch allocates it. Parsed with pickletools (nothing runs);
+    a blob it cannot parse is left to torch.load, which refuses it with its own reason."""
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(4):
+            opcodes = list(pickletools.genops(stream))
+    except ValueError:
+        return
+    declared = [arg for op, arg, _ in opcodes if op.name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1",
+                                                              "LONG4") and type(arg) is int]
+    if any(n > len(data) for n in declared):
+        raise UnsafePickleError(f"a tensor storage declares {max(declared)} elements in a blob of {len(data)} bytes")
 
 
 def _plain_int(value: Any, what: str) -> int:
@@ -207,6 +228,19 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dtype)[0]
 
 
+def _latin1_bytes(text: Any, encoding: Any) -> bytes:
+    """``_codecs.encode(text, "latin1")``: how protocols 0-2 write bytes."""
+    if type(text) is not str or encoding != "latin1":
+        raise UnsafePickleError(f"_codecs.encode with {type(text).__name__} and {encoding!r} (protocol 2 writes bytes as "
+                                "latin1 text)")
+    return text.encode("latin1")
+
+
+def _empty_bytes() -> bytes:
+    """``bytes()``: how protocols 0-2 write ``b""`` (with an argument it would allocate its size)."""
+    return b""
+
+
 def _numpy_array(cls: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``: an empty array that BUILD then fills."""
     if cls is not np.ndarray or not _exactly(shape, (0,)) or not _exactly(dtype_code, b"b"):
@@ -226,6 +260,8 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "object"): object,  # copyreg._reconstructor's base argument
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "bytes"): _empty_bytes,
     ("torch.storage", "_load_from_bytes"): _load_storage,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -239,7 +275,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 #: ever appear as arguments)
 CALLABLE: tuple[Callable, ...] = (_persistent_record, _EasyDict, collections.OrderedDict, _reconstructor, set, frozenset,
                                   _load_storage, _rebuild_tensor, _rebuild_parameter, _numpy_dtype, _numpy_scalar,
-                                  _numpy_array)
+                                  _numpy_array, _latin1_bytes, _empty_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +321,7 @@ def _build(obj: Any, state: Any) -> None:
     elif type(obj) is _EasyDict and _empty(state) and type(state) is not collections.OrderedDict:
         pass  # an EasyDict keeps its data in its items: its __dict__ is empty
     else:
-        raise UnsafePickleError(f"pickle BUILD on a {type(obj).__module__}.{type(obj).__qualname__} object (only "
+        raise UnsafePickleError(f"pickle BUILD on an object of {type(obj).__module__}.{type(obj).__qualname__} (only "
                                 "records, numpy arrays and dtypes take a state)")
 
 
@@ -300,6 +336,9 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3 and self.fix_imports:  # Python 2 names, as pickle itself maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in ALLOWED_GLOBALS:
             return ALLOWED_GLOBALS[(module, name)]
         if name in TORCH_MODULES.get(module, ()):
@@ -367,7 +406,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
 def _name(obj: Any) -> str:
     if isinstance(obj, type) or callable(obj):
         return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-    return f"a {type(obj).__name__}"
+    return f"the {type(obj).__name__} {reprlib.repr(obj)}"
 
 
 def safe_load_pickle(path: str | Path) -> Any:
@@ -376,7 +415,7 @@ def safe_load_pickle(path: str | Path) -> Any:
         try:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return SafeUnpickler(data).load()
-        except UnsafePickleError as err:
-            raise UnsafePickleError(f"{path}: {err}") from None
+        except ModelError as err:  # a refusal (UnsafePickleError) or a damaged part, named by its check
+            raise type(err)(f"{path}: {err}") from None
         except Exception as err:  # noqa: BLE001 (a corrupt or unexpected pickle)
             raise ModelError(f"{path} is not a readable network pickle: {type(err).__name__}: {err}") from None
