@@ -7,6 +7,12 @@ runs. Per-generation metrics use ``step = generation``.
 
 The tracking URI is MLflow's standard ``MLFLOW_TRACKING_URI``; unset, the embedded
 ``sqlite:///mlflow.db`` in the working directory.
+
+Every call to a tracking server has a timeout and a bounded number of retries: MLflow's own
+``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, which get the project's :data:`HTTP_DEFAULTS` where the
+user has not set them. :func:`check_tracking` asks the store one question before any work starts,
+and a refused or timed-out call fails as one :class:`TrackingError` naming the URI.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ CONFIG_KEY_ENV = "AUTOPHAGY_CONFIG_KEY"  # the config key of a Kubeflow task, wh
 HANDOFF_TAG_PREFIX = "autophagy.handoff."
 
 
+#: MLflow's HTTP settings where the user has not set them. MLflow's own defaults (120 s, 7 retries,
+#: factor 2) let one call to a server that accepts and never answers block for about 20 minutes;
+#: these give up after 5 tries of 30 s without an answer (about 3 minutes), and a refused
+#: connection is retried 4, 8 and 16 s later (a restarting server has about 30 s to come back).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+}
+_ADVICE = "Start or fix it, point MLFLOW_TRACKING_URI elsewhere, or run with tracking.enabled=false."
+
+
 class TrackingError(RuntimeError):
     """The tracking server cannot be reached or refused a request."""
 
@@ -39,19 +57,88 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+def apply_http_defaults() -> None:
+    """Set each of :data:`HTTP_DEFAULTS` that the environment does not set already."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def request_timeout() -> int:
+    """Seconds one HTTP call to the tracking server may wait for an answer (``MLFLOW_HTTP_REQUEST_TIMEOUT``)."""
+    apply_http_defaults()
+    text = os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]
+    try:
+        return int(text)
+    except ValueError:
+        raise TrackingError(f"MLFLOW_HTTP_REQUEST_TIMEOUT must be a whole number of seconds, got {text!r}") from None
+
+
+def check_reachable(uri: str, timeout: float | None = None) -> None:
     """Fail fast, with a clear message, when an HTTP tracking server does not answer ``/health``."""
     if not uri.startswith(("http://", "https://")):
         return
+    timeout = request_timeout() if timeout is None else timeout
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
             if response.status != 200:
                 raise TrackingError(f"MLflow tracking server at {uri} answered /health with HTTP {response.status}")
     except (urllib.error.URLError, OSError) as err:
-        raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({getattr(err, 'reason', err)}). Start it, fix "
-            "MLFLOW_TRACKING_URI, or run with tracking.enabled=false."
-        ) from None
+        raise TrackingError(f"cannot reach the MLflow tracking server at {uri} ({getattr(err, 'reason', err)}). "
+                            + _ADVICE) from None
+
+
+def check_tracking(cfg: ExperimentConfig) -> None:
+    """Before any work: with ``tracking.enabled``, the store at :func:`tracking_uri` answers an API
+    call (the experiment by name) within ``MLFLOW_HTTP_REQUEST_TIMEOUT``, in one try.
+
+    A server that answers ``/health`` but stalls its API, refuses the request or cannot be reached
+    fails here as one :class:`TrackingError` naming the URI and what happened, before anything is
+    prepared or trained; a rerun then starts from the same state.
+    """
+    if not cfg.tracking.enabled:
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri()
+    timeout = request_timeout()
+    check_reachable(uri, timeout)
+    from mlflow import MlflowClient
+
+    try:
+        with _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"), store_lock(uri), _refused(uri, f"looking up experiment {cfg.name!r}"):
+            MlflowClient(tracking_uri=uri).get_experiment_by_name(cfg.name)
+    except TrackingError as err:
+        if "timeout" in str(err).lower():
+            raise TrackingError(f"MLflow at {uri} did not answer the API call for experiment {cfg.name!r} within "
+                                f"{timeout} s (MLFLOW_HTTP_REQUEST_TIMEOUT) although /health answers: the server "
+                                "stalls. " + _ADVICE) from None
+        raise
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block (MLflow reads its settings per call)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _refused(uri: str, doing: str) -> Iterator[None]:
+    """Turn an MLflow error (refused, timed out, unreachable) into one :class:`TrackingError` line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrackingError(f"MLflow at {uri}: {doing} failed: {first_line}") from None
 
 
 @contextlib.contextmanager
@@ -95,23 +182,17 @@ class Tracker:
 
     def __init__(self, cfg: ExperimentConfig, uri: str | None = None):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        self._mlflow_error = MlflowException
+        apply_http_defaults()
         self.cfg = cfg
         self.uri = uri or tracking_uri()
         check_reachable(self.uri)
         self.extra_tags = json.loads(os.environ.get(EXTRA_TAGS_ENV, "{}"))
-        try:
-            with store_lock(self.uri):  # the first process creates the tables and the experiment
-                self.client = MlflowClient(tracking_uri=self.uri)
-                experiment = self.client.get_experiment_by_name(cfg.name)
-                self.experiment_id = (
-                    experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
-                )
-        except MlflowException as err:
-            raise TrackingError(f"MLflow at {self.uri} refused to open experiment {cfg.name!r}: {err}") from None
+        with store_lock(self.uri):  # the first process creates the tables and the experiment
+            self.client = _Client(self.uri)
+            experiment = self.client.get_experiment_by_name(cfg.name)
+            self.experiment_id = (
+                experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
+            )
         self._parent: str | None = None
 
     @property
@@ -211,6 +292,25 @@ class Tracker:
         tags = self.client.get_run(self.parent_run()).data.tags
         return {name[len(HANDOFF_TAG_PREFIX):]: json.loads(value) for name, value in tags.items()
                 if name.startswith(HANDOFF_TAG_PREFIX)}
+
+
+class _Client:
+    """An ``MlflowClient`` whose every call that fails (refused, timed out, unreachable) raises one
+    :class:`TrackingError` naming the URI and the call."""
+
+    def __init__(self, uri: str):
+        from mlflow import MlflowClient
+
+        self._client, self._uri = MlflowClient(tracking_uri=uri), uri
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _refused(self._uri, name):
+                return method(*args, **kwargs)
+
+        return call
 
 
 def _to_mlflow_params(values: Mapping[str, Any]) -> list:

@@ -4,12 +4,16 @@ Every data set autophagy reads or writes (real, synthetic, mixed) is such a dire
 DVC output and a KFP ``Dataset`` artifact. A shard is uint8 ``[N, H, W, C]`` for images or
 float32 ``[N, D]`` for vectors. The manifest lists each shard with its sha256, row count and
 origin (``{"type": "real", ...}`` or ``{"type": "synthetic", "generation": g, "seed": s}``).
-Readers verify the manifest and fail with a :class:`DatasetError` that names the problem.
+Readers verify the manifest and fail with a :class:`DatasetError` that names the problem. A
+dataset holds at least one row, every shard at least one, each listed once; vectors are finite
+(no NaN or infinity: a model fitted on them, or one that sampled them, would carry them on).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -21,6 +25,8 @@ from autophagy import atomic
 MANIFEST = "dataset.json"
 FORMAT = "autophagy.dataset/v1"
 KINDS = {"image": np.uint8, "vector": np.float32}
+_READ_CHUNK = 1 << 22  # bytes per read of the hash pass (a multiple of every item size)
+_CHECK_CHUNK = 1 << 20  # values per finiteness check of rows in memory
 
 
 class DatasetError(ValueError):
@@ -68,8 +74,6 @@ class Dataset:
     @property
     def content_hash(self) -> str:
         """sha256 over the shard hashes in order: identifies the rows, not the directory."""
-        import hashlib
-
         digest = hashlib.sha256()
         for shard in self.shards:
             digest.update(shard.sha256.encode())
@@ -98,9 +102,10 @@ class Dataset:
 def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = None) -> Dataset:
     """Read and verify a dataset directory.
 
-    Checks that the manifest parses, each shard exists, its ``.npy`` header agrees with the
-    manifest (dtype, item shape, row count — this catches truncation) and, with
-    ``verify_hash``, that its sha256 matches.
+    Checks that the manifest parses and lists each shard once with at least one row, that each
+    shard exists, its ``.npy`` header agrees with the manifest (dtype, item shape, row count — this
+    catches truncation) and, with ``verify_hash``, that its sha256 matches and, for vectors, that
+    every value is finite (checked in the same read as the hash).
     """
     path = Path(path)
     manifest_path = path / MANIFEST
@@ -129,9 +134,15 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise DatasetError(f"{manifest_path} is corrupted: malformed manifest ({type(err).__name__}: {err})") from None
+    seen: set[str] = set()
     for shard in shards:
         if not isinstance(shard.file, str) or Path(shard.file).name != shard.file:
             raise DatasetError(f"{manifest_path} is corrupted: shard file {shard.file!r} is not a plain file name")
+        if shard.file in seen:
+            raise DatasetError(f"{manifest_path} lists shard {shard.file} twice (its rows would count twice)")
+        seen.add(shard.file)
+        if shard.rows < 1:
+            raise DatasetError(f"{manifest_path}: shard {shard.file} has {shard.rows} rows; every shard needs at least one")
     if not shards:
         raise DatasetError(f"{manifest_path} lists no shards")
     dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}))
@@ -154,9 +165,38 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
             f"shard {file} holds {array.dtype}{list(array.shape)}, the manifest says {dataset.dtype}{list(expected)}"
         )
     if verify_hash:
-        actual = atomic.sha256_file(file)
+        actual, bad = _hash_and_find_non_finite(file, array.offset, dataset.kind == "vector")
         if actual != shard.sha256:
             raise DatasetError(f"shard {file} is corrupted: sha256 {actual[:12]}... != manifest {shard.sha256[:12]}...")
+        if bad is not None:
+            raise DatasetError(f"shard {file} holds NaN or infinite values (first at row {bad // math.prod(dataset.item_shape)}); "
+                               "vectors must be finite")
+
+
+def _hash_and_find_non_finite(file: Path, data_offset: int, floats: bool) -> tuple[str, int | None]:
+    """The file's sha256 and, for float32 data (after the ``.npy`` header of ``data_offset``
+    bytes), the index of its first NaN/inf value (None: all finite): both in one read."""
+    digest, position, bad = hashlib.sha256(), 0, None
+    with open(file, "rb") as handle:
+        digest.update(handle.read(data_offset))
+        while block := handle.read(_READ_CHUNK):
+            digest.update(block)
+            if floats and bad is None:
+                values = np.frombuffer(block, dtype=np.float32, count=len(block) // 4)
+                found = _first_non_finite(values)
+                bad = None if found is None else position + found
+                position += len(values)
+    return digest.hexdigest(), bad
+
+
+def _first_non_finite(values: np.ndarray) -> int | None:
+    """The flat index of the first NaN/inf in ``values`` (None: all finite), checked in chunks."""
+    flat = values.reshape(-1)
+    for start in range(0, len(flat), _CHECK_CHUNK):
+        finite = np.isfinite(flat[start:start + _CHECK_CHUNK])
+        if not finite.all():
+            return start + int(np.argmin(finite))
+    return None
 
 
 def kind_of(array: np.ndarray) -> str:
@@ -181,10 +221,12 @@ def write_dataset(
     if not shards:
         raise DatasetError("a dataset needs at least one shard")
     kinds, shapes = set(), set()
-    for shard in shards:
+    for index, shard in enumerate(shards):
         if shard.array is not None:
             kinds.add(kind_of(shard.array))
             shapes.add(tuple(shard.array.shape[1:]))
+            _check_new_rows(f"cannot write {out_dir}: shard {shard.name or _default_name(index)} ({dict(shard.origin)})",
+                            shard.array)
         elif shard.source is not None:
             kinds.add(shard.source[0].kind)
             shapes.add(shard.source[0].item_shape)
@@ -202,7 +244,7 @@ def write_dataset(
                 atomic.link_or_copy(source_dataset.path / source_shard.file, stage / name)
                 rows, digest = source_shard.rows, source_shard.sha256
             else:
-                name = shard.name or f"shard-{index:03d}.npy"
+                name = shard.name or _default_name(index)
                 array = np.ascontiguousarray(shard.array)
                 np.save(stage / name, array, allow_pickle=False)
                 rows, digest = len(array), atomic.sha256_file(stage / name)
@@ -220,6 +262,22 @@ def write_dataset(
         }
         atomic.write_json(stage / MANIFEST, manifest)
     return open_dataset(out_dir, verify_hash=False)
+
+
+def _default_name(index: int) -> str:
+    return f"shard-{index:03d}.npy"
+
+
+def _check_new_rows(what: str, array: np.ndarray) -> None:
+    """Refuse to write an empty shard or vectors with NaN/inf (a diverged model's samples, say)."""
+    if len(array) == 0:
+        raise DatasetError(f"{what} has no rows")
+    if array.dtype == np.float32:
+        bad = _first_non_finite(array)
+        if bad is not None:
+            count = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
+            raise DatasetError(f"{what} holds NaN or infinite values in {count} of {len(array)} rows (first at row "
+                               f"{bad // array[0].size}); vectors must be finite")
 
 
 def origins_summary(shards: Iterable[Shard]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ def synthetic_count(lam: float, n_real: int) -> int:
     lambda is taken at its shortest decimal form (0.29 * 100 = 29, not 28 as in binary floating
     point).
     """
-    check_lambda(lam)
+    check_lambda(lam, n_real=n_real)
     if n_real < 1:
         raise DatasetError(f"the real data set is empty (n = {n_real})")
     if math.isinf(lam):

@@ -13,6 +13,9 @@ there, bit for bit. The scratch directory is beside the output (``.<name>.partia
 ``$AUTOPHAGY_SCRATCH_DIR`` (durable storage shared by the pods of a cluster, ``cluster.scratch_pvc``)
 ``$AUTOPHAGY_SCRATCH_DIR/train/<hash of the inputs>``, so that a retried pod, whose output lands
 at a new path, still finds it. The output directory appears only when training has finished.
+The finished checkpoint and its result stay in the scratch directory (``finished/``, hard links)
+until the training's MLflow records are written: a run that fails there and is started again
+publishes them again and redoes only the tracking.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import torch
 
+from autophagy import atomic
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.distributed import Group, process_group
@@ -32,6 +36,10 @@ from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from autophagy.seeding import derive_seed
 from autophagy.tracking import open_tracker
+
+#: In the scratch directory: the finished checkpoint and its result (``result.json``), kept until tracked.
+FINISHED = "finished"
+FINISHED_RESULT = "result.json"
 
 
 def run(
@@ -81,6 +89,17 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
         "train": to_dict(cfg.train),
     }
     scratch = train_scratch_dir(out_dir, fingerprint)
+    finished = _finished(scratch, fingerprint)
+    if finished is not None:  # trained by an earlier run that failed afterwards (in its tracking, say)
+        group.barrier()  # every rank has read it
+        if group.is_main:
+            with atomic.staging_dir(out_dir) as stage:
+                shutil.copytree(scratch / FINISHED, stage, copy_function=atomic.link_or_copy, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(FINISHED_RESULT))
+            _track(cfg, lam, seed, generation, finished, out_dir)
+            shutil.rmtree(scratch, ignore_errors=True)
+        group.barrier()
+        return finished
     model = _resume(scratch, fingerprint, cfg.model.family) if group.is_main else None
     if group.is_main and model is None:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -101,8 +120,9 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
               "train_world_size": report.world_size}
     if group.is_main:
         save_checkpoint(model, out_dir, meta)
-        shutil.rmtree(scratch, ignore_errors=True)
+        _keep_finished(out_dir, scratch, result)
         _track(cfg, lam, seed, generation, result, out_dir)
+        shutil.rmtree(scratch, ignore_errors=True)
     group.barrier()  # the other ranks return once the checkpoint is written
     return result
 
@@ -121,6 +141,25 @@ def _checkpoint_id(path: str | Path | None) -> str | None:
 
     weights = Path(path) / "model.safetensors"
     return sha256_file(weights) if weights.is_file() else str(path)
+
+
+def _keep_finished(out_dir: Path, scratch: Path, result: dict[str, Any]) -> None:
+    """Keep the published checkpoint (hard links where possible) and its result in the scratch
+    directory until the run's tracking is done: a run that fails there (a stalled tracking server)
+    then reuses them when started again instead of training again."""
+    with atomic.staging_dir(scratch / FINISHED) as stage:
+        shutil.copytree(out_dir, stage, copy_function=atomic.link_or_copy, dirs_exist_ok=True)
+        atomic.write_text(stage / FINISHED_RESULT, json.dumps(result, default=str))  # NaN allowed
+
+
+def _finished(scratch: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a training with these inputs that finished but was not tracked, if kept."""
+    marker, result = scratch / "fingerprint.json", scratch / FINISHED / FINISHED_RESULT
+    if not marker.is_file() or not result.is_file():
+        return None
+    if json.loads(marker.read_text()) != json.loads(json.dumps(fingerprint, sort_keys=True)):
+        return None
+    return json.loads(result.read_text())
 
 
 def _resume(scratch: Path, fingerprint: dict[str, Any], family: str):
