@@ -19,7 +19,10 @@
 #   FETCH_INCEPTION  1 (default): bake clean-fid's Inception-v3 FID weights into the image so
 #                    evaluation pods run offline. 0: skip (offline CI builds only; such an image
 #                    cannot compute FID unless weights are mounted at AUTOPHAGY_INCEPTION_WEIGHTS).
-#   INCEPTION_SHA256 optional sha256 of the weights file; the build fails on a mismatch.
+#   INCEPTION_SHA256 sha256 of the weights file, by default that of clean-fid's file (pinned alike by
+#                    crowsonkb/k-diffusion and others). The build fails on a mismatch, and when it is
+#                    empty with FETCH_INCEPTION=1. Also the image's AUTOPHAGY_INCEPTION_SHA256:
+#                    evaluation refuses Inception weights with another hash (empty: not checked).
 #   IMAGE_EXTRAS     optional-dependency groups of pyproject.toml installed besides the core
 #                    dependencies (the KFP SDK lives in `pipeline`; DVC with its S3 plugin in `dvc`:
 #                    pipeline tasks push their outputs to cluster.dvc_remote).
@@ -35,7 +38,7 @@ FROM ${BASE_IMAGE}
 ARG FETCH_INCEPTION=1
 # The URL clean-fid itself downloads from (cleanfid/downloads_helper.py, clean-fid 0.1.35).
 ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
-ARG INCEPTION_SHA256=
+ARG INCEPTION_SHA256=f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4
 ARG IMAGE_EXTRAS="pipeline dvc"
 ARG SERVER_PACKAGES="psycopg[binary] boto3 mlflow[auth]"
 ARG REQUIRE_PINNED=1
@@ -62,16 +65,18 @@ RUN groupadd --gid 10001 autophagy \
 # Inception-v3 weights for FID/precision/recall (before the Python dependencies: they change
 # far less often, so this layer stays cached). Downloaded to a temporary name and renamed, so a
 # failed download never leaves a truncated file behind.
-ENV AUTOPHAGY_INCEPTION_WEIGHTS=/opt/autophagy/weights/inception-2015-12-05.pt
+ENV AUTOPHAGY_INCEPTION_WEIGHTS=/opt/autophagy/weights/inception-2015-12-05.pt \
+    AUTOPHAGY_INCEPTION_SHA256=${INCEPTION_SHA256}
 RUN mkdir -p /opt/autophagy/weights \
  && if [ "${FETCH_INCEPTION}" = "1" ]; then \
-        python3 -c "import shutil, sys, urllib.request; \
+        if [ -z "${INCEPTION_SHA256}" ]; then \
+            echo "FETCH_INCEPTION=1 needs INCEPTION_SHA256, the sha256 of ${INCEPTION_URL}" >&2 ; exit 1 ; \
+        fi \
+     && python3 -c "import shutil, sys, urllib.request; \
 r = urllib.request.urlopen(sys.argv[1], timeout=300); \
 f = open(sys.argv[2] + '.part', 'wb'); shutil.copyfileobj(r, f); f.close()" \
             "${INCEPTION_URL}" "${AUTOPHAGY_INCEPTION_WEIGHTS}" \
-     && if [ -n "${INCEPTION_SHA256}" ]; then \
-            echo "${INCEPTION_SHA256}  ${AUTOPHAGY_INCEPTION_WEIGHTS}.part" | sha256sum -c - ; \
-        fi \
+     && echo "${INCEPTION_SHA256}  ${AUTOPHAGY_INCEPTION_WEIGHTS}.part" | sha256sum -c - \
      && mv "${AUTOPHAGY_INCEPTION_WEIGHTS}.part" "${AUTOPHAGY_INCEPTION_WEIGHTS}" \
      && sha256sum "${AUTOPHAGY_INCEPTION_WEIGHTS}" ; \
     else \
