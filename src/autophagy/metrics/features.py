@@ -16,6 +16,11 @@ name            features                                                ``id``
 
 ``id`` names the extractor and its weights (``<sha12>`` = the first 12 hex digits of the weights
 file's sha256), so it can key caches of reference statistics.
+
+The Inception weights are a TorchScript archive, which ``torch.jit.load`` runs as code: when
+``$AUTOPHAGY_INCEPTION_SHA256`` is set (the Docker image sets it to :data:`INCEPTION_SHA256`, the
+hash of clean-fid's file), a weights file with another hash is refused before it is loaded. The
+hash is computed once per process and file (keyed by path, size, mtime and inode).
 """
 
 from __future__ import annotations
@@ -36,10 +41,18 @@ from autophagy.metrics.digits_net import images_to_tensor, load_digits_net, trai
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_ENV = "AUTOPHAGY_INCEPTION_WEIGHTS"
+INCEPTION_SHA256_ENV = "AUTOPHAGY_INCEPTION_SHA256"
+#: sha256 of inception-2015-12-05.pt at INCEPTION_URL, the file clean-fid 0.1.35 downloads (the
+#: same hash is pinned by crowsonkb/k-diffusion's k_diffusion/evaluation.py and other public code)
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 
 
 class FeatureExtractorUnavailable(RuntimeError):
     """An extractor's weights are missing and cannot be obtained (e.g. offline)."""
+
+
+class WeightsHashMismatch(FeatureExtractorUnavailable):
+    """The weights file is not the pinned one (``$AUTOPHAGY_INCEPTION_SHA256``): it is not loaded."""
 
 
 class FeatureExtractor(abc.ABC):
@@ -131,8 +144,9 @@ class InceptionExtractor(FeatureExtractor):
         """clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``)."""
         from cleanfid.inception_torchscript import InceptionV3W
 
+        digest = verify_inception_weights(weights)  # before torch.jit.load runs the archive
         network = InceptionV3W(str(weights.parent), download=False)
-        return cls(network, f"inception:{sha256_file(weights)[:12]}", device, batch_size)
+        return cls(network, f"inception:{digest[:12]}", device, batch_size)
 
     def _features(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] not in (1, 3):
@@ -207,6 +221,39 @@ def inception_weights(path: str | Path | None = None) -> Path:
     if not path.is_file():
         _download_inception(path)
     return path
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a weights file, hashed once per process while its path, size, mtime and
+    inode stay the same."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def verify_inception_weights(path: Path) -> str:
+    """The sha256 of the Inception weights at ``path``, which must be ``$AUTOPHAGY_INCEPTION_SHA256``
+    when that is set (empty: not checked).
+
+    Raises:
+        WeightsHashMismatch: the file has another hash (or the variable is not a sha256).
+    """
+    expected = os.environ.get(INCEPTION_SHA256_ENV, "").strip().lower()
+    if expected and (len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)):
+        raise WeightsHashMismatch(f"{INCEPTION_SHA256_ENV}={expected!r} is not a sha256 (64 hex digits)")
+    digest = weights_sha256(path)
+    if expected and digest != expected:
+        raise WeightsHashMismatch(
+            f"the Inception weights {path} have sha256 {digest}, not the pinned {expected} ({INCEPTION_SHA256_ENV}); "
+            "they are not loaded (torch.jit.load would run them). Replace the file with clean-fid's "
+            f"{INCEPTION_FILE} from {INCEPTION_URL}, or set {INCEPTION_SHA256_ENV} to the hash of the weights you trust"
+        )
+    return digest
 
 
 def _download_inception(path: Path) -> None:
