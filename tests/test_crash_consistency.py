@@ -128,3 +128,69 @@ def test_tracking_is_not_lost_by_a_kill_between_the_grid_and_mlflow(tmp_path, tr
     assert chain.data.tags["autophagy.collapsed_at_generation"] == "1"
     steps = {m.step for m in client.get_metric_history(chain.info.run_id, "swd_train")}
     assert steps == {0, 1}
+
+
+@pytest.mark.slow
+def test_a_redo_killed_while_it_removes_old_outputs_resumes_to_a_fresh_run(tmp_path, tmp_path_factory):
+    """--redo-changed takes the outputs made with the old options away (rename, then delete): killed
+    between the two, the rerun clears the renamed copy and ends as a run made with the new options."""
+    assert autophagy_run(tmp_path).returncode == 0
+    changed = ("-S", "model.estimator=unbiased", "--redo-changed")
+    killed = autophagy_run(tmp_path, *changed, kill_at=f"{GEN1}/remove:model")
+    assert killed.returncode == -signal.SIGKILL
+    gen1 = tmp_path / EXPERIMENT / "lam-inf" / "seed-0" / "gen-001"
+    left = [p.name for p in gen1.iterdir() if LEFTOVER.fullmatch(p.name)]
+    assert len(left) == 1 and left[0].startswith(".model.old-") and not (gen1 / "model").exists()
+    resumed = autophagy_run(tmp_path, *changed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "removed 1 leftover(s) of killed runs" in resumed.stdout
+    fresh = tmp_path_factory.mktemp("fresh")
+    assert autophagy_run(fresh, "-S", "model.estimator=unbiased").returncode == 0
+    assert outcome(tmp_path) == outcome(fresh)
+
+
+
+@pytest.mark.slow
+def test_a_dvc_stage_killed_mid_generation_is_not_recorded_and_reruns_to_the_same_outputs(tmp_path_factory):
+    """`dvc repro` with a generation stage SIGKILLed after its metrics and grid (before its record):
+    DVC records none of the stage's outputs, the next `dvc repro` runs it again, and the outputs
+    and metrics end as in an uninterrupted `dvc repro`."""
+    repo = Path(__file__).resolve().parents[1]
+    options = [s for s in OPTIONS if not s.startswith(("loop.stop_on_collapse", "loop.generations"))]
+    options.append("loop.generations=2")
+
+    def project(name: str) -> tuple[Path, dict[str, str]]:
+        root = tmp_path_factory.mktemp(name)
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "AUTOPHAGY_CACHE_DIR": str(root / ".cache"),
+               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@example.com"}
+        env.pop("AUTOPHAGY_KILL_AT", None)
+        for name_ in ("dvc.yaml", ".gitignore"):
+            (root / name_).write_bytes((repo / name_).read_bytes())
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
+        subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True, env=env)
+        subprocess.run([str(BIN / "autophagy"), "dvc-params", *sum((["-S", s] for s in options), []), "--out",
+                        "params.yaml"], cwd=root, check=True, env=env, capture_output=True)
+        return root, env
+
+    def repro(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+
+    reference, env = project("reference")
+    assert repro(reference, env).returncode == 0
+    killed_root, env = project("killed")
+    stage = "gen1@inf-0"
+    done = repro(killed_root, {**env, "AUTOPHAGY_KILL_AT": f"{GEN1}/evaluate:tracked"})
+    assert done.returncode != 0 and f"failed to reproduce '{stage}'" in done.stderr.lower() + done.stdout.lower()
+    lock = (killed_root / "dvc.lock").read_text() if (killed_root / "dvc.lock").is_file() else ""
+    assert stage not in lock  # none of the killed stage's outputs is recorded as complete
+    again = repro(killed_root, env)
+    assert again.returncode == 0, again.stderr
+    assert f"Running stage '{stage}'" in again.stdout
+    assert "up to date" in subprocess.run([str(BIN / "dvc"), "status"], cwd=killed_root, env=env, capture_output=True,
+                                          text=True).stdout
+    for relative in ("seed-0/gen-000", "lam-inf/seed-0/gen-001", "lam-inf/seed-0/gen-002"):
+        for name in ("metrics.json", "generation.json"):
+            ran = json.loads((killed_root / "runs" / EXPERIMENT / relative / name).read_text())
+            ref = json.loads((reference / "runs" / EXPERIMENT / relative / name).read_text())
+            assert {k: v for k, v in ran.items() if k not in TIMING} == {k: v for k, v in ref.items() if k not in TIMING}

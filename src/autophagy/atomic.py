@@ -15,11 +15,13 @@ behind can be told from the work of a live one and cleared (:func:`clear_leftove
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import tempfile
@@ -43,12 +45,35 @@ def _prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
-def _named(err: BaseException, path: Path) -> BaseException:
-    """``err`` with ``path`` as its file name where the OS gave none (a ``write()`` on a full disk
-    says only "No space left on device"), so the error names what could not be written."""
-    if isinstance(err, OSError) and err.errno is not None and err.filename is None:
-        return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
-    return err
+def _named(err: BaseException, path: Path, written: Path) -> BaseException:
+    """The error of a failed write of ``path`` (the bytes went to ``written``) as an ``OSError``
+    naming ``path``: where the OS gave no file name (a ``write()`` on a full disk says only "No
+    space left on device"), and where a library wrapped the OS error in its own (numpy's
+    "N requested and M written", safetensors' ``SafetensorError``, torch's ``RuntimeError``) while
+    the disk refuses writes (:func:`_refusing_disk`). Any other error is returned unchanged."""
+    if isinstance(err, OSError) and err.errno is not None:
+        if err.filename is None:
+            return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+        return err
+    code = _refusing_disk(written) if isinstance(err, Exception) else None
+    return err if code is None else OSError(code, os.strerror(code), str(path))
+
+
+def _refusing_disk(written: Path) -> int | None:
+    """ENOSPC when the filesystem of ``written`` has no block or inode left for this process, EFBIG
+    when a file there reached this process's file size limit (``ulimit -f``); else None."""
+    try:
+        stats = os.statvfs(written.parent)
+    except OSError:
+        return None
+    root = os.geteuid() == 0  # root may use the blocks reserved for it
+    if (stats.f_bfree if root else stats.f_bavail) == 0 or (stats.f_ffree if root else stats.f_favail) == 0:
+        return errno.ENOSPC
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    files = [written] if written.is_file() else [p for p in written.rglob("*") if p.is_file()]
+    if limit != resource.RLIM_INFINITY and any(f.stat().st_size >= limit for f in files):
+        return errno.EFBIG
+    return None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -79,9 +104,9 @@ def temp_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as err:
+        named = _named(err, path, Path(tmp))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        named = _named(err, path)
         if named is err:
             raise
         raise named from err
@@ -102,8 +127,8 @@ def staging_dir(target: str | Path) -> Iterator[Path]:
         kill_point(target.parent, f"publish:{target.name}")
         publish_dir(stage, target)
     except BaseException as err:
+        named = _named(err, target, stage)
         shutil.rmtree(stage, ignore_errors=True)
-        named = _named(err, target)
         if named is err:
             raise
         raise named from err
