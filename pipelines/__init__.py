@@ -61,7 +61,7 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
     cfg, cluster = load_pipeline_config(config_path, overrides)
     _require_kfp()
     try:
-        info = compile_experiment(cfg, cluster, resolve_image(image or cluster.image), out)
+        info = compile_experiment(cfg, cluster, cluster.pinned_image(resolve_image(image or cluster.image)), out)
     except ImageError as err:
         raise _image_error(err) from None
     lines = [f"compiled {len(info['packages'])} packages into {out} in {info['compile_seconds']:.1f} s: "
@@ -92,7 +92,7 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
     cfg, cluster = load_pipeline_config(config_path, overrides)
     _require_kfp()
     try:
-        image = resolve_image(image or cluster.image)
+        image = cluster.pinned_image(resolve_image(image or cluster.image))
     except ImageError as err:
         raise _image_error(err) from None
     with tempfile.TemporaryDirectory(prefix="autophagy-packages-") as packages:

@@ -10,6 +10,9 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
 
     cluster:
       image: registry.example.com/ml/autophagy:3f2c1ab   # else $AUTOPHAGY_IMAGE, else the release tag
+      image_digest: sha256:<64 hex>   # the pushed image's digest: tasks pull repo:tag@sha256:..., never a moved tag
+      run_as_user: 10001        # every task's container: this uid/gid, non-root, no privilege escalation,
+      run_as_group: 10001       #   all capabilities dropped, seccomp RuntimeDefault
       accelerator_type: nvidia.com/gpu
       accelerator_limit: 1
       gpus_per_train: 1         # > 1: data-parallel train under torchrun on that many GPUs of one pod
@@ -52,6 +55,9 @@ _DURATION = re.compile(r"^[0-9]+s$")  # set_retry backoff durations
 #: window: a GPU generation can take days; Argo needs a finite window to give retry pods a deadline.
 UNBOUNDED_ATTEMPT_SECONDS = 14 * 24 * 3600
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: The uid/gid of the image's unprivileged user (Dockerfile: useradd --uid 10001), which k8s/ runs as too.
+IMAGE_UID = 10001
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,13 @@ class ClusterConfig:
     """Where and how the pipeline's tasks run on Kubernetes (compile-time settings)."""
 
     image: str | None = None  # None: $AUTOPHAGY_IMAGE, else autophagy.components.image.DEFAULT_IMAGE
+    # The digest of the image the tasks run (the one `docker push` printed): a reference given by
+    # tag is pinned to it (repo:tag@sha256:...), so a tag moved in the registry cannot change what runs.
+    image_digest: str | None = None
+    # The identity of every task's container (kfp-kubernetes set_security_context; KFP 2.17's
+    # compiler adds allowPrivilegeEscalation: false, capabilities drop ALL, seccomp RuntimeDefault).
+    run_as_user: int = IMAGE_UID
+    run_as_group: int = IMAGE_UID
     gpu_steps: tuple[str, ...] = ("train", "sample", "evaluate")
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
@@ -238,7 +251,29 @@ class ClusterConfig:
                                           f"(at most 63 characters: letters, digits, '-', '_', '.'), got {value!r}")
         if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
             raise PipelineConfigError(f"cluster.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
+        if self.image_digest is not None and not _IMAGE_DIGEST.match(self.image_digest):
+            raise PipelineConfigError(f"cluster.image_digest must look like sha256:<64 lowercase hex digits>, got {self.image_digest!r}")
+        for name in ("run_as_user", "run_as_group"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PipelineConfigError(f"cluster.{name} must be a non-root id (an integer >= 1), got {value!r}")
+        if self.image is not None:
+            self.pinned_image(self.image)
         return self
+
+    def pinned_image(self, ref: str) -> str:
+        """``ref`` pinned by :attr:`image_digest` when one is set: ``repo:tag`` becomes
+        ``repo:tag@sha256:...`` (the kubelet pulls by the digest; the tag stays for people). A
+        reference that carries a digest already keeps it; a different one is refused."""
+        if self.image_digest is None:
+            return ref
+        name, at, digest = ref.partition("@")
+        if not at:
+            return f"{ref}@{self.image_digest}"
+        if digest != self.image_digest:
+            raise PipelineConfigError(f"image {ref!r} names digest {digest}, but cluster.image_digest is "
+                                      f"{self.image_digest}; keep one of them")
+        return ref
 
     def accelerator_limit_of(self, step: str) -> int:
         """GPUs of a GPU step's pod: ``gpus_per_train`` for a data-parallel train, else ``accelerator_limit``."""

@@ -84,7 +84,7 @@ class _Builder:
 
 
 def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, env: Dict[str, str]) -> Any:
-    """Name, caching, retries, resources, scheduling, env and durable scratch of one task."""
+    """Name, caching, retries, resources, scheduling, env, durable scratch and security context of one task."""
     from kfp import kubernetes
 
     task.set_display_name(display_name)
@@ -126,6 +126,10 @@ def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, e
         kubernetes.use_secret_as_env(task, cluster.tracking_secret, {key: key for key in cluster.tracking_secret_keys})
     for key, value in {**cluster.pod_labels, "autophagy.io/step": step}.items():
         kubernetes.add_pod_label(task, key, value)
+    # Non-root identity of the task's container; the KFP 2.17 backend's compiler adds
+    # allowPrivilegeEscalation: false, capabilities drop ALL and seccomp RuntimeDefault to it.
+    kubernetes.set_security_context(task, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_group,
+                                    run_as_non_root=True)
     if cluster.timeout_seconds:
         kubernetes.set_timeout(task, cluster.timeout_seconds)
     if cluster.image_pull_policy:

@@ -341,3 +341,59 @@ def test_kfp_backend_workflow_is_accepted(cluster, argo_crds, compiled, kind, tm
         assert created["metadata"]["name"].startswith(workflow["metadata"]["generateName"])
         assert created["spec"]["serviceAccountName"] == "autophagy-pipeline"
         assert created["spec"] == workflow["spec"]  # nothing pruned or changed by the CRD's schema
+
+
+def _task_pod_manifests(pods: list[dict]) -> list[dict]:
+    return [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"task-{i}", "namespace": RUN_NAMESPACE},
+             "spec": {"serviceAccountName": "autophagy-pipeline", "securityContext": pod["securityContext"],
+                      "initContainers": pod["initContainers"], "containers": pod["containers"], "volumes": pod["volumes"]}}
+            for i, pod in enumerate(pods)]
+
+
+def test_task_pods_of_the_kfp_backend_pass_the_restricted_profile(applied, compiled, tmp_path):
+    """Each task pod of a chain run, as the KFP 2.17.0 backend's compiler and driver make it (executor
+    template + pod-spec-patch, tests/test_pipeline_security.py), is admitted by Pod Security ``restricted``
+    in ``kubeflow``; the same pods without the security context the pipeline sets are refused (Argo's own
+    wait/init containers come from its controller's configuration and are not part of this)."""
+    from autophagy.pipelines.cluster import load_pipeline_config
+    from kfp_backend_check import skip_if_unavailable as backend_or_skip
+    from test_pipeline_security import executor_pods
+
+    backend_or_skip()
+    cfg, _ = load_pipeline_config(None, [])
+    package = next(p for p in compiled["packages"] if p["kind"] == "chain")
+    pods = _task_pod_manifests(executor_pods(package, cfg, tmp_path))
+    assert len(pods) >= 10
+    proc = applied.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-", stdin=_list(pods))
+    assert len(_items(proc.stdout)) == len(pods)
+    assert "Warning" not in proc.stderr, proc.stderr
+    for pod in pods:  # before: no identity on the main container
+        for key in ("runAsNonRoot", "runAsUser", "runAsGroup"):
+            del pod["spec"]["containers"][0]["securityContext"][key]
+    refused = applied.kubectl("create", "--dry-run=server", "-f", "-", stdin=_list(pods[:1]), check=False)
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted:latest": runAsNonRoot != true' in refused.stderr, refused.stderr
+
+
+def test_install_without_generated_credentials_fails_and_with_them_applies(cluster, tmp_path):
+    """`kubectl apply -k` as a user runs it: on a checkout without the credential files it refuses before
+    sending anything, naming the file; after k8s/make-secrets.sh every object is accepted (server dry run)."""
+    checkout = tmp_path / "k8s"
+    shutil.copytree(h.K8S_DIR, checkout, ignore=shutil.ignore_patterns("*.env"))
+    refused = cluster.kubectl("apply", "-k", str(checkout / "base"), "--server-side", "--dry-run=server", check=False)
+    assert refused.returncode != 0 and "postgres-superuser.env" in refused.stderr, refused.stderr
+    assert refused.stdout == ""
+    made = subprocess.run([str(checkout / "make-secrets.sh")], capture_output=True, text=True, check=True)
+    assert made.stdout.count("wrote ") == 4
+    applied = cluster.kubectl("apply", "-k", str(checkout / "base"), "--server-side", "--dry-run=server",
+                              "--validate=strict", "--field-manager=autophagy-test")
+    assert "secret/mlflow-auth-" in applied.stdout and "deployment.apps/mlflow serverside-applied" in applied.stdout
+
+
+def test_every_stored_network_policy_restricts_egress(applied):
+    for namespace in (NAMESPACE, RUN_NAMESPACE):
+        stored = _items(applied.kubectl("get", "networkpolicies", "-n", namespace, "-o", "json").stdout)
+        assert stored, namespace
+        for policy in stored:
+            assert "Egress" in policy["spec"]["policyTypes"], (namespace, policy["metadata"]["name"])
+

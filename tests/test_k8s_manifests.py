@@ -524,10 +524,10 @@ def test_postgres_app_role_is_not_a_superuser():
 #: Values that must never appear in a committed file under k8s/ (the old placeholders, KFP's demo keys).
 KNOWN_WEAK = ("dev-only-change-me", "change-me-dev-only", "dev-only-access-key", "dev-only-secret-key", "minio123")
 #: A credential written as a value: ``- POSTGRES_PASSWORD=x`` (a generator literal), ``password: x``,
-#: ``AWS_SECRET_ACCESS_KEY=x`` (an env file) ... at the start of a line; ``$(...)``/``${...}`` and
-#: mappings are not values.
+#: ``AWS_SECRET_ACCESS_KEY=x`` (an env file) ... at the start of a line; ``$(...)``/``${...}``,
+#: mappings and documentation's ``...``/``<...>`` are not values.
 CREDENTIAL_LINE = re.compile(
-    r"^[ \t]*(?:-[ \t]*)?[\"']?[\w.-]*(?:password|secret[_-]?key|access[_-]?key)[\w.-]*[\"']?[ \t]*[=:][ \t]*(?![$\s{\[])\S",
+    r"^[ \t]*(?:-[ \t]*)?[\"']?[\w.-]*(?:password|secret[_-]?key|access[_-]?key)[\w.-]*[\"']?[ \t]*[=:][ \t]*(?![$\s{\[<]|\.\.\.)\S",
     re.I | re.M)
 
 

@@ -384,6 +384,7 @@ var mirroredK8sFields = map[string]bool{
 	"secretAsVolume": true, "secretAsEnv": true, "pvcMount": true, "nodeSelector": true, "podMetadata": true,
 	"imagePullSecret": true, "imagePullPolicy": true, "configMapAsVolume": true, "configMapAsEnv": true,
 	"activeDeadlineSeconds": true, "fieldPathAsEnv": true, "tolerations": true, "emptyDirMounts": true,
+	"securityContext": true,
 }
 
 func (e *estimator) extendPodSpecPatch(ps *k8score.PodSpec, cfg *kubernetesplatform.KubernetesExecutorConfig, setOnPod map[pipelinespec.TaskConfigPassthroughType_TaskConfigPassthroughTypeEnum]bool, env kfpEnv) {
@@ -511,8 +512,25 @@ func (e *estimator) extendPodSpecPatch(ps *k8score.PodSpec, cfg *kubernetesplatf
 			EmptyDir: &k8score.EmptyDirVolumeSource{Medium: k8score.StorageMedium(d.GetMedium()), SizeLimit: size}}})
 		c.VolumeMounts = append(c.VolumeMounts, k8score.VolumeMount{Name: d.GetVolumeName(), MountPath: d.GetMountPath()})
 	}
-	// Everything else (ephemeral volumes, affinity, shared memory, security context, fields added later):
-	// twice its JSON size.
+	// The security context the SDK set (set_security_context), as k8s.go extendPodSpecPatch applies it with
+	// no administrator defaults (the standard install sets none): the identity fields, and every
+	// capability dropped.
+	if sc := cfg.GetSecurityContext(); sc != nil {
+		if c.SecurityContext == nil {
+			c.SecurityContext = &k8score.SecurityContext{}
+		}
+		if sc.RunAsUser != nil {
+			c.SecurityContext.RunAsUser = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			c.SecurityContext.RunAsGroup = sc.RunAsGroup
+		}
+		if sc.RunAsNonRoot != nil {
+			c.SecurityContext.RunAsNonRoot = sc.RunAsNonRoot
+		}
+		c.SecurityContext.Capabilities = &k8score.Capabilities{Drop: []k8score.Capability{"ALL"}}
+	}
+	// Everything else (ephemeral volumes, affinity, shared memory, fields added later): twice its JSON size.
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
 		return
