@@ -430,11 +430,12 @@ def egress_allowed(
 # --- the MLflow basic-auth app outside the cluster ----------------------------------------------
 
 
-def mlflow_auth_settings(folder: Path, *, postgres_host: str, postgres_port: int,
-                         kustomization: str = "base") -> dict[str, str]:
+def mlflow_auth_settings(folder: Path, *, postgres_host: str = "", postgres_port: int = 0,
+                         database_uri: str | None = None, kustomization: str = "base") -> dict[str, str]:
     """The env the Deployment's MLflow server gets for its basic-auth app, for a server on loopback:
     the ini of ConfigMap ``mlflow-auth-config`` written into ``folder`` with the database's host
-    and port replaced (``MLFLOW_AUTH_CONFIG_PATH``), and the values of Secret ``mlflow-auth``
+    and port replaced (or, for a test without PostgreSQL, its whole ``database_uri``)
+    (``MLFLOW_AUTH_CONFIG_PATH``), and the values of Secret ``mlflow-auth``
     (``MLFLOW_AUTH_ADMIN_PASSWORD``, ``MLFLOW_FLASK_SERVER_SECRET_KEY``) that make-secrets.sh made.
     The admin user is ``admin`` (the ini's ``admin_username``)."""
     objects = render(kustomization)
@@ -445,7 +446,11 @@ def mlflow_auth_settings(folder: Path, *, postgres_host: str, postgres_port: int
     in_cluster = f"@{values['POSTGRES_HOST']}:{values['POSTGRES_PORT']}/"
     if in_cluster not in ini:
         raise LookupError(f"the auth database_uri does not name {in_cluster!r}:\n{ini}")
+    if database_uri is None:
+        ini = ini.replace(in_cluster, f"@{postgres_host}:{postgres_port}/")
+    else:
+        ini = re.sub(r"(?m)^database_uri = .*$", lambda _: f"database_uri = {database_uri}", ini)
     target = Path(folder) / "basic_auth.ini"
-    target.write_text(ini.replace(in_cluster, f"@{postgres_host}:{postgres_port}/"))
+    target.write_text(ini)
     return {"MLFLOW_AUTH_CONFIG_PATH": str(target),
             **{key: values[key] for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")}}

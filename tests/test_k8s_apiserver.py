@@ -12,8 +12,12 @@
   and the Workflow the KFP 2.17.0 backend's compiler makes of each package of the default config (data,
   generation-0, both chain windows, report; run as autophagy-pipeline) is created (server dry run, strict) in
   ``kubeflow``: accepted, nothing pruned.
-* The NetworkPolicies are stored as written (enforcing them needs a network plugin; the reachability matrix of
-  test_k8s_manifests.py keeps their meaning); the scratch PVC is accepted.
+* The NetworkPolicies are stored as written, each one restricting egress (enforcing them needs a network plugin;
+  the reachability matrices of test_k8s_manifests.py keep their meaning); the scratch PVC is accepted.
+* Install: ``kubectl apply -k`` of a checkout without the generated credential files is refused naming the file;
+  after k8s/make-secrets.sh it is accepted.
+* The task pods the KFP 2.17.0 backend makes of a chain run (executor template + pod-spec-patch) pass Pod Security
+  ``restricted`` in ``kubeflow``, and are refused without the security context the pipeline sets.
 
 No controller manager runs, so the fixture creates what it would: each namespace's ``default`` ServiceAccount.
 

@@ -233,7 +233,8 @@ CLIENT = textwrap.dedent("""
 @pytest.fixture
 def mlflow_on_s3(s3_server, tmp_path):
     """`mlflow server` with the Deployment's args (k8s/base) and the S3 overlay's env, on loopback."""
-    from k8s_helpers import mlflow_container, mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
+    from k8s_helpers import (mlflow_auth_settings, mlflow_container, mlflow_server_args_from_manifest,
+                             mlflow_server_env_from_manifest)
 
     port = free_port()
     destination = f"s3://{s3_server.bucket}/mlflow"
@@ -256,6 +257,9 @@ def mlflow_on_s3(s3_server, tmp_path):
     env.update(mlflow_server_env_from_manifest("overlays/s3"))
     env.update(s3_server.env(), HOME=str(tmp_path), TMPDIR=str(tmp_path), MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("MLFLOW_TRACKING_URI", None)
+    # The Deployment's basic-auth app, its users in SQLite here too.
+    auth = mlflow_auth_settings(tmp_path, database_uri=f"sqlite:///{tmp_path / 'mlflow-auth.db'}")
+    env.update(auth)
     log_path = tmp_path / "mlflow-server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, cwd=tmp_path, stdout=log,
@@ -273,7 +277,9 @@ def mlflow_on_s3(s3_server, tmp_path):
             assert server.poll() is None, log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s\n" + log_path.read_text()
             time.sleep(0.5)
-        yield {"uri": uri, "destination": destination, "log": log_path}
+        yield {"uri": uri, "destination": destination, "log": log_path,
+               "credentials": {"MLFLOW_TRACKING_USERNAME": "admin",
+                               "MLFLOW_TRACKING_PASSWORD": auth["MLFLOW_AUTH_ADMIN_PASSWORD"]}}
     finally:
         server.terminate()
         try:
@@ -290,7 +296,8 @@ def test_mlflow_server_stores_artifacts_in_s3_and_serves_them_back(s3_server, ml
     (work / "payload.bin").write_bytes(payload)
     # The client has no S3 credentials: every byte goes through the tracking server (--serve-artifacts).
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MLFLOW_S3_ENDPOINT_URL"}
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", HOME=str(tmp_path), MLFLOW_TRACKING_URI=mlflow_on_s3["uri"])
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", HOME=str(tmp_path), MLFLOW_TRACKING_URI=mlflow_on_s3["uri"],
+               **mlflow_on_s3["credentials"])
     proc = subprocess.run([sys.executable, "-c", CLIENT, mlflow_on_s3["uri"], str(work)], env=env, cwd=work,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n--- server log ---\n{mlflow_on_s3['log'].read_text()}"
