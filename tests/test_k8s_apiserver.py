@@ -81,7 +81,7 @@ RBAC = [
     ("get", "pods", ("--subresource=log",), False, "no logs"),
     ("list", "secrets", (), False, "no other Secret of the namespace"),
     ("get", "secrets/autophagy-tracking-credentials", (), False, "the kubelet injects it as env"),
-    ("get", "secrets/postgres-credentials", (), False, ""),
+    ("get", "secrets/postgres-superuser", (), False, ""),
     ("list", "secrets", ("--all-namespaces",), False, "no Secret cluster-wide"),
     ("get", "secrets/mlpipeline-minio-artifact", ("--namespace", NAMESPACE), False, "nothing outside kubeflow"),
     ("list", "configmaps", (), False, "only kfp-launcher, by name"),
