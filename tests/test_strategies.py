@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -99,3 +100,25 @@ def test_temperature_scales_the_spread(tmp_path):
     assert np.all(samples.std(axis=0) < 0.75 * real_std)
     origin = open_dataset(cold.generation(None, 0, 0) / "samples").shards[0].origin
     assert origin["temperature"] == 0.5
+
+
+@pytest.mark.parametrize("strategy", ["accumulate", "accumulate-subsample"])
+def test_accumulate_at_lambda_inf_trains_on_the_synthetic_pool_alone(tmp_path, strategy):
+    """lambda = inf under the accumulate strategies is their fully synthetic variant: the samples of
+    every earlier generation (accumulate: all n of each; accumulate-subsample: n rows drawn from
+    them) and no real row. It was silently lambda = 1: the same training sets and metrics."""
+    layout = run(tmp_path, f"loop.strategy={strategy}", "loop.lambdas=[1,inf]")
+    real = open_dataset(layout.real_train).load()
+    for g in (1, 2, 3):
+        counts = composition(layout, float("inf"), g)
+        if strategy == "accumulate":
+            assert counts == {("synthetic", s): N for s in range(g)}
+        else:
+            assert set(counts) <= {("synthetic", s) for s in range(g)} and sum(counts.values()) == N
+        rows = open_dataset(layout.generation(float("inf"), 0, g) / "train_set").load()
+        assert not (rows[:, None, :] == real[None, :, :]).all(axis=2).any()  # no real row, by value either
+        assert composition(layout, 1.0, g)[("real", None)] > 0  # lambda = 1 keeps real rows
+        fd = [json.loads((layout.generation(lam, 0, g) / "metrics.json").read_text())["fd_train"] for lam in (1.0, math.inf)]
+        assert fd[0] != fd[1]
+    if strategy == "accumulate-subsample":
+        assert len(composition(layout, float("inf"), 3)) > 1  # rows from several generations survive

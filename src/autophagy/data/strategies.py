@@ -12,12 +12,18 @@ strategy                 training set of generation t >= 1                      
 ``fresh-real``           n *new* real items from a larger pool + k samples of t-1           Alemohammad et al. 2024
 =======================  ==================================================================  ===========================
 
+lambda = inf means no real data under every strategy: ``replace`` and ``fully-synthetic`` train on
+n samples of generation t-1, ``accumulate`` on the n samples of every generation 0..t-1 (t n rows),
+``accumulate-subsample`` on n rows drawn uniformly from that synthetic pool (the size its replace
+counterpart trains on) -- the fully synthetic variants of the accumulate strategies.
+
 The real shards are reused byte-for-byte wherever the whole shard is kept; sampled rows are
 sliced or gathered from the memory-mapped shards, never re-encoded.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -50,14 +56,15 @@ def compose(
             raise DatasetError("strategy fully-synthetic with lambda = 0 would train on nothing; use lambda > 0")
         return _only_synthetic(synthetic[-1], k, real, out_dir, info)
     if strategy in ("accumulate", "accumulate-subsample"):
-        shards = [NewShard(origin=s.origin, source=(real, s)) for s in real.shards]
+        n_real = 0 if math.isinf(lam) else real.rows  # lambda = inf: the synthetic pool alone
+        shards = [NewShard(origin=s.origin, source=(real, s)) for s in real.shards] if n_real else []
         for dataset in synthetic if k > 0 else ():
             _check_like(dataset, real, k)
             shards += _unique_names(_first_rows(dataset, k), {_shard_name(s) for s in shards})
         if strategy == "accumulate-subsample":
-            shards = _subsample(shards, real.rows + k, seed)
+            shards = _subsample(shards, n_real + k, seed)
         rows = sum(_shard_rows(s) for s in shards)
-        return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": real.rows, "n_rows": rows, **info})
+        return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n_real, "n_rows": rows, **info})
     raise DatasetError(f"unknown strategy {strategy!r}")
 
 
