@@ -84,3 +84,60 @@ def test_one_mode_of_two():
 def test_rejects_bad_input(real, generated, k, message):
     with pytest.raises(ValueError, match=message):
         precision_recall(real, generated, k=k)
+
+
+# ------------------------------------------------------------------ far from the origin, duplicates
+
+def _clouds(dtype):
+    """Two overlapping unit-scale clouds in d = 32 (the non-trivial P/R of the issue's check)."""
+    rng = np.random.default_rng(10)
+    real = rng.standard_normal((600, 32))
+    generated = 1.1 * rng.standard_normal((500, 32)) + 0.2
+    return real.astype(dtype), generated.astype(dtype)
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4])
+def test_a_common_offset_changes_nothing(offset):
+    """||a||^2 - 2 a.b + ||b||^2 in float32 lost the distances far from the origin (on these clouds
+    |dP| = 0.118 at 10^3 and 0.606 at 10^4 before the features were centred). Float64 features shifted
+    in float64 give the same P/R exactly: centring undoes the shift up to about 1e-12, far below
+    float32's rounding."""
+    real, generated = _clouds(np.float64)
+    expected = precision_recall(real, generated, row_chunk=128, col_chunk=200)
+    assert expected == _dense_reference(real, generated, k=3) and 0.2 < expected[0] < 0.8
+    assert precision_recall(real + offset, generated + offset, row_chunk=128, col_chunk=200) == expected
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4])
+def test_a_common_offset_on_float32_features(offset):
+    """float32 features plus 10^4 in float32 are themselves moved by up to half an ulp of 10^4
+    (4.9e-4 per coordinate, a few 1e-3 on a distance, where the k-NN radii are 4.5 to 7.3): a point
+    that close to a ball's edge may change sides, so P/R may differ by a few of 500-600 points; the
+    test allows 0.01 (measured: 0 at 10^3, 0.002 at 10^4; before the fix 0.118 and 0.606)."""
+    real, generated = _clouds(np.float32)
+    p0, r0 = precision_recall(real, generated)
+    p, r = precision_recall(real + np.float32(offset), generated + np.float32(offset))
+    assert abs(p - p0) <= 0.01 and abs(r - r0) <= 0.01
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("row_chunk, col_chunk", [(10_000, 10_000), (7, 13), (1, 300), (64, 5)])
+def test_duplicated_points_have_radius_zero_and_cover_their_copies(offset, row_chunk, col_chunk):
+    """Every real point four times (k = 3: its three nearest other points are copies, radius 0);
+    half the generated points are exact copies of real points (covered: distance 0 <= radius 0),
+    the rest lie 0.5 away or elsewhere (not covered). Two modes 30 apart keep the points away from
+    the real mean; the result is the float64 dense reference's at every tiling and offset."""
+    rng = np.random.default_rng(11)
+    points = rng.standard_normal((120, 16))
+    points[:60, 0] += 30.0
+    real = np.repeat(points, 4, axis=0)
+    generated = np.concatenate([points[:50], points[50:80] + 0.5, rng.standard_normal((20, 16))])
+    expected = _dense_reference(real, generated, k=3)
+    assert expected[0] == 0.5  # the 50 copies, and none of the others
+    radii = knn_radii_squared(torch.as_tensor(real - real.mean(axis=0), dtype=torch.float32), 3,
+                              row_chunk=row_chunk, col_chunk=col_chunk)
+    assert float(radii.max()) < 1e-3  # zero up to float32 rounding of the norms (about 30^2 * 1e-7)
+    for dtype in (np.float64, np.float32):
+        got = precision_recall((real + offset).astype(dtype), (generated + offset).astype(dtype), k=3,
+                               row_chunk=row_chunk, col_chunk=col_chunk)
+        assert got == expected, (dtype, got, expected)
