@@ -66,8 +66,8 @@ def test_kind_checks_on_open_and_write(tmp_path):
     write_dataset(tmp_path / "ds", [NewShard(origin=REAL, array=vectors(4))])
     with pytest.raises(DatasetError, match="holds vector data, expected image"):
         open_dataset(tmp_path / "ds", kind="image")
-    for bad in (np.zeros((4, 8, 8, 1), np.float32), np.zeros((4, 2), np.float64), np.zeros((4, 8, 8), np.uint8)):
-        with pytest.raises(DatasetError, match=r"uint8 \[N, H, W, C\] images or float32 \[N, D\] vectors"):
+    for bad in (np.zeros((4, 8, 8, 1), np.float32), np.zeros((4, 2), np.float16), np.zeros((4, 8, 8), np.uint8)):
+        with pytest.raises(DatasetError, match=r"uint8 \[N, H, W, C\] images or float32/float64 \[N, D\] vectors"):
             write_dataset(tmp_path / "bad", [NewShard(origin=REAL, array=bad)])
     with pytest.raises(DatasetError, match="disagree"):
         write_dataset(tmp_path / "bad", [NewShard(origin=REAL, array=vectors(3)),
@@ -272,3 +272,30 @@ def test_shard_names_cannot_escape_the_directory(dataset_dir, name):
     (dataset_dir / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="plain file name"):
         open_dataset(dataset_dir)
+
+
+def test_float64_vectors_round_trip_and_widen_float32_shards(tmp_path):
+    """Vectors may be float64 (the Gaussian family's samples); written beside float32 shards, the
+    set is float64 and the float32 rows are widened exactly (re-encoded, not linked)."""
+    exact = np.random.default_rng(5).standard_normal((6, 2)) * 1e-9 + 0.3  # float32 would round these
+    wide = write_dataset(tmp_path / "wide", [NewShard(origin=REAL, array=exact)])
+    assert open_dataset(wide.path).dtype == np.float64
+    np.testing.assert_array_equal(wide.load(), exact)
+    narrow = write_dataset(tmp_path / "narrow", [NewShard(origin=REAL, array=vectors(4))])
+    both = write_dataset(tmp_path / "both", [NewShard(origin=REAL, source=(narrow, narrow.shards[0])),
+                                             NewShard(origin=REAL, source=(wide, wide.shards[0]), name="s.npy")])
+    assert both.dtype == np.float64 and json.loads((both.path / "dataset.json").read_text())["dtype"] == "float64"
+    np.testing.assert_array_equal(both.load(), np.concatenate([narrow.load().astype(np.float64), exact]))
+    bad = np.array(exact)
+    bad[2, 1] = np.nan
+    with pytest.raises(DatasetError, match="NaN or infinite values in 1 of 6 rows"):
+        write_dataset(tmp_path / "nan", [NewShard(origin=REAL, array=bad)])
+    # opening checks float64 shards for NaN as float64 (not as pairs of float32 halves)
+    bad[2, 1] = 0.5
+    bad[4, 0] = np.inf
+    np.save(wide.path / wide.shards[0].file, bad, allow_pickle=False)
+    manifest = json.loads((wide.path / MANIFEST).read_text())
+    manifest["shards"][0]["sha256"] = atomic.sha256_file(wide.path / wide.shards[0].file)
+    (wide.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"holds NaN or infinite values \(first at row 4\)"):
+        open_dataset(wide.path)

@@ -155,3 +155,49 @@ def test_real_data_keeps_sigma_near_the_data(lam, collapsed):
     assert abs(ratio.mean() - 1) < 0.06 and ratio.std() < 0.2  # ...and so does every chain
     # while without the real rows the same loop collapses: (c(n) sqrt((n - 1) / n))^20 = 0.46
     assert (collapsed[-1] / sigma_real).mean() < 0.6
+
+
+def test_a_long_fully_synthetic_chain_follows_the_theory_in_float64():
+    """1200 fully synthetic MLE generations at n = 50. sigma_{t+1}^2 = sigma_t^2 chi^2_{n-1} / n, so
+    log(sigma_T / sigma_0) is a sum of T independent terms of mean (psi((n-1)/2) + log(2/n)) / 2 and
+    variance psi'((n-1)/2) / 4: E = -24.4 at T = 1200, with a replicate spread of 3.5. The mean over
+    200 replicates must lie within 4 standard errors (0.25 each) of it. With float32 samples the
+    chain stalled near sigma = 1e-7 relative to its mean of order 1 (log ratio -16.2); float64
+    resolves down to about -36, well below the chains here."""
+    from scipy.special import digamma, polygamma
+
+    from autophagy import theory
+
+    n, generations, replicates = 50, 1200, 200
+    model = GaussianModel(GaussianModelConfig(estimator="mle"), (replicates,))
+    rows = (MU0 + SIGMA0 * np.random.default_rng(0).standard_normal((n, replicates))).astype(np.float32)
+    model.fit(rows, 1.0, TRAIN, seed=0)
+    sigma0 = model.std.numpy().copy()
+    for t in range(1, generations + 1):
+        rows = model.sample(n, seed=t)
+        model.fit(rows, 1.0, TRAIN, seed=t)
+    log_ratio = np.log(model.std.numpy() / sigma0)
+    expected = generations * (digamma((n - 1) / 2) + math.log(2 / n)) / 2
+    standard_error = math.sqrt(generations * polygamma(1, (n - 1) / 2) / 4 / replicates)
+    assert abs(log_ratio.mean() - expected) < 4 * standard_error, (log_ratio.mean(), expected, standard_error)
+    assert rows.dtype == np.float64
+    # E[sigma_T / sigma_0] (theory.predicted_std_ratio) sits above exp(E[log]) by the lognormal spread
+    assert math.log(theory.predicted_std_ratio(n, generations)[-1]) > expected + 3
+
+
+def test_gaussian_samples_stay_float64_through_the_loop(tmp_path, tiny_cfg):
+    """The sample sets, and the training sets mixing them with the (float32) real rows, are float64
+    datasets: the real rows widened exactly, the synthetic rows as the model drew them."""
+    from autophagy import loop
+    from autophagy.data.dataset import open_dataset
+
+    cfg = tiny_cfg("gaussian", "loop.lambdas=[1]", "sample.n_eval=100")
+    layout = loop.run_experiment(cfg, tmp_path / "run", log=lambda _: None)
+    real = open_dataset(layout.real_train)
+    samples = open_dataset(layout.generation(None, 0, 0) / "samples")
+    train_set = open_dataset(layout.generation(1.0, 0, 1) / "train_set")
+    assert (real.dtype, samples.dtype, train_set.dtype) == (np.float32, np.float64, np.float64)
+    rows = train_set.load()
+    np.testing.assert_array_equal(rows[: real.rows], real.load().astype(np.float64))
+    np.testing.assert_array_equal(rows[real.rows:], samples.load()[: real.rows])
+    assert not np.array_equal(samples.load(), samples.load().astype(np.float32))  # float32 would round them

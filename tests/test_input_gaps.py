@@ -87,10 +87,11 @@ def test_write_refuses_non_finite_rows(tmp_path):
 
 
 def test_a_model_that_samples_infinity_fails_its_sample_step(tmp_path, tiny_cfg):
-    """Finite data near float32's limit: the Gaussian's samples overflow to +-inf. Before: a
-    verified sample set full of inf; now the sample step fails and publishes nothing."""
+    """Finite data near float64's limit (the Gaussian family samples float64): the Gaussian's samples
+    overflow to +-inf. Before: a verified sample set full of inf; now the sample step fails and
+    publishes nothing."""
     cfg = tiny_cfg("gaussian")
-    rows = np.tile(np.array([[3e38, 1.0], [-3e38, -1.0]], dtype=np.float32), (50, 1))
+    rows = np.tile(np.array([[1e308, 1.0], [-1e308, -1.0]], dtype=np.float64), (50, 1))
     write_dataset(tmp_path / "real", [NewShard(origin=REAL, array=rows)])
     train.run(cfg, tmp_path / "real", tmp_path / "model", 0, 0)
     with pytest.raises(DatasetError, match=r"cannot write .*samples: shard synthetic-gen-000\.npy .*'type': 'synthetic'.* "

@@ -2,8 +2,11 @@
 
 Every data set autophagy reads or writes (real, synthetic, mixed) is such a directory; it is a
 DVC output and a KFP ``Dataset`` artifact. A shard is uint8 ``[N, H, W, C]`` for images or
-float32 ``[N, D]`` for vectors. The manifest lists each shard with its sha256, row count and
-origin (``{"type": "real", ...}`` or ``{"type": "synthetic", "generation": g, "seed": s}``).
+float32 or float64 ``[N, D]`` for vectors (float64 holds the Gaussian family's samples, whose
+sigma shrinks below float32's resolution); the manifest's ``dtype`` says which, one per dataset
+(written from float32 and float64 rows, a dataset is float64). The manifest lists each shard
+with its sha256, row count and origin (``{"type": "real", ...}`` or ``{"type": "synthetic",
+"generation": g, "seed": s}``).
 Readers verify the manifest and fail with a :class:`DatasetError` that names the problem. A
 dataset holds at least one row, every shard at least one, each listed once; vectors are finite
 (no NaN or infinity: a model fitted on them, or one that sampled them, would carry them on).
@@ -24,7 +27,7 @@ from autophagy import atomic
 
 MANIFEST = "dataset.json"
 FORMAT = "autophagy.dataset/v1"
-KINDS = {"image": np.uint8, "vector": np.float32}
+KINDS = {"image": ("uint8",), "vector": ("float32", "float64")}  # the dtypes each kind may hold
 _READ_CHUNK = 1 << 22  # bytes per read of the hash pass (a multiple of every item size)
 _CHECK_CHUNK = 1 << 20  # values per finiteness check of rows in memory
 
@@ -62,14 +65,11 @@ class Dataset:
     item_shape: tuple[int, ...]
     shards: tuple[Shard, ...]
     provenance: Mapping[str, Any]
+    dtype: np.dtype
 
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(KINDS[self.kind])
 
     @property
     def content_hash(self) -> str:
@@ -128,6 +128,7 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
         raise DatasetError(f"{path} holds {dataset_kind} data, expected {kind}")
     try:
         item_shape = tuple(int(x) for x in manifest["item_shape"])
+        dtype = manifest.get("dtype", KINDS[dataset_kind][0])
         shards = tuple(
             Shard(file=s["file"], rows=int(s["rows"]), sha256=s["sha256"], origin=s.get("origin", {}))
             for s in manifest["shards"]
@@ -145,7 +146,10 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
             raise DatasetError(f"{manifest_path}: shard {shard.file} has {shard.rows} rows; every shard needs at least one")
     if not shards:
         raise DatasetError(f"{manifest_path} lists no shards")
-    dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}))
+    if dtype not in KINDS[dataset_kind]:
+        raise DatasetError(f"{manifest_path}: {dataset_kind} data must be {' or '.join(KINDS[dataset_kind])}, "
+                           f"got dtype {dtype!r}")
+    dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}), np.dtype(dtype))
     for shard in shards:
         _verify_shard(dataset, shard, verify_hash)
     return dataset
@@ -165,7 +169,7 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
             f"shard {file} holds {array.dtype}{list(array.shape)}, the manifest says {dataset.dtype}{list(expected)}"
         )
     if verify_hash:
-        actual, bad = _hash_and_find_non_finite(file, array.offset, dataset.kind == "vector")
+        actual, bad = _hash_and_find_non_finite(file, array.offset, dataset.dtype if dataset.kind == "vector" else None)
         if actual != shard.sha256:
             raise DatasetError(f"shard {file} is corrupted: sha256 {actual[:12]}... != manifest {shard.sha256[:12]}...")
         if bad is not None:
@@ -173,16 +177,16 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
                                "vectors must be finite")
 
 
-def _hash_and_find_non_finite(file: Path, data_offset: int, floats: bool) -> tuple[str, int | None]:
-    """The file's sha256 and, for float32 data (after the ``.npy`` header of ``data_offset``
-    bytes), the index of its first NaN/inf value (None: all finite): both in one read."""
+def _hash_and_find_non_finite(file: Path, data_offset: int, floats: np.dtype | None) -> tuple[str, int | None]:
+    """The file's sha256 and, for float data of dtype ``floats`` (after the ``.npy`` header of
+    ``data_offset`` bytes), the index of its first NaN/inf value (None: all finite): both in one read."""
     digest, position, bad = hashlib.sha256(), 0, None
     with open(file, "rb") as handle:
         digest.update(handle.read(data_offset))
         while block := handle.read(_READ_CHUNK):
             digest.update(block)
-            if floats and bad is None:
-                values = np.frombuffer(block, dtype=np.float32, count=len(block) // 4)
+            if floats is not None and bad is None:
+                values = np.frombuffer(block, dtype=floats, count=len(block) // floats.itemsize)
                 found = _first_non_finite(values)
                 bad = None if found is None else position + found
                 position += len(values)
@@ -200,12 +204,13 @@ def _first_non_finite(values: np.ndarray) -> int | None:
 
 
 def kind_of(array: np.ndarray) -> str:
-    """``image`` for uint8 ``[N, H, W, C]``, ``vector`` for float32 ``[N, D]``."""
+    """``image`` for uint8 ``[N, H, W, C]``, ``vector`` for float32 or float64 ``[N, D]``."""
     if array.dtype == np.uint8 and array.ndim == 4:
         return "image"
-    if array.dtype == np.float32 and array.ndim == 2:
+    if array.dtype.name in KINDS["vector"] and array.ndim == 2:
         return "vector"
-    raise DatasetError(f"rows must be uint8 [N, H, W, C] images or float32 [N, D] vectors, got {array.dtype}{list(array.shape)}")
+    raise DatasetError(f"rows must be uint8 [N, H, W, C] images or float32/float64 [N, D] vectors, "
+                       f"got {array.dtype}{list(array.shape)}")
 
 
 def write_dataset(
@@ -216,28 +221,34 @@ def write_dataset(
     """Write a dataset directory atomically and return it (verified).
 
     New rows are saved as ``.npy``; reused shards are hard-linked or copied byte-for-byte, so
-    DVC stores a real shard once however many mixed sets contain it.
+    DVC stores a real shard once however many mixed sets contain it. Vectors of float32 and
+    float64 shards make a float64 dataset: the float32 rows are widened (exactly) and re-encoded.
     """
     if not shards:
         raise DatasetError("a dataset needs at least one shard")
-    kinds, shapes = set(), set()
+    kinds, shapes, dtypes = set(), set(), set()
     for index, shard in enumerate(shards):
         if shard.array is not None:
             kinds.add(kind_of(shard.array))
             shapes.add(tuple(shard.array.shape[1:]))
+            dtypes.add(shard.array.dtype)
             _check_new_rows(f"cannot write {out_dir}: shard {shard.name or _default_name(index)} ({dict(shard.origin)})",
                             shard.array)
         elif shard.source is not None:
             kinds.add(shard.source[0].kind)
             shapes.add(shard.source[0].item_shape)
+            dtypes.add(shard.source[0].dtype)
         else:
             raise DatasetError("a new shard needs rows or a source shard")
     if len(kinds) > 1 or len(shapes) > 1:
         raise DatasetError(f"shards disagree: kinds {sorted(kinds)}, item shapes {sorted(shapes)}")
-    kind, item_shape = kinds.pop(), shapes.pop()
+    kind, item_shape, dtype = kinds.pop(), shapes.pop(), np.result_type(*dtypes)
     listed = []
     with atomic.staging_dir(out_dir) as stage:
         for index, shard in enumerate(shards):
+            if shard.source is not None and shard.source[0].dtype != dtype:  # float32 rows in a float64 set
+                shard = NewShard(origin=shard.origin, array=shard.source[0].shard_array(shard.source[1]),
+                                 name=shard.name or shard.source[1].file)
             if shard.source is not None:
                 source_dataset, source_shard = shard.source
                 name = shard.name or source_shard.file
@@ -245,7 +256,7 @@ def write_dataset(
                 rows, digest = source_shard.rows, source_shard.sha256
             else:
                 name = shard.name or _default_name(index)
-                array = np.ascontiguousarray(shard.array)
+                array = np.ascontiguousarray(shard.array, dtype=dtype)
                 np.save(stage / name, array, allow_pickle=False)
                 rows, digest = len(array), atomic.sha256_file(stage / name)
             if any(entry["file"] == name for entry in listed):
@@ -255,7 +266,7 @@ def write_dataset(
             "format": FORMAT,
             "kind": kind,
             "item_shape": list(item_shape),
-            "dtype": str(np.dtype(KINDS[kind])),
+            "dtype": dtype.name,
             "rows": sum(e["rows"] for e in listed),
             "shards": listed,
             "provenance": dict(provenance or {}),
@@ -272,7 +283,7 @@ def _check_new_rows(what: str, array: np.ndarray) -> None:
     """Refuse to write an empty shard or vectors with NaN/inf (a diverged model's samples, say)."""
     if len(array) == 0:
         raise DatasetError(f"{what} has no rows")
-    if array.dtype == np.float32:
+    if array.dtype.kind == "f":
         bad = _first_non_finite(array)
         if bad is not None:
             count = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))

@@ -3,8 +3,8 @@
 A family turns dataset rows into a trained model and a trained model into fresh rows:
 
 * ``fit(rows, budget_kimg, train_cfg, seed, scratch_dir)``: train on ``rows`` (uint8
-  ``[N, H, W, C]`` images or float32 ``[N, D]`` vectors) for a budget of images seen, resuming from
-  ``scratch_dir`` if a train state is there;
+  ``[N, H, W, C]`` images or float32 ``[N, D]`` vectors; float64 for the Gaussian family) for a
+  budget of images seen, resuming from ``scratch_dir`` if a train state is there;
 * ``sample(n, seed, batch_size)``: ``n`` new rows in the same encoding; sample ``i`` depends only
   on ``(seed, i)``, so sample sets can be split across workers and merged;
 * ``tensors()`` / ``load_tensors()``: the weights (and EMA weights) as flat tensor dicts for

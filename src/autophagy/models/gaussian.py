@@ -1,6 +1,10 @@
 """The Gaussian warm-up of Bertrand et al. (2024), Sec. 3: fit N(mu, diag(sigma^2)) by maximum
 likelihood, sample from it, refit. Fully synthetic, sigma_{t+1}^2 = sigma_t^2 chi^2_{n-1} / n, so
 sigma_t -> 0 almost surely while mu_t performs a random walk.
+
+Everything is float64 (fit, parameters, samples and the sample sets they are stored in): sigma_t
+falls by orders of magnitude (about e^-25 after 1200 generations at n = 50), and float32 samples
+around a mean of order 1 cannot resolve a spread below about 1e-7, where the chain would stop.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from autophagy.models.noise import index_noise
 
 
 class GaussianModel(GenerativeModel):
-    """Closed-form fit on float32 vectors ``[N, D]``; the "budget" is irrelevant (one pass)."""
+    """Closed-form fit on float vectors ``[N, D]``, float64 samples; the "budget" is irrelevant (one pass)."""
 
     family = "gaussian"
     kind = "vector"
@@ -40,7 +44,7 @@ class GaussianModel(GenerativeModel):
     def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
                start: int = 0, **options: Any) -> np.ndarray:
         z = index_noise(seed, start, n, self.item_shape, dtype=torch.float64) * temperature
-        return (self.mean + self.std * z).to(torch.float32).numpy()
+        return (self.mean + self.std * z).numpy()
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"model": {"mean": self.mean, "std": self.std}}
