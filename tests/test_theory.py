@@ -72,3 +72,21 @@ def test_report_files(tmp_path):
     csv = (tmp_path / "theory.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 * 11
     assert "| 20 | inf |" in (tmp_path / "theory.md").read_text() and result["figures"]
+
+
+@pytest.mark.parametrize("estimator, name, other",
+                         [("mle", "MLE", "unbiased"), ("unbiased", "unbiased-variance", "MLE")])
+def test_report_names_the_estimator_it_simulated(tmp_path, estimator, name, other):
+    """Every plot was titled "Gaussian MLE" whatever the estimator; the title (the figure's alt text
+    in theory.md) and the heading now name the one simulated."""
+    theory.write_report(tmp_path, [20, 50], [math.inf], generations=5, replicates=50, estimator=estimator)
+    text = (tmp_path / "theory.md").read_text()
+    assert f"# Gaussian retraining, {name} fit" in text
+    for n in (20, 50):
+        assert f"![Gaussian {name} retraining, n = {n}, 50 replicates](std_ratio_n{n}.png)" in text
+    assert other not in text
+
+
+def test_unknown_estimator_is_refused():
+    with pytest.raises(ValueError, match="estimator must be one of mle, unbiased, got 'MLE'"):
+        theory.simulate(20, 1.0, 3, 10, estimator="MLE")

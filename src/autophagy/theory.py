@@ -1,6 +1,7 @@
 """The Gaussian warm-up of Bertrand et al. (2024, Sec. 3), simulated exactly and vectorised.
 
-Generation 0 fits N(mu, sigma^2) by maximum likelihood to n real samples of N(mu_data, sigma_data^2).
+Generation 0 fits N(mu, sigma^2) to n real samples of N(mu_data, sigma_data^2), by maximum likelihood
+(``estimator="mle"``) or with the unbiased variance (``"unbiased"``, divided by n - 1).
 Generation t >= 1 refits on the fixed real samples plus k = floor(lambda n) fresh samples of
 generation t-1 (k = n and no real data for lambda = inf). Only sufficient statistics are drawn:
 the k fresh samples of N(mu, sigma^2) have mean ~ N(mu, sigma^2 / k) and sum of squared
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaln
+
+#: How the report names each ``model.estimator``.
+ESTIMATOR_NAMES = {"mle": "MLE", "unbiased": "unbiased-variance"}
 
 
 def c(n: int) -> float:
@@ -47,6 +51,8 @@ def simulate(n: int, lam: float, generations: int, replicates: int, seed: int = 
         raise ValueError(f"n must be >= 2 to fit a variance, got {n}")
     if math.isnan(lam) or lam < 0:
         raise ValueError(f"lambda must be >= 0 or inf, got {lam}")
+    if estimator not in ESTIMATOR_NAMES:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATOR_NAMES)}, got {estimator!r}")
     rng = np.random.default_rng(seed)
     real = mu_data + sigma_data * rng.standard_normal((replicates, n))
     real_mean, real_ss = real.mean(axis=1), ((real - real.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
@@ -87,7 +93,10 @@ def summary(traj: GaussianTrajectories) -> dict[str, np.ndarray]:
 
 def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: int = 0,
                  estimator: str = "mle") -> dict[str, object]:
-    """Simulate every (n, lambda); write ``theory.csv``, ``theory.md`` and ``std_ratio_n<n>.png`` in ``out_dir``."""
+    """Simulate every (n, lambda); write ``theory.csv``, ``theory.md`` and ``std_ratio_n<n>.png`` in ``out_dir``.
+
+    Each plot's title, also its alt text in ``theory.md``, names the estimator (``ESTIMATOR_NAMES``).
+    """
     from pathlib import Path
 
     import matplotlib
@@ -121,13 +130,15 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
                 else f"(c({n})·√((n−1)/n))^t (theory)")
         ax.set_xlabel("generation t")
         ax.set_ylabel("E[σ_t / σ_0]")
-        ax.set_title(f"Gaussian MLE retraining, n = {n}, {replicates} replicates")
+        title = f"Gaussian {ESTIMATOR_NAMES[estimator]} retraining, n = {n}, {replicates} replicates"
+        ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         save_figure(fig, out / f"std_ratio_n{n}.png")
-        figures.append(str(out / f"std_ratio_n{n}.png"))
+        figures.append((title, str(out / f"std_ratio_n{n}.png")))
     atomic.write_text(out / "theory.csv", "n,lambda,generation,std_ratio,std_ratio_ci95,predicted,abs_mean\n" + "\n".join(rows) + "\n")
-    text = (f"# Gaussian retraining, {estimator} fit, {replicates} replicates, T = {generations}\n\n"
-            + "\n".join(lines) + "\n\n" + "".join(f"![]({Path(f).name})\n" for f in figures))
+    heading = f"# Gaussian retraining, {ESTIMATOR_NAMES[estimator]} fit, {replicates} replicates, T = {generations}"
+    text = (f"{heading}\n\n"
+            + "\n".join(lines) + "\n\n" + "".join(f"![{title}]({Path(f).name})\n" for title, f in figures))
     atomic.write_text(out / "theory.md", text)
-    return {"markdown": str(out / "theory.md"), "figures": figures}
+    return {"markdown": str(out / "theory.md"), "figures": [f for _, f in figures]}
