@@ -25,7 +25,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
 
@@ -264,6 +264,15 @@ class Tracker:
         self.client.log_batch(run_id, metrics=batch)
         if tag:
             self.client.set_tag(run_id, "autophagy.last_step", tag)
+
+    def log_points(self, run_id: str, points: Sequence[tuple[str, float, int, int]]) -> None:
+        """Metric points ``(key, value, step, timestamp in ms)`` (a training curve,
+        :mod:`autophagy.train_log`), in calls of at most 1000 (MLflow's limit per batch)."""
+        from mlflow.entities import Metric
+
+        metrics = [Metric(key=key, value=value, timestamp=stamp, step=step) for key, value, step, stamp in points]
+        for first in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[first : first + 1000])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
         if path.is_dir():
