@@ -37,6 +37,7 @@ from autophagy.atomic import sha256_file
 from autophagy.config import FEATURE_EXTRACTORS as EXTRACTORS
 from autophagy.metrics.clean_resize import clean_resize, clean_resize_matrices
 from autophagy.metrics.digits_net import images_to_tensor, load_digits_net, train_digits_net
+from autophagy.progress import batches
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
@@ -70,12 +71,14 @@ class FeatureExtractor(abc.ABC):
     dim: int | None
     batch_size: int
 
-    def __call__(self, items: np.ndarray) -> np.ndarray:
-        """Features of ``items`` (uint8 ``[N, H, W, C]`` or float ``[N, D]``): float32 ``[N, F]``."""
+    def __call__(self, items: np.ndarray, label: str = "features") -> np.ndarray:
+        """Features of ``items`` (uint8 ``[N, H, W, C]`` or float ``[N, D]``): float32 ``[N, F]``,
+        with progress on stderr named ``label`` (:mod:`autophagy.progress`)."""
         _check_items(items)
-        return np.concatenate(
-            [self._features(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
-        ).astype(np.float32, copy=False)
+        return np.concatenate([
+            self._features(items[i : i + self.batch_size])
+            for i in batches(f"{label} ({self.name})", len(items), self.batch_size, "item")
+        ]).astype(np.float32, copy=False)
 
     @abc.abstractmethod
     def _features(self, batch: np.ndarray) -> np.ndarray:

@@ -65,8 +65,8 @@ def run(
     samples = samples_set.load()[: cfg.sample.n_eval]
     extractor = build_extractor(cfg.evaluate.features, weights_path=cfg.evaluate.inception_weights,
                                 cache_dir=Path(features_dir) if features_dir else None, device=cfg.train.device)
-    sample_features = extractor(samples)
-    ref_features = {name: _reference_features(ref, extractor, cfg, seed) for name, ref in refs.items()}
+    sample_features = extractor(samples, label=f"evaluate gen {generation} (seed {seed}): samples")
+    ref_features = {name: _reference_features(ref, extractor, cfg, seed, name) for name, ref in refs.items()}
     metrics: dict[str, Any] = compute_metrics(sample_features, ref_features, k=cfg.evaluate.k,
                                               device=resolve_device(cfg.train.device))
     if samples_set.kind == "vector":
@@ -101,7 +101,7 @@ def _subsample(rows: np.ndarray, cfg: ExperimentConfig, seed: int) -> np.ndarray
     return rows[np.sort(index)]
 
 
-def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: int) -> np.ndarray:
+def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: int, name: str = "reference") -> np.ndarray:
     """Features of (a capped subsample of) a reference set, cached by content hash + extractor id."""
     cap = cfg.evaluate.max_reference
     key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
@@ -111,7 +111,7 @@ def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: in
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError):
             pass  # a damaged cache entry is recomputed
-    features = extractor(_subsample(ref.load(), cfg, seed)).astype(np.float32)
+    features = extractor(_subsample(ref.load(), cfg, seed), label=f"evaluate: {name} reference").astype(np.float32)
     with atomic.temp_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, features, allow_pickle=False)

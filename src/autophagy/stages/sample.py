@@ -3,7 +3,8 @@
 Row ``i`` depends only on ``(seed, generation, i)``, so a large sample set can be drawn in
 pieces (``run(..., n=count, start=first row)`` on several GPUs or pods) and joined with
 :func:`merge` into the data set one worker would have drawn (``autophagy sample --start``,
-``autophagy merge-samples``).
+``autophagy merge-samples``). It is drawn batch by batch (the batches ``model.sample`` would
+draw), with progress and ETA on stderr (:mod:`autophagy.progress`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autophagy import curation
 from autophagy.config import ConfigError, ExperimentConfig
 from autophagy.data.dataset import open_dataset
 from autophagy.data.dataset import NewShard, write_dataset
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config
+from autophagy.progress import batches
 from autophagy.seeding import derive_seed
 
 
@@ -36,8 +40,12 @@ def run(cfg: ExperimentConfig, model_dir: str | Path, out_dir: str | Path, n: in
     meta = read_checkpoint_config(model_dir)
     started = time.perf_counter()
     k = cfg.sample.curation_k
-    rows = model.sample(n * k, derive_seed(seed, "sample", generation), batch_size=cfg.sample.batch_size,
-                        device=cfg.train.device, temperature=cfg.sample.temperature, start=start * k)
+    size, draw_seed = cfg.sample.batch_size, derive_seed(seed, "sample", generation)
+    rows = np.concatenate([
+        model.sample(min(size, n * k - first), draw_seed, batch_size=size, device=cfg.train.device,
+                     temperature=cfg.sample.temperature, start=start * k + first)
+        for first in batches(f"sample gen {generation} (seed {seed})", n * k, size, "sample")
+    ])
     curated = {}
     if k > 1:
         real = open_dataset(real_dir).load() if real_dir is not None else None
