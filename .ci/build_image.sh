@@ -42,7 +42,7 @@ REQUIRE_PINNED="${REQUIRE_PINNED:-1}"
 # The lead wires the tiny end-to-end stage here (e.g. `python3 -m autophagy.cli prepare ...`).
 SMOKE_COMMANDS=(
   'autophagy --help'
-  'python3 -c "import autophagy, autophagy.components, autophagy.pipelines, kfp.kubernetes, torch, mlflow, kfp, dvc, dvc_s3; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
+  'python3 -c "import autophagy, autophagy.components, autophagy.pipelines, kfp.kubernetes, torch, mlflow, mlflow.server.auth, kfp, dvc, dvc_s3; print(\"imports ok: autophagy\", getattr(autophagy, \"__version__\", \"?\"), \"torch\", torch.__version__, \"cuda build\", torch.version.cuda, \"mlflow\", mlflow.__version__, \"kfp\", kfp.__version__)"'
   # One generation end to end through the functions every KFP component body calls.
   'cd "$(mktemp -d)" && python3 -c "
 import json, os
@@ -262,28 +262,44 @@ run sh -c 'echo "MLFLOW_DISABLE_TELEMETRY=$MLFLOW_DISABLE_TELEMETRY DVC_NO_ANALY
 run pip check
 run python3 -c "import psycopg, boto3, sqlalchemy; sqlalchemy.create_engine('postgresql+psycopg://u@127.0.0.1/d'); print('server drivers ok: psycopg', psycopg.__version__, 'boto3', boto3.__version__)"
 
-# The MLflow server role (k8s/base): start it on loopback with the Deployment's settings but a
-# SQLite store, wait for /health, stop it.
+# The MLflow server role (k8s/base): start it on loopback with the Deployment's settings and its
+# basic-auth app configured by k8s/base/mlflow-auth/basic_auth.ini (users in SQLite here instead
+# of PostgreSQL), wait for /health, check that the API refuses a request without credentials and
+# answers the admin, stop it.
+auth_ini="$(sed -e 's|^database_uri = .*|database_uri = sqlite:////tmp/mlflow-smoke-auth.db|' \
+                -e '$a admin_password = smoke-only-password' "$REPO/k8s/base/mlflow-auth/basic_auth.ini")"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-run env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false HOME=/tmp PORT="$port" sh -c '
-  mlflow server --host 127.0.0.1 --port "$PORT" \
+run env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_FLASK_SERVER_SECRET_KEY=smoke-only HOME=/tmp PORT="$port" AUTH_INI="$auth_ini" sh -c '
+  printf "%s\n" "$AUTH_INI" > /tmp/basic_auth.ini
+  MLFLOW_AUTH_CONFIG_PATH=/tmp/basic_auth.ini mlflow server --app-name basic-auth \
+      --host 127.0.0.1 --port "$PORT" \
       --backend-store-uri sqlite:////tmp/mlflow-smoke.db \
       --artifacts-destination /tmp/mlflow-smoke-artifacts --serve-artifacts --workers 1 \
       --allowed-hosts "localhost:*,127.0.0.1:*" --cors-allowed-origins "http://127.0.0.1:$PORT" \
       >/tmp/mlflow-smoke.log 2>&1 &
   pid=$!
   python3 - "$PORT" <<EOF
-import sys, time, urllib.request
-url = "http://127.0.0.1:%s/health" % sys.argv[1]
+import base64, sys, time, urllib.error, urllib.request
+base = "http://127.0.0.1:%s" % sys.argv[1]
 for _ in range(120):
     try:
-        body = urllib.request.urlopen(url, timeout=2).read().decode()
-        print("mlflow server /health:", body)
+        print("mlflow server /health:", urllib.request.urlopen(base + "/health", timeout=2).read().decode())
         break
     except OSError:
         time.sleep(0.5)
 else:
     sys.exit("mlflow server did not answer /health")
+api = base + "/api/2.0/mlflow/experiments/search?max_results=1"
+try:
+    urllib.request.urlopen(api, timeout=10)
+    sys.exit("the MLflow API answered a request without credentials")
+except urllib.error.HTTPError as err:
+    if err.code != 401:
+        sys.exit("without credentials the MLflow API answered %d, not 401" % err.code)
+print("basic-auth: 401 without credentials")
+token = base64.b64encode(b"admin:smoke-only-password").decode()
+request = urllib.request.Request(api, headers={"Authorization": "Basic " + token})
+print("basic-auth: the admin gets", urllib.request.urlopen(request, timeout=10).status)
 EOF
   rc=$?
   kill $pid 2>/dev/null; wait $pid 2>/dev/null
