@@ -37,6 +37,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from autophagy import atomic
 from autophagy.config import ExperimentConfig, from_dict, parse_lambda, to_dict
+from autophagy.metric_keys import headline_keys
 from autophagy.step_config import BOOKKEEPING_ENV, config_for_step
 
 #: The tag every MLflow run of a KFP run carries (value: the KFP run id).
@@ -391,5 +392,5 @@ def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] |
 
 
 def _summary_line(metrics: Mapping[str, Any]) -> str:
-    keys = [k for k in ("fd_train", "precision_train", "recall_train", "fd_test", "swd_train") if k in metrics]
+    keys = [k for k in headline_keys() if k in metrics]
     return ", ".join(f"{k} = {metrics[k]:.4g}" for k in keys if isinstance(metrics[k], (int, float)))

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from autophagy.config import ConfigError, ExperimentConfig, apply_override, build_section, from_dict, read_yaml_mapping
+from autophagy.config.coerce import parsed_by, yaml_boolean_as_text
 from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
@@ -116,7 +117,8 @@ class DvcRemote:
     # environment variable -> key of credentials_secret; for the object store KFP deploys:
     # credentials_secret: mlpipeline-minio-artifact, {AWS_ACCESS_KEY_ID: accesskey, AWS_SECRET_ACCESS_KEY: secretkey}
     credentials_keys: Mapping[str, str] = field(default_factory=lambda: {
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        metadata=parsed_by(yaml_boolean_as_text))
 
     def validate(self) -> None:
         if not self.url:
@@ -163,7 +165,8 @@ class ClusterConfig:
     # torchrun --nproc_per_node=gpus_per_train in its pod (train.batch_size is the global batch).
     gpus_per_train: int = 1
     shm_size: str = "8Gi"  # /dev/shm (memory-backed emptyDir) of a train pod with gpus_per_train > 1, for NCCL
-    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector)  # GPU steps only
+    # GPU steps only; label values, so an unquoted YAML `true` is the text "true"
+    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector, metadata=parsed_by(yaml_boolean_as_text))
     tolerations: tuple[Toleration, ...] = (Toleration(),)  # GPU steps only
     cpu_resources: Resources = Resources()
     gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
@@ -194,7 +197,7 @@ class ClusterConfig:
     tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
     tracking_secret: str = "autophagy-tracking-credentials"
     tracking_secret_keys: tuple[str, ...] = TRACKING_SECRET_KEYS
-    pod_labels: Mapping[str, str] = field(default_factory=_default_pod_labels)
+    pod_labels: Mapping[str, str] = field(default_factory=_default_pod_labels, metadata=parsed_by(yaml_boolean_as_text))
     service_account: str | None = "autophagy-pipeline"  # set per run at submit time (see pipelines.submit)
     image_pull_policy: str | None = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()

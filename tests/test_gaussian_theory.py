@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from autophagy.config import GaussianModelConfig, TrainConfig
-from autophagy.data.mixing import synthetic_count
+from autophagy.data.strategies import synthetic_count
 from autophagy.models.gaussian import GaussianModel
 
 

@@ -12,7 +12,7 @@ from autophagy import atomic
 from autophagy.cli import main
 from autophagy.config import FIXED_TRAIN_SPLIT_ROWS, MAX_SYNTHETIC_SAMPLES, ConfigError, DataConfig, load_config
 from autophagy.data.dataset import MANIFEST, DatasetError, NewShard, open_dataset, write_dataset
-from autophagy.data.mixing import synthetic_count
+from autophagy.data.strategies import synthetic_count
 from autophagy.data.sources import load_split
 from autophagy.stages import sample, train
 

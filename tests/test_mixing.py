@@ -10,7 +10,7 @@ import pytest
 from autophagy import atomic
 from autophagy.config import ConfigError
 from autophagy.data.dataset import DatasetError, NewShard, open_dataset, write_dataset
-from autophagy.data.mixing import mix, synthetic_count
+from autophagy.data.strategies import mix, synthetic_count
 
 REAL = {"type": "real", "source": "test", "split": "train"}
 

@@ -3,7 +3,8 @@
 ``loop.collapse_metric`` (e.g. ``fd_train``) and ``loop.collapse_ratio`` (e.g. 2.0): a chain is
 collapsed from the first generation where the metric is ``collapse_ratio`` times worse than at
 generation 0 — larger for distances (``fd_*``, ``swd_*``), smaller for ``precision_*`` and
-``recall_*``. Once collapsed, a chain stays collapsed.
+``recall_*``: each metric's direction is its registration in :mod:`autophagy.metric_keys`. Once
+collapsed, a chain stays collapsed.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import math
 from typing import Any, Mapping
 
 from autophagy.config import LoopConfig
+from autophagy.metric_keys import collapse_metric
 
 
 def worsening(metric: str, value: float, baseline: float) -> float:
     """How many times worse ``value`` is than ``baseline`` (1 = equal, > 1 = worse)."""
-    if metric.startswith(("fd_", "swd_")):
+    if collapse_metric(metric, option="collapse metric").lower_is_better:
         return value / baseline if baseline > 0 else (math.inf if value > 0 else 1.0)
     return baseline / value if value > 0 else (math.inf if baseline > 0 else 1.0)
 

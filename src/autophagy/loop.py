@@ -29,6 +29,7 @@ from autophagy.config import ExperimentConfig, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.data.strategies import fresh_real_draw
 from autophagy.layout import GENERATION_RECORD, PREPARED_RECORD, RunLayout
+from autophagy.metric_keys import headline_keys
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
 
 Log = Callable[[str], None]
@@ -261,5 +262,5 @@ def _new_root_hint(layout: RunLayout) -> str:
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    keys = [k for k in ("fd_train", "precision_train", "recall_train", "swd_train") if k in metrics]
+    keys = [k for k in headline_keys() if k in metrics]
     return " ".join(f"{k}={metrics[k]:.4g}" for k in keys) + (" COLLAPSED" if metrics.get("collapsed") else "")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from autophagy.config import ExperimentConfig, format_lambda
-from autophagy.data.mixing import synthetic_count
+from autophagy.data.strategies import STRATEGIES, synthetic_count
 
 #: Every step a generation can take, in the order they run.
 GENERATION_STEPS = ("pool", "mix", "train", "sample", "evaluate")
@@ -71,9 +71,8 @@ def generation_plan(cfg: ExperimentConfig, lam: float | None, seed: int, generat
         raise ValueError(f"generation {generation} is outside 0..loop.generations={cfg.loop.generations}")
     if (generation == 0) != (lam is None):
         raise ValueError("generation 0 is shared by every lambda (lam=None); generations >= 1 belong to one lambda")
-    strategy = cfg.loop.strategy
-    fresh = strategy == "fresh-real"
-    pooled = strategy.startswith("accumulate")
+    strategy = STRATEGIES[cfg.loop.strategy]
+    fresh, pooled = strategy.fresh_real, strategy.pooled
     if generation == 0:
         return GenerationPlan(lam=None, seed=seed, generation=0, steps=(("mix",) if fresh else ()) + ("train", "sample", "evaluate"),
                               fresh_real=fresh, synthetic_from=(), pooled=False, init_from=None, collapse_against=(),
@@ -97,7 +96,7 @@ def chain(cfg: ExperimentConfig, lam: float, seed: int) -> list[GenerationPlan]:
 def real_items(cfg: ExperimentConfig, real_rows: int) -> int:
     """n, the real items a generation trains on: the prepared training set's rows, or for
     ``fresh-real`` the ``data.n_train`` drawn from the (larger) pool each generation."""
-    return cfg.data.n_train if cfg.loop.strategy == "fresh-real" else real_rows
+    return cfg.data.n_train if STRATEGIES[cfg.loop.strategy].fresh_real else real_rows
 
 
 def samples_to_draw(cfg: ExperimentConfig, n_real: int, lam: float | None) -> int:

@@ -33,8 +33,7 @@ import numpy as np
 
 from autophagy import atomic
 from autophagy.config import ExperimentConfig, parse_lambda
-
-TABLE_METRICS = ("fd_train", "precision_train", "recall_train", "fd_test", "swd_train", "mean_err_train", "cov_err_train")
+from autophagy.metric_keys import describe, headline_keys
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -106,7 +105,7 @@ def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: s
         if np.any(half > 0):
             ax.fill_between(g, mean - half, mean + half, color=color, alpha=0.2)
     ax.set_xlabel("generation")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(describe(metric))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -273,7 +272,7 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
     metric = metric or ("fd_train" if "fd_train" in names else "swd_train" if "swd_train" in names else names[0])
     title = root.name
     figures = []
-    for name in dict.fromkeys([metric, "fd_train", "precision_train", "recall_train", "swd_train"]):
+    for name in dict.fromkeys([metric, *headline_keys()]):
         if name in names:
             plot_metric(summary, name, out / f"{name}.png", title)
             plot_metric_vs_lambda(summary, name, out / f"{name}_vs_lambda.png", title)
@@ -281,7 +280,7 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
     grids = plot_samples_across_generations(root, out / "samples_across_generations.png", title)
     if grids is not None:
         figures.append(grids)
-    table = markdown_table(summary, TABLE_METRICS)
+    table = markdown_table(summary, headline_keys())
     collapsed = collapse_lines(records)
     if collapsed:
         table += "\nCollapse (loop.collapse_metric / loop.collapse_ratio):\n\n" + "\n".join(collapsed) + "\n"

@@ -18,7 +18,8 @@ import json
 from typing import Any, Mapping
 
 from autophagy.config import (
-    MODEL_CONFIGS,
+    DEFAULT_FAMILY,
+    FAMILIES,
     ConfigError,
     DataConfig,
     EvaluateConfig,
@@ -122,9 +123,7 @@ def config_for_step(step: str, options: Mapping[str, Any], books: Mapping[str, A
         if raw is None:
             fields[name] = _Withheld(name, step)
             continue
-        cls = MODEL_CONFIGS.get(raw.get("family", "edm")) if name == "model" else _SECTIONS[name]
-        if cls is None:
-            raise ConfigError(f"model.family must be one of {', '.join(MODEL_CONFIGS)}, got {raw.get('family')!r}")
+        cls = FAMILIES[raw.get("family", DEFAULT_FAMILY)].config if name == "model" else _SECTIONS[name]
         section = build_section(cls, raw, name)
         if name in whole:
             section.validate()

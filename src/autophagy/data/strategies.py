@@ -1,4 +1,4 @@
-"""Loop strategies: which rows train generation t (``loop.strategy``).
+"""Loop strategies: which rows train generation t (``loop.strategy``), and the mixing rule they share.
 
 With n real items and k = floor(lambda n) (k = n for lambda = inf) synthetic items per generation:
 
@@ -12,10 +12,16 @@ strategy                 training set of generation t >= 1                      
 ``fresh-real``           n *new* real items from a larger pool + k samples of t-1           Alemohammad et al. 2024
 =======================  ==================================================================  ===========================
 
-lambda = inf means no real data under every strategy: ``replace`` and ``fully-synthetic`` train on
-n samples of generation t-1, ``accumulate`` on the n samples of every generation 0..t-1 (t n rows),
+Bertrand et al. (2024), Alg. 1 (``replace``, :func:`mix`): lambda is a ratio, not a fraction:
+lambda = 1 means as many synthetic as real items, lambda = 0 is the clean baseline. lambda = inf
+means no real data under every strategy: ``replace`` and ``fully-synthetic`` train on n samples of
+generation t-1, ``accumulate`` on the n samples of every generation 0..t-1 (t n rows),
 ``accumulate-subsample`` on n rows drawn uniformly from that synthetic pool (the size its replace
 counterpart trains on) -- the fully synthetic variants of the accumulate strategies.
+
+Each strategy is one :class:`Strategy` in :data:`STRATEGIES`, registered with
+:func:`strategy` on its compose function; the config, the plan (which sample sets a mix reads,
+whether it draws fresh real items) and the Kubeflow pipeline ask the registry, never the name.
 
 The real shards are reused byte-for-byte wherever the whole shard is kept; sampled rows are
 sliced or gathered from the memory-mapped shards, never re-encoded.
@@ -23,15 +29,49 @@ sliced or gathered from the memory-mapped shards, never re-encoded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from autophagy.config import check_lambda, format_lambda
+from autophagy.config.registry import Registry
 from autophagy.data.dataset import Dataset, DatasetError, NewShard, write_dataset
-from autophagy.data.mixing import _first_rows, _unique_names, mix, synthetic_count
+
+#: compose(lam, real, synthetic, out_dir, seed, info) -> the training set written to out_dir
+Compose = Callable[[float, Dataset, Sequence[Dataset], Path, int, dict[str, Any]], Dataset]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One loop strategy. ``compose`` writes generation t's training set from the real set and
+    the sample sets :mod:`autophagy.plan` hands it (oldest first). ``pooled``: it reads the sample
+    sets of *every* earlier generation (Kubeflow gathers them into a pool task first), else only
+    generation t-1's. ``fresh_real``: each generation trains on ``data.n_train`` new real items
+    drawn from a larger pool (:func:`fresh_real_draw`), generation 0 included."""
+
+    name: str
+    compose: Compose
+    pooled: bool = False
+    fresh_real: bool = False
+
+
+#: Every loop strategy, by name.
+STRATEGIES: Registry[Strategy] = Registry("loop.strategy")
+
+
+def strategy(name: str, *, pooled: bool = False, fresh_real: bool = False) -> Callable[[Compose], Compose]:
+    """Register the decorated compose function as the strategy ``name`` (see docs/extending.md)."""
+
+    def register(compose: Compose) -> Compose:
+        STRATEGIES.register(Strategy(name, compose, pooled=pooled, fresh_real=fresh_real))
+        return compose
+
+    return register
 
 
 def compose(
@@ -44,28 +84,110 @@ def compose(
     provenance: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """Write generation t's training set. ``synthetic``: the sample sets of generations 0..t-1, oldest first."""
+    chosen = STRATEGIES[strategy]
     check_lambda(lam)
     if not synthetic and lam > 0:
         raise DatasetError(f"strategy {strategy} with lambda = {format_lambda(lam)} needs synthetic data; none was given")
-    info = {"strategy": strategy, **(provenance or {})}
-    if strategy in ("replace", "fresh-real"):
-        return mix(real, synthetic[-1] if synthetic else None, lam, out_dir, info)
+    return chosen.compose(lam, real, synthetic, Path(out_dir), seed, {"strategy": strategy, **(provenance or {})})
+
+
+# ------------------------------------------------------------------------------ the strategies
+
+
+@strategy("replace")
+def _replace(lam, real, synthetic, out_dir, seed, info) -> Dataset:
+    return mix(real, synthetic[-1] if synthetic else None, lam, out_dir, info)
+
+
+@strategy("fully-synthetic")
+def _fully_synthetic(lam, real, synthetic, out_dir, seed, info) -> Dataset:
     k = synthetic_count(lam, real.rows)
-    if strategy == "fully-synthetic":
-        if k == 0:
-            raise DatasetError("strategy fully-synthetic with lambda = 0 would train on nothing; use lambda > 0")
-        return _only_synthetic(synthetic[-1], k, real, out_dir, info)
-    if strategy in ("accumulate", "accumulate-subsample"):
-        n_real = 0 if math.isinf(lam) else real.rows  # lambda = inf: the synthetic pool alone
-        shards = [NewShard(origin=s.origin, source=(real, s)) for s in real.shards] if n_real else []
-        for dataset in synthetic if k > 0 else ():
-            _check_like(dataset, real, k)
-            shards += _unique_names(_first_rows(dataset, k), {_shard_name(s) for s in shards})
-        if strategy == "accumulate-subsample":
-            shards = _subsample(shards, n_real + k, seed)
-        rows = sum(_shard_rows(s) for s in shards)
-        return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n_real, "n_rows": rows, **info})
-    raise DatasetError(f"unknown strategy {strategy!r}")
+    if k == 0:
+        raise DatasetError("strategy fully-synthetic with lambda = 0 would train on nothing; use lambda > 0")
+    _check_like(synthetic[-1], real, k)
+    return write_dataset(out_dir, _first_rows(synthetic[-1], k), {"n_real": 0, "n_synthetic": k, **info})
+
+
+@strategy("accumulate", pooled=True)
+def _accumulate(lam, real, synthetic, out_dir, seed, info) -> Dataset:
+    return _accumulated(lam, real, synthetic, out_dir, seed, info, subsample=False)
+
+
+@strategy("accumulate-subsample", pooled=True)
+def _accumulate_subsample(lam, real, synthetic, out_dir, seed, info) -> Dataset:
+    return _accumulated(lam, real, synthetic, out_dir, seed, info, subsample=True)
+
+
+@strategy("fresh-real", fresh_real=True)
+def _fresh_real(lam, real, synthetic, out_dir, seed, info) -> Dataset:
+    return mix(real, synthetic[-1] if synthetic else None, lam, out_dir, info)  # real: this generation's draw
+
+
+def _accumulated(lam, real, synthetic, out_dir, seed, info, *, subsample: bool) -> Dataset:
+    """D_real (none for lambda = inf) + the first k rows of every sample set; subsampled to n + k rows."""
+    k = synthetic_count(lam, real.rows)
+    n_real = 0 if math.isinf(lam) else real.rows  # lambda = inf: the synthetic pool alone
+    shards = [NewShard(origin=s.origin, source=(real, s)) for s in real.shards] if n_real else []
+    for dataset in synthetic if k > 0 else ():
+        _check_like(dataset, real, k)
+        shards += _unique_names(_first_rows(dataset, k), {_shard_name(s) for s in shards})
+    if subsample:
+        shards = _subsample(shards, n_real + k, seed)
+    rows = sum(_shard_rows(s) for s in shards)
+    return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n_real, "n_rows": rows, **info})
+
+
+# ------------------------------------------------------------------------------ the mixing rule
+
+
+def synthetic_count(lam: float, n_real: int) -> int:
+    """floor(lambda * n); n for lambda = inf.
+
+    lambda is taken at its shortest decimal form (0.29 * 100 = 29, not 28 as in binary floating
+    point).
+    """
+    check_lambda(lam, n_real=n_real)
+    if n_real < 1:
+        raise DatasetError(f"the real data set is empty (n = {n_real})")
+    if math.isinf(lam):
+        return n_real
+    return math.floor(Fraction(repr(lam)) * n_real)
+
+
+def mix(
+    real: Dataset,
+    synthetic: Dataset | None,
+    lam: float,
+    out_dir: str | Path,
+    provenance: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Write the training set for ``lam`` (Bertrand et al. 2024, Alg. 1): all real rows (unless
+    lambda = inf) + the first ``synthetic_count(lam, n)`` rows of ``synthetic``.
+
+    The real shards are reused byte-for-byte; the synthetic rows are sliced, not re-encoded.
+    ``real``: [n, *item_shape]; ``synthetic``: [m, *item_shape] with m >= the count needed.
+    """
+    check_lambda(lam)
+    n = real.rows
+    k = synthetic_count(lam, n) if lam > 0 else 0
+    shards: list[NewShard] = []
+    if not math.isinf(lam):
+        shards += [NewShard(origin=s.origin, source=(real, s)) for s in real.shards]
+    if k > 0:
+        if synthetic is None:
+            raise DatasetError(f"lambda = {format_lambda(lam)} needs {k} synthetic samples but no synthetic data set was given")
+        if synthetic.kind != real.kind or synthetic.item_shape != real.item_shape:
+            raise DatasetError(
+                f"synthetic data {synthetic.path} holds {synthetic.kind} {list(synthetic.item_shape)}, "
+                f"real data {real.path} holds {real.kind} {list(real.item_shape)}"
+            )
+        if synthetic.rows < k:
+            raise DatasetError(
+                f"lambda = {format_lambda(lam)} with n = {n} real items needs {k} synthetic samples, "
+                f"but {synthetic.path} has only {synthetic.rows}"
+            )
+        shards += _unique_names(_first_rows(synthetic, k), {_shard_name(s) for s in shards})
+    return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})})
 
 
 def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, generation: int) -> Dataset:
@@ -80,9 +202,7 @@ def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, gener
                          {"pool": str(pool.path), "generation": generation})
 
 
-def _only_synthetic(dataset: Dataset, k: int, real: Dataset, out_dir, info) -> Dataset:
-    _check_like(dataset, real, k)
-    return write_dataset(out_dir, _first_rows(dataset, k), {"n_real": 0, "n_synthetic": k, **info})
+# ------------------------------------------------------------------------------ shards
 
 
 def _check_like(dataset: Dataset, real: Dataset, k: int) -> None:
@@ -91,6 +211,20 @@ def _check_like(dataset: Dataset, real: Dataset, k: int) -> None:
                            f"the real data ({real.kind} {list(real.item_shape)})")
     if dataset.rows < k:
         raise DatasetError(f"{dataset.path} has {dataset.rows} samples, {k} are needed")
+
+
+def _first_rows(dataset: Dataset, k: int) -> list[NewShard]:
+    """The first ``k`` rows of ``dataset`` as shards; whole shards are reused byte-for-byte."""
+    out: list[NewShard] = []
+    for shard in dataset.shards:
+        if k <= 0:
+            break
+        if shard.rows <= k:
+            out.append(NewShard(origin=shard.origin, source=(dataset, shard)))
+        else:
+            out.append(NewShard(origin=shard.origin, array=dataset.shard_array(shard)[:k], name=shard.file))
+        k -= shard.rows
+    return out
 
 
 def _shard_name(shard: NewShard) -> str:
@@ -103,6 +237,18 @@ def _shard_rows(shard: NewShard) -> int:
 
 def _shard_array(shard: NewShard) -> np.ndarray:
     return shard.array if shard.array is not None else shard.source[0].shard_array(shard.source[1])
+
+
+def _unique_names(shards: list[NewShard], taken: set[str]) -> list[NewShard]:
+    """Rename synthetic shards whose file name a real shard already uses (both may be ``shard-000.npy``)."""
+    out = []
+    for shard in shards:
+        name, index = _shard_name(shard), 0
+        while name in taken:
+            name, index = f"synthetic-{index}-{_shard_name(shard)}", index + 1
+        taken.add(name)
+        out.append(shard if name == _shard_name(shard) else dataclasses.replace(shard, name=name))
+    return out
 
 
 def _subsample(shards: list[NewShard], size: int, seed: int) -> list[NewShard]:

@@ -2,7 +2,8 @@
 
 Flat result keys are ``<metric>_<reference name>``, e.g. ``fd_train``, ``precision_test``,
 ``swd_train``, so that several reference sets (the paper measures against the training set) sit
-side by side in one ``metrics.json`` and one MLflow step.
+side by side in one ``metrics.json`` and one MLflow step. What each metric means (direction,
+headline keys, collapse metrics) is registered in :mod:`autophagy.metric_keys`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from autophagy.metric_keys import computed
 from autophagy.metrics.digits_net import load_digits_net, train_digits_net
 from autophagy.metrics.features import (
     EXTRACTORS,
@@ -63,7 +65,8 @@ def compute_metrics(
         device: torch device for the distance computations.
 
     Returns:
-        ``{"fd_<name>": ..., "precision_<name>": ..., "recall_<name>": ...}`` for every reference.
+        ``{"fd_<name>": ..., "precision_<name>": ..., "recall_<name>": ...}`` for every reference,
+        then ``<metric>_<name>`` of every registered ``features`` metric with a compute function.
     """
     _check_sets(samples_features, reference_features, min_rows=max(2, k + 1), why=f"k-NN radii with k={k}")
     mu, sigma = gaussian_statistics(samples_features)
@@ -74,6 +77,8 @@ def compute_metrics(
         metrics[f"fd_{name}"] = frechet_distance(mu, sigma, mu_ref, sigma_ref, device=device)
         metrics[f"precision_{name}"] = precision
         metrics[f"recall_{name}"] = recall
+        for metric in computed("features"):
+            metrics[f"{metric.name}_{name}"] = float(metric.function()(samples_features, reference))
     return metrics
 
 
@@ -87,15 +92,16 @@ def compute_toy_metrics(
     """Metrics of vector samples ``[N, D]`` against each reference ``[M, D]`` (:mod:`.toy`).
 
     Returns:
-        ``swd_<name>``, ``mean_err_<name>``, ``cov_err_<name>`` for every reference, and the
-        samples' ``mean_norm`` and ``std_mean`` (the Gaussian warm-up's collapse statistics).
+        the samples' ``mean_norm`` and ``std_mean`` (the Gaussian warm-up's collapse statistics), then
+        for every reference ``swd_<name>`` and ``<metric>_<name>`` of every registered ``vectors``
+        metric with a compute function (``mean_err``, ``cov_err``: :mod:`autophagy.metric_keys`).
     """
     _check_sets(samples, references, min_rows=2, why="a covariance")
     metrics = dict(gaussian_summary(samples))
     for name, reference in references.items():
         metrics[f"swd_{name}"] = sliced_wasserstein(samples, reference, n_projections=n_projections, seed=seed)
-        metrics[f"mean_err_{name}"] = mean_error(samples, reference)
-        metrics[f"cov_err_{name}"] = covariance_error(samples, reference)
+        for metric in computed("vectors"):
+            metrics[f"{metric.name}_{name}"] = float(metric.function()(samples, reference))
     return metrics
 
 

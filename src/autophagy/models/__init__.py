@@ -1,25 +1,18 @@
-"""Model families behind one interface (:class:`~autophagy.models.base.GenerativeModel`)."""
+"""Model families behind one interface (:class:`~autophagy.models.base.GenerativeModel`).
+
+The families are registered in :data:`autophagy.config.FAMILIES`; each model class is imported
+only when its family is used, so that ``gaussian`` never imports zuko or diffusers.
+"""
 
 from __future__ import annotations
 
+from autophagy.config import FAMILIES
 from autophagy.models.base import GenerativeModel, ModelError, TrainingDivergedError, TrainReport
 
 
 def family_class(family: str) -> type[GenerativeModel]:
-    """The class of a family; imported lazily so that ``gaussian`` never imports zuko or diffusers."""
-    if family == "gaussian":
-        from autophagy.models.gaussian import GaussianModel as cls
-    elif family == "flow":
-        from autophagy.models.flow import FlowModel as cls
-    elif family == "edm":
-        from autophagy.models.edm import EDMModel as cls
-    elif family == "ddpm":
-        from autophagy.models.ddpm import DDPMModel as cls
-    elif family == "otcfm":
-        from autophagy.models.otcfm import OTCFMModel as cls
-    else:
-        raise ModelError(f"unknown model family {family!r}")
-    return cls
+    """The model class of the registered family ``family``."""
+    return FAMILIES[family].model_class()
 
 
 def build_model(cfg, item_shape: tuple[int, ...]) -> GenerativeModel:

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from autophagy import atomic
-from autophagy.config import MODEL_CONFIGS, ConfigError, build_section, to_dict
+from autophagy.config import FAMILIES, ConfigError, build_section, to_dict
 from autophagy.models.base import GenerativeModel, ModelError
 
 FORMAT = "autophagy.checkpoint/v1"
@@ -96,7 +96,7 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
     if family is not None and config["family"] != family:
         raise ModelError(f"checkpoint {path} holds a {config['family']!r} model, the config asks for {family!r}")
     try:
-        model_cfg = build_section(MODEL_CONFIGS[config["family"]], config["model"], "model")
+        model_cfg = build_section(FAMILIES[config["family"]].config, config["model"], "model")
         model_cfg.validate()
     except (ConfigError, KeyError) as err:
         raise ModelError(f"checkpoint {path} has an invalid model config: {err}") from None

@@ -8,12 +8,13 @@ from typing import Any
 
 from autophagy.config import DataConfig, ExperimentConfig, to_dict
 from autophagy.data.dataset import NewShard, write_dataset
+from autophagy.data.strategies import STRATEGIES
 from autophagy.data.sources import load_split
 
 
 def pool_config(cfg: ExperimentConfig) -> DataConfig:
     """The data config of the training split: for ``fresh-real`` the pool the draws come from."""
-    if cfg.loop.strategy != "fresh-real":
+    if not STRATEGIES[cfg.loop.strategy].fresh_real:
         return cfg.data
     synthetic_source = cfg.data.source in ("toy2d", "gaussian")
     pool = cfg.data.n_pool or (10 * cfg.data.n_train if synthetic_source else None)

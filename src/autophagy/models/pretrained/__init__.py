@@ -16,6 +16,9 @@ recognised by content, and each has its converter:
 * ``torchcfm`` (family ``otcfm``, :mod:`.convert_torchcfm`): a ``torch.save`` dict of torchcfm's
   training script, read with ``weights_only=True``.
 
+Which family converts which formats is its registration's ``pretrained_formats``
+(:data:`autophagy.config.FAMILIES`).
+
 Sources (URLs, the Hub, format detection) are :mod:`.sources`. The network described by the file
 must be the one the config builds: every difference is reported by option name
 (``model.channel_mult`` ...), and tensor shapes are checked. The converted checkpoint is cached
@@ -37,7 +40,7 @@ from typing import Any, Callable
 import torch
 
 from autophagy import atomic
-from autophagy.config import to_dict
+from autophagy.config import FAMILIES, to_dict
 from autophagy.models.base import ModelError
 from autophagy.models.pretrained.convert_diffusers import convert_diffusers
 from autophagy.models.pretrained.convert_edm import convert_edm_pickle
@@ -48,14 +51,13 @@ from autophagy.models.pretrained.sources import (FORMATS, cache_root, check_sha2
 from autophagy.models.pretrained.unpickler import Record, SafeUnpickler, UnsafePickleError, safe_load_pickle
 
 CONVERTER_VERSION = 2  # part of the cache key: bump when a conversion changes (2: the hardened unpickler)
-FAMILY_FORMATS = {"edm": ("edm-pickle",), "ddpm": ("diffusers",), "otcfm": ("torchcfm", "diffusers")}
 CONVERTERS: dict[str, Callable] = {
     "edm-pickle": convert_edm_pickle,
     "diffusers": convert_diffusers,
     "torchcfm": convert_torchcfm,
 }
 
-__all__ = ["CONVERTERS", "FAMILY_FORMATS", "FORMATS", "Record", "SafeUnpickler", "UnsafePickleError", "cache_root",
+__all__ = ["CONVERTERS", "FORMATS", "Record", "SafeUnpickler", "UnsafePickleError", "cache_root",
            "check_source", "detect_format", "download_path", "fetch", "is_autophagy_checkpoint", "resolve_init",
            "safe_load_pickle", "split_sha256"]
 
@@ -79,8 +81,9 @@ def resolve_init(spec: str | Path, model_cfg: Any, item_shape: tuple[int, ...]) 
     if fmt == "autophagy":
         return source
     family = model_cfg.family
-    if fmt not in FAMILY_FORMATS.get(family, ()):
-        allowed = ", ".join(FAMILY_FORMATS.get(family, ())) or "none"
+    formats = FAMILIES[family].pretrained_formats  # each family's registration lists the formats it converts
+    if fmt not in formats:
+        allowed = ", ".join(formats) or "none"
         raise ModelError(f"train.init_checkpoint={spec} is a {fmt} checkpoint; model.family={family} can start from "
                          f"an autophagy checkpoint or: {allowed}")
     weights = weights_file(source, fmt)

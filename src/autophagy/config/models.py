@@ -1,0 +1,190 @@
+"""The built-in model families' configs, each followed by its registration (:mod:`.families`).
+
+The image families (edm, ddpm, otcfm) share their network options through
+:class:`ImageNetworkConfig`; each config's defaults are the one source of that family's defaults
+(the CPU presets for 8x8 digits; ``configs/cifar10-*.yaml`` hold the paper networks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from autophagy.config.checks import ConfigError, choice, finite, non_negative, positive
+from autophagy.config.families import Family, ModelConfig, register_family
+
+DDPM_SAMPLERS = ("ancestral", "ddim")
+DDPM_VARIANCES = ("fixed_large", "fixed_small")
+OTCFM_SAMPLERS = ("euler", "midpoint", "dopri5")
+IMAGE_NETWORKS = ("unet", "mlp")
+
+
+@dataclass(frozen=True)
+class GaussianModelConfig(ModelConfig):
+    """Closed-form maximum-likelihood fit of N(mu, diag(sigma^2)) (the paper's warm-up, Sec. 3)."""
+
+    family: Literal["gaussian"] = "gaussian"
+    estimator: str = "mle"  # mle (divide by n) | unbiased (divide by n - 1)
+
+    def validate(self) -> None:
+        choice("model.estimator", self.estimator, ("mle", "unbiased"))
+
+
+register_family(Family("gaussian", GaussianModelConfig, "autophagy.models.gaussian:GaussianModel", "vector", ema=False))
+
+
+@dataclass(frozen=True)
+class FlowModelConfig(ModelConfig):
+    """Neural spline flow for vectors (Durkan et al. 2019), built with ``zuko``."""
+
+    family: Literal["flow"] = "flow"
+    transforms: int = 4
+    hidden_features: tuple[int, ...] = (64, 64)
+    bins: int = 8
+
+    def validate(self) -> None:
+        positive("model.transforms", self.transforms)
+        positive("model.bins", self.bins)
+        if not self.hidden_features or min(self.hidden_features) < 1:
+            raise ConfigError(f"model.hidden_features must be positive widths, got {self.hidden_features}")
+
+
+register_family(Family("flow", FlowModelConfig, "autophagy.models.flow:FlowModel", "vector"))
+
+
+@dataclass(frozen=True)
+class ImageNetworkConfig(ModelConfig):
+    """The network F of an image family: ``unet`` (``model_channels`` at the first level times
+    ``channel_mult`` per level, ``num_blocks`` residual blocks per level, attention at
+    ``attn_resolutions``) or ``mlp`` (a residual MLP of width ``model_channels`` and depth
+    ``num_blocks``, for tiny images on CPU)."""
+
+    network: str = "mlp"
+    model_channels: int = 256
+    channel_mult: tuple[int, ...] = (1, 2)
+    num_blocks: int = 3
+    attn_resolutions: tuple[int, ...] = ()
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        choice("model.network", self.network, IMAGE_NETWORKS)
+        positive("model.model_channels", self.model_channels)
+        positive("model.num_blocks", self.num_blocks)
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ConfigError(f"model.channel_mult must be positive multipliers, got {self.channel_mult}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class EDMModelConfig(ImageNetworkConfig):
+    """EDM (Karras et al. 2022): preconditioning, loss and Heun sampler, with a UNet.
+
+    ``network``: ``unet`` (DDPM++, the paper's) or ``mlp``. The defaults are the CPU preset for
+    8x8 digits; ``configs/cifar10-edm.yaml`` and ``configs/ffhq64-edm.yaml`` hold the paper's networks.
+    """
+
+    family: Literal["edm"] = "edm"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    rho: float = 7.0
+    num_steps: int = 18  # Heun steps; 2 * num_steps - 1 network evaluations
+    S_churn: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        positive("model.num_steps", self.num_steps)
+        if not (0.0 < self.sigma_min < self.sigma_max and math.isfinite(self.sigma_max)):
+            raise ConfigError(f"need 0 < model.sigma_min < model.sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        positive("model.sigma_data", self.sigma_data)
+        finite("model.P_mean", self.P_mean)
+        positive("model.P_std", self.P_std)
+        positive("model.rho", self.rho)
+        non_negative("model.S_churn", self.S_churn)
+
+
+register_family(Family("edm", EDMModelConfig, "autophagy.models.edm:EDMModel", "image",
+                       pretrained_formats=("edm-pickle",), paper_config="configs/cifar10-edm.yaml"))
+
+
+@dataclass(frozen=True)
+class DDPMModelConfig(ImageNetworkConfig):
+    """DDPM (Ho, Jain, Abbeel 2020): epsilon prediction on a linear beta schedule, ancestral or DDIM sampling.
+
+    ``network`` is ``unet`` (Ho et al.'s CIFAR-10 UNet through diffusers' ``UNet2DModel``, one
+    attention head) or ``mlp``. ``sampler=ancestral`` runs Ho et al.'s Alg. 2 with variance
+    ``ancestral_variance`` (``fixed_large``: sigma_t^2 = beta_t, Ho's CIFAR-10 choice;
+    ``fixed_small``: the posterior variance); ``sampler=ddim`` runs Song, Meng, Ermon (2021)
+    Eq. 12 with ``eta``. Both use ``num_steps`` evenly spaced timesteps. The defaults are the CPU
+    preset for 8x8 digits; ``configs/cifar10-ddpm.yaml`` holds the paper's network.
+    """
+
+    family: Literal["ddpm"] = "ddpm"
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sampler: str = "ddim"
+    num_steps: int = 50
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 the DDPM posterior variance
+    ancestral_variance: str = "fixed_large"
+    clip_denoised: bool = True  # clip the predicted x_0 to [-1, 1] while sampling (Ho et al.'s sampler)
+
+    def validate(self) -> None:
+        super().validate()
+        positive("model.num_train_timesteps", self.num_train_timesteps)
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ConfigError(f"need 0 < model.beta_start < model.beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        choice("model.sampler", self.sampler, DDPM_SAMPLERS)
+        if not 1 <= self.num_steps <= self.num_train_timesteps:
+            raise ConfigError(f"model.num_steps must be in [1, model.num_train_timesteps={self.num_train_timesteps}], "
+                              f"got {self.num_steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"model.eta must be in [0, 1], got {self.eta}")
+        choice("model.ancestral_variance", self.ancestral_variance, DDPM_VARIANCES)
+
+
+register_family(Family("ddpm", DDPMModelConfig, "autophagy.models.ddpm:DDPMModel", "image",
+                       pretrained_formats=("diffusers",), paper_config="configs/cifar10-ddpm.yaml"))
+
+
+@dataclass(frozen=True)
+class OTCFMModelConfig(ImageNetworkConfig):
+    """Minibatch OT conditional flow matching (Tong et al. 2023, TMLR 2024; torchcfm's ``otcfm``).
+
+    x_t = t x1 + (1 - t) x0 + sigma eps with x0 ~ N(0, I) re-paired to the data batch x1 by the
+    exact minibatch OT plan (``coupling=ot``) or left independent (``coupling=independent``:
+    I-CFM); the network regresses u_t = x1 - x0. ``network`` is ``unet`` (torchcfm's CIFAR-10
+    UNet through diffusers' ``UNet2DModel``, attention heads of ``head_channels``) or ``mlp``.
+    Samples integrate dx/dt = v(x, t) from t = 0 to 1 with ``euler`` or ``midpoint``
+    (``num_steps`` steps) or adaptive ``dopri5`` (tolerance ``tol``). The defaults are the CPU
+    preset for 8x8 digits; ``configs/cifar10-otcfm.yaml`` holds torchcfm's CIFAR-10 network.
+    """
+
+    family: Literal["otcfm"] = "otcfm"
+    head_channels: int = 64
+    sigma: float = 0.0
+    coupling: str = "ot"
+    sampler: str = "euler"
+    num_steps: int = 50
+    tol: float = 1e-5  # dopri5 atol and rtol
+
+    def validate(self) -> None:
+        super().validate()
+        positive("model.head_channels", self.head_channels)
+        widths = [self.model_channels * mult for mult in self.channel_mult]
+        if self.network == "unet" and any(width % self.head_channels for width in widths):
+            raise ConfigError(f"model.head_channels={self.head_channels} must divide every level's width "
+                              f"(model_channels x channel_mult = {widths}) into whole attention heads")
+        non_negative("model.sigma", self.sigma)
+        choice("model.coupling", self.coupling, ("ot", "independent"))
+        choice("model.sampler", self.sampler, OTCFM_SAMPLERS)
+        positive("model.num_steps", self.num_steps)
+        positive("model.tol", self.tol)
+
+
+register_family(Family("otcfm", OTCFMModelConfig, "autophagy.models.otcfm:OTCFMModel", "image",
+                       pretrained_formats=("torchcfm", "diffusers"), paper_config="configs/cifar10-otcfm.yaml"))
