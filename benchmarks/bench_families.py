@@ -1,13 +1,15 @@
-"""Training, sampling and evaluation throughput and peak memory of each image family (edm, ddpm,
-otcfm), each beside its reference, with the ratio. Issue 4, item 7.
+"""Training, sampling and evaluation throughput and peak memory of each registered image family
+(edm, ddpm, otcfm, and any other with ``kind="image"`` in ``autophagy.config.FAMILIES``), each
+beside its reference, with the ratio. Issue 4, item 7.
 
     nice .venv/bin/python benchmarks/bench_families.py [--kimg 10] [--samples 512] [--eval-n 128] [--repeat 3]
                                                        [--device cpu] [--json out.json]
     .venv/bin/python benchmarks/bench_families.py --paper --device cuda [--cifar10 DIR] [--weights FILE] ...
 
-Presets: the families' tiny CPU presets on 8x8 digits (default), or with ``--paper`` the paper
-networks of ``configs/cifar10-{edm,ddpm,otcfm}.yaml`` on CIFAR-10 (``--cifar10``; else random
-uint8 images of its shape, which cost the same), for a GPU. ``-S key=value`` overrides every
+Presets: the families' tiny CPU presets on 8x8 digits (their config classes' defaults; default),
+or with ``--paper`` the paper networks of their registrations' ``paper_config``
+(``configs/cifar10-{edm,ddpm,otcfm}.yaml``) on CIFAR-10 (``--cifar10``; else random uint8 images
+of its shape, which cost the same), for a GPU. ``-S key=value`` overrides every
 paper config (e.g. ``-S model.model_channels=32`` for a quick run).
 
 References, in the same run:
@@ -42,12 +44,13 @@ import numpy as np
 import torch
 from bench_eval import inception_network, median_seconds, side_by_side
 
-from autophagy.config import DDPMModelConfig, EDMModelConfig, OTCFMModelConfig, TrainConfig, load_config
+from autophagy.config import FAMILIES, TrainConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.models import build_model
 
-TINY_PRESETS = {"edm": EDMModelConfig(), "ddpm": DDPMModelConfig(), "otcfm": OTCFMModelConfig()}
-PAPER_CONFIGS = {family: Path(__file__).parents[1] / "configs" / f"cifar10-{family}.yaml" for family in TINY_PRESETS}
+ROOT = Path(__file__).parents[1]
+#: The image families and their tiny CPU presets (each config class's defaults).
+TINY_PRESETS = {name: family.config() for name, family in FAMILIES.items() if family.kind == "image"}
 
 #: Trainer variants: train.precision / train.channels_last overrides.
 VARIANTS = {"fp32": {"precision": "fp32", "channels_last": False},
@@ -129,10 +132,12 @@ def presets(args) -> dict[str, tuple]:
         rows = digits_images_and_labels("train")[0]
         train = TrainConfig(batch_size=256, lr=1e-3, device=args.device)
         return {family: (TINY_PRESETS[family], train, rows, "digits 8x8") for family in families}
+    no_paper = [family for family in families if FAMILIES[family].paper_config is None]
+    if no_paper:
+        raise SystemExit(f"--paper: no paper_config is registered for {', '.join(no_paper)}")
     out = {}
     for family in families:
-        path = PAPER_CONFIGS[family]
-        cfg = load_config(path, [*args.set, f"train.device={args.device}"])
+        cfg = load_config(ROOT / FAMILIES[family].paper_config, [*args.set, f"train.device={args.device}"])
         rows, data = load_rows(cfg, args.cifar10, 50_000 if args.device == "cuda" else 2_048)
         out[family] = (cfg.model, cfg.train, rows, data)
     return out

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from autophagy import atomic
-from autophagy.config import ExperimentConfig, from_dict, parse_lambda, to_dict
+from autophagy.config import NO_LAMBDA, ExperimentConfig, chain_lambda, from_dict, parse_lambda, to_dict
 from autophagy.metric_keys import headline_keys
 from autophagy.step_config import BOOKKEEPING_ENV, config_for_step
 
@@ -62,8 +62,8 @@ def full_config(config_json: str) -> ExperimentConfig:
 
 
 def lam_value(text: str) -> float | None:
-    """``""`` (generation 0, shared by every lambda of a seed) -> None; else the lambda."""
-    return None if text in ("", None) else parse_lambda(text, option="lam")
+    """``""`` or ``"shared"`` (generation 0, shared by every lambda of a seed) -> None; else the lambda."""
+    return chain_lambda(text, option="lam")
 
 
 def finite_numbers(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, float]:
@@ -173,7 +173,7 @@ def mix(options_json: str, real: str, synthetic: str | None, out_dir: str, gener
             drawn = fresh_real_draw(open_dataset(real), cfg.data.n_train, scratch / "draw", seed, generation)
             if generation == 0:
                 _move_into(drawn.path, out_dir)
-                return _with_pointer({"generation": 0, "lambda": "shared", "train_set_real": drawn.rows,
+                return _with_pointer({"generation": 0, "lambda": NO_LAMBDA, "train_set_real": drawn.rows,
                                       "train_set_synthetic": 0}, out_dir, "train_set")
             real = str(drawn.path)
         synthetic_sets = pooled_sets(synthetic) if synthetic and Path(synthetic, POOL_MARKER).is_file() else [synthetic]
@@ -228,7 +228,7 @@ def train(options_json: str, train_set: str, out_dir: str, generation: int, seed
 
         result = stage.run(step_config("train", options_json), train_set, out_dir, generation, seed,
                            lam=lam_value(lam), init=init)
-    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)},
+    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)},
                          out_dir, "model")
 
 
@@ -242,7 +242,7 @@ def sample(options_json: str, model_dir: str, real_train: str, out_dir: str, gen
 
     result = stage.run(step_config("sample", options_json), model_dir, out_dir, int(n), seed, generation,
                        features_dir=features_dir, real_dir=real_train)
-    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or "shared", **finite_numbers(result)},
+    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)},
                          out_dir, "samples")
 
 

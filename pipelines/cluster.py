@@ -166,7 +166,8 @@ class ClusterConfig:
     gpus_per_train: int = 1
     shm_size: str = "8Gi"  # /dev/shm (memory-backed emptyDir) of a train pod with gpus_per_train > 1, for NCCL
     # GPU steps only; label values, so an unquoted YAML `true` is the text "true"
-    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector, metadata=parsed_by(yaml_boolean_as_text))
+    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector,
+                                             metadata=parsed_by(yaml_boolean_as_text))
     tolerations: tuple[Toleration, ...] = (Toleration(),)  # GPU steps only
     cpu_resources: Resources = Resources()
     gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")

@@ -52,7 +52,7 @@ class Metric:
             module, _, attribute = self.compute.partition(":")
             return getattr(importlib.import_module(module), attribute)
         if self.compute is None:
-            raise ConfigError(f"metric {self.name} is computed by autophagy.metrics.compute_metrics/compute_toy_metrics")
+            raise ConfigError(f"metric {self.name} has no compute function: autophagy.metrics computes it itself")
         return self.compute
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from autophagy.config import ExperimentConfig, format_lambda
+from autophagy.config import NO_LAMBDA, ExperimentConfig, format_lambda
 from autophagy.data.strategies import STRATEGIES, synthetic_count
 
 #: Every step a generation can take, in the order they run.
@@ -61,7 +61,7 @@ class GenerationPlan:
     @property
     def label(self) -> str:
         """``gen-003 seed=0 lambda=0.5`` (``shared`` for generation 0)."""
-        lam = "shared" if self.lam is None else f"lambda={format_lambda(self.lam)}"
+        lam = NO_LAMBDA if self.lam is None else f"lambda={format_lambda(self.lam)}"
         return f"gen-{self.generation:03d} seed={self.seed} {lam}"
 
 

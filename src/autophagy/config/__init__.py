@@ -31,8 +31,8 @@ from autophagy.config.checks import ConfigError, ConfigWarning
 from autophagy.config.coerce import build_section, parsed_by
 from autophagy.config.experiment import ExperimentConfig
 from autophagy.config.families import DEFAULT_FAMILY, FAMILIES, Family, ModelConfig, register_family
-from autophagy.config.lambdas import (FIXED_TRAIN_SPLIT_ROWS, MAX_SYNTHETIC_SAMPLES, NO_LAMBDA, check_lambda,
-                                      format_lambda, format_lambdas, parse_lambda, real_items_bound)
+from autophagy.config.lambdas import (FIXED_TRAIN_SPLIT_ROWS, MAX_SYNTHETIC_SAMPLES, NO_LAMBDA, chain_lambda,
+                                      check_lambda, format_lambda, format_lambdas, parse_lambda, real_items_bound)
 from autophagy.config.loading import (apply_override, flatten, flatten_dict, from_dict, load_config,
                                       read_yaml_mapping, to_dict, to_json)
 from autophagy.config.models import (DDPM_SAMPLERS, DDPM_VARIANCES, OTCFM_SAMPLERS, DDPMModelConfig, EDMModelConfig,
@@ -42,15 +42,15 @@ from autophagy.config.sections import (DATA_SOURCES, EMA_STALE_WEIGHT, FEATURE_E
                                        SampleConfig, TrackingConfig, TrainConfig, ema_start_weight)
 
 __all__ = [
-    "COLLAPSE_METRIC_PREFIXES", "ConfigError", "ConfigWarning", "DATA_SOURCES", "DDPMModelConfig", "DDPM_SAMPLERS",
-    "DDPM_VARIANCES", "DEFAULT_FAMILY", "DataConfig", "EDMModelConfig", "EMA_STALE_WEIGHT", "EvaluateConfig",
-    "ExperimentConfig", "FAMILIES", "FEATURE_EXTRACTORS", "FINETUNE_FROM", "FIXED_TRAIN_SPLIT_ROWS", "Family",
-    "FlowModelConfig", "GaussianModelConfig", "IMAGE_FAMILIES", "ImageNetworkConfig", "LR_SCHEDULES", "LoopConfig",
-    "MAX_SYNTHETIC_SAMPLES", "MODEL_CONFIGS", "ModelConfig", "NO_LAMBDA", "OTCFMModelConfig", "OTCFM_SAMPLERS",
-    "PRECISIONS", "STRATEGIES", "SampleConfig", "TOY2D_NAMES", "TrackingConfig", "TrainConfig", "apply_override",
-    "build_section", "check_lambda", "ema_start_weight", "flatten", "flatten_dict", "format_lambda", "format_lambdas",
-    "from_dict", "load_config", "parse_lambda", "parsed_by", "read_yaml_mapping", "real_items_bound",
-    "register_family", "to_dict", "to_json",
+    "apply_override", "build_section", "chain_lambda", "check_lambda", "COLLAPSE_METRIC_PREFIXES", "ConfigError",
+    "ConfigWarning", "DATA_SOURCES", "DataConfig", "DDPM_SAMPLERS", "DDPM_VARIANCES", "DDPMModelConfig",
+    "DEFAULT_FAMILY", "EDMModelConfig", "EMA_STALE_WEIGHT", "ema_start_weight", "EvaluateConfig",
+    "ExperimentConfig", "FAMILIES", "Family", "FEATURE_EXTRACTORS", "FINETUNE_FROM", "FIXED_TRAIN_SPLIT_ROWS",
+    "flatten", "flatten_dict", "FlowModelConfig", "format_lambda", "format_lambdas", "from_dict",
+    "GaussianModelConfig", "IMAGE_FAMILIES", "ImageNetworkConfig", "load_config", "LoopConfig", "LR_SCHEDULES",
+    "MAX_SYNTHETIC_SAMPLES", "MODEL_CONFIGS", "ModelConfig", "NO_LAMBDA", "OTCFM_SAMPLERS", "OTCFMModelConfig",
+    "parse_lambda", "parsed_by", "PRECISIONS", "read_yaml_mapping", "real_items_bound", "register_family",
+    "SampleConfig", "STRATEGIES", "to_dict", "to_json", "TOY2D_NAMES", "TrackingConfig", "TrainConfig",
 ]
 
 

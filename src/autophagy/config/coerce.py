@@ -56,7 +56,8 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         label = f"{where}." if where else ""
-        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}; allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}; "
+                          f"allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in raw.items():
         option = f"{where}.{name}" if where else name

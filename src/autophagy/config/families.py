@@ -72,8 +72,9 @@ class Family:
             module, _, attribute = cls.partition(":")
             cls = getattr(importlib.import_module(module), attribute)
         if getattr(cls, "family", None) != self.name or getattr(cls, "kind", None) != self.kind:
-            raise ConfigError(f"family {self.name}: {cls.__name__} declares family={getattr(cls, 'family', None)!r}, "
-                              f"kind={getattr(cls, 'kind', None)!r}; its registration says {self.name!r}, {self.kind!r}")
+            declared = f"family={getattr(cls, 'family', None)!r}, kind={getattr(cls, 'kind', None)!r}"
+            raise ConfigError(f"family {self.name}: {cls.__name__} declares {declared}; "
+                              f"its registration says {self.name!r}, {self.kind!r}")
         return cls
 
 

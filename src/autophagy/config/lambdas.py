@@ -1,7 +1,9 @@
 """lambda, the ratio |D_synth| / |D_real| of a chain: parsing, range checks and its canonical text.
 
-Generation 0 belongs to no lambda (it is shared by every chain of a seed): in Python that is
-``None``, in text (paths' descriptions, Kubeflow task parameters, records) :data:`NO_LAMBDA`.
+Generation 0 belongs to no lambda (it is shared by every chain of a seed): ``None`` in Python
+(``null`` in JSON records, and in the seeds derived from it), :data:`NO_LAMBDA` in text (labels,
+the Kubeflow tasks' records). :func:`chain_lambda` reads either, and the Kubeflow tasks' empty
+``lam`` parameter.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def check_lambda(lam: float, option: str = "lambda", n_real: int | None = None, 
             f"lambda <= {MAX_SYNTHETIC_SAMPLES / n_real:.6g} here (each generation draws them and holds them in memory "
             "as one array). For synthetic data only, use lambda = inf.")
     return lam
+
+
+def chain_lambda(text: str | None, option: str = "lambda") -> float | None:
+    """The lambda of a chain from text; None (no lambda: generation 0) for :data:`NO_LAMBDA`, ``""`` or None."""
+    if text is None or text.strip() in ("", NO_LAMBDA):
+        return None
+    return parse_lambda(text, option=option)
 
 
 def real_items_bound(cfg: ExperimentConfig) -> tuple[int, str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autophagy.cache import cache_dir
 from autophagy.config import DataConfig
 from autophagy.data.dataset import DatasetError
 
@@ -114,7 +115,7 @@ def cifar10(cfg: DataConfig, split: str) -> np.ndarray:
     """CIFAR-10 through torchvision: uint8 [50000 | 10000, 32, 32, 3]; downloads when online."""
     from torchvision.datasets import CIFAR10
 
-    root = Path(cfg.path or Path.home() / ".cache" / "autophagy" / "cifar10")
+    root = Path(cfg.path) if cfg.path else cache_dir("cifar10")
     try:
         dataset = CIFAR10(str(root), train=split == "train", download=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError

@@ -87,7 +87,8 @@ def compose(
     chosen = STRATEGIES[strategy]
     check_lambda(lam)
     if not synthetic and lam > 0:
-        raise DatasetError(f"strategy {strategy} with lambda = {format_lambda(lam)} needs synthetic data; none was given")
+        raise DatasetError(f"strategy {strategy} with lambda = {format_lambda(lam)} needs synthetic data; "
+                           "none was given")
     return chosen.compose(lam, real, synthetic, Path(out_dir), seed, {"strategy": strategy, **(provenance or {})})
 
 
@@ -175,7 +176,8 @@ def mix(
         shards += [NewShard(origin=s.origin, source=(real, s)) for s in real.shards]
     if k > 0:
         if synthetic is None:
-            raise DatasetError(f"lambda = {format_lambda(lam)} needs {k} synthetic samples but no synthetic data set was given")
+            raise DatasetError(f"lambda = {format_lambda(lam)} needs {k} synthetic samples "
+                               "but no synthetic data set was given")
         if synthetic.kind != real.kind or synthetic.item_shape != real.item_shape:
             raise DatasetError(
                 f"synthetic data {synthetic.path} holds {synthetic.kind} {list(synthetic.item_shape)}, "
@@ -187,13 +189,15 @@ def mix(
                 f"but {synthetic.path} has only {synthetic.rows}"
             )
         shards += _unique_names(_first_rows(synthetic, k), {_shard_name(s) for s in shards})
-    return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})})
+    info = {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})}
+    return write_dataset(out_dir, shards, info)
 
 
 def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, generation: int) -> Dataset:
     """n real items drawn without replacement from ``pool`` for one generation (fresh-real loop)."""
     if n > pool.rows:
-        raise DatasetError(f"fresh-real needs data.n_train = {n} new items per generation but the pool {pool.path} has {pool.rows}")
+        raise DatasetError(f"fresh-real needs data.n_train = {n} new items per generation "
+                           f"but the pool {pool.path} has {pool.rows}")
     rng = np.random.default_rng([seed, generation, 0xF8E5])
     index = np.sort(rng.choice(pool.rows, size=n, replace=False))
     rows = pool.load()[index]
@@ -265,5 +269,6 @@ def _subsample(shards: list[NewShard], size: int, seed: int) -> list[NewShard]:
         if len(local) == count:
             out.append(shard)
         elif len(local):
-            out.append(NewShard(origin=shard.origin, array=np.asarray(_shard_array(shard)[local]), name=_shard_name(shard)))
+            rows = np.asarray(_shard_array(shard)[local])
+            out.append(NewShard(origin=shard.origin, array=rows, name=_shard_name(shard)))
     return out

@@ -10,7 +10,6 @@ by content hash and extractor id. Writes a sample grid, logs to MLflow, and then
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,20 +17,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from autophagy import atomic, collapse
+from autophagy.cache import cache_dir
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
 from autophagy.models.torch_model import resolve_device
 from autophagy.metrics import build_extractor, compute_metrics, compute_toy_metrics, save_image_grid, save_scatter
 from autophagy.seeding import derive_seed
 from autophagy.tracking import open_tracker
-
-CACHE_ENV = "AUTOPHAGY_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """Where reference features are cached (``$AUTOPHAGY_CACHE_DIR``, default ``~/.cache/autophagy``)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autophagy")
-
 
 def run(
     cfg: ExperimentConfig,
@@ -105,7 +97,7 @@ def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: in
     """Features of (a capped subsample of) a reference set, cached by content hash + extractor id."""
     cap = cfg.evaluate.max_reference
     key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
-    path = cache_dir() / "features" / key
+    path = cache_dir("features", key)
     if path.is_file():
         try:
             return np.load(path, allow_pickle=False)

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from autophagy import atomic
+from autophagy.cache import cache_dir
 from autophagy.models.base import ModelError
 
 FORMATS = ("autophagy", "edm-pickle", "diffusers", "torchcfm")
-CACHE_ENV = "AUTOPHAGY_CACHE_DIR"
 SCHEMES = ("http", "https", "hf")
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autophagy") / "pretrained"
+    return cache_dir("pretrained")
 
 
 def split_sha256(spec: str) -> tuple[str, str | None]:
