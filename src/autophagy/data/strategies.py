@@ -22,6 +22,8 @@ counterpart trains on) -- the fully synthetic variants of the accumulate strateg
 Each strategy is one :class:`Strategy` in :data:`STRATEGIES`, registered with
 :func:`strategy` on its compose function; the config, the plan (which sample sets a mix reads,
 whether it draws fresh real items) and the Kubeflow pipeline ask the registry, never the name.
+A compose function builds its training set from :func:`real_shards`, :func:`first_rows` and
+:func:`combine` and writes it with :func:`~autophagy.data.dataset.write_dataset`.
 
 The real shards are reused byte-for-byte wherever the whole shard is kept; sampled rows are
 sliced or gathered from the memory-mapped shards, never re-encoded.
@@ -105,8 +107,8 @@ def _fully_synthetic(lam, real, synthetic, out_dir, seed, info) -> Dataset:
     k = synthetic_count(lam, real.rows)
     if k == 0:
         raise DatasetError("strategy fully-synthetic with lambda = 0 would train on nothing; use lambda > 0")
-    _check_like(synthetic[-1], real, k)
-    return write_dataset(out_dir, _first_rows(synthetic[-1], k), {"n_real": 0, "n_synthetic": k, **info})
+    check_like(synthetic[-1], real, k)
+    return write_dataset(out_dir, first_rows(synthetic[-1], k), {"n_real": 0, "n_synthetic": k, **info})
 
 
 @strategy("accumulate", pooled=True)
@@ -128,10 +130,9 @@ def _accumulated(lam, real, synthetic, out_dir, seed, info, *, subsample: bool) 
     """D_real (none for lambda = inf) + the first k rows of every sample set; subsampled to n + k rows."""
     k = synthetic_count(lam, real.rows)
     n_real = 0 if math.isinf(lam) else real.rows  # lambda = inf: the synthetic pool alone
-    shards = [NewShard(origin=s.origin, source=(real, s)) for s in real.shards] if n_real else []
     for dataset in synthetic if k > 0 else ():
-        _check_like(dataset, real, k)
-        shards += _unique_names(_first_rows(dataset, k), {_shard_name(s) for s in shards})
+        check_like(dataset, real, k)
+    shards = combine(real_shards(real) if n_real else [], *(first_rows(d, k) for d in (synthetic if k > 0 else ())))
     if subsample:
         shards = _subsample(shards, n_real + k, seed)
     rows = sum(_shard_rows(s) for s in shards)
@@ -171,9 +172,7 @@ def mix(
     check_lambda(lam)
     n = real.rows
     k = synthetic_count(lam, n) if lam > 0 else 0
-    shards: list[NewShard] = []
-    if not math.isinf(lam):
-        shards += [NewShard(origin=s.origin, source=(real, s)) for s in real.shards]
+    shards = [] if math.isinf(lam) else real_shards(real)
     if k > 0:
         if synthetic is None:
             raise DatasetError(f"lambda = {format_lambda(lam)} needs {k} synthetic samples "
@@ -188,7 +187,7 @@ def mix(
                 f"lambda = {format_lambda(lam)} with n = {n} real items needs {k} synthetic samples, "
                 f"but {synthetic.path} has only {synthetic.rows}"
             )
-        shards += _unique_names(_first_rows(synthetic, k), {_shard_name(s) for s in shards})
+        shards = combine(shards, first_rows(synthetic, k))
     info = {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})}
     return write_dataset(out_dir, shards, info)
 
@@ -209,7 +208,8 @@ def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, gener
 # ------------------------------------------------------------------------------ shards
 
 
-def _check_like(dataset: Dataset, real: Dataset, k: int) -> None:
+def check_like(dataset: Dataset, real: Dataset, k: int) -> None:
+    """Refuse a sample set of another kind or shape than the real data, or with fewer than ``k`` rows."""
     if dataset.kind != real.kind or dataset.item_shape != real.item_shape:
         raise DatasetError(f"synthetic data {dataset.path} ({dataset.kind} {list(dataset.item_shape)}) does not match "
                            f"the real data ({real.kind} {list(real.item_shape)})")
@@ -217,7 +217,12 @@ def _check_like(dataset: Dataset, real: Dataset, k: int) -> None:
         raise DatasetError(f"{dataset.path} has {dataset.rows} samples, {k} are needed")
 
 
-def _first_rows(dataset: Dataset, k: int) -> list[NewShard]:
+def real_shards(real: Dataset) -> list[NewShard]:
+    """Every shard of ``real``, reused byte-for-byte."""
+    return [NewShard(origin=s.origin, source=(real, s)) for s in real.shards]
+
+
+def first_rows(dataset: Dataset, k: int) -> list[NewShard]:
     """The first ``k`` rows of ``dataset`` as shards; whole shards are reused byte-for-byte."""
     out: list[NewShard] = []
     for shard in dataset.shards:
@@ -243,10 +248,12 @@ def _shard_array(shard: NewShard) -> np.ndarray:
     return shard.array if shard.array is not None else shard.source[0].shard_array(shard.source[1])
 
 
-def _unique_names(shards: list[NewShard], taken: set[str]) -> list[NewShard]:
-    """Rename synthetic shards whose file name a real shard already uses (both may be ``shard-000.npy``)."""
-    out = []
-    for shard in shards:
+def combine(*groups: Sequence[NewShard]) -> list[NewShard]:
+    """The shards of every group, in order; a shard whose file name an earlier one uses is renamed
+    ``synthetic-<i>-<name>`` (a sample set and the real set may both hold ``shard-000.npy``)."""
+    out: list[NewShard] = []
+    taken: set[str] = set()
+    for shard in (shard for group in groups for shard in group):
         name, index = _shard_name(shard), 0
         while name in taken:
             name, index = f"synthetic-{index}-{_shard_name(shard)}", index + 1
