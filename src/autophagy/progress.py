@@ -22,8 +22,8 @@ MODE_ENV = "AUTOPHAGY_PROGRESS"
 INTERVAL_ENV = "AUTOPHAGY_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 30.0
 MODES = ("auto", "bar", "lines", "0")
-#: A plain line: tqdm's meter without the bar.
-LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+#: A plain line: tqdm's meter without the bar (``done``/``total``: :func:`count`).
+LINE_FORMAT = "{desc}: {percentage:3.0f}% {done}/{of} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 def mode(stream: IO[str] | None = None) -> str:
@@ -94,7 +94,7 @@ class Progress:
         now = time.monotonic()
         text = tqdm.format_meter(self.n, self.total, now - self.started, prefix=self.desc, unit=self.unit,
                                  unit_scale=True, postfix=self.postfix or None, bar_format=LINE_FORMAT,
-                                 initial=self.initial)
+                                 initial=self.initial, done=count(self.n), of=count(self.total))
         print(text, file=sys.stderr, flush=True)
         self.last_line, self.printed_n = now, self.n
 
@@ -103,6 +103,11 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def count(n: int) -> str:
+    """``600``, ``1.60k``, ``50.0M``: whole numbers below 1000, three digits and an SI prefix above."""
+    return str(n) if n < 1000 else tqdm.format_sizeof(n)
 
 
 def batches(desc: str, total: int, batch_size: int, unit: str = "it") -> Iterator[int]:

@@ -16,6 +16,11 @@ at a new path, still finds it. The output directory appears only when training h
 The finished checkpoint and its result stay in the scratch directory (``finished/``, hard links)
 until the training's MLflow records are written: a run that fails there and is started again
 publishes them again and redoes only the tracking.
+
+Progress (:mod:`autophagy.progress`): a bar with ETA on a terminal, a plain line every 30 s
+elsewhere. Every tick of ``fit`` (loss, learning rate, images/s) goes to the training log beside
+the checkpoint, ``<out_dir>.train_log.jsonl``, and to the chain's MLflow run at step = images seen
+by the chain (:mod:`autophagy.train_log`).
 """
 
 from __future__ import annotations
@@ -27,15 +32,16 @@ from typing import Any
 
 import torch
 
-from autophagy import atomic
+from autophagy import atomic, train_log
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.distributed import Group, process_group
 from autophagy.layout import train_scratch_dir
 from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from autophagy.progress import Progress
 from autophagy.seeding import derive_seed
-from autophagy.tracking import open_tracker
+from autophagy.tracking import Tracker, open_tracker
 
 #: In the scratch directory: the finished checkpoint and its result (``result.json``), kept until tracked.
 FINISHED = "finished"
@@ -90,13 +96,16 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
     }
     scratch = train_scratch_dir(out_dir, fingerprint)
     finished = _finished(scratch, fingerprint)
+    tracker = open_tracker(cfg) if group.is_main else None
     if finished is not None:  # trained by an earlier run that failed afterwards (in its tracking, say)
         group.barrier()  # every rank has read it
         if group.is_main:
             with atomic.staging_dir(out_dir) as stage:
                 shutil.copytree(scratch / FINISHED, stage, copy_function=atomic.link_or_copy, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns(FINISHED_RESULT))
-            _track(cfg, lam, seed, generation, finished, out_dir)
+            records = train_log.read_records(scratch / train_log.LOG_NAME)
+            train_log.publish(records, out_dir)
+            _track(tracker, cfg, lam, seed, generation, finished, out_dir, records)
             shutil.rmtree(scratch, ignore_errors=True)
         group.barrier()
         return finished
@@ -112,7 +121,13 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
         if model is None:
             model = _initial_model(cfg, dataset.item_shape, init, seed)
     rows = dataset.load()
-    report = model.fit(rows, budget, cfg.train, derive_seed(seed, "train", fingerprint["lambda"], generation), scratch)
+    train_seed = derive_seed(seed, "train", fingerprint["lambda"], generation)
+    if group.is_main:
+        log = train_log.TrainLog(scratch, generation, (getattr(model, "progress", None) or {}).get("images_seen", 0))
+        with _Reporter(log, tracker, cfg, lam, seed, generation, budget) as reporter:
+            report = model.fit(rows, budget, cfg.train, train_seed, scratch, log=reporter)
+    else:
+        report = model.fit(rows, budget, cfg.train, train_seed, scratch)
     meta = {"generation": generation, "seed": seed, "lambda": fingerprint["lambda"], "data_hash": dataset.content_hash,
             "init": fingerprint["init"], "train": to_dict(cfg.train), "budget_kimg": budget,
             "train_set_counts": dataset.counts_by_origin(), "trained_with": report.settings()}
@@ -120,8 +135,9 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
               "train_world_size": report.world_size}
     if group.is_main:
         save_checkpoint(model, out_dir, meta)
+        train_log.publish(log.records, out_dir)
         _keep_finished(out_dir, scratch, result)
-        _track(cfg, lam, seed, generation, result, out_dir)
+        _track(tracker, cfg, lam, seed, generation, result, out_dir, log.records)
         shutil.rmtree(scratch, ignore_errors=True)
     group.barrier()  # the other ranks return once the checkpoint is written
     return result
@@ -189,13 +205,48 @@ def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str
         return build_model(cfg.model, item_shape)
 
 
-def _track(cfg: ExperimentConfig, lam: float | None, seed: int, generation: int, result: dict[str, Any], out_dir: Path) -> None:
-    tracker = open_tracker(cfg)
+class _Reporter:
+    """``fit``'s ``log`` callback on the main process: each tick becomes a training-log record,
+    moves the progress bar and joins the live MLflow curve of the generation's chains."""
+
+    def __init__(self, log: train_log.TrainLog, tracker: Tracker | None, cfg: ExperimentConfig, lam: float | None,
+                 seed: int, generation: int, budget_kimg: float):
+        lams = _chains(cfg, lam)
+        self.log = log
+        self.live = train_log.LiveCurve(tracker, lambda: [tracker.child_run(chain, seed) for chain in lams],
+                                        train_log.chain_offset(cfg.train, generation))
+        where = f"seed {seed}" if lam is None else f"lam {format_lambda(lam)}, seed {seed}"
+        self.progress = Progress(f"train gen {generation} ({where})", int(round(budget_kimg * 1000)), "img",
+                                 initial=log.last_images)
+
+    def __call__(self, tick) -> None:
+        before = self.log.last_images
+        record = self.log.record(tick)
+        self.progress.update(record["images_seen"] - before, f"loss={record['loss']:.4g}, lr={record['lr']:.3g}")
+        self.live.add(record)
+        atomic.kill_point(self.log.path.parent, f"train:tick-{record['images_seen']}")  # tests: a kill mid-training
+
+    def __enter__(self) -> "_Reporter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.close()
+
+
+def _chains(cfg: ExperimentConfig, lam: float | None) -> tuple[float, ...]:
+    """The lambdas of the chains a generation belongs to: generation 0 (``lam`` None) to every chain of its seed."""
+    return tuple(cfg.loop.lambdas) if lam is None else (lam,)
+
+
+def _track(tracker: Tracker | None, cfg: ExperimentConfig, lam: float | None, seed: int, generation: int,
+           result: dict[str, Any], out_dir: Path, records: list[dict[str, Any]]) -> None:
     if tracker is None:
         return
-    lams = cfg.loop.lambdas if lam is None else (lam,)  # generation 0 belongs to every chain of the seed
+    lams = _chains(cfg, lam)
+    offset = train_log.chain_offset(cfg.train, generation)
     for chain_lam in lams:
         run_id = tracker.child_run(chain_lam, seed)
         tracker.log_generation(run_id, generation, result, tag=f"gen-{generation}-train")
+        train_log.log_curve(tracker, run_id, records, offset)
         if cfg.tracking.log_checkpoints and (lam is not None or chain_lam == lams[0]):
             tracker.log_artifact(run_id, out_dir, f"checkpoints/gen-{generation:03d}")
