@@ -100,3 +100,17 @@ def test_rejects_bad_statistics(args, message):
 def test_statistics_reject_bad_features(features, message):
     with pytest.raises(ValueError, match=message):
         gaussian_statistics(features)
+
+
+def test_one_dimensional_data_closed_form():
+    """1-D features (the gaussian family): sigma is [1, 1], not 0-d, and the distance is
+    (mu1 - mu2)^2 + s1^2 + s2^2 - 2 s1 s2, i.e. (mu1 - mu2)^2 + (s1 - s2)^2."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, size=(500, 1))
+    y = rng.normal(-0.5, 0.7, size=(300, 1))
+    mu1, sigma1 = gaussian_statistics(x)
+    mu2, sigma2 = gaussian_statistics(y)
+    assert sigma1.shape == (1, 1) and mu1.shape == (1,)
+    s1, s2 = x.std(ddof=1), y.std(ddof=1)
+    expected = (x.mean() - y.mean()) ** 2 + s1**2 + s2**2 - 2 * s1 * s2
+    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-10)

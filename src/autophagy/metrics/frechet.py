@@ -27,7 +27,7 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(mu, sigma)``: float64 ``[F]`` and ``[F, F]``; ``sigma`` equals
-        ``np.cov(features, rowvar=False)`` (divides by N - 1).
+        ``np.cov(features, rowvar=False)`` (divides by N - 1), as a ``[1, 1]`` matrix for 1-D data.
     """
     features = np.asarray(features)
     if features.ndim != 2:
@@ -37,7 +37,8 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     features = features.astype(np.float64, copy=False)
     if not np.isfinite(features).all():
         raise ValueError("features contain NaN or infinite values")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    # np.cov of one column is 0-d: atleast_2d keeps sigma [F, F] when F = 1 (1-D data).
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
 def frechet_distance(
