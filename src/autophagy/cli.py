@@ -184,7 +184,8 @@ def cmd_pipeline_submit(args):
 
     print(cli_submit(args.host, args.config, args.set, experiment=args.experiment, image=args.image,
                      namespace=args.namespace, token_path=args.token_path, timeout=args.timeout,
-                     local_root=args.local, poll_seconds=args.poll_seconds, log=lambda line: print(line, flush=True)))
+                     local_root=args.local, poll_seconds=args.poll_seconds, log=lambda line: print(line, flush=True),
+                     existing_token=args.existing_token, cookies=args.cookies, cookie_file=args.cookie_file))
 
 
 def cmd_pull(args):
@@ -319,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
     q.add_argument("--token-path", default=None,
                    help="file holding a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH)")
+    q.add_argument("--existing-token", default=None, metavar="TOKEN",
+                   help="bearer token for the KFP API (default: $KF_PIPELINES_TOKEN, which `ps` does not show)")
+    q.add_argument("--cookies", default=None, metavar="COOKIES",
+                   help="Cookie header of a logged-in Dex session of multi-user Kubeflow, e.g. "
+                        "authservice_session=VALUE (default: $KF_PIPELINES_COOKIES)")
+    q.add_argument("--cookie-file", default=None, metavar="PATH",
+                   help="file holding that Cookie header (default: none)")
     q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host to answer (default: 10)")
     return parser
 

@@ -7,10 +7,14 @@ of a seed) and writes to ``runs/<experiment>/report/``:
 * ``summary.csv``: one row per (lambda, generation): mean, 95% confidence half-width (Student t
   over seeds) and seed count of each metric — also the data of the DVC plots;
 * ``last_generation.csv``: the last generation of each lambda (mean, CI, seeds) — the DVC bar plots;
-* ``<metric>.png``: metric vs generation, one line per lambda, mean with a 95% band over seeds;
-* ``<metric>_vs_lambda.png``: the metric at the last generation against lambda, mean and 95% CI;
+* ``<metric>.png``: metric vs generation, one line per lambda, mean with 95% CI error bars over
+  seeds where seeds > 1;
+* ``<metric>_vs_lambda.png``: the metric at the last generation against a categorical lambda axis,
+  lambda = inf last and set apart; mean and 95% CI error bars;
 * ``samples_across_generations.png``: each lambda's sample grids (or 2-D scatter plots) of the
   first seed at evenly spaced generations, one row per lambda (Bertrand et al. 2024, Fig. 1/4);
+* a PDF and an SVG beside every PNG, for papers (:mod:`autophagy.figures`: axis labels in words
+  from the metric registry, colour-blind-safe colours, byte-identical on a rerun);
 * ``report.md``: the last generation per lambda as a markdown table, with the figures.
 
 For the Kubeflow UI, :func:`inline_images` and :func:`write_html` make self-contained pages
@@ -31,9 +35,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from autophagy import atomic
+from autophagy import atomic, figures
 from autophagy.config import ExperimentConfig, parse_lambda
-from autophagy.metric_keys import describe, headline_keys
+from autophagy.metric_keys import headline_keys
+
+#: The distance on the lambda axis from the largest finite lambda to inf (finite ones are 1 apart).
+INF_GAP = 2.0
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -82,8 +89,9 @@ def numeric_metrics(records: list[dict[str, Any]]) -> list[str]:
     return sorted(names - skip)
 
 
-def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
-    """Metric vs generation, one line per lambda, mean and 95% band over seeds."""
+def metric_figure(summary: list[dict[str, Any]], metric: str, title: str):
+    """Metric vs generation, one line per lambda: the mean over seeds, with error bars (95% CI,
+    Student t) where a lambda has more than one seed. Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,25 +99,34 @@ def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: s
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     lams = sorted({r["lambda"] for r in summary}, key=parse_lambda)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(lams), 1)))
-    for color, lam in zip(colors, lams):
+    styles = figures.lambda_style(lams)
+    with_bars = False
+    for lam in lams:
         rows = [r for r in summary if r["lambda"] == lam and metric in r]
         if not rows:
             continue
         g = np.array([r["generation"] for r in rows])
         mean = np.array([r[metric] for r in rows])
-        half = np.array([r[f"{metric}_ci95"] for r in rows])
         seeds = max(r["n_seeds"] for r in rows)
-        label = ("fully synthetic" if lam == "inf" else f"λ = {lam}") + f" (n={seeds})"
-        ax.plot(g, mean, marker="o", ms=3, color=color, label=label)
-        if np.any(half > 0):
-            ax.fill_between(g, mean - half, mean + half, color=color, alpha=0.2)
+        label = f"{figures.lambda_label(lam)} (n = {seeds})"
+        if seeds > 1:
+            half = np.array([r[f"{metric}_ci95"] for r in rows])
+            ax.errorbar(g, mean, yerr=half, ms=4, capsize=2, elinewidth=0.8, label=label,
+                        errorevery=max(1, len(g) // 25), **styles[lam])
+            with_bars = True
+        else:
+            ax.plot(g, mean, ms=4, label=label, **styles[lam])
     ax.set_xlabel("generation")
-    ax.set_ylabel(describe(metric))
-    ax.set_title(title)
+    ax.set_ylabel(f"{figures.metric_label(metric)} {figures.direction(metric)}".strip())
+    ax.set_title(f"{title}: {figures.metric_label(metric)} per generation")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
+    ax.legend(fontsize=8, title="mean ± 95% CI over n seeds" if with_bars else None, title_fontsize=8)
+    return fig
+
+
+def plot_metric(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> list[Path]:
+    """:func:`metric_figure` saved as ``path`` (PNG) with a PDF and an SVG beside it."""
+    return figures.save_figure(metric_figure(summary, metric, title), path)
 
 
 def last_generation(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,36 +138,63 @@ def last_generation(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [last[lam] for lam in sorted(last, key=parse_lambda)]
 
 
-def plot_metric_vs_lambda(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> None:
-    """The metric at each lambda's last generation against lambda: mean and 95% CI over seeds.
+def metric_vs_lambda_figure(summary: list[dict[str, Any]], metric: str, title: str):
+    """The metric at each lambda's last generation against lambda: mean over seeds, with 95% CI
+    error bars where seeds > 1. Returns the matplotlib figure.
 
-    Lambdas are equally spaced categories (they span 0 to inf); each point is labelled with its
-    seed count. The dotted line is the seeds' generation-0 mean, where every chain starts.
+    Lambda is a categorical axis (the values span 0 to inf): finite lambdas equally spaced in
+    ascending order, then a gap, a dotted separator with a break mark on the axis, and lambda = inf
+    (fully synthetic) last, in black and not joined to the others. Each point is labelled with its
+    seed count; the dotted line is the seeds' generation-0 mean, where every chain starts.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     rows = [r for r in last_generation(summary) if metric in r]
+    finite = [r for r in rows if not math.isinf(parse_lambda(r["lambda"]))]
+    infinite = [r for r in rows if math.isinf(parse_lambda(r["lambda"]))]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    x = np.arange(len(rows))
-    mean = np.array([r[metric] for r in rows])
-    half = np.array([r[f"{metric}_ci95"] for r in rows])
-    ax.errorbar(x, mean, yerr=half, marker="o", capsize=4, color="tab:blue")
-    for xi, yi, row in zip(x, mean, rows):
-        ax.annotate(f"n={row['n_seeds']}", (xi, yi), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    gap = INF_GAP if finite else 0.0
+    groups = [(np.arange(len(finite), dtype=float), finite, figures.FINITE_COLOURS[0], "o"),
+              (np.array([len(finite) - 1 + gap] if infinite else []), infinite, figures.INF_COLOUR,
+               figures.INF_MARKER)]
+    for x, group, colour, marker in groups:
+        if not group:
+            continue
+        mean = np.array([r[metric] for r in group])
+        if max(r["n_seeds"] for r in group) > 1:
+            ax.errorbar(x, mean, yerr=[r[f"{metric}_ci95"] for r in group], color=colour, marker=marker, capsize=4)
+        else:
+            ax.plot(x, mean, color=colour, marker=marker)
+        for xi, yi, row in zip(x, mean, group):
+            ax.annotate(f"n={row['n_seeds']}", (xi, yi), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    if finite and infinite:
+        split = len(finite) - 1 + gap / 2
+        ax.axvline(split, color="0.6", lw=0.8, ls=":")
+        ax.text(split, 0, "//", transform=blended_transform_factory(ax.transData, ax.transAxes), ha="center",
+                va="center", fontsize=9, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5}, clip_on=False)
     start = [r[metric] for r in summary if r["generation"] == 0 and metric in r]
     if start:
-        ax.axhline(float(np.mean(start)), ls=":", color="gray", label="generation 0")
+        ax.axhline(float(np.mean(start)), ls=":", color="0.4", label="generation 0 (mean over seeds)")
         ax.legend(fontsize=8)
-    ax.set_xticks(x, ["∞" if r["lambda"] == "inf" else r["lambda"] for r in rows])
+    ticks = [*range(len(finite)), *([len(finite) - 1 + gap] if infinite else [])]
+    ax.set_xticks(ticks, [r["lambda"] for r in finite] + (["∞"] if infinite else []))
+    ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
     generations = sorted({r["generation"] for r in rows})
-    ax.set_xlabel("λ (synthetic : real)")
-    ax.set_ylabel(f"{metric} at generation {generations[0] if len(generations) == 1 else 'last'}")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    when = f"generation {generations[0]}" if len(generations) == 1 else "the last generation"
+    ax.set_xlabel("λ (synthetic : real data; ∞ = fully synthetic)")
+    ax.set_ylabel(f"{figures.metric_label(metric)} at {when}")
+    ax.set_title(f"{title}: {figures.metric_label(metric)} against λ")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_metric_vs_lambda(summary: list[dict[str, Any]], metric: str, path: Path, title: str) -> list[Path]:
+    """:func:`metric_vs_lambda_figure` saved as ``path`` (PNG) with a PDF and an SVG beside it."""
+    return figures.save_figure(metric_vs_lambda_figure(summary, metric, title), path)
 
 
 def spaced_generations(last: int, columns: int) -> list[int]:
@@ -193,23 +237,12 @@ def plot_samples_across_generations(root: Path, path: Path, title: str, columns:
                 picture = mpimg.imread(chain[generation])  # [H, W] for gray grids, [H, W, 3|4] otherwise
                 ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
             if i == 0:
-                ax.set_title(f"gen {generation}", fontsize=8)
+                ax.set_title(f"generation {generation}", fontsize=8)
             if j == 0:
-                ax.set_ylabel("fully synthetic" if lam == "inf" else f"λ = {lam}", fontsize=8)
+                ax.set_ylabel(figures.lambda_label(lam).replace(" (", "\n("), fontsize=8)
     fig.suptitle(f"{title}: samples across generations", fontsize=9)
-    save_figure(fig, path)
+    figures.save_figure(fig, path)
     return path
-
-
-def save_figure(fig, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic.write_bytes(path, buffer.getvalue())
 
 
 def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str:
@@ -269,32 +302,34 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
     write_csv([{k: r.get(k) for k in ["lambda", "seed", "generation", *names]} for r in records], out / "curves.csv")
     write_csv(summary, out / "summary.csv")
     write_csv(last_generation(summary), out / "last_generation.csv")
-    metric = metric or ("fd_train" if "fd_train" in names else "swd_train" if "swd_train" in names else names[0])
+    metric = metric or next((key for key in headline_keys() if key in names), names[0])
     title = root.name
-    figures = []
+    pngs = []
     for name in dict.fromkeys([metric, *headline_keys()]):
         if name in names:
             plot_metric(summary, name, out / f"{name}.png", title)
             plot_metric_vs_lambda(summary, name, out / f"{name}_vs_lambda.png", title)
-            figures += [out / f"{name}.png", out / f"{name}_vs_lambda.png"]
+            pngs += [out / f"{name}.png", out / f"{name}_vs_lambda.png"]
     grids = plot_samples_across_generations(root, out / "samples_across_generations.png", title)
     if grids is not None:
-        figures.append(grids)
+        pngs.append(grids)
     table = markdown_table(summary, headline_keys())
     collapsed = collapse_lines(records)
     if collapsed:
         table += "\nCollapse (loop.collapse_metric / loop.collapse_ratio):\n\n" + "\n".join(collapsed) + "\n"
     text = f"# {title}\n\nLast generation per λ (mean ± 95% CI over seeds where seeds > 1).\n\n{table}\n" + "".join(
-        f"![{f.stem}]({f.name})\n" for f in figures
-    )
+        f"![{f.stem}]({f.name})\n" for f in pngs
+    ) + "\nEach figure is also written as PDF and SVG beside its PNG (same name).\n"
     atomic.write_text(out / "report.md", text)
     if cfg is not None and cfg.tracking.enabled:
-        from autophagy.tracking import Tracker
+        from autophagy.tracking import Tracker, execution
 
-        tracker = Tracker(cfg)
-        parent = tracker.parent_run()
-        tracker.log_artifact(parent, out, "report")
-    return {"markdown": str(out / "report.md"), "figures": [str(f) for f in figures], "summary": str(out / "summary.csv")}
+        with execution(cfg, root):  # the runs of this run directory's execution
+            tracker = Tracker(cfg)
+            parent = tracker.parent_run()
+            tracker.log_artifact(parent, out, "report")
+            tracker.log_summary(parent, last_generation(summary), headline_keys())  # configs compare in the runs table
+    return {"markdown": str(out / "report.md"), "figures": [str(f) for f in pngs], "summary": str(out / "summary.csv")}
 
 
 # ------------------------------------------------------------------ self-contained pages

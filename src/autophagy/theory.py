@@ -106,7 +106,7 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
 
     from autophagy import atomic
     from autophagy.config import format_lambda
-    from autophagy.report import save_figure
+    from autophagy.figures import lambda_label, lambda_style, save_figure
 
     out = Path(out_dir)
     rows, figures = [], []
@@ -114,11 +114,11 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
     for n in ns:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         predicted = predicted_std_ratio(n, generations, estimator)
+        colours = {lam: style["color"] for lam, style in lambda_style([format_lambda(lam) for lam in lambdas]).items()}
         for index, lam in enumerate(lambdas):
             stats = summary(simulate(n, lam, generations, replicates, seed + index, estimator))
             t = np.arange(generations + 1)
-            label = "fully synthetic" if math.isinf(lam) else f"λ = {format_lambda(lam)}"
-            line, = ax.plot(t, stats["std_ratio"], label=label)
+            line, = ax.plot(t, stats["std_ratio"], label=lambda_label(format_lambda(lam)), color=colours[format_lambda(lam)])
             ax.fill_between(t, stats["std_ratio"] - stats["std_ratio_ci95"], stats["std_ratio"] + stats["std_ratio_ci95"],
                             color=line.get_color(), alpha=0.2)
             for g in range(generations + 1):
@@ -126,10 +126,10 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
                             f"{predicted[g] if math.isinf(lam) else ''},{stats['abs_mean'][g]:.6g}")
             lines.append(f"| {n} | {format_lambda(lam)} | {stats['std_ratio'][-1]:.4g} ± {stats['std_ratio_ci95'][-1]:.2g} | "
                          f"{format(predicted[-1], '.4g') if math.isinf(lam) else '–'} | {stats['abs_mean'][-1]:.4f} |")
-        ax.plot(np.arange(generations + 1), predicted, "k--", label=f"c({n})^t (theory)" if estimator != "mle"
+        ax.plot(np.arange(generations + 1), predicted, "--", color="0.45", label=f"c({n})^t (theory)" if estimator != "mle"
                 else f"(c({n})·√((n−1)/n))^t (theory)")
         ax.set_xlabel("generation t")
-        ax.set_ylabel("E[σ_t / σ_0]")
+        ax.set_ylabel("fitted std over initial std, E[σ_t / σ_0]")
         title = f"Gaussian {ESTIMATOR_NAMES[estimator]} retraining, n = {n}, {replicates} replicates"
         ax.set_title(title)
         ax.grid(alpha=0.3)
