@@ -2,6 +2,7 @@
 
 ``cluster``   :class:`ClusterConfig` (the ``cluster:`` section of an experiment YAML) and
               :func:`load_pipeline_config`
+``data_source`` ``data.path`` as the pods read it (an image folder on ``cluster.data_pvc``)
 ``pipeline``  the four kinds of KFP run of an experiment (data, generation 0, chain window, report)
 ``runs``      which runs an experiment takes, what each is given, what can start next (pure)
 ``budget``    the size of a run on the backend, estimated from its package, against the limits
@@ -56,9 +57,11 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
     """``autophagy pipeline compile``: every package of the config's runs into the folder ``out``; the summary."""
     from autophagy.components.image import ImageError, resolve_image
     from autophagy.pipelines.cluster import load_pipeline_config
+    from autophagy.pipelines.data_source import for_pods
     from autophagy.pipelines.packages import compile_experiment
 
     cfg, cluster = load_pipeline_config(config_path, overrides)
+    cfg = for_pods(cfg, cluster)
     _require_kfp()
     try:
         info = compile_experiment(cfg, cluster, cluster.pinned_image(resolve_image(image or cluster.image)), out)
@@ -77,22 +80,27 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
 def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequence[str],
                experiment: str | None = None, image: str | None = None, namespace: str | None = None,
                token_path: str | None = None, timeout: float = 10.0, local_root: str | Path | None = None,
-               poll_seconds: float = 30.0, log=print) -> str:
+               poll_seconds: float = 30.0, log=print, existing_token: str | None = None, cookies: str | None = None,
+               cookie_file: str | Path | None = None) -> str:
     """``autophagy pipeline submit``: run the experiment as KFP runs on the API at ``host`` (or under
-    ``kfp.local`` in ``local_root``), waiting until its report exists; returns the summary."""
+    ``kfp.local`` in ``local_root``), waiting until its report exists; returns the summary.
+    ``existing_token``, ``cookies``/``cookie_file``, ``token_path``: how to log in
+    (:mod:`autophagy.pipelines.client`)."""
     import os
     import tempfile
 
     from autophagy.components.image import ImageError, resolve_image
-    from autophagy.pipelines.client import HOST_ENV, check_reachable, make_client
+    from autophagy.pipelines.client import HOST_ENV, check_reachable, make_client, read_cookie_file
     from autophagy.pipelines.cluster import load_pipeline_config
+    from autophagy.pipelines.data_source import for_pods
     from autophagy.pipelines.packages import choose_window, compile_run
     from autophagy.pipelines.submit import KfpBackend, LocalBackend, run_experiment
 
     cfg, cluster = load_pipeline_config(config_path, overrides)
     _require_kfp()
     try:
-        image = cluster.pinned_image(resolve_image(image or cluster.image))
+        # kfp.local runs the tasks on this machine: no image is pulled, the default reference will do.
+        image = cluster.pinned_image(resolve_image(image or cluster.image, require_published=local_root is None))
     except ImageError as err:
         raise _image_error(err) from None
     with tempfile.TemporaryDirectory(prefix="autophagy-packages-") as packages:
@@ -100,12 +108,15 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
             backend = LocalBackend(local_root)
             where = f"kfp.local in {local_root}"
         else:
+            cfg = for_pods(cfg, cluster)  # kfp.local reads data.path here; pods need it on a claim
             host = (host or os.environ.get(HOST_ENV) or "").strip()
             if not host:
                 raise PipelineSubmitError(f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV} (or --local DIR)")
+            if cookie_file is not None:
+                cookies = cookies or read_cookie_file(cookie_file)
             check_reachable(host, timeout)
-            backend = KfpBackend(make_client(host, namespace, token_path=token_path), experiment or cfg.name, namespace,
-                                 cluster.service_account)
+            client = make_client(host, namespace, existing_token=existing_token, token_path=token_path, cookies=cookies)
+            backend = KfpBackend(client, experiment or cfg.name, namespace, cluster.service_account)
             where = host
         if cluster.dvc_remote is not None:  # before anything runs: one line naming the remote
             from autophagy.components import dvc_remote
@@ -121,12 +132,13 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
         window = choose_window(cfg, cluster, image, Path(packages))
         compiled: dict[str, Path] = {}
 
-        def package_for(run):
+        def package_for(run):  # per chain (its tasks' names carry its lambda and seed), compiled once
             from autophagy.pipelines.packages import package_name
 
-            name = package_name(run)
+            name = f"{run.key}/{package_name(run)}"
             if name not in compiled:
-                compiled[name] = compile_run(cfg, cluster, image, run, packages)
+                (Path(packages) / run.key).mkdir(exist_ok=True)
+                compiled[name] = compile_run(cfg, cluster, image, run, Path(packages) / run.key)
             return compiled[name]
 
         log(f"{cfg.name}: at most {window} generations per chain run, on {where}")

@@ -23,6 +23,7 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       retries: 0                # Argo retries of a failed pod within a run
       parallelism: 8            # KFP runs in flight at once (0: no limit)
       window: null              # generations per chain run (null: as many as fit the backend's limits)
+      data_pvc: {name: ffhq, mount_path: /var/lib/autophagy/data}   # image-folder data on a PVC (prepare-data mounts it)
       dvc_remote:               # push every generation's data sets and models here (autophagy pull fetches them)
         url: s3://mlpipeline/autophagy-dvc
         endpoint_url: http://minio-service.kubeflow:9000
@@ -57,6 +58,7 @@ _DURATION = re.compile(r"^[0-9]+s$")  # set_retry backoff durations
 UNBOUNDED_ATTEMPT_SECONDS = 14 * 24 * 3600
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 #: The uid/gid of the image's unprivileged user (Dockerfile: useradd --uid 10001), which k8s/ runs as too.
 IMAGE_UID = 10001
 
@@ -138,6 +140,25 @@ class DvcRemote:
                                               ("region", self.region)) if value}
 
 
+@dataclass(frozen=True)
+class DataPvc:
+    """A PersistentVolumeClaim holding real data the pods cannot reach otherwise (an image folder or
+    .zip, ``data.source: image-folder``), mounted read-only into the ``prepare-data`` task at
+    ``mount_path``; a relative ``data.path`` is resolved inside it (``data/ffhq-64x64`` ->
+    ``/var/lib/autophagy/data/data/ffhq-64x64``), an absolute one must lie under ``mount_path``."""
+
+    name: str = ""
+    mount_path: str = "/var/lib/autophagy/data"
+
+    def validate(self) -> None:
+        if not _DNS_SUBDOMAIN.match(self.name) or len(self.name) > 253:
+            raise PipelineConfigError(f"cluster.data_pvc.name must be the name of a PersistentVolumeClaim "
+                                      f"(lowercase letters, digits, '-', '.'), got {self.name!r}")
+        if not self.mount_path.startswith("/") or self.mount_path.rstrip("/") in ("", "/tmp"):
+            raise PipelineConfigError(f"cluster.data_pvc.mount_path must be an absolute path other than / and /tmp, "
+                                      f"got {self.mount_path!r}")
+
+
 def _default_node_selector() -> dict[str, str]:
     return {"nvidia.com/gpu.present": "true"}
 
@@ -194,6 +215,9 @@ class ClusterConfig:
     scratch_mount_path: str = "/var/lib/autophagy/scratch"
     # Every generation's data sets and models pushed to a DVC remote (docs/kubeflow.md); None: not versioned.
     dvc_remote: DvcRemote | None = None
+    # Real data on a PVC, mounted into the prepare-data task (data.source: image-folder); None: data.path
+    # must be something the pods reach without it (docs/kubeflow.md, "Real data the pods read").
+    data_pvc: DataPvc | None = None
     tracking_config_map: str = "autophagy-tracking"
     tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
     tracking_secret: str = "autophagy-tracking-credentials"
@@ -245,6 +269,8 @@ class ClusterConfig:
             raise PipelineConfigError(f"cluster.window must be an integer >= 1 or null, got {self.window}")
         if self.dvc_remote is not None:
             self.dvc_remote.validate()
+        if self.data_pvc is not None:
+            self.data_pvc.validate()
         if self.scratch_pvc is not None and not self.scratch_mount_path.startswith("/"):
             raise PipelineConfigError(f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}")
         if self.timeout_seconds is not None and self.timeout_seconds < 1:

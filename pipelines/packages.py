@@ -35,9 +35,9 @@ def pipeline_function(cfg: ExperimentConfig, cluster: ClusterConfig, image: str,
     if run.kind == "data":
         return pipeline.data_pipeline(cfg, cluster, image)
     if run.kind == "generation-0":
-        return pipeline.generation0_pipeline(cfg, cluster, image)
+        return pipeline.generation0_pipeline(cfg, cluster, image, run.label())
     if run.kind == "chain":
-        return pipeline.chain_pipeline(cfg, cluster, image, run.first, run.last)
+        return pipeline.chain_pipeline(cfg, cluster, image, run.first, run.last, run.label())
     if run.kind == "collect":
         return pipeline.collect_pipeline(cfg, cluster, image)
     return pipeline.report_pipeline(cfg, cluster, image)
@@ -54,9 +54,16 @@ def compile_run(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, run: 
     return path
 
 
+def sizing_chain(cfg: ExperimentConfig) -> tuple[float, int]:
+    """The (lambda, seed) chain with the longest label: its tasks' display names are the longest, so its
+    packages bound every chain's size (a chain's package differs from another's only in its labels)."""
+    return max(plan.chains(cfg), key=lambda chain: len(KfpRun("chain", "", lam=chain[0], seed=chain[1]).label()))
+
+
 def representative_runs(cfg: ExperimentConfig, window: int) -> list[KfpRun]:
-    """One run of each package an experiment needs (chain windows as :func:`runs.next_runs` cuts them)."""
-    lam, seed = plan.chains(cfg)[0]
+    """One run of each package an experiment needs (chain windows as :func:`runs.next_runs` cuts them),
+    labelled as the chain of :func:`sizing_chain`."""
+    lam, seed = sizing_chain(cfg)
     runs = [KfpRun("data", "data"), KfpRun("generation-0", "seed", seed=seed)]
     first = 1
     while first <= cfg.loop.generations:
@@ -117,13 +124,13 @@ def _estimate(cfg: ExperimentConfig, path: Path, kind: str) -> budget.Estimate:
 
 
 def _chain_fits(cfg, cluster, image, size: int, scratch: Path) -> bool:
-    lam, seed = plan.chains(cfg)[0]
+    lam, seed = sizing_chain(cfg)
     run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=size)
     return _estimate(cfg, compile_run(cfg, cluster, image, run, scratch), "chain").fits
 
 
 def _refusal(cfg, cluster, image, scratch: Path) -> str:
-    lam, seed = plan.chains(cfg)[0]
+    lam, seed = sizing_chain(cfg)
     run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=1)
     estimate = _estimate(cfg, compile_run(cfg, cluster, image, run, scratch), "chain")
     return (f"one generation of one chain does not fit a KFP run: {estimate.describe()}. The way out: fewer options "

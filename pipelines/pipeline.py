@@ -5,14 +5,17 @@ hands each DAG's spec to its driver pod as one argument; an experiment of any si
 as many small KFP runs (``autophagy.pipelines.runs`` plans them, ``autophagy.pipelines.submit``
 starts them one after the other and passes artifacts on):
 
-``data``        ``gen-0-prepare``, ``gen-0-features``, ``handoff``                 once per experiment
+``data``        ``prepare-data``, ``feature-extractor``, ``handoff``               once per experiment
 ``generation-0``  imports the data; ``[gen-0-mix]``, ``gen-0-train``, ``gen-0-sample``,
                 ``gen-0-evaluate``, ``handoff``                                     once per seed
 ``chain``       imports the data and generation ``first - 1`` of one (lambda, seed) chain;
                 ``[gen-g-pool]``, ``gen-g-mix``, ``gen-g-train``, ``gen-g-sample``, ``gen-g-evaluate``
                 for g in a window ``first .. last`` (unrolled), ``handoff``          per chain and window
-``collect``     imports up to 32 run-layout fragments; ``collect``, ``handoff``    when there are more
+``collect``     imports up to 32 run-layout fragments; ``collect-fragments``, ``handoff``  when there are more
 ``report``      imports every chain's run-layout fragment (or the collected ones); ``report``, ``handoff``
+
+A generation's tasks carry their chain in the KFP UI: ``gen-5-train · λ=0.5 · seed 0`` (a window's
+package is compiled per chain; display names are not part of KFP's cache key).
 
 What each generation runs and from which inputs is :func:`autophagy.plan.generation_plan`; how
 many samples it draws (:func:`autophagy.plan.samples_to_draw`) arrives as the parameter
@@ -52,19 +55,19 @@ PIPELINE_NAMES = {"data": "autophagy-data", "generation-0": "autophagy-generatio
 class _Builder:
     """Makes configured tasks of one experiment's pipelines."""
 
-    def __init__(self, cfg: ExperimentConfig, cluster: ClusterConfig, image: str):
+    def __init__(self, cfg: ExperimentConfig, cluster: ClusterConfig, image: str, label: str = ""):
         from autophagy.components.ops import build_components
 
-        self.cfg, self.cluster = cfg, cluster
+        self.cfg, self.cluster, self.label = cfg, cluster, label
         self.ops = build_components(image)
         self.env = {BOOKKEEPING_ENV: to_json(bookkeeping(cfg)), CONFIG_KEY_ENV: config_key(cfg)}
 
-    def task(self, step: str, generation: int, /, **arguments: Any) -> Any:
+    def task(self, step: str, generation: int | None, /, **arguments: Any) -> Any:
+        """A configured task of ``step``; ``generation`` None: an experiment-level task, named for its step."""
         if step == "train":
             arguments["gpus"] = self.cluster.gpus_per_train
         task = self.ops[step](**arguments)
-        return configure(task, f"gen-{generation}-{step}" if step not in ("handoff", "collect", "report") else step, step,
-                         self.cluster, self.env)
+        return configure(task, task_name(step, generation, self.label), step, self.cluster, self.env)
 
     def pointers(self, mix: Any, train: Any, sample: Any) -> Dict[str, Any]:
         """The DVC pointers an evaluate task writes (with ``cluster.dvc_remote``; without one, none
@@ -81,6 +84,19 @@ class _Builder:
         task = dsl.importer(artifact_uri=uri, artifact_class=artifact_class, reimport=False)
         task.set_display_name(f"import-{name}")
         return task.output
+
+
+#: Experiment-level tasks, as the KFP UI names them.
+EXPERIMENT_TASK_NAMES = {"prepare": "prepare-data", "features": "feature-extractor", "handoff": "handoff",
+                         "collect": "collect-fragments", "report": "report"}
+
+
+def task_name(step: str, generation: int | None, label: str = "") -> str:
+    """The KFP UI name of a task: ``gen-5-train · λ=0.5 · seed 0`` for a generation's task (``label``:
+    its chain), the step's own name (:data:`EXPERIMENT_TASK_NAMES`) for an experiment-level one."""
+    if generation is None:
+        return EXPERIMENT_TASK_NAMES[step]
+    return f"gen-{generation}-{step}" + (f" · {label}" if label else "")
 
 
 def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, env: Dict[str, str]) -> Any:
@@ -149,20 +165,25 @@ def data_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> 
 
     @dsl.pipeline(name=PIPELINE_NAMES["data"], description="autophagy: real train/test sets and the feature extractor")
     def autophagy_data(handoff_key: str, options_prepare: str, options_features: str):
-        prepare = b.task("prepare", 0, options=options_prepare)
-        features = b.task("features", 0, options=options_features)
-        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        prepare = b.task("prepare", None, options=options_prepare)
+        if cluster.data_pvc is not None:  # image-folder data on a claim (pipelines.data_source resolves data.path)
+            from kfp import kubernetes
+
+            kubernetes.mount_pvc(prepare, pvc_name=cluster.data_pvc.name, mount_path=cluster.data_pvc.mount_path)
+        features = b.task("features", None, options=options_features)
+        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                real_train=prepare.outputs["train"], real_test=prepare.outputs["test"],
                extractor=features.outputs["extractor"])
 
     return autophagy_data
 
 
-def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> Callable:
-    """The run of one seed's generation 0, shared by every lambda of that seed."""
+def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, label: str = "") -> Callable:
+    """The run of one seed's generation 0, shared by every lambda of that seed (``label``: ``seed 0``,
+    after each task's name in the KFP UI)."""
     from kfp import dsl
 
-    b = _Builder(cfg, cluster, image)
+    b = _Builder(cfg, cluster, image, label)
     step = plan.generation_plan(cfg, None, 0, 0)
 
     @dsl.pipeline(name=PIPELINE_NAMES["generation-0"], description="autophagy: generation 0 of one seed")
@@ -182,18 +203,20 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
         evaluate = b.task("evaluate", 0, options=options_evaluate, samples=sample.outputs["samples"],
                           real_train=real_train, real_test=real_test, extractor=extractor, generation=0, seed=seed,
                           lam="", **b.pointers(mix, train, sample))
-        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
+        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
                samples=sample.outputs["samples"], history=evaluate.outputs["history"])
 
     return autophagy_generation_0
 
 
-def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, first: int, last: int) -> Callable:
-    """The run of generations ``first .. last`` of one (lambda, seed) chain (the same for every chain:
-    lambda, seed and what generation ``first - 1`` left are parameters)."""
+def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, first: int, last: int,
+                   label: str = "") -> Callable:
+    """The run of generations ``first .. last`` of one (lambda, seed) chain (the same graph for every
+    chain: lambda, seed and what generation ``first - 1`` left are parameters; ``label``, e.g.
+    ``λ=0.5 · seed 0``, names the chain after each generation task's name in the KFP UI)."""
     from kfp import dsl
 
-    b = _Builder(cfg, cluster, image)
+    b = _Builder(cfg, cluster, image, label)
     # How a generation is wired does not depend on its chain: plan it for the first chain.
     steps = [plan.generation_plan(cfg, cfg.loop.lambdas[0], cfg.loop.seeds[0], g) for g in range(first, last + 1)]
     takes_pool = steps[0].pooled and first > 1
@@ -231,7 +254,7 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                               stoppable=step.stoppable, **b.pointers(mix, train, sample), **chain)
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
-        b.task("handoff", last, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
+        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
                samples=samples, history=history, **kept)
 
     return autophagy_chain
@@ -247,8 +270,8 @@ def collect_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) 
     def autophagy_collect(handoff_key: str, fragment_uris: List[str]):
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
-        collect = b.task("collect", 0, fragments=dsl.Collected(fragment))
-        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        collect = b.task("collect", None, fragments=dsl.Collected(fragment))
+        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                history=collect.outputs["merged"])
 
     return autophagy_collect
@@ -264,8 +287,8 @@ def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -
     def autophagy_report(handoff_key: str, config: str, fragment_uris: List[str], data_dvc: str = "{}"):
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
-        report = b.task("report", 0, config=config, fragments=dsl.Collected(fragment), data_dvc=data_dvc)
-        b.task("handoff", 0, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        report = b.task("report", None, config=config, fragments=dsl.Collected(fragment), data_dvc=data_dvc)
+        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                run_dir=report.outputs["run_dir"])
 
     return autophagy_report

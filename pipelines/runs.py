@@ -33,6 +33,8 @@ REPORT_KEY = "report"
 #: The most run-layout fragments one collect or report run imports (tests/test_pipeline_backend.py
 #: checks that such a run fits the backend).
 FAN_IN = 32
+#: The longest KFP run name made here (the API server stores any length; the UI's run list shows ~100).
+MAX_RUN_NAME = 128
 
 
 def seed_key(seed: int) -> str:
@@ -55,8 +57,21 @@ class KfpRun:
     last: int = 0
 
     def run_name(self, experiment: str) -> str:
-        window = f"-gen-{self.first:03d}-{self.last:03d}" if self.kind == "chain" else ""
-        return f"{experiment}-{self.key}{window}"
+        """The run's name in the KFP UI: the experiment, then what the run is, its chain's lambda and
+        seed included (``cifar10-edm · λ=0.5 · seed 0 · gen 1-5``; at most :data:`MAX_RUN_NAME` characters)."""
+        if self.kind == "chain":
+            what = f"{self.label()} · gen {self.first}-{self.last}"
+        elif self.kind == "generation-0":
+            what = f"{self.label()} · gen 0"
+        else:
+            what = self.key
+        return f"{experiment[:MAX_RUN_NAME - len(what) - 3]} · {what}"
+
+    def label(self) -> str:
+        """``λ=0.5 · seed 0`` (``seed 0`` for generation 0, shared by every lambda; ``""`` for none)."""
+        parts = ([f"λ={format_lambda(self.lam)}"] if self.lam is not None else []) + (
+            [f"seed {self.seed}"] if self.seed is not None else [])
+        return " · ".join(parts)
 
 
 def chain_last_generation(cfg: ExperimentConfig, handoffs: Handoffs, lam: float, seed: int) -> int | None:

@@ -9,6 +9,7 @@ the containers under ``deploymentSpec.executors``) and the platform spec (what k
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -56,14 +57,20 @@ def compiled(cfg, tmp_path_factory):
 
 
 def tasks(spec) -> dict:
-    """``{display name: task}`` of the root DAG and its loops (an importer's name is ``import-<what>``)."""
+    """``{display name: task}`` of the root DAG and its loops (an importer's name is ``import-<what>``; a
+    generation task's name without its chain's label ``· λ=... · seed ...``)."""
     out = {}
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     for dag in dags:
         for key, task in dag["tasks"].items():
             if "dag" not in spec["components"][task["componentRef"]["name"]]:
-                out[task["taskInfo"]["name"]] = {**task, "key": key}
+                out[task["taskInfo"]["name"].split(" · ")[0]] = {**task, "key": key}  # without the chain's label
     return out
+
+
+def step_of(task) -> str:
+    """The step a task runs: its component's name (``comp-train``, ``comp-train-2`` for a variant)."""
+    return re.sub(r"-\d+$", "", task["componentRef"]["name"].removeprefix("comp-"))
 
 
 def source(spec, name, input_name) -> str:
@@ -87,7 +94,7 @@ def test_the_experiment_is_small_runs(cfg, compiled):
     assert info["runs"] == count_runs(cfg, 2) == 1 + 2 + 4 * 2 + 1
     assert all(p["fits"] for p in info["packages"])
     names = {name: set(tasks(spec)) for name, (spec, _) in packages.items()}
-    assert names["data"] == {"gen-0-prepare", "gen-0-features", "handoff"}
+    assert names["data"] == {"prepare-data", "feature-extractor", "handoff"}
     imports = {"import-real-train", "import-real-test", "import-extractor"}
     assert names["generation-0"] == imports | {"gen-0-train", "gen-0-sample", "gen-0-evaluate", "handoff"}
     chain = imports | {"import-model", "import-samples", "import-history", "handoff"}
@@ -129,7 +136,7 @@ def test_the_config_is_passed_once_and_each_task_gets_only_its_steps_options(cfg
             for input_name, value in task["inputs"].get("parameters", {}).items():
                 constant = value.get("runtimeValue", {}).get("constant")
                 assert not (isinstance(constant, str) and len(constant) > 64), (name, task_name, input_name)
-            step = task_name.rsplit("-", 1)[-1]
+            step = step_of(task)
             if "options" in task["inputs"].get("parameters", {}):
                 assert task["inputs"]["parameters"]["options"] == {"componentInputParameter": f"options_{step}"}
                 assert f"options_{step}" in parameters
@@ -155,7 +162,7 @@ def _cache_key_material(spec, task_name, run_arguments):
         producer = by_key[value["taskOutputArtifact"]["producerTask"]]
         artifacts[name] = (run_arguments[producer["inputs"]["parameters"]["uri"]["componentInputParameter"]]
                            if producer["taskInfo"]["name"].startswith("import-")
-                           else _cache_key_material(spec, producer["taskInfo"]["name"], run_arguments))
+                           else _cache_key_material(spec, producer["taskInfo"]["name"].split(" · ")[0], run_arguments))
     component = spec["components"][task["componentRef"]["name"]]
     container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
     return json.dumps([params, artifacts, component.get("outputDefinitions"), container["command"],
@@ -182,6 +189,47 @@ def test_changing_evaluate_k_keeps_every_cache_key_but_the_evaluations(cfg, tmp_
         same = _cache_key_material(spec_a, name, args_a) == _cache_key_material(spec_b, name, args_b)
         assert same is (not name.endswith("-evaluate")), name
     assert args_a["options_train"] == args_b["options_train"] and args_a["options_evaluate"] != args_b["options_evaluate"]
+
+
+def test_the_kfp_ui_names_each_generation_task_and_run_by_its_chain_and_experiment_tasks_by_their_job(cfg, tmp_path):
+    """A window's package is compiled per chain: its generation tasks read ``gen-2-train · λ=0.5 · seed 1``
+    in the KFP UI, and only the names differ from another chain's package (display names are not in
+    KFP's cache key, so a chain still finds what another experiment's identical chain cached)."""
+    from autophagy.pipelines.packages import compile_run
+
+    cluster = ClusterConfig(window=2).validate()
+    handoffs = {"data": {"uris": {"real_train": "u1", "real_test": "u2", "extractor": "u3"}, "real_rows": 1497},
+                seed_key(1): {"uris": {"model": "m", "samples": "s", "history": "h"}}}
+    specs = {}
+    for lam in (0.5, float("inf")):
+        run = KfpRun("chain", chain_key(lam, 1), lam=lam, seed=1, first=1, last=2)
+        spec, _ = yaml.safe_load_all(compile_run(cfg, cluster, IMAGE, run, tmp_path / str(lam)).read_text())
+        specs[lam] = (spec, arguments(cfg, run, handoffs))
+    names = {t["taskInfo"]["name"] for t in tasks(specs[0.5][0]).values()}
+    assert {"gen-1-mix · λ=0.5 · seed 1", "gen-2-train · λ=0.5 · seed 1", "gen-2-evaluate · λ=0.5 · seed 1",
+            "handoff", "import-model"} <= names
+    assert "gen-2-train · λ=inf · seed 1" in {t["taskInfo"]["name"] for t in tasks(specs[float("inf")][0]).values()}
+    for name in tasks(specs[0.5][0]):
+        if not name.startswith("import-") and name != "handoff":  # same inputs would give the same cache keys
+            (a, args), (b, _) = specs[0.5], specs[float("inf")]
+            assert _cache_key_material(a, name, args) == _cache_key_material(b, name, args), name
+    generation0, _ = yaml.safe_load_all(compile_run(cfg, cluster, IMAGE, KfpRun("generation-0", seed_key(1), seed=1),
+                                                    tmp_path / "g0").read_text())
+    assert "gen-0-train · seed 1" in {t["taskInfo"]["name"] for t in tasks(generation0).values()}
+    # Experiment-level tasks are named for their job, never gen-<g>-<step>.
+    for kind, expected in (("data", {"prepare-data", "feature-extractor", "handoff"}),
+                           ("report", {"import-fragment", "report", "handoff"})):
+        spec, _ = yaml.safe_load_all(compile_run(cfg, cluster, IMAGE, KfpRun(kind, kind), tmp_path / kind).read_text())
+        assert set(tasks(spec)) == expected
+    big = load_config(None, ["loop.lambdas=[0, 0.5]", "loop.generations=3", f"loop.seeds={list(range(40))}"])
+    merge = compile_run(big, cluster, IMAGE, KfpRun("collect", "collect-1-0"), tmp_path / "collect")
+    spec, _ = yaml.safe_load_all(merge.read_text())
+    assert set(tasks(spec)) == {"import-fragment", "collect-fragments", "handoff"}
+    # Run names: the experiment, then the chain.
+    assert KfpRun("chain", "k", lam=0.5, seed=1, first=3, last=4).run_name("sweep") == "sweep · λ=0.5 · seed 1 · gen 3-4"
+    assert KfpRun("generation-0", "seed-1", seed=1).run_name("sweep") == "sweep · seed 1 · gen 0"
+    assert KfpRun("report", "report").run_name("sweep") == "sweep · report"
+    assert len(KfpRun("chain", "k", lam=0.5, seed=1, first=3, last=4).run_name("x" * 300)) == 128
 
 
 def test_caching_everywhere_but_the_handoff_and_no_pod_retries_by_default(compiled):
@@ -215,7 +263,7 @@ def test_gpu_only_on_gpu_steps_and_resources_everywhere(compiled):
     for name, task in tasks(spec).items():
         if name.startswith("import-"):
             continue
-        step = name.rsplit("-", 1)[-1]
+        step = step_of(task)
         label = executor(spec, task)
         resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
         for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
@@ -447,9 +495,21 @@ def test_a_window_that_cannot_fit_is_refused_with_the_numbers(tmp_path):
 
 def test_cli_compile_writes_every_package_and_names_the_image(monkeypatch, tmp_path):
     from autophagy.components.image import DEFAULT_IMAGE, resolve_image
+    from autophagy.pipelines import cli_submit
 
     monkeypatch.delenv("AUTOPHAGY_IMAGE", raising=False)
-    assert resolve_image() == DEFAULT_IMAGE and not DEFAULT_IMAGE.endswith(":latest")
+    assert resolve_image(require_published=False) == DEFAULT_IMAGE and not DEFAULT_IMAGE.endswith(":latest")
+    # No --image, no cluster.image, no $AUTOPHAGY_IMAGE: the default tag is published nowhere, so refuse
+    # (with the commands that make an image) instead of writing packages whose every pod cannot pull.
+    for attempt in (lambda: cli_compile(None, ["loop.generations=1"], tmp_path / "p"),
+                    lambda: cli_submit("http://127.0.0.1:9", None, ["loop.generations=1"], timeout=1)):
+        with pytest.raises(PipelineConfigError) as err:
+            attempt()
+        text = str(err.value)
+        assert f"the default {DEFAULT_IMAGE} is published by no registry" in text
+        assert "docker build -t REGISTRY/autophagy:$TAG" in text and "docker push REGISTRY/autophagy:$TAG" in text
+        assert ".ci/build_image.sh" in text and "--image REGISTRY/autophagy:$TAG" in text
+    assert not (tmp_path / "p").exists()
     monkeypatch.setenv("AUTOPHAGY_IMAGE", "autophagy:latest")
     with pytest.raises(PipelineConfigError, match="--image: .*latest"):
         cli_compile(None, [], tmp_path / "p")
@@ -574,7 +634,7 @@ def test_submit_sends_the_first_run_with_its_parameters_and_notices_a_missing_ha
     finally:
         fake.close()
     [run] = [body for method, path, _, body in fake.requests if method == "POST" and path == "/apis/v2beta1/runs"]
-    assert run["display_name"] == "tiny-data" and run["service_account"] == "autophagy-pipeline"
+    assert run["display_name"] == "tiny · data" and run["service_account"] == "autophagy-pipeline"
     spec = run["pipeline_spec"]
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "autophagy-data"
     parameters = run["runtime_config"]["parameters"]
@@ -583,6 +643,47 @@ def test_submit_sends_the_first_run_with_its_parameters_and_notices_a_missing_ha
     assert parameters["handoff_key"] == "data"
     posted = [headers for method, _, headers, _ in fake.requests if method == "POST"]
     assert posted and all(h.get("authorization", h.get("Authorization")) == "Bearer s3cr3t-token" for h in posted)
+
+
+@pytest.mark.parametrize("how", ["--cookie-file", "--cookies", "$KF_PIPELINES_TOKEN", "--existing-token"])
+def test_submit_logs_in_to_a_dex_protected_kubeflow_with_a_session_cookie_or_a_token(how, tmp_path, monkeypatch, capsys):
+    """Multi-user Kubeflow behind Dex: `autophagy pipeline submit` passes the session cookie (or a bearer
+    token) the user gives to kfp.Client, and every request of the KFP API carries it (a stand-in API
+    on a loopback port records the headers)."""
+    from autophagy.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+    for name in ("KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_TOKEN", "KF_PIPELINES_COOKIES"):
+        monkeypatch.delenv(name, raising=False)
+    cookie = "authservice_session=MTc2NDYxOTk0N3xOd3dBTkZK"
+    login = {"--cookies": ["--cookies", cookie], "--existing-token": ["--existing-token", "dex-id-token"]}.get(how, [])
+    if how == "--cookie-file":
+        (tmp_path / "cookies").write_text(cookie + "\n")
+        login = ["--cookie-file", str(tmp_path / "cookies")]
+    if how == "$KF_PIPELINES_TOKEN":
+        monkeypatch.setenv("KF_PIPELINES_TOKEN", "dex-id-token")
+    fake = _FakeKFP()
+    try:
+        rc = main(["pipeline", "submit", "--host", fake.host, "--image", IMAGE, "--experiment", "autophagy-tests",
+                   "--poll-seconds", "0.01", *login, "-S", "name=tiny", "-S", "loop.lambdas=[0]",
+                   "-S", "loop.generations=1"])
+    finally:
+        fake.close()
+    assert rc != 0 and "finished without recording where their outputs are" in capsys.readouterr().err
+    api = [{k.lower(): v for k, v in headers.items()} for method, path, headers, _ in fake.requests
+           if not path.startswith("/apis/v2beta1/healthz")]
+    assert any(True for _ in api) and [r for r in fake.requests if r[0] == "POST" and r[1] == "/apis/v2beta1/runs"]
+    if how.endswith("TOKEN") or how == "--existing-token":
+        assert all(h.get("authorization") == "Bearer dex-id-token" for h in api), api
+    else:
+        assert all(h.get("cookie") == cookie for h in api), api
+
+
+def test_a_cookie_file_that_cannot_be_read_is_named(tmp_path):
+    from autophagy.pipelines import cli_submit
+
+    with pytest.raises(PipelineSubmitError, match=f"cannot read the cookie file {tmp_path / 'nope'} \\(--cookie-file\\)"):
+        cli_submit("http://127.0.0.1:9", None, [], image=IMAGE, timeout=0.5, cookie_file=tmp_path / "nope")
 
 
 def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
@@ -603,7 +704,7 @@ def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
             env = {v["name"]: v["value"] for v in spec["deploymentSpec"]["executors"][label]["container"].get("env", [])}
             secrets = {s["secretName"]: s["keyToEnv"] for s in k8s[label].get("secretAsEnv", [])}
             if "AUTOPHAGY_DVC_REMOTE" in env:
-                pushing.add(name.rsplit("-", 1)[-1])
+                pushing.add(step_of(task))
                 assert json.loads(env["AUTOPHAGY_DVC_REMOTE"]) == remote
                 assert secrets["dvc-creds"] == [{"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
                                                 {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}], name

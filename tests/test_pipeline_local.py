@@ -79,9 +79,10 @@ def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monk
     log.info(message)
     print(message)
     # data, seed-0, and per chain the windows 1-2 and 3-3, then the report: 7 runs.
-    started_runs = [line.split()[1] for line in lines if line.startswith("started ")]
-    assert sorted(started_runs) == sorted([f"{cfg.name}-data", f"{cfg.name}-seed-0", f"{cfg.name}-report"] + [
-        f"{cfg.name}-lam-{lam}-seed-0-gen-{window}" for lam in ("0", "inf") for window in ("001-002", "003-003")])
+    # Run names as the KFP UI lists them: each chain's lambda and seed.
+    started_runs = [line[len("started "):line.rindex(" (")] for line in lines if line.startswith("started ")]
+    assert sorted(started_runs) == sorted([f"{cfg.name} · data", f"{cfg.name} · seed 0 · gen 0", f"{cfg.name} · report"] + [
+        f"{cfg.name} · λ={lam} · seed 0 · gen {window}" for lam in ("0", "inf") for window in ("1-2", "3-3")])
     assert summary.startswith(f"{cfg.name}: 7 KFP runs finished (7 started)")
 
     # The pipeline's product: the run directory of the report run, equal to the local loop's.

@@ -250,7 +250,7 @@ def test_the_toys_run_the_same_through_the_kubeflow_runtime_and_compile(tmp_path
     info = compile_experiment(cfg, ClusterConfig().validate(), "registry.example.com/autophagy:1", tmp_path / "kfp")
     chain = next(p for p in info["packages"] if p["kind"] == "chain")
     spec = next(yaml.safe_load_all(Path(chain["path"]).read_text()))
-    names = {task["taskInfo"]["name"] for component in [spec["root"], *spec["components"].values()]
+    names = {task["taskInfo"]["name"].split(" · ")[0] for component in [spec["root"], *spec["components"].values()]
              for task in component.get("dag", {}).get("tasks", {}).values()}
     assert {"gen-1-pool", "gen-2-pool", "gen-2-mix"} <= names
 
