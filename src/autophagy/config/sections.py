@@ -35,7 +35,7 @@ class DataConfig:
     dim: int = 2  # gaussian: dimension d of N(mean, std^2 I)
     mean: float = 0.0  # gaussian
     std: float = 1.0  # gaussian
-    path: str | None = None  # image-folder: folder or .zip; cifar10: download/cache root
+    path: str | None = None  # image-folder: folder or .zip; cifar10: download root (None: $AUTOPHAGY_CACHE_DIR/cifar10)
     resolution: int | None = None  # image-folder: square resize (None: keep, all must match)
     test_fraction: float = 0.1  # image-folder: share of files held out as the test split
     n_pool: int | None = None  # loop.strategy=fresh-real: real pool size (None: whole split; toy/gaussian: 10 n_train)
