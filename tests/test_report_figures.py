@@ -71,7 +71,7 @@ def test_axes_and_titles_are_words_from_the_metric_registry(run_dir):
     ax = report.metric_figure(summary, "fd_train", "toy-experiment").axes[0]
     assert ax.get_ylabel() == "Frechet distance, train set (lower is better)"
     assert ax.get_xlabel() == "generation"
-    assert ax.get_title() == "toy-experiment: Frechet distance, train set per generation"
+    assert ax.get_title() == "toy-experiment: Frechet distance, train set, across generations"
     assert "λ = ∞ (fully synthetic) (n = 2)" in [t.get_text() for t in ax.get_legend().get_texts()]
     ax = report.metric_vs_lambda_figure(summary, "recall_train", "toy-experiment").axes[0]
     assert ax.get_ylabel() == "recall (Kynkaanniemi et al. 2019), train set at generation 3"

@@ -41,6 +41,8 @@ from autophagy.metric_keys import headline_keys
 
 #: The distance on the lambda axis from the largest finite lambda to inf (finite ones are 1 apart).
 INF_GAP = 2.0
+#: How far apart (in generations) the error bars of neighbouring lambdas are drawn at one generation.
+DODGE = 0.04
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -101,16 +103,17 @@ def metric_figure(summary: list[dict[str, Any]], metric: str, title: str):
     lams = sorted({r["lambda"] for r in summary}, key=parse_lambda)
     styles = figures.lambda_style(lams)
     with_bars = False
-    for lam in lams:
+    for index, lam in enumerate(lams):
         rows = [r for r in summary if r["lambda"] == lam and metric in r]
         if not rows:
             continue
-        g = np.array([r["generation"] for r in rows])
+        g = np.array([r["generation"] for r in rows], dtype=float)
         mean = np.array([r[metric] for r in rows])
         seeds = max(r["n_seeds"] for r in rows)
         label = f"{figures.lambda_label(lam)} (n = {seeds})"
         if seeds > 1:
             half = np.array([r[f"{metric}_ci95"] for r in rows])
+            g += DODGE * (index - (len(lams) - 1) / 2)  # side by side, so that the bars do not overlap
             ax.errorbar(g, mean, yerr=half, ms=4, capsize=2, elinewidth=0.8, label=label,
                         errorevery=max(1, len(g) // 25), **styles[lam])
             with_bars = True
@@ -118,7 +121,7 @@ def metric_figure(summary: list[dict[str, Any]], metric: str, title: str):
             ax.plot(g, mean, ms=4, label=label, **styles[lam])
     ax.set_xlabel("generation")
     ax.set_ylabel(f"{figures.metric_label(metric)} {figures.direction(metric)}".strip())
-    ax.set_title(f"{title}: {figures.metric_label(metric)} per generation")
+    ax.set_title(f"{title}: {figures.metric_label(metric)}, across generations")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="mean ± 95% CI over n seeds" if with_bars else None, title_fontsize=8)
     return fig
@@ -187,7 +190,7 @@ def metric_vs_lambda_figure(summary: list[dict[str, Any]], metric: str, title: s
     when = f"generation {generations[0]}" if len(generations) == 1 else "the last generation"
     ax.set_xlabel("λ (synthetic : real data; ∞ = fully synthetic)")
     ax.set_ylabel(f"{figures.metric_label(metric)} at {when}")
-    ax.set_title(f"{title}: {figures.metric_label(metric)} against λ")
+    ax.set_title(f"{title}: {figures.metric_label(metric)}, by λ")
     ax.grid(alpha=0.3, axis="y")
     return fig
 
