@@ -101,10 +101,3 @@ def computed(space: str) -> list[Metric]:
     """The registered metrics of ``space`` that carry their own compute function."""
     return [m for m in METRICS.values() if m.space == space and m.compute is not None]
 
-
-def describe(key: str) -> str:
-    """``fd_train: Frechet distance (lower is better)``; the key alone if no metric is registered for it."""
-    metric = metric_of(key)
-    if metric is None:
-        return key
-    return f"{key}: {metric.label} ({'lower' if metric.lower_is_better else 'higher'} is better)"
