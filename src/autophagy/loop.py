@@ -192,6 +192,7 @@ def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print, re
     layout = RunLayout(Path(root))
     layout.root.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
+        held.enter_context(tracking.execution(cfg, layout.root))  # new MLflow runs per run directory, ended on exit
         for seed in cfg.loop.seeds:
             held.enter_context(run_lock.hold(layout.seed_lock(seed), f"{layout.root} (seed {seed})"))
         with run_lock.hold(layout.lock, f"{layout.root} (its data and features)", wait=True, log=log):
@@ -217,7 +218,7 @@ def run_stage_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | 
     clearing what killed processes left in that seed's directories. DVC decides when a stage runs
     (its parameters or inputs changed) and deletes the stage's outputs first, so what changed is
     redone rather than refused."""
-    with run_lock.hold(layout.seed_lock(seed), f"{layout.root} (seed {seed})"):
+    with run_lock.hold(layout.seed_lock(seed), f"{layout.root} (seed {seed})"), tracking.execution(cfg, layout.root, [seed]):
         clear_leftovers(layout, [seed], shared=False, log=log)
         return run_generation(cfg, layout, lam, seed, generation, log, redo_changed=True)
 

@@ -5,6 +5,15 @@ configuration and one *child* run per (lambda, seed), nested through the ``mlflo
 tag so that stages running in different processes (DVC stages, KFP pods) log into the same
 runs. Per-generation metrics use ``step = generation``.
 
+Runs as MLflow users read them (:func:`execution`): an ``autophagy run`` binds its run directory,
+whose ``mlflow_execution.json`` holds an execution id; the parent run is keyed by config and
+execution, so a second run directory (a second execution) gets new runs while a resume in the same
+run directory continues its own. Every run this process logs into is RUNNING while it works and
+FINISHED (FAILED on an error, KILLED on Ctrl-C) with an end time when it returns. Runs carry the
+provenance tags git commit, source, user and run directory (and ``kfp.run_id`` from Kubeflow);
+only curves are metrics (:data:`NOT_METRICS` become tags); sample grids are images at
+``step = generation``; the experiment opens on the runs view (``mlflow.experimentKind``).
+
 The tracking URI is MLflow's standard ``MLFLOW_TRACKING_URI``; unset, the embedded
 ``sqlite:///mlflow.db`` in the working directory.
 
@@ -18,15 +27,20 @@ and a refused or timed-out call fails as one :class:`TrackingError` naming the U
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import urllib.error
+import uuid
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from autophagy import atomic
 from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -35,6 +49,15 @@ EXTRA_TAGS_ENV = "AUTOPHAGY_RUN_TAGS"  # JSON object of tags added to every run 
 CONFIG_KEY_ENV = "AUTOPHAGY_CONFIG_KEY"  # the config key of a Kubeflow task, which holds only its step's options
 #: Parent-run tags ``autophagy.handoff.<key>``: where a Kubeflow run left what the next one needs (JSON).
 HANDOFF_TAG_PREFIX = "autophagy.handoff."
+EXECUTION_FILE = "mlflow_execution.json"  # in the run directory: {"execution": <id>}
+EXECUTION_TAG = "autophagy.execution"
+UNBOUND = "none"  # the execution tag of runs made outside :func:`execution` (the Kubeflow submitter's)
+#: The experiment tag MLflow 3's UI reads to open an experiment on its runs view (not GenAI traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: Result keys that are bookkeeping, not curves: tags (the latest generation's value), never metrics.
+NOT_METRICS = frozenset({"generation", "seed", "parameters", "train_world_size", "n_samples", "evaluate_seconds",
+                         "resumed_from_kimg", "train_steps", "train_kimg", "train_seconds",
+                         "train_images_per_second"})
 
 
 #: MLflow's HTTP settings where the user has not set them. MLflow's own defaults (120 s, 7 retries,
@@ -165,6 +188,112 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def execution_id(root: str | Path) -> str:
+    """The execution id of the run directory ``root`` (made and stored there on first use)."""
+    path = Path(root) / EXECUTION_FILE
+    if path.is_file():
+        try:
+            return str(json.loads(path.read_text())["execution"])
+        except (ValueError, KeyError, TypeError):
+            raise TrackingError(f"{path} is damaged (expected {{\"execution\": <id>}}); delete it to start new "
+                                "MLflow runs for this run directory") from None
+    Path(root).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, {"execution": uuid.uuid4().hex})
+    return execution_id(root)
+
+
+_BOUND: list[tuple[Path, str]] = []  # the run directories :func:`execution` binds, innermost last
+_TOUCHED: dict[str, set[str]] = {}  # tracking URI -> runs this process logged into under a binding
+
+
+@contextlib.contextmanager
+def execution(cfg: ExperimentConfig, root: str | Path, seeds: Sequence[int] | None = None) -> Iterator[None]:
+    """Bind the run directory ``root``: runs are keyed by its execution id, and on leaving, each run
+    this process logged into, the parent and the chains of ``seeds`` (default ``loop.seeds``: those
+    this process holds) end FINISHED, FAILED (an exception) or KILLED (Ctrl-C or a signal)."""
+    root = Path(root).resolve()
+    _BOUND.append((root, execution_id(root)))
+    status = "FINISHED"
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        _BOUND.pop()
+        if cfg.tracking.enabled and not _BOUND:
+            try:
+                end_runs(status, _left_running(cfg, root, cfg.loop.seeds if seeds is None else seeds))
+            except TrackingError:
+                if status == "FINISHED":
+                    raise  # else the original error matters more than a tracking store that cannot answer
+
+
+def _left_running(cfg: ExperimentConfig, root: Path, seeds: Sequence[int]) -> set[str]:
+    """The RUNNING parent and chains (of ``seeds``) of the run directory ``root``: a resumed execution
+    that finds a chain complete logs nothing into it, and a killed one left it RUNNING."""
+    uri = tracking_uri()
+    if "'" in str(root):
+        return set()  # not expressible in a search filter; the runs logged into still end
+    client = _Client(uri)
+    experiment = client.get_experiment_by_name(cfg.name)
+    if experiment is None:
+        return set()
+    runs = client.search_runs([experiment.experiment_id], max_results=1000,
+                              filter_string=f"tags.`autophagy.run_dir` = '{root}' and attributes.status = 'RUNNING'")
+    return {run.info.run_id for run in runs if run.data.tags.get("autophagy.role") == "parent"
+            or run.data.tags.get("autophagy.seed") in {str(seed) for seed in seeds}}
+
+
+def end_runs(status: str = "FINISHED", also: set[str] = frozenset()) -> None:
+    """Terminate every run this process logged into under :func:`execution` and the runs ``also`` (of
+    the tracking URI) with ``status`` and an end time."""
+    from mlflow import MlflowClient
+
+    if also:
+        _TOUCHED.setdefault(tracking_uri(), set()).update(also)
+    for uri, runs in list(_TOUCHED.items()):
+        client = MlflowClient(tracking_uri=uri)
+        for run_id in sorted(runs):
+            with _refused(uri, f"ending run {run_id}"):
+                client.set_terminated(run_id, status=status)
+        del _TOUCHED[uri]
+
+
+def provenance() -> dict[str, str]:
+    """Tags naming where a run came from: git commit, source, user, run directory."""
+    tags = {"mlflow.source.name": " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) or "autophagy",
+            "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if _BOUND:
+        tags["autophagy.run_dir"] = str(_BOUND[-1][0])
+    return tags
+
+
+def _git_commit() -> str | None:
+    """The commit of the source tree autophagy runs from, or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def keeps_checkpoint(cfg: ExperimentConfig, generation: int) -> bool:
+    """Whether ``tracking.keep_checkpoints`` logs the checkpoint of ``generation``: generation 0, the
+    last (``loop.generations``) and every k-th; k = 1 logs all, 0 only the first and the last."""
+    if not cfg.tracking.log_checkpoints:
+        return False
+    every = cfg.tracking.keep_checkpoints
+    return generation in (0, cfg.loop.generations) or (every > 0 and generation % every == 0)
+
+
 def config_key(cfg: ExperimentConfig) -> str:
     """Identifies an experiment configuration up to its lambda and seed grid (12 hex digits)."""
     data = to_dict(cfg)
@@ -190,9 +319,13 @@ class Tracker:
         with store_lock(self.uri):  # the first process creates the tables and the experiment
             self.client = _Client(self.uri)
             experiment = self.client.get_experiment_by_name(cfg.name)
-            self.experiment_id = (
-                experiment.experiment_id if experiment is not None else self.client.create_experiment(cfg.name)
-            )
+            if experiment is None:
+                self.experiment_id = self.client.create_experiment(cfg.name, tags=EXPERIMENT_KIND)
+            else:
+                self.experiment_id = experiment.experiment_id
+                if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+                    for key, value in EXPERIMENT_KIND.items():
+                        self.client.set_experiment_tag(self.experiment_id, key, value)
         self._parent: str | None = None
 
     @property
@@ -209,20 +342,29 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def parent_run(self) -> str:
-        """The parent run of this configuration (``AUTOPHAGY_PARENT_RUN_ID`` wins if set)."""
+        """The parent run of this configuration and execution (``AUTOPHAGY_PARENT_RUN_ID`` wins if set)."""
         if self._parent is None:
             self._parent = os.environ.get(PARENT_RUN_ENV)
         if self._parent is None:
             tags = {"autophagy.role": "parent", "autophagy.config_key": self.key}
+            tags[EXECUTION_TAG] = _BOUND[-1][1] if _BOUND else UNBOUND
             with store_lock(self.uri):
                 self._parent = self._find(tags) or self._create_parent(tags)
-        return self._parent
+        return self._touch(self._parent)
+
+    def _touch(self, run_id: str) -> str:
+        """Under :func:`execution`: mark ``run_id`` RUNNING (again) the first time this process logs into it."""
+        if _BOUND and run_id not in _TOUCHED.setdefault(self.uri, set()):
+            _TOUCHED[self.uri].add(run_id)
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+        return run_id
 
     def _create_parent(self, tags: Mapping[str, str]) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{self.cfg.name}-{self.key[:6]}",
-            tags={**tags, "autophagy.experiment": self.cfg.name, **self.extra_tags},
+            tags={**tags, "autophagy.experiment": self.cfg.name, **provenance(), **self.extra_tags},
         )
         self.client.log_batch(run.info.run_id, params=_to_mlflow_params(flatten(self.cfg)))
         self.client.log_text(run.info.run_id, json.dumps(to_dict(self.cfg), indent=2), "config.json")
@@ -240,30 +382,58 @@ class Tracker:
                     self.experiment_id,
                     run_name=f"lam-{text}-seed-{seed}",
                     tags={**tags, "autophagy.role": "chain", "autophagy.experiment": self.cfg.name,
-                          "autophagy.config_key": self.key, **self.extra_tags},
+                          "autophagy.config_key": self.key, **provenance(), **self.extra_tags},
                 )
                 run_id = run.info.run_id
                 params = {**flatten(self.cfg), "lambda": text, "seed": seed}
                 params.pop("loop.lambdas"), params.pop("loop.seeds")
                 self.client.log_batch(run_id, params=_to_mlflow_params(params))
-        return run_id
+        return self._touch(run_id)
 
     # ------------------------------------------------------------------ logging
 
     def log_generation(self, run_id: str, generation: int, metrics: Mapping[str, Any], tag: str | None = None) -> None:
-        """Numeric ``metrics`` at ``step = generation``; NaN/inf values are skipped."""
+        """Numeric ``metrics`` at ``step = generation`` (NaN/inf skipped, and keys the run holds at that
+        step already: a step redone after a crash logs once); the bookkeeping keys (:data:`NOT_METRICS`,
+        ``n_reference_*``) as tags holding the latest value instead."""
+        from mlflow.entities import Metric, RunTag
+        import time
+
+        now = int(time.time() * 1000)
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        bookkeeping = {k for k in numeric if k in NOT_METRICS or k.startswith("n_reference_")}
+        held = self.client.get_run(run_id).data.metrics  # latest value per key: only those keys can hold the step
+        batch = [Metric(key=k, value=v, timestamp=now, step=generation) for k, v in numeric.items()
+                 if k not in bookkeeping and not (k in held and self._holds(run_id, k, generation))]
+        tags = [RunTag(k, f"{numeric[k]:g}") for k in sorted(bookkeeping)]
+        if tag:
+            tags.append(RunTag("autophagy.last_step", tag))
+        self.client.log_batch(run_id, metrics=batch, tags=tags)
+
+    def _holds(self, run_id: str, key: str, step: int) -> bool:
+        """Whether the run has a value of metric ``key`` at ``step``."""
+        return any(m.step == step for m in self.client.get_metric_history(run_id, key))
+
+    def log_image(self, run_id: str, path: Path, key: str, step: int) -> None:
+        """The image file ``path`` as MLflow image ``key`` at ``step`` (the UI's step slider)."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self.client.log_image(run_id, image.convert("RGB"), key=key, step=step)
+
+    def log_summary(self, run_id: str, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+        """Per-lambda rows (``lambda``, ``generation`` and metric means) as metrics ``<key>/lam_<lambda>``
+        on ``run_id`` (a parent run: configurations compare in the runs table)."""
         from mlflow.entities import Metric
         import time
 
         now = int(time.time() * 1000)
-        batch = [
-            Metric(key=k, value=float(v), timestamp=now, step=generation)
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ]
-        self.client.log_batch(run_id, metrics=batch)
-        if tag:
-            self.client.set_tag(run_id, "autophagy.last_step", tag)
+        batch = [Metric(key=f"{key}/lam_{row['lambda']}", value=float(row[key]), timestamp=now, step=int(row["generation"]))
+                 for row in rows for key in keys
+                 if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
 
     def log_points(self, run_id: str, points: Sequence[tuple[str, float, int, int]]) -> None:
         """Metric points ``(key, value, step, timestamp in ms)`` (a training curve,

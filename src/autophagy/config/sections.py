@@ -273,8 +273,12 @@ class TrackingConfig:
     (default: the embedded ``sqlite:///mlflow.db`` in the working directory)."""
 
     enabled: bool = True
-    log_checkpoints: bool = True  # each generation's checkpoint as run artifacts
-    log_samples: bool = True  # each generation's sample grid as a run artifact
+    log_checkpoints: bool = True  # the checkpoints keep_checkpoints keeps, as run artifacts
+    # which generations' checkpoints are logged: 0, the last and every k-th (1: all, 0: the first and last only)
+    keep_checkpoints: int = 10
+    log_samples: bool = True  # each generation's sample grid as a run image (step = generation)
 
     def validate(self) -> None:
-        pass
+        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
+            raise ConfigError("tracking.keep_checkpoints must be a whole number >= 0 (log generation 0, the last and "
+                              f"every k-th; 1: all, 0: the first and last only), got {self.keep_checkpoints!r}")

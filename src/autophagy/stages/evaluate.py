@@ -126,6 +126,6 @@ def _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed: bool
         run_id = tracker.child_run(chain_lam, seed)
         tracker.log_generation(run_id, generation, metrics, tag=f"gen-{generation}-evaluate")
         if cfg.tracking.log_samples and grid_path is not None and Path(grid_path).is_file():
-            tracker.log_artifact(run_id, Path(grid_path), f"samples/gen-{generation:03d}")
+            tracker.log_image(run_id, Path(grid_path), "samples", step=generation)
         if newly_collapsed:
             tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})

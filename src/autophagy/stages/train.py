@@ -41,7 +41,7 @@ from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from autophagy.progress import Progress
 from autophagy.seeding import derive_seed
-from autophagy.tracking import Tracker, open_tracker
+from autophagy.tracking import Tracker, keeps_checkpoint, open_tracker
 
 #: In the scratch directory: the finished checkpoint and its result (``result.json``), kept until tracked.
 FINISHED = "finished"
@@ -248,5 +248,5 @@ def _track(tracker: Tracker | None, cfg: ExperimentConfig, lam: float | None, se
         run_id = tracker.child_run(chain_lam, seed)
         tracker.log_generation(run_id, generation, result, tag=f"gen-{generation}-train")
         train_log.log_curve(tracker, run_id, records, offset)
-        if cfg.tracking.log_checkpoints and (lam is not None or chain_lam == lams[0]):
+        if keeps_checkpoint(cfg, generation) and (lam is not None or chain_lam == lams[0]):
             tracker.log_artifact(run_id, out_dir, f"checkpoints/gen-{generation:03d}")
