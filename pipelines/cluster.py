@@ -143,7 +143,7 @@ class DvcRemote:
 @dataclass(frozen=True)
 class DataPvc:
     """A PersistentVolumeClaim holding real data the pods cannot reach otherwise (an image folder or
-    .zip, ``data.source: image-folder``), mounted read-only into the ``prepare-data`` task at
+    .zip, ``data.source: image-folder``), mounted into the ``prepare-data`` task (which only reads it) at
     ``mount_path``; a relative ``data.path`` is resolved inside it (``data/ffhq-64x64`` ->
     ``/var/lib/autophagy/data/data/ffhq-64x64``), an absolute one must lie under ``mount_path``."""
 

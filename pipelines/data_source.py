@@ -2,7 +2,7 @@
 
 A pod sees neither this machine's files nor its working directory, so an ``image-folder`` source
 (``configs/ffhq64-edm.yaml``: a folder or .zip of images) needs its files on a PersistentVolumeClaim,
-``cluster.data_pvc`` (:class:`autophagy.pipelines.cluster.DataPvc`), mounted read-only into the
+``cluster.data_pvc`` (:class:`autophagy.pipelines.cluster.DataPvc`), mounted into the
 ``prepare-data`` task. :func:`for_pods` resolves ``data.path`` inside that mount; without a claim
 it refuses, naming the way out, before anything is compiled or submitted. The other sources
 generate their data (digits, toy2d, gaussian) or download it (cifar10) inside the pod.
