@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Callable, Literal, Union
@@ -56,7 +57,9 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         label = f"{where}." if where else ""
-        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}; "
+        close = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
+        hints = "".join(f" (did you mean {label}{close[u][0]}?)" for u in unknown if close[u])
+        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}{hints}; "
                           f"allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in raw.items():
