@@ -1,6 +1,10 @@
 """``autophagy``: the command line. Argument parsing and error reporting only; every command
 is one call into :mod:`autophagy.stages`, :mod:`autophagy.loop` or :mod:`autophagy.report`.
 
+Help shows every option's default; a misspelt command or option gets "did you mean"; ``--debug``
+(full tracebacks) is accepted before or after the command; ``autophagy completion bash`` prints a
+bash completion script generated from this parser.
+
 Every command takes ``--config FILE`` (YAML; default: the embedded default, sklearn digits +
 tiny EDM) and any number of ``-S section.option=value`` overrides, e.g.
 ``-S loop.lambdas=[0,1] -S train.budget_kimg=50``.
@@ -9,6 +13,7 @@ tiny EDM) and any number of ``-S section.option=value`` overrides, e.g.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import os
@@ -38,9 +43,20 @@ def _lam(text: str | None) -> float | None:
 
 def cmd_config(args):
     cfg = _config(args)
+    if args.list:
+        from autophagy.option_reference import format_reference
+
+        print(format_reference(cfg), end="")
+        return
     import yaml
 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+
+
+def cmd_completion(args):
+    from autophagy.completion import bash_script
+
+    print(bash_script(build_parser()), end="")
 
 
 def cmd_prepare(args):
@@ -197,20 +213,110 @@ def cmd_pull(args):
 
 # ------------------------------------------------------------------ parser
 
+DESCRIPTION = ("Self-consuming training loops for generative models (Bertrand et al., ICLR 2024): train a model, "
+               "sample from it, mix the samples with real data at a ratio lambda, retrain, and measure how the "
+               "generations drift (Frechet distance, precision/recall). `autophagy run` runs a whole experiment "
+               "(configs/*.yaml) locally; `autophagy pipeline submit` runs it on Kubeflow.")
+EPILOG = ("Every config option is set with -S KEY=VALUE; `autophagy config --list` lists them with type, default "
+          "and help. Errors print one line; --debug (anywhere on the line) shows the traceback.")
+
+#: Help of options declared without one, by destination.
+_HELP = {
+    "out": "output directory", "train_set": "dataset directory to train on (mix output)",
+    "generation": "generation index t (0: trained on real data only)", "seed": "seed of the chain",
+    "lam": "lambda of the chain: synthetic / real ratio (a number >= 0 or inf)", "model": "checkpoint directory",
+    "n": "number of samples", "parts": "sample sets to join, in order", "real": "real training set directory",
+    "samples": "sample set directory", "reference": "reference set as NAME=DIR (repeatable)",
+    "no_report": "skip the report after the run", "replicates": "simulated replicates per (n, lambda)",
+    "root": "parent of the experiment directory",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help states its default already or there is
+    none to state (``None``, an off flag, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+                or action.default == []
+                or action.required or isinstance(action, argparse._SubParsersAction)):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors suggest the closest command or option ("did you mean")."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        super().error(message + _did_you_mean(self, message))
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """``"; did you mean 'run'?"`` for an invalid choice or an unrecognized option, else ``""``."""
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        words, candidates = [choice.group(1)], re.findall(r"'([^']*)'", choice.group(2))
+        cutoff = 0.6  # short command names: 'rnu' -> 'run
+    elif message.startswith("unrecognized arguments: "):
+        words = [w.split("=")[0] for w in message.split(": ", 1)[1].split() if w.startswith("-")]
+        candidates = sorted({o for p in _parsers(parser) for a in p._actions for o in a.option_strings})
+        cutoff = 0.75  # many options: '--confg' -> '--config', not '--n'
+    else:
+        return ""
+    hints = [f"{w!r}: did you mean {' or '.join(map(repr, close))}?"
+             for w in words if (close := difflib.get_close_matches(w, candidates, n=2, cutoff=cutoff))]
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every subparser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _parsers(child)
+
+
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand accepts ``--debug`` too, and every option has a help text."""
+    for p in _parsers(parser):
+        if p is not parser and not any("--debug" in a.option_strings for a in p._actions):
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                           help="show full tracebacks on errors (also accepted before the command)")
+        for action in p._actions:
+            if action.help is None:
+                action.help = _HELP.get(action.dest, action.dest.replace("_", " "))
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autophagy", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = _Parser(prog="autophagy", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", type=Path, default=None, help="experiment YAML (default: the embedded digits + EDM default)")
-        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config option")
+        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config option (repeatable); `autophagy config --list` lists every KEY")
         p.set_defaults(func=func)
         return p
 
-    command("config", cmd_config, "print the resolved configuration as YAML")
+    p = command("config", cmd_config, "print the resolved configuration as YAML")
+    p.add_argument("--list", action="store_true",
+                   help="instead: every option (KEY of -S KEY=VALUE) with its type, default and help")
+    p = sub.add_parser("completion", help="print a shell completion script",
+                       description="print a completion script; enable it with: "
+                                   "source <(autophagy completion bash)")
+    p.add_argument("shell", choices=["bash"], help="the shell")
+    p.set_defaults(func=cmd_completion)
     p = command("prepare", cmd_prepare, "write the real train/test data sets")
     p.add_argument("--out", required=True, type=Path, help="directory that receives train/ and test/")
     p = command("features", cmd_features, "build (train) the feature extractor of evaluate.features")
@@ -328,7 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--cookie-file", default=None, metavar="PATH",
                    help="file holding that Cookie header (default: none)")
     q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host to answer (default: 10)")
+    _finish(parser)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autophagy")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
