@@ -139,6 +139,7 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
     for lam in cfg.loop.lambdas:  # one child run per chain, before any task logs into it
         for seed in cfg.loop.seeds:
             tracker.child_run(lam, seed)
+    tracker.set_status("RUNNING")  # until this submission ends (a resubmission reopens its runs)
     if cluster.dvc_remote is not None:  # for `autophagy pull`
         import json
 
@@ -186,6 +187,7 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
                 log(f"FAILED {name} after {attempts[key]} attempts: {detail}")
             else:
                 log(f"failed {name} ({detail}); starting it again (cluster.run_retries={cluster.run_retries})")
+    tracker.set_status("FAILED" if progress.failed else "FINISHED")
     if any(detail == "it finished but recorded no hand-off" for detail in progress.failed.values()):
         raise PipelineSubmitError(
             f"KFP run(s) {', '.join(progress.failed)} of {cfg.name} finished without recording where their outputs are "

@@ -197,4 +197,4 @@ def test_a_training_whose_tracking_failed_is_reused_on_the_rerun(tmp_path, tiny_
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id],
                               filter_string="tags.`autophagy.role` = 'chain'")
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "parameters")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "fd_train")] == [0, 1]

@@ -211,6 +211,9 @@ def execution(cfg: ExperimentConfig, root: str | Path, seeds: Sequence[int] | No
     """Bind the run directory ``root``: runs are keyed by its execution id, and on leaving, each run
     this process logged into, the parent and the chains of ``seeds`` (default ``loop.seeds``: those
     this process holds) end FINISHED, FAILED (an exception) or KILLED (Ctrl-C or a signal)."""
+    if os.environ.get(CONFIG_KEY_ENV) or os.environ.get(PARENT_RUN_ENV):
+        yield  # a Kubeflow task logs into the runs its submission made (the submitter ends them)
+        return
     root = Path(root).resolve()
     _BOUND.append((root, execution_id(root)))
     status = "FINISHED"
@@ -321,11 +324,10 @@ class Tracker:
             experiment = self.client.get_experiment_by_name(cfg.name)
             if experiment is None:
                 self.experiment_id = self.client.create_experiment(cfg.name, tags=EXPERIMENT_KIND)
+                self._kind_set = True
             else:
                 self.experiment_id = experiment.experiment_id
-                if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
-                    for key, value in EXPERIMENT_KIND.items():
-                        self.client.set_experiment_tag(self.experiment_id, key, value)
+                self._kind_set = all(experiment.tags.get(k) == v for k, v in EXPERIMENT_KIND.items())
         self._parent: str | None = None
 
     @property
@@ -361,6 +363,10 @@ class Tracker:
         return run_id
 
     def _create_parent(self, tags: Mapping[str, str]) -> str:
+        if not self._kind_set:  # an experiment made before the kind tag existed
+            for key, value in EXPERIMENT_KIND.items():
+                self.client.set_experiment_tag(self.experiment_id, key, value)
+            self._kind_set = True
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{self.cfg.name}-{self.key[:6]}",
@@ -453,6 +459,18 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
+
+    def set_status(self, status: str) -> None:
+        """The parent run and its chains: ``RUNNING``, or ended with ``status`` (FINISHED, FAILED,
+        KILLED) and an end time (the Kubeflow submitter, whose pods log into these runs)."""
+        parent = self.parent_run()
+        runs = [parent] + [run.info.run_id for run in self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1000)]
+        for run_id in runs:
+            if status == "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(run_id, status=status)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
