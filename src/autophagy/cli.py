@@ -151,6 +151,7 @@ def cmd_run(args):
     from autophagy.layout import new_root
 
     cfg = _config(args)
+    _print_cost(cfg, args)
     root = Path(args.root) / cfg.name
     if args.new_root:
         root = new_root(Path(args.root), cfg.name)
@@ -159,6 +160,15 @@ def cmd_run(args):
     if not args.no_report:
         summary = report.write_report(layout.root, cfg)
         print(f"report: {summary['markdown']}")
+
+
+def _print_cost(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    """One line, before any work: the training compute in GPU-hours (:mod:`autophagy.cost`)."""
+    from autophagy import cost
+
+    estimate = cost.estimate(cfg, args.gpu_tflops, args.gpu_utilisation)
+    print(estimate.line() if estimate else "estimated training cost: unknown until the image folder is read "
+          "(set data.resolution)", flush=True)
 
 
 def cmd_report(args):
@@ -373,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     resuming.add_argument("--new-root", action="store_true",
                           help="start in a new run directory: ROOT/<name> if it does not exist, else the first "
                                "free ROOT/<name>-2, -3, ...")
+    p.add_argument("--gpu-tflops", type=float, default=989.0,
+                   help="stated GPU throughput for the printed cost estimate, TFLOP/s (989: H100 SXM dense bf16; "
+                        "A100: 312)")
+    p.add_argument("--gpu-utilisation", type=float, default=0.35,
+                   help="share of --gpu-tflops a training step sustains, for the cost estimate")
     p = command("report", cmd_report, "figures and a markdown table from a finished run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
