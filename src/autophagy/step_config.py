@@ -43,7 +43,8 @@ STEP_OPTIONS: dict[str, tuple[str, ...]] = {
     "handoff": (),  # records where a run's outputs are: bookkeeping only
 }
 #: Options that only say where results are logged (never an input of a cached task).
-BOOKKEEPING: tuple[str, ...] = ("name", "tracking", "loop.lambdas", "loop.seeds")
+#: (``loop.generations``: which checkpoints ``tracking.keep_checkpoints`` logs, the last among them.)
+BOOKKEEPING: tuple[str, ...] = ("name", "tracking", "loop.lambdas", "loop.seeds", "loop.generations")
 #: The environment variable that carries :func:`bookkeeping` (JSON) into a Kubeflow task.
 BOOKKEEPING_ENV = "AUTOPHAGY_BOOKKEEPING"
 
