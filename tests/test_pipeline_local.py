@@ -121,6 +121,7 @@ def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monk
     [parent] = [r for r in runs if r.data.tags.get("autophagy.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2
+    assert {r.info.status for r in runs} == {"FINISHED"} and all(r.info.end_time for r in runs)  # ended with the submission
     assert {c.data.tags["autophagy.lambda"] for c in children} == {"0", "inf"}
     assert parent.data.tags["kfp.run_id"]
     for child in children:
