@@ -206,30 +206,18 @@ def test_configs_are_frozen():
         cfg.train.lr = 1.0  # type: ignore[misc]
 
 
-def test_dvc_params_have_canonical_lambdas_and_the_generation_chain(tmp_path):
+def test_dvc_params_have_canonical_lambdas_and_load_back(tmp_path):
     cfg = load_config(None, ["loop.lambdas=[0, 0.5, 1, inf]", "loop.generations=4"])
     params = dvc_params.params(cfg)
     assert params["loop"]["lambdas"] == ["0", "0.5", "1", "inf"]
-    assert params["dvc"]["generations"] == 4
-    assert params["dvc"]["chain"] == [
-        {"gen": 2, "dir": "gen-002", "prev": "gen-001"},
-        {"gen": 3, "dir": "gen-003", "prev": "gen-002"},
-        {"gen": 4, "dir": "gen-004", "prev": "gen-003"},
-    ]
-    # params.yaml is itself a config: it loads back to the same experiment (the dvc: section is dropped).
+    # params.yaml is itself a config: it loads back to the same experiment.
     path = tmp_path / "params.yaml"
     dvc_params.write(cfg, path)
     assert load_config(path) == cfg
     assert load_config(path, ["loop.lambdas=[0, 2]"]).loop.lambdas == (0.0, 2.0)
-    # One generation: generation 1 reads the shared generation 0, so there is no chain.
-    assert dvc_params.params(load_config(None, ["loop.generations=1"]))["dvc"]["chain"] == []
     with pytest.raises(ConfigError, match="generations"):
-        dvc_params.params(load_config(None, ["loop.generations=0"]))
-    stale = yaml.safe_load(path.read_text())
-    stale["loop"]["generations"] = 6
-    with pytest.raises(ConfigError, match="loop.generations=6"):
-        dvc_params.check_chain(stale)
-    dvc_params.check_chain(yaml.safe_load(path.read_text()))  # an up-to-date chain passes
+        dvc_params.write(load_config(None, ["loop.generations=0"]), tmp_path / "zero" / "params.yaml")
+    assert not (tmp_path / "zero").exists()  # nothing written for a config DVC cannot run
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),

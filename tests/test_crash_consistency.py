@@ -179,7 +179,7 @@ def test_a_dvc_stage_killed_mid_generation_is_not_recorded_and_reruns_to_the_sam
     reference, env = project("reference")
     assert repro(reference, env).returncode == 0
     killed_root, env = project("killed")
-    stage = "gen1@inf-0"
+    stage = "gen-001@inf-0"
     done = repro(killed_root, {**env, "AUTOPHAGY_KILL_AT": f"{GEN1}/evaluate:tracked"})
     assert done.returncode != 0 and f"failed to reproduce '{stage}'" in done.stderr.lower() + done.stdout.lower()
     lock = (killed_root / "dvc.lock").read_text() if (killed_root / "dvc.lock").is_file() else ""

@@ -131,11 +131,9 @@ def cmd_generation(args):
 
     cfg = _config(args)
     if args.config is not None:
-        import yaml
+        from autophagy.dvc_params import check_stage
 
-        from autophagy.dvc_params import check_chain
-
-        check_chain(yaml.safe_load(args.config.read_text()) or {})
+        check_stage(args.config)  # under dvc repro: dvc.yaml must be what params.yaml makes now
     layout = RunLayout(Path(args.root))
     lam = _lam(args.lam)
     if lam is not None and args.lam != format_lambda(lam):
@@ -175,8 +173,16 @@ def cmd_report(args):
     from autophagy import report
 
     saved = Path(args.root) / "config.json"
+    if args.config:
+        from autophagy.dvc_params import check_stage
+
+        check_stage(args.config)  # under dvc repro: dvc.yaml must be what params.yaml makes now
     cfg = _config(args) if args.config else load_config(saved, args.set) if saved.is_file() else None
     summary = report.write_report(Path(args.root), cfg, metric=args.metric, out=args.out)
+    if args.summary is not None:
+        from autophagy import dvc_summary
+
+        dvc_summary.write(Path(args.root), args.summary)
     print(Path(summary["markdown"]).read_text())
 
 
@@ -195,8 +201,8 @@ def cmd_theory(args):
 def cmd_dvc_params(args):
     from autophagy import dvc_params
 
-    dvc_params.write(_config(args), Path(args.out))
-    print(f"wrote {args.out}")
+    dvc_yaml = dvc_params.write(_config(args), Path(args.out))
+    print(f"wrote {args.out} and {dvc_yaml}")
 
 
 def cmd_pipeline_compile(args):
@@ -392,13 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
     p.add_argument("--out", type=Path, default=None, help="report directory (default: ROOT/report)")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="also write the last generation's headline metrics per lambda here (JSON; DVC's summary.json)")
     p = command("theory", cmd_theory, "the Gaussian warm-up simulated exactly over many replicates (seconds)")
     p.add_argument("--n", type=int, action="append", help="real sample size n (repeatable; default data.n_train)")
     p.add_argument("--replicates", type=int, default=2000)
     p.add_argument("--root", type=Path, default=Path("runs"))
     p.add_argument("--out", type=Path, default=None, help="default: ROOT/<experiment>/theory")
-    p = command("dvc-params", cmd_dvc_params, "write params.yaml for dvc.yaml from a config")
-    p.add_argument("--out", type=Path, default=Path("params.yaml"))
+    p = command("dvc-params", cmd_dvc_params, "write params.yaml and dvc.yaml (beside it) from a config")
+    p.add_argument("--out", type=Path, default=Path("params.yaml"), help="the params file (default: params.yaml)")
 
     p = sub.add_parser("pull", help="a Kubeflow run's pointer tree into this DVC checkout, then dvc pull",
                        description="write runs/<experiment>/ (DVC pointers, metrics, grids, report) of a Kubeflow "

@@ -33,6 +33,10 @@ GENERATION_RECORD = "generation.json"
 #: The run directory's record of its real data and feature extractor.
 PREPARED_RECORD = "prepared.json"
 LOCK = ".lock"
+#: What each step of a generation writes in its directory (published atomically, removed when
+#: redone): :mod:`autophagy.loop` makes them, ``dvc.yaml`` declares them (:mod:`autophagy.dvc_params`).
+GENERATION_OUTPUTS = {"mix": ("real_set", "train_set"), "train": ("model",), "sample": ("samples",),
+                      "evaluate": ("samples.png", "metrics.json")}
 
 
 def generation_name(generation: int) -> str:
@@ -78,9 +82,15 @@ class RunLayout:
 
     def generation(self, lam: float | None, seed: int, generation: int) -> Path:
         """Directory of one generation; generation 0 does not depend on lambda."""
-        if generation == 0:
-            return self.root / f"seed-{seed}" / generation_name(0)
-        return self.root / f"lam-{format_lambda(lam)}" / f"seed-{seed}" / generation_name(generation)
+        return generation_dir(self.root, None if generation == 0 else format_lambda(lam), seed, generation)
+
+
+def generation_dir(root: Path, lam_text: str | None, seed: int | str, generation: int) -> Path:
+    """``root/seed-<s>/gen-000`` or ``root/lam-<lambda>/seed-<s>/gen-<g>``, from lambda's text as
+    :func:`format_lambda` writes it, or from placeholders (``dvc.yaml``'s ``${item.lam}``)."""
+    if generation == 0:
+        return root / f"seed-{seed}" / generation_name(0)
+    return root / f"lam-{lam_text}" / f"seed-{seed}" / generation_name(generation)
 
 
 def new_root(parent: Path, name: str) -> Path:

@@ -28,7 +28,7 @@ from autophagy import atomic, plan, resume, run_lock, tracking
 from autophagy.config import ExperimentConfig, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.data.strategies import fresh_real_draw
-from autophagy.layout import GENERATION_RECORD, PREPARED_RECORD, RunLayout
+from autophagy.layout import GENERATION_OUTPUTS, GENERATION_RECORD, PREPARED_RECORD, RunLayout
 from autophagy.metric_keys import headline_keys
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
 
@@ -37,9 +37,6 @@ Log = Callable[[str], None]
 #: The run directory's shared steps, and what each writes there.
 SHARED_STEPS = ("prepare", "features")
 SHARED_OUTPUTS = {"prepare": ("data",), "features": ("features",)}
-#: What each step of a generation writes in its directory (published atomically, removed when redone).
-GENERATION_OUTPUTS = {"mix": ("real_set", "train_set"), "train": ("model",), "sample": ("samples",),
-                      "evaluate": ("samples.png", "metrics.json")}
 
 
 @dataclass(frozen=True)
