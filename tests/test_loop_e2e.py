@@ -92,5 +92,7 @@ def test_mlflow_parent_and_child_runs(finished_run):
     history = client.get_metric_history(child.info.run_id, "fd_train")
     assert sorted({m.step for m in history}) == [0, 1, 2]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"checkpoints", "samples"} <= artifacts
+    assert {"checkpoints", "images"} <= artifacts
+    grids = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in grids if "/samples+" in p) == [0, 1, 2]
     assert "report" in {a.path for a in client.list_artifacts(parent_id)}

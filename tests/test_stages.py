@@ -207,8 +207,9 @@ def test_train_logs_to_mlflow_child_runs(tmp_path, tiny_cfg, tracking_uri, monke
     for lam, child in children.items():
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.params["lambda"] == lam and child.data.params["seed"] == "0"
-        steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train_loss"))
-        assert steps == ([0] if lam == "0" else [0, 1])
+        # a Gaussian's training numbers are bookkeeping (tags, not charts), and its loss is NaN, never logged
+        assert int(child.data.tags["parameters"]) == 2 * cfg.data.dim
+        assert client.get_metric_history(child.info.run_id, "train_loss") == []
         fd = client.get_metric_history(child.info.run_id, "fd_train")
         assert [m.step for m in fd] == [0]  # generation 0's evaluation, shared by both chains
         assert fd[0].value == pytest.approx(json.loads((tmp_path / "m.json").read_text())["fd_train"])
