@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 from autophagy.config import EDMModelConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.models import build_model
-from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 IMAGES = 20_000  # images seen per training measurement
 
@@ -50,7 +50,7 @@ def plain_rate(model_cfg: EDMModelConfig, rows: np.ndarray, repeat: int) -> floa
         data = model.encode(rows)
         optimizer = torch.optim.Adam(model.net.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)
-        for start in range(0, IMAGES, 256):
+        for _start in range(0, IMAGES, 256):
             index = torch.randint(0, len(data), (256,), generator=generator)
             loss = model.loss(model.net, data[index], generator)
             optimizer.zero_grad()
@@ -97,8 +97,12 @@ def main() -> None:
         "evaluate_1500_samples_s": evaluate_seconds(rows, args.repeat),
         "stage_process_import_s": import_seconds(args.repeat),
     }
-    results["trainer_over_plain_ratio"] = results["train_mlp_trainer_images_per_s"] / results["train_mlp_plain_loop_images_per_s"]
-    results["mlp_over_unet_ratio"] = results["train_mlp_trainer_images_per_s"] / results["train_unet_tiny_trainer_images_per_s"]
+    results["trainer_over_plain_ratio"] = (
+        results["train_mlp_trainer_images_per_s"] / results["train_mlp_plain_loop_images_per_s"]
+    )
+    results["mlp_over_unet_ratio"] = (
+        results["train_mlp_trainer_images_per_s"] / results["train_unet_tiny_trainer_images_per_s"]
+    )
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:,.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

@@ -37,8 +37,8 @@ from PIL import Image
 
 from autophagy.data.sources import digits_images_and_labels
 from autophagy.metrics import compute_metrics
-from autophagy.metrics.frechet import frechet_distance, gaussian_statistics
 from autophagy.metrics.features import InceptionExtractor
+from autophagy.metrics.frechet import frechet_distance, gaussian_statistics
 
 
 def median_seconds(fn, repeat: int) -> float:
@@ -88,8 +88,9 @@ def write_folder(images: np.ndarray, folder: Path) -> None:
         Image.fromarray(image).save(folder / f"{i:06d}.png")
 
 
-def inception_network(weights: str | None, n: int, device: torch.device, batch: int,
-                      stand_in_dim: int | None = None) -> tuple[torch.nn.Module, InceptionExtractor, str]:
+def inception_network(
+    weights: str | None, n: int, device: torch.device, batch: int, stand_in_dim: int | None = None
+) -> tuple[torch.nn.Module, InceptionExtractor, str]:
     """(network in clean-fid's convention, autophagy's extractor around it, its name): clean-fid's
     Inception-v3 from ``weights``, else the stand-in, with 2048-d features when ``n`` images per
     set allow a Frechet distance there, else ``stand_in_dim`` (default 64, at most n // 2)."""
@@ -102,8 +103,16 @@ def inception_network(weights: str | None, n: int, device: torch.device, batch: 
     return network, extractor, f"stand-in Inception-v3 (random weights, {dim}-d features)"
 
 
-def side_by_side(a: np.ndarray, b: np.ndarray, network: torch.nn.Module, extractor: InceptionExtractor,
-                 device: torch.device, batch: int, workers: int, repeat: int = 1) -> dict:
+def side_by_side(
+    a: np.ndarray,
+    b: np.ndarray,
+    network: torch.nn.Module,
+    extractor: InceptionExtractor,
+    device: torch.device,
+    batch: int,
+    workers: int,
+    repeat: int = 1,
+) -> dict:
     """Two image sets ``a``, ``b`` (uint8 ``[n, H, W, 3]``, or ``[n, H, W, 1]``, repeated to RGB)
     evaluated by autophagy (FD + precision/recall, k = 3) and by clean-fid's ``compute_fid`` (FD)
     with one network: seconds, images/s, the ratio and how closely the Frechet distances agree."""
@@ -116,8 +125,16 @@ def side_by_side(a: np.ndarray, b: np.ndarray, network: torch.nn.Module, extract
 
     def cleanfid_eval(dir_a: Path, dir_b: Path) -> float:
         with torch.inference_mode():
-            return cleanfid.compute_fid(str(dir_a), str(dir_b), mode="clean", custom_feat_extractor=network,
-                                        device=device, num_workers=workers, batch_size=batch, verbose=False)
+            return cleanfid.compute_fid(
+                str(dir_a),
+                str(dir_b),
+                mode="clean",
+                custom_feat_extractor=network,
+                device=device,
+                num_workers=workers,
+                batch_size=batch,
+                verbose=False,
+            )
 
     ours_metrics = autophagy_eval()  # also the warm-up
     if device.type == "cuda":
@@ -132,12 +149,17 @@ def side_by_side(a: np.ndarray, b: np.ndarray, network: torch.nn.Module, extract
         theirs_seconds = median_seconds(lambda: cleanfid_eval(dir_a, dir_b), repeat)
     images = len(a) + len(b)
     return {
-        "autophagy_seconds": ours_seconds, "autophagy_images_per_s": images / ours_seconds,
-        "cleanfid_seconds": theirs_seconds, "cleanfid_images_per_s": images / theirs_seconds,
+        "autophagy_seconds": ours_seconds,
+        "autophagy_images_per_s": images / ours_seconds,
+        "cleanfid_seconds": theirs_seconds,
+        "cleanfid_images_per_s": images / theirs_seconds,
         "speedup": theirs_seconds / ours_seconds,
-        "fd_autophagy": ours_metrics["fd_ref"], "fd_cleanfid": float(theirs_fd),
+        "fd_autophagy": ours_metrics["fd_ref"],
+        "fd_cleanfid": float(theirs_fd),
         "fd_relative_difference": abs(ours_metrics["fd_ref"] - theirs_fd) / max(abs(theirs_fd), 1e-12),
-        "precision": ours_metrics["precision_ref"], "recall": ours_metrics["recall_ref"], "peak_cuda_mib": ours_peak,
+        "precision": ours_metrics["precision_ref"],
+        "recall": ours_metrics["recall_ref"],
+        "peak_cuda_mib": ours_peak,
     }
 
 
@@ -156,9 +178,13 @@ def frechet_timings(dim: int, device: torch.device) -> dict:
     started = time.perf_counter()
     theirs = cleanfid.frechet_distance(mu1, s1, mu2, s2)
     theirs_seconds = time.perf_counter() - started
-    return {"fd_dim": dim, "fd_only_autophagy_seconds": ours_seconds, "fd_only_cleanfid_seconds": theirs_seconds,
-            "fd_only_speedup": theirs_seconds / ours_seconds,
-            "fd_only_relative_difference": abs(ours - theirs) / abs(theirs)}
+    return {
+        "fd_dim": dim,
+        "fd_only_autophagy_seconds": ours_seconds,
+        "fd_only_cleanfid_seconds": theirs_seconds,
+        "fd_only_speedup": theirs_seconds / ours_seconds,
+        "fd_only_relative_difference": abs(ours - theirs) / abs(theirs),
+    }
 
 
 def main() -> None:
@@ -168,10 +194,18 @@ def main() -> None:
     parser.add_argument("--weights", help="clean-fid's inception-2015-12-05.pt (default: the random stand-in)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on cuda, 64 on cpu")
-    parser.add_argument("--workers", type=int, default=None, help="clean-fid data-loader workers (default: 8 cuda, 0 cpu)")
-    parser.add_argument("--stand-in-dim", type=int, default=None,
-                        help="feature dimension of the stand-in (default: 2048, or min(64, n / 2) when --n <= 2048)")
-    parser.add_argument("--fd-dim", type=int, default=2048, help="feature dimension of the Frechet-only timing (0: skip)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="clean-fid data-loader workers (default: 8 cuda, 0 cpu)"
+    )
+    parser.add_argument(
+        "--stand-in-dim",
+        type=int,
+        default=None,
+        help="feature dimension of the stand-in (default: 2048, or min(64, n / 2) when --n <= 2048)",
+    )
+    parser.add_argument(
+        "--fd-dim", type=int, default=2048, help="feature dimension of the Frechet-only timing (0: skip)"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -181,8 +215,13 @@ def main() -> None:
     network, extractor, network_name = inception_network(args.weights, args.n, device, batch, args.stand_in_dim)
     a, b = test_images(args.n, args.resolution, 0), test_images(args.n, args.resolution, 7)
     result = {
-        "network": network_name, "device": str(device), "images_per_set": args.n, "resolution": args.resolution,
-        "batch_size": batch, "threads": torch.get_num_threads(), "cleanfid_workers": workers,
+        "network": network_name,
+        "device": str(device),
+        "images_per_set": args.n,
+        "resolution": args.resolution,
+        "batch_size": batch,
+        "threads": torch.get_num_threads(),
+        "cleanfid_workers": workers,
         **side_by_side(a, b, network, extractor, device, batch, workers, args.repeat),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -190,13 +229,17 @@ def main() -> None:
     print(f"{'':28} {'seconds':>8} {'images/s':>9}")
     print(f"{'autophagy (FD + P/R)':28} {result['autophagy_seconds']:8.2f} {result['autophagy_images_per_s']:9.1f}")
     print(f"{'clean-fid compute_fid (FD)':28} {result['cleanfid_seconds']:8.2f} {result['cleanfid_images_per_s']:9.1f}")
-    print(f"speedup {result['speedup']:.2f}x; FD {result['fd_autophagy']:.6g} vs {result['fd_cleanfid']:.6g} "
-          f"(relative difference {result['fd_relative_difference']:.1e})")
+    print(
+        f"speedup {result['speedup']:.2f}x; FD {result['fd_autophagy']:.6g} vs {result['fd_cleanfid']:.6g} "
+        f"(relative difference {result['fd_relative_difference']:.1e})"
+    )
     if args.fd_dim:
         result.update(frechet_timings(args.fd_dim, device))
-        print(f"Frechet distance alone at {args.fd_dim} features: {result['fd_only_autophagy_seconds']:.2f} s against "
-              f"clean-fid's {result['fd_only_cleanfid_seconds']:.2f} s ({result['fd_only_speedup']:.1f}x; relative "
-              f"difference {result['fd_only_relative_difference']:.1e})")
+        print(
+            f"Frechet distance alone at {args.fd_dim} features: {result['fd_only_autophagy_seconds']:.2f} s against "
+            f"clean-fid's {result['fd_only_cleanfid_seconds']:.2f} s ({result['fd_only_speedup']:.1f}x; relative "
+            f"difference {result['fd_only_relative_difference']:.1e})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -53,9 +53,11 @@ ROOT = Path(__file__).parents[1]
 TINY_PRESETS = {name: family.config() for name, family in FAMILIES.items() if family.kind == "image"}
 
 #: Trainer variants: train.precision / train.channels_last overrides.
-VARIANTS = {"fp32": {"precision": "fp32", "channels_last": False},
-            "bf16": {"precision": "bf16", "channels_last": False},
-            "bf16+cl": {"precision": "bf16", "channels_last": True}}
+VARIANTS = {
+    "fp32": {"precision": "fp32", "channels_last": False},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "bf16+cl": {"precision": "bf16", "channels_last": True},
+}
 
 
 def load_rows(cfg, cifar10: str | None, count: int) -> tuple[np.ndarray, str]:
@@ -155,8 +157,12 @@ def main() -> None:
     parser.add_argument("--families", default=",".join(TINY_PRESETS), help="comma-separated (default: all)")
     parser.add_argument("-S", "--set", action="append", default=[], help="--paper: config override key=value")
     parser.add_argument("--cifar10", help="--paper: torchvision CIFAR-10 root (default: random stand-in images)")
-    parser.add_argument("--kimg", type=float, default=10.0,
-                        help="training images per measurement, in thousands (fewer: under a second, noisy)")
+    parser.add_argument(
+        "--kimg",
+        type=float,
+        default=10.0,
+        help="training images per measurement, in thousands (fewer: under a second, noisy)",
+    )
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--eval-n", type=int, default=128, help="samples (and real images) per evaluation; 0: skip")
     parser.add_argument("--weights", help="clean-fid's inception-2015-12-05.pt (default: the random stand-in)")
@@ -166,41 +172,61 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     eval_batch, workers = (256, 8) if device.type == "cuda" else (64, 0)
-    results: dict = {"threads": torch.get_num_threads(), "device": args.device,
-                     "presets": "paper" if args.paper else "tiny"}
+    results: dict = {
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "presets": "paper" if args.paper else "tiny",
+    }
     trainer_columns = " ".join(f"{'trainer ' + name:>15}" for name in VARIANTS)
-    print(f"{'family':8} {trainer_columns} {'plain img/s':>12} {'fp32/plain':>10} {'sample img/s':>13} "
-          f"{'eval img/s':>11} {'clean-fid':>10} {'eval ratio':>10} {'peak MiB':>9}")
+    print(
+        f"{'family':8} {trainer_columns} {'plain img/s':>12} {'fp32/plain':>10} {'sample img/s':>13} "
+        f"{'eval img/s':>11} {'clean-fid':>10} {'eval ratio':>10} {'peak MiB':>9}"
+    )
     if args.eval_n:
-        network, extractor, results["evaluation_network"] = inception_network(args.weights, args.eval_n, device,
-                                                                               eval_batch)
+        network, extractor, results["evaluation_network"] = inception_network(
+            args.weights, args.eval_n, device, eval_batch
+        )
     for family, (cfg, train, rows, data) in presets(args).items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        rates = {name: trainer_rate(cfg, rows, args.kimg, dataclasses.replace(train, **options), args.repeat)
-                 for name, options in VARIANTS.items()}
+        rates = {
+            name: trainer_rate(cfg, rows, args.kimg, dataclasses.replace(train, **options), args.repeat)
+            for name, options in VARIANTS.items()
+        }
         ours = rates["fp32"]
         plain = plain_rate(cfg, rows, args.kimg, train, args.repeat)
         model = build_model(cfg, rows.shape[1:])
         sample_batch = min(args.samples, 1024)
         sampling = sample_rate(model, args.samples, args.repeat, sample_batch, args.device)
         peak = peak_memory_mib(device)
-        results[family] = {"data": data, "parameters": model.parameter_count(),
-                           "sampler": getattr(cfg, "sampler", "heun"), "num_steps": cfg.num_steps,
-                           "train_images_per_s": ours, "plain_train_images_per_s": plain, "trainer_over_plain": ours / plain,
-                           "trainer_images_per_s_by_variant": rates, "sample_images_per_s": sampling,
-                           "peak_memory_mib": peak, "peak_memory_kind": "cuda allocator" if device.type == "cuda" else "rss"}
+        results[family] = {
+            "data": data,
+            "parameters": model.parameter_count(),
+            "sampler": getattr(cfg, "sampler", "heun"),
+            "num_steps": cfg.num_steps,
+            "train_images_per_s": ours,
+            "plain_train_images_per_s": plain,
+            "trainer_over_plain": ours / plain,
+            "trainer_images_per_s_by_variant": rates,
+            "sample_images_per_s": sampling,
+            "peak_memory_mib": peak,
+            "peak_memory_kind": "cuda allocator" if device.type == "cuda" else "rss",
+        }
         evaluation = ""
         if args.eval_n:
             samples = model.sample(args.eval_n, seed=1, batch_size=sample_batch, device=args.device)
             compared = side_by_side(samples, rows[: args.eval_n], network, extractor, device, eval_batch, workers)
             results[family]["evaluation"] = compared
-            evaluation = (f"{compared['autophagy_images_per_s']:11.1f} {compared['cleanfid_images_per_s']:10.1f} "
-                          f"{compared['speedup']:10.2f}")
+            evaluation = (
+                f"{compared['autophagy_images_per_s']:11.1f} {compared['cleanfid_images_per_s']:10.1f} "
+                f"{compared['speedup']:10.2f}"
+            )
         columns = " ".join(f"{rates[name]:15.0f}" for name in VARIANTS)
         print(f"{family:8} {columns} {plain:12.0f} {ours / plain:10.2f} {sampling:13.0f} {evaluation:>32} {peak:9.0f}")
     if args.eval_n:
-        print(f"evaluation: {args.eval_n} samples + {args.eval_n} real images per family, {results['evaluation_network']}")
+        print(
+            f"evaluation: {args.eval_n} samples + {args.eval_n} real images per family, {results['evaluation_network']}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

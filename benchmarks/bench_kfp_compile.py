@@ -30,9 +30,14 @@ def measure(config: Path, repeat: int) -> dict:
             started = time.perf_counter()
             info = compile_experiment(cfg, cluster, IMAGE, out)
             seconds.append(time.perf_counter() - started)
-    return {"config": config.stem, "seconds": statistics.median(seconds), "window": info["window"],
-            "runs": info["runs"], "packages": len(info["packages"]),
-            "largest_status_kib": max(p["status_bytes"] for p in info["packages"]) / 1024}
+    return {
+        "config": config.stem,
+        "seconds": statistics.median(seconds),
+        "window": info["window"],
+        "runs": info["runs"],
+        "packages": len(info["packages"]),
+        "largest_status_kib": max(p["status_bytes"] for p in info["packages"]) / 1024,
+    }
 
 
 def main() -> None:
@@ -44,8 +49,10 @@ def main() -> None:
     print("| config | compile (median) | packages | window | KFP runs | largest run at the end (estimate) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['config']} | {r['seconds']:.2f} s | {r['packages']} | {r['window']} | {r['runs']} | "
-              f"{r['largest_status_kib']:.0f} KiB |")
+        print(
+            f"| {r['config']} | {r['seconds']:.2f} s | {r['packages']} | {r['window']} | {r['runs']} | "
+            f"{r['largest_status_kib']:.0f} KiB |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

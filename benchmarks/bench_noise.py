@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 from autophagy.models.noise import index_noise
-from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 WORKLOADS = {"cifar 3x32x32": (1024, (3, 32, 32)), "digits 3x8x8": (256, (3, 8, 8))}
 SEED, STREAM = 0, 1
 
 
-def per_row_generator_noise(seed: int, start: int, count: int, shape: tuple[int, ...], stream: int,
-                            device: torch.device) -> torch.Tensor:
+def per_row_generator_noise(
+    seed: int, start: int, count: int, shape: tuple[int, ...], stream: int, device: torch.device
+) -> torch.Tensor:
     """The reference: one seeded CPU generator per row, then a host-to-device copy. ``[count, *shape]``."""
     out = torch.empty((count, *shape))
     for j in range(count):
@@ -38,6 +39,7 @@ def per_row_generator_noise(seed: int, start: int, count: int, shape: tuple[int,
 
 def rate(method, rows: int, shape: tuple[int, ...], device: torch.device, repeat: int) -> float:
     """Images/s of ``method(seed, start, count, shape, stream, device)``."""
+
     def once():
         method(SEED, 0, rows, shape, STREAM, device)
         if device.type == "cuda":
@@ -65,16 +67,30 @@ def main() -> None:
         for device in devices:
             old = rate(per_row_generator_noise, rows, shape, device, args.repeat)
             new = rate(philox_noise, rows, shape, device, args.repeat)
-            results.append({"workload": name, "rows": rows, "device": device.type, "per_row_images_per_s": old,
-                            "philox_images_per_s": new, "philox_over_per_row": new / old})
+            results.append(
+                {
+                    "workload": name,
+                    "rows": rows,
+                    "device": device.type,
+                    "per_row_images_per_s": old,
+                    "philox_images_per_s": new,
+                    "philox_over_per_row": new / old,
+                }
+            )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {args.repeat}")
     print(f"{'workload':<14} {'rows':>5} {'device':<6} {'per-row img/s':>14} {'philox img/s':>14} {'ratio':>8}")
     for r in results:
-        print(f"{r['workload']:<14} {r['rows']:>5} {r['device']:<6} {r['per_row_images_per_s']:>14,.0f} "
-              f"{r['philox_images_per_s']:>14,.0f} {r['philox_over_per_row']:>8.2f}")
+        print(
+            f"{r['workload']:<14} {r['rows']:>5} {r['device']:<6} {r['per_row_images_per_s']:>14,.0f} "
+            f"{r['philox_images_per_s']:>14,.0f} {r['philox_over_per_row']:>8.2f}"
+        )
     if args.json:
-        payload = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "repeat": args.repeat,
-                   "results": results}
+        payload = {
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "repeat": args.repeat,
+            "results": results,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 

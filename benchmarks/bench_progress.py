@@ -74,8 +74,10 @@ def mlflow_seconds(ticks: int, folder: Path) -> float:
     tracker = Tracker(cfg)
     run_id = tracker.child_run(1.0, 0)
     now = time.time()
-    records = [{"images_seen": 512 * 25 * (i + 1), "loss": 0.1, "lr": 1e-4, "images_per_s": 2e3, "time": now + i}
-               for i in range(ticks)]
+    records = [
+        {"images_seen": 512 * 25 * (i + 1), "loss": 0.1, "lr": 1e-4, "images_per_s": 2e3, "time": now + i}
+        for i in range(ticks)
+    ]
     started = time.perf_counter()
     train_log.log_curve(tracker, run_id, records, 0)
     return time.perf_counter() - started
@@ -84,8 +86,12 @@ def mlflow_seconds(ticks: int, folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--ticks", type=int, default=15_625, help="ticks of the MLflow measurement (default: a "
-                        "200 Mimg generation at batch 512)")
+    parser.add_argument(
+        "--ticks",
+        type=int,
+        default=15_625,
+        help="ticks of the MLflow measurement (default: a 200 Mimg generation at batch 512)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -94,7 +100,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results["per_tick_us"] = {
             name: float(np.median([reporter_microseconds(interval, Path(tmp)) for _ in range(args.repeat)]))
-            for name, interval in (("lines every 30 s", "30"), ("a line per tick", "0"))}
+            for name, interval in (("lines every 30 s", "30"), ("a line per tick", "0"))
+        }
         print("per tick", json.dumps(results["per_tick_us"]), flush=True)
         cfg = load_config(None, TINY)
         times: dict[str, list[float]] = {"bare": [], "reporter": []}
@@ -104,10 +111,15 @@ def main() -> None:
             times["reporter"].append(fit_seconds(cfg, rows, Path(tmp)))
         ticks = len(train_log.read_records(Path(tmp) / train_log.LOG_NAME))
         bare, reporter = (float(np.median(times[key])) for key in ("bare", "reporter"))
-        results["tiny_fit"] = {"images": IMAGES, "ticks": ticks, "bare_s": bare, "reporter_s": reporter, "runs": times,
-                               "overhead_percent": 100 * (reporter / bare - 1),
-                               "per_tick_share_percent": 100 * ticks * results["per_tick_us"]["lines every 30 s"]
-                               / 1e6 / bare}
+        results["tiny_fit"] = {
+            "images": IMAGES,
+            "ticks": ticks,
+            "bare_s": bare,
+            "reporter_s": reporter,
+            "runs": times,
+            "overhead_percent": 100 * (reporter / bare - 1),
+            "per_tick_share_percent": 100 * ticks * results["per_tick_us"]["lines every 30 s"] / 1e6 / bare,
+        }
         print("tiny fit", json.dumps(results["tiny_fit"]), flush=True)
         results["mlflow"] = {"ticks": args.ticks, "seconds": mlflow_seconds(args.ticks, Path(tmp))}
         print("mlflow", json.dumps(results["mlflow"]), flush=True)

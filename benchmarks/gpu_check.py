@@ -126,9 +126,16 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(cfg.model, rows.shape[1:])
     peak = peak_tflops(device, args.peak_tflops)
-    results: dict = {"config": cfg.name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                     "data": data_name, "parameters": model.parameter_count(), "batch_size": batch,
-                     "precision": train_cfg.precision, "compile": train_cfg.compile, "peak_tflops": peak}
+    results: dict = {
+        "config": cfg.name,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "data": data_name,
+        "parameters": model.parameter_count(),
+        "batch_size": batch,
+        "precision": train_cfg.precision,
+        "compile": train_cfg.compile,
+        "peak_tflops": peak,
+    }
     print(f"{cfg.name}: {results['parameters']:,} parameters on {results['device']}, data: {data_name}")
 
     flops_train = train_flops_per_image(model, rows, min(batch, 64), device)
@@ -138,31 +145,56 @@ def main() -> None:
     plain_steps = max(1, int(args.plain_kimg * 1000) // batch)
     plain_loop_seconds(cfg.model, rows, 1, batch, train_cfg.lr, device)  # warm-up
     loop_seconds: list[float] = []  # the loop alone, without building the model
-    _, plain_memory = timed(lambda: loop_seconds.append(plain_loop_seconds(cfg.model, rows, plain_steps, batch,
-                                                                           train_cfg.lr, device)), device)
+    _, plain_memory = timed(
+        lambda: loop_seconds.append(plain_loop_seconds(cfg.model, rows, plain_steps, batch, train_cfg.lr, device)),
+        device,
+    )
     plain_rate = plain_steps * batch / loop_seconds[0]
-    results["train"] = {"images_per_s": train_rate, "seconds": seconds, "kimg": args.train_kimg, "peak_cuda_mib": memory,
-                        "flops_per_image": flops_train, "plain_images_per_s": plain_rate,
-                        "plain_peak_cuda_mib": plain_memory, "speedup_over_plain": train_rate / plain_rate}
+    results["train"] = {
+        "images_per_s": train_rate,
+        "seconds": seconds,
+        "kimg": args.train_kimg,
+        "peak_cuda_mib": memory,
+        "flops_per_image": flops_train,
+        "plain_images_per_s": plain_rate,
+        "plain_peak_cuda_mib": plain_memory,
+        "speedup_over_plain": train_rate / plain_rate,
+    }
 
     sample_batch = min(cfg.sample.batch_size, args.samples)
     flops_sample = sample_flops_per_image(model, min(sample_batch, 16), device)
     model.sample(sample_batch, seed=0, batch_size=sample_batch, device=str(device))  # warm-up
     samples: list[np.ndarray] = []
-    seconds, memory = timed(lambda: samples.append(model.sample(args.samples, seed=1, batch_size=sample_batch,
-                                                                device=str(device))), device)
-    results["sample"] = {"images_per_s": args.samples / seconds, "seconds": seconds, "images": args.samples,
-                         "batch_size": sample_batch, "peak_cuda_mib": memory, "flops_per_image": flops_sample}
+    seconds, memory = timed(
+        lambda: samples.append(model.sample(args.samples, seed=1, batch_size=sample_batch, device=str(device))), device
+    )
+    results["sample"] = {
+        "images_per_s": args.samples / seconds,
+        "seconds": seconds,
+        "images": args.samples,
+        "batch_size": sample_batch,
+        "peak_cuda_mib": memory,
+        "flops_per_image": flops_sample,
+    }
 
     scratch = tempfile.TemporaryDirectory(prefix="gpu-check-")
     extractor, network = extractor_for(cfg, args.inception, args.samples, device, Path(scratch.name))
     reference = rows[: args.samples]
     extractor(reference[:32])  # warm-up
     metrics: dict = {}
-    seconds, memory = timed(lambda: metrics.update(compute_metrics(extractor(samples[0]), {"train": extractor(reference)},
-                                                                    k=cfg.evaluate.k, device=device)), device)
-    results["evaluate"] = {"images_per_s": 2 * args.samples / seconds, "seconds": seconds, "network": network,
-                           "peak_cuda_mib": memory, **metrics}
+    seconds, memory = timed(
+        lambda: metrics.update(
+            compute_metrics(extractor(samples[0]), {"train": extractor(reference)}, k=cfg.evaluate.k, device=device)
+        ),
+        device,
+    )
+    results["evaluate"] = {
+        "images_per_s": 2 * args.samples / seconds,
+        "seconds": seconds,
+        "network": network,
+        "peak_cuda_mib": memory,
+        **metrics,
+    }
 
     print(f"{'step':10} {'images/s':>10} {'seconds':>8} {'GFLOP/img':>10} {'MFU':>6} {'peak MiB':>9}")
     for step, flops in (("train", flops_train), ("sample", flops_sample), ("evaluate", None)):
@@ -171,11 +203,15 @@ def main() -> None:
         r["mfu"] = mfu
         mfu_text = "" if mfu is None else f"{mfu:.1%}"
         memory_text = "" if r["peak_cuda_mib"] is None else f"{r['peak_cuda_mib']:.0f}"
-        print(f"{step:10} {r['images_per_s']:10.1f} {r['seconds']:8.1f} {(flops or 0) / 1e9:10.2f} {mfu_text:>6} "
-              f"{memory_text:>9}")
-    print(f"trainer / plain fp32 loop: {results['train']['speedup_over_plain']:.2f}x "
-          f"({train_rate:.0f} vs {plain_rate:.0f} images/s); metrics ({network}): "
-          + ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
+        print(
+            f"{step:10} {r['images_per_s']:10.1f} {r['seconds']:8.1f} {(flops or 0) / 1e9:10.2f} {mfu_text:>6} "
+            f"{memory_text:>9}"
+        )
+    print(
+        f"trainer / plain fp32 loop: {results['train']['speedup_over_plain']:.2f}x "
+        f"({train_rate:.0f} vs {plain_rate:.0f} images/s); metrics ({network}): "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items())
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

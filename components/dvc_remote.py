@@ -22,8 +22,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -93,17 +94,21 @@ def _check_bucket(remote: dict[str, Any]) -> None:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket = remote["url"][len("s3://"):].split("/", 1)[0]
+    bucket = remote["url"][len("s3://") :].split("/", 1)[0]
     # a new session: boto3's default one keeps the credentials it first read from the environment
-    client = boto3.session.Session().client("s3", endpoint_url=remote.get("endpoint_url"),
-                                            region_name=remote.get("region"))
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=remote.get("endpoint_url"), region_name=remote.get("region")
+    )
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         missing = code in ("404", "NoSuchBucket") or (code == "403" and not _listed(client, bucket))
-        what = f"bucket {bucket} does not exist" if missing else \
-            f"the server refused bucket {bucket} ({code}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        what = (
+            f"bucket {bucket} does not exist"
+            if missing
+            else f"the server refused bucket {bucket} ({code}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        )
         raise RemoteError(f"DVC remote {describe(remote)}: {what}") from None
     except BotoCoreError as err:
         raise RemoteError(f"DVC remote {describe(remote)}: cannot reach it ({err})") from None
@@ -155,7 +160,6 @@ def push(path: str | Path, name: str, remote: dict[str, Any] | None = None) -> d
             raise RemoteError(f"DVC remote {describe(remote)}: pushing {name} failed: {err}{cause}") from None
         [out] = yaml.safe_load((Path(tmp) / f"{name}.dvc").read_text())["outs"]
     return out
-
 
 
 def pointer_text(out: dict[str, Any]) -> str:

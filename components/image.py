@@ -22,10 +22,12 @@ DEFAULT_IMAGE = f"{REPOSITORY}:{__version__}"
 #: The default references a registry is known to serve (a release workflow adds its tag here). None yet.
 PUBLISHED_IMAGES: frozenset[str] = frozenset()
 #: How to make an image the pipeline can run (k8s/README.md, step 2).
-BUILD_AND_PUSH = ("TAG=$(git rev-parse --short HEAD); "
-                  "docker build -t REGISTRY/autophagy:$TAG --build-arg GIT_COMMIT=$(git rev-parse HEAD) . && "
-                  "docker push REGISTRY/autophagy:$TAG (no Docker engine: sudo .ci/build_image.sh, then buildah push), "
-                  "then pass --image REGISTRY/autophagy:$TAG (or set cluster.image or $AUTOPHAGY_IMAGE)")
+BUILD_AND_PUSH = (
+    "TAG=$(git rev-parse --short HEAD); "
+    "docker build -t REGISTRY/autophagy:$TAG --build-arg GIT_COMMIT=$(git rev-parse HEAD) . && "
+    "docker push REGISTRY/autophagy:$TAG (no Docker engine: sudo .ci/build_image.sh, then buildah push), "
+    "then pass --image REGISTRY/autophagy:$TAG (or set cluster.image or $AUTOPHAGY_IMAGE)"
+)
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -66,6 +68,8 @@ def resolve_image(explicit: str | None = None, require_published: bool = True) -
     if ref:
         return check_image(ref)
     if require_published and DEFAULT_IMAGE not in PUBLISHED_IMAGES:
-        raise ImageError(f"no image given, and the default {DEFAULT_IMAGE} is published by no registry (its pods "
-                         f"would fail with ImagePullBackOff). Build and push the project image: {BUILD_AND_PUSH}")
+        raise ImageError(
+            f"no image given, and the default {DEFAULT_IMAGE} is published by no registry (its pods "
+            f"would fail with ImagePullBackOff). Build and push the project image: {BUILD_AND_PUSH}"
+        )
     return check_image(DEFAULT_IMAGE)

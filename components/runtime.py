@@ -32,8 +32,9 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from autophagy import atomic
 from autophagy.config import NO_LAMBDA, ExperimentConfig, chain_lambda, from_dict, parse_lambda, to_dict
@@ -70,8 +71,11 @@ def finite_numbers(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[
     """The finite numeric entries of a result dict (what KFP ``Metrics`` can show)."""
     import math
 
-    return {key: float(value) for key, value in values.items()
-            if key not in skip and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if key not in skip and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 @contextlib.contextmanager
@@ -99,8 +103,11 @@ def collapsed_generation(history: str | Path | None) -> int | None:
         return None
     from autophagy.plan import is_collapsed
 
-    collapsed = [int(path.parent.name.split("-")[1]) for path in Path(history).rglob("gen-*/metrics.json")
-                 if is_collapsed(json.loads(path.read_text()))]
+    collapsed = [
+        int(path.parent.name.split("-")[1])
+        for path in Path(history).rglob("gen-*/metrics.json")
+        if is_collapsed(json.loads(path.read_text()))
+    ]
     return min(collapsed) if collapsed else None
 
 
@@ -111,8 +118,11 @@ def _stopped(history: str | None, out_dir: str, generation: int, seed: int, lam:
         return None
     result = {"generation": generation, "seed": seed, "lambda": lam, "stopped": 1, "collapsed_at_generation": at}
     atomic.write_json(Path(out_dir) / STOPPED_FILE, result)
-    print(f"gen-{generation} seed {seed} lambda {lam}: the chain collapsed at generation {at}; "
-          "stopped (loop.stop_on_collapse)", flush=True)
+    print(
+        f"gen-{generation} seed {seed} lambda {lam}: the chain collapsed at generation {at}; "
+        "stopped (loop.stop_on_collapse)",
+        flush=True,
+    )
     return result
 
 
@@ -141,8 +151,9 @@ def prepare(options_json: str, train_dir: str, test_dir: str) -> dict[str, Any]:
         result = stage.run(step_config("prepare", options_json), scratch)
         _move_into(scratch / "train", train_dir)
         _move_into(scratch / "test", test_dir)
-    dvc = {name: pointer for name, path in (("train", train_dir), ("test", test_dir))
-           if (pointer := versioned(path, name))}
+    dvc = {
+        name: pointer for name, path in (("train", train_dir), ("test", test_dir)) if (pointer := versioned(path, name))
+    }
     return {**result, **({"dvc": dvc} if dvc else {})}
 
 
@@ -152,8 +163,17 @@ def features(options_json: str, out_dir: str) -> dict[str, Any]:
     return stage.run(step_config("features", options_json), out_dir)
 
 
-def mix(options_json: str, real: str, synthetic: str | None, out_dir: str, generation: int, lam: str,
-        seed: int, fresh_real: bool, history: str | None = None) -> dict[str, Any]:
+def mix(
+    options_json: str,
+    real: str,
+    synthetic: str | None,
+    out_dir: str,
+    generation: int,
+    lam: str,
+    seed: int,
+    fresh_real: bool,
+    history: str | None = None,
+) -> dict[str, Any]:
     """Generation ``generation``'s training set (:attr:`GenerationPlan.steps <autophagy.plan.GenerationPlan>`).
 
     ``real``: the prepared real training set, or with ``fresh_real`` the pool that generation's
@@ -173,17 +193,28 @@ def mix(options_json: str, real: str, synthetic: str | None, out_dir: str, gener
             drawn = fresh_real_draw(open_dataset(real), cfg.data.n_train, scratch / "draw", seed, generation)
             if generation == 0:
                 _move_into(drawn.path, out_dir)
-                return _with_pointer({"generation": 0, "lambda": NO_LAMBDA, "train_set_real": drawn.rows,
-                                      "train_set_synthetic": 0}, out_dir, "train_set")
+                return _with_pointer(
+                    {"generation": 0, "lambda": NO_LAMBDA, "train_set_real": drawn.rows, "train_set_synthetic": 0},
+                    out_dir,
+                    "train_set",
+                )
             real = str(drawn.path)
         synthetic_sets = pooled_sets(synthetic) if synthetic and Path(synthetic, POOL_MARKER).is_file() else [synthetic]
-        result = stage.run(cfg, real, [s for s in synthetic_sets if s], parse_lambda(lam, option="lam"), out_dir,
-                           generation, seed)
+        result = stage.run(
+            cfg, real, [s for s in synthetic_sets if s], parse_lambda(lam, option="lam"), out_dir, generation, seed
+        )
     return _with_pointer({"generation": generation, "lambda": lam, **result}, out_dir, "train_set")
 
 
-def pool(previous: str | None, samples: str, generation: int, out_dir: str, seed: int = 0, lam: str = "",
-         history: str | None = None) -> dict[str, Any]:
+def pool(
+    previous: str | None,
+    samples: str,
+    generation: int,
+    out_dir: str,
+    seed: int = 0,
+    lam: str = "",
+    history: str | None = None,
+) -> dict[str, Any]:
     """The sample sets of generations 0 .. generation - 1 of one chain, for the accumulate strategies.
 
     ``previous`` is the pool of generation - 1 (None at generation 1) and ``samples`` the samples
@@ -194,7 +225,9 @@ def pool(previous: str | None, samples: str, generation: int, out_dir: str, seed
         return stopped
     earlier = pooled_sets(previous) if previous else []
     if len(earlier) != generation - 1:
-        raise ValueError(f"the pool of generation {generation - 1} holds {len(earlier)} sample sets, expected {generation - 1}")
+        raise ValueError(
+            f"the pool of generation {generation - 1} holds {len(earlier)} sample sets, expected {generation - 1}"
+        )
     with _scratch_beside(out_dir) as scratch:
         staged = scratch / "pool"
         staged.mkdir()
@@ -213,8 +246,17 @@ def pooled_sets(pool_dir: str) -> list[str]:
     return [str(p) for p in entries]
 
 
-def train(options_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str = "",
-          init: str | None = None, gpus: int = 1, history: str | None = None) -> dict[str, Any]:
+def train(
+    options_json: str,
+    train_set: str,
+    out_dir: str,
+    generation: int,
+    seed: int,
+    lam: str = "",
+    init: str | None = None,
+    gpus: int = 1,
+    history: str | None = None,
+) -> dict[str, Any]:
     """``train.run`` in this process, or with ``gpus > 1`` data-parallel over that many processes of
     this pod under torchrun (:func:`autophagy.distributed.run_train_under_torchrun`)."""
     if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
@@ -226,30 +268,64 @@ def train(options_json: str, train_set: str, out_dir: str, generation: int, seed
     else:
         from autophagy.stages import train as stage
 
-        result = stage.run(step_config("train", options_json), train_set, out_dir, generation, seed,
-                           lam=lam_value(lam), init=init)
-    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)},
-                         out_dir, "model")
+        result = stage.run(
+            step_config("train", options_json), train_set, out_dir, generation, seed, lam=lam_value(lam), init=init
+        )
+    return _with_pointer(
+        {"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)}, out_dir, "model"
+    )
 
 
-def sample(options_json: str, model_dir: str, real_train: str, out_dir: str, generation: int, seed: int, n: int,
-           lam: str = "", features_dir: str | None = None, history: str | None = None) -> dict[str, Any]:
+def sample(
+    options_json: str,
+    model_dir: str,
+    real_train: str,
+    out_dir: str,
+    generation: int,
+    seed: int,
+    n: int,
+    lam: str = "",
+    features_dir: str | None = None,
+    history: str | None = None,
+) -> dict[str, Any]:
     """``n`` samples (:func:`autophagy.plan.samples_to_draw`); the extractor and the real set serve
     ``sample.curation_k > 1``."""
     if (stopped := _stopped(history, out_dir, generation, seed, lam)) is not None:
         return stopped
     from autophagy.stages import sample as stage
 
-    result = stage.run(step_config("sample", options_json), model_dir, out_dir, int(n), seed, generation,
-                       features_dir=features_dir, real_dir=real_train)
-    return _with_pointer({"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)},
-                         out_dir, "samples")
+    result = stage.run(
+        step_config("sample", options_json),
+        model_dir,
+        out_dir,
+        int(n),
+        seed,
+        generation,
+        features_dir=features_dir,
+        real_dir=real_train,
+    )
+    return _with_pointer(
+        {"generation": generation, "seed": seed, "lambda": lam or NO_LAMBDA, **finite_numbers(result)},
+        out_dir,
+        "samples",
+    )
 
 
-def evaluate(options_json: str, samples: str, real_train: str, real_test: str, features_dir: str, generation: int,
-             seed: int, lam: str, history_out: str, history_in: str | None = None,
-             grid_html: str | None = None, stoppable: bool = False,
-             pointers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, float]:
+def evaluate(
+    options_json: str,
+    samples: str,
+    real_train: str,
+    real_test: str,
+    features_dir: str,
+    generation: int,
+    seed: int,
+    lam: str,
+    history_out: str,
+    history_in: str | None = None,
+    grid_html: str | None = None,
+    stoppable: bool = False,
+    pointers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, float]:
     """``evaluate.run`` into the run layout under ``history_out`` (on a copy of ``history_in``, whose
     generation 0 and generation - 1 give the collapse verdict). ``stoppable``
     (:attr:`autophagy.plan.GenerationPlan.stoppable`): a chain collapsed in ``history_in`` has
@@ -269,26 +345,48 @@ def evaluate(options_json: str, samples: str, real_train: str, real_test: str, f
     at = collapsed_generation(history_in) if stoppable else None
     if at is not None:  # the chain stopped: its fragment stays as it was at the collapse
         if grid_html:
-            write_html(grid_html, f"gen-{generation} seed {seed} λ = {lam}: stopped", [],
-                       f"the chain collapsed at generation {at} (loop.stop_on_collapse)")
+            write_html(
+                grid_html,
+                f"gen-{generation} seed {seed} λ = {lam}: stopped",
+                [],
+                f"the chain collapsed at generation {at} (loop.stop_on_collapse)",
+            )
         return {"stopped": 1.0, "collapsed_at_generation": float(at)}
     layout, lam_float = RunLayout(root), lam_value(lam)
     out = layout.generation(lam_float, seed, generation)
     baseline = read_metrics(layout.generation(None, seed, 0)) if generation > 0 else None
     previous = read_metrics(layout.generation(lam_float, seed, generation - 1)) if generation > 1 else None
     grid = out / "samples.png"
-    metrics = stage.run(cfg, samples, {"train": real_train, "test": real_test}, out / "metrics.json", features_dir,
-                        generation, seed, lam=lam_float, grid_path=grid, baseline=baseline, previous=previous)
-    record_pointers(cfg, out, {name: pointer for name, pointer in (pointers or {}).items() if pointer},
-                    lam_float, seed, generation)
+    metrics = stage.run(
+        cfg,
+        samples,
+        {"train": real_train, "test": real_test},
+        out / "metrics.json",
+        features_dir,
+        generation,
+        seed,
+        lam=lam_float,
+        grid_path=grid,
+        baseline=baseline,
+        previous=previous,
+    )
+    record_pointers(
+        cfg, out, {name: pointer for name, pointer in (pointers or {}).items() if pointer}, lam_float, seed, generation
+    )
     if grid_html:
         title = f"gen-{generation} seed {seed} " + (f"λ = {lam}" if lam else "(shared by every λ)")
         write_html(grid_html, title, [grid] if grid.is_file() else [], _summary_line(metrics))
     return finite_numbers(metrics, skip=("generation", "seed"))
 
 
-def record_pointers(cfg: ExperimentConfig, directory: Path, pointers: Mapping[str, Mapping[str, Any]],
-                    lam: float | None, seed: int, generation: int) -> None:
+def record_pointers(
+    cfg: ExperimentConfig,
+    directory: Path,
+    pointers: Mapping[str, Mapping[str, Any]],
+    lam: float | None,
+    seed: int,
+    generation: int,
+) -> None:
     """Write ``<name>.dvc`` pointer files into a generation's directory of the run layout and tag the
     chain runs in MLflow with the hashes (``autophagy.dvc.gen-003.train_set``: md5), so a
     dataset can be followed from MLflow to DVC and back."""
@@ -303,7 +401,7 @@ def record_pointers(cfg: ExperimentConfig, directory: Path, pointers: Mapping[st
 
         tracker = open_tracker(cfg)
         tags = {f"autophagy.dvc.gen-{generation:03d}.{name}": p["md5"] for name, p in pointers.items()}
-        for chain_lam in (cfg.loop.lambdas if lam is None else (lam,)):
+        for chain_lam in cfg.loop.lambdas if lam is None else (lam,):
             tracker.set_tags(tracker.child_run(chain_lam, seed), tags)
 
 
@@ -319,8 +417,13 @@ def collect(fragments: Sequence[str], out_dir: str) -> int:
 LAYOUT_ARTIFACT = "run_layout"
 
 
-def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_path: str | None = None,
-           data_pointers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def report(
+    config_json: str,
+    fragments: Sequence[str],
+    out_dir: str,
+    markdown_path: str | None = None,
+    data_pointers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Materialise ``<out_dir>/<experiment>`` (the ``runs/<experiment>`` layout of the local loop)
     from the chains' fragments and write its report there (also logged to the MLflow parent run).
     The Markdown page (figures inlined, for the KFP UI) goes to ``markdown_path``.
@@ -343,6 +446,7 @@ def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_pa
         Path(markdown_path).write_text(inline_images(Path(written["markdown"])))
     if data_pointers:
         from autophagy.components.dvc_remote import pointer_text
+
         from autophagy.tracking import Tracker
 
         for name, pointer in data_pointers.items():
@@ -350,8 +454,12 @@ def report(config_json: str, fragments: Sequence[str], out_dir: str, markdown_pa
         write_dvc_metrics(root)
         tracker = Tracker(cfg)
         tracker.log_artifact(tracker.parent_run(), root, LAYOUT_ARTIFACT)
-    return {"experiment": cfg.name, "experiment_dir": cfg.name, "metrics_files": len(list(root.rglob("metrics.json"))),
-            "figures": [Path(f).name for f in written["figures"]]}
+    return {
+        "experiment": cfg.name,
+        "experiment_dir": cfg.name,
+        "metrics_files": len(list(root.rglob("metrics.json"))),
+        "figures": [Path(f).name for f in written["figures"]],
+    }
 
 
 def write_dvc_metrics(root: Path) -> None:
@@ -362,8 +470,12 @@ def write_dvc_metrics(root: Path) -> None:
     atomic.write_text(root / "dvc.yaml", yaml.safe_dump({"metrics": metrics}, sort_keys=False))
 
 
-def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] | None],
-            pointers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def handoff(
+    key: str,
+    kfp_run_id: str,
+    artifacts: Mapping[str, tuple[str, str] | None],
+    pointers: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Record where a KFP run left what the next run needs, on the experiment's MLflow parent run
     (``autophagy pipeline submit`` reads it back to submit the next run).
 
@@ -375,10 +487,14 @@ def handoff(key: str, kfp_run_id: str, artifacts: Mapping[str, tuple[str, str] |
     from autophagy.data.dataset import open_dataset
     from autophagy.tracking import Tracker
 
-    record: dict[str, Any] = {"kfp_run_id": kfp_run_id,
-                              "uris": {name: pair[0] for name, pair in artifacts.items() if pair is not None}}
+    record: dict[str, Any] = {
+        "kfp_run_id": kfp_run_id,
+        "uris": {name: pair[0] for name, pair in artifacts.items() if pair is not None},
+    }
     if (history := artifacts.get("history")) is not None:
-        record["generation"] = max(int(p.parent.name.split("-")[1]) for p in Path(history[1]).rglob("gen-*/metrics.json"))
+        record["generation"] = max(
+            int(p.parent.name.split("-")[1]) for p in Path(history[1]).rglob("gen-*/metrics.json")
+        )
         record["collapsed_at"] = collapsed_generation(history[1])
     if (real_train := artifacts.get("real_train")) is not None:
         record["real_rows"] = open_dataset(real_train[1], verify_hash=False).rows

@@ -19,18 +19,29 @@ modules that need kfp are imported when a function needs them.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from autophagy.pipelines.errors import PipelineConfigError, PipelineError, PipelineSubmitError
 
 _LAZY = {
-    "ClusterConfig": "cluster", "Resources": "cluster", "Toleration": "cluster", "load_pipeline_config": "cluster",
+    "ClusterConfig": "cluster",
+    "Resources": "cluster",
+    "Toleration": "cluster",
+    "load_pipeline_config": "cluster",
     "cluster_from_dict": "cluster",
-    "compile_experiment": "packages", "compile_run": "packages", "choose_window": "packages",
-    "next_runs": "runs", "arguments": "runs", "KfpRun": "runs",
-    "run_experiment": "submit", "KfpBackend": "submit", "LocalBackend": "submit",
-    "check_reachable": "client", "make_client": "client",
+    "compile_experiment": "packages",
+    "compile_run": "packages",
+    "choose_window": "packages",
+    "next_runs": "runs",
+    "arguments": "runs",
+    "KfpRun": "runs",
+    "run_experiment": "submit",
+    "KfpBackend": "submit",
+    "LocalBackend": "submit",
+    "check_reachable": "client",
+    "make_client": "client",
 }
 
 
@@ -49,11 +60,14 @@ def _require_kfp() -> None:
         import kfp  # noqa: F401
         import kfp.kubernetes  # noqa: F401
     except ImportError as err:
-        raise PipelineError(f"autophagy pipeline needs the KFP SDK ({err}): pip install 'autophagy[pipeline]'") from None
+        raise PipelineError(
+            f"autophagy pipeline needs the KFP SDK ({err}): pip install 'autophagy[pipeline]'"
+        ) from None
 
 
-def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: str | Path,
-                image: str | None = None) -> str:
+def cli_compile(
+    config_path: str | Path | None, overrides: Sequence[str], out: str | Path, image: str | None = None
+) -> str:
     """``autophagy pipeline compile``: every package of the config's runs into the folder ``out``; the summary."""
     from autophagy.components.image import ImageError, resolve_image
     from autophagy.pipelines.cluster import load_pipeline_config
@@ -67,21 +81,36 @@ def cli_compile(config_path: str | Path | None, overrides: Sequence[str], out: s
         info = compile_experiment(cfg, cluster, cluster.pinned_image(resolve_image(image or cluster.image)), out)
     except ImageError as err:
         raise _image_error(err) from None
-    lines = [f"compiled {len(info['packages'])} packages into {out} in {info['compile_seconds']:.1f} s: "
-             f"{info['runs']} KFP runs for {len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x "
-             f"{cfg.loop.generations} generations, at most {info['window']} generations per chain run; image {info['image']}"]
+    lines = [
+        f"compiled {len(info['packages'])} packages into {out} in {info['compile_seconds']:.1f} s: "
+        f"{info['runs']} KFP runs for {len(cfg.loop.lambdas)} lambdas x {len(cfg.loop.seeds)} seeds x "
+        f"{cfg.loop.generations} generations, at most {info['window']} generations per chain run; image {info['image']}"
+    ]
     for package in info["packages"]:
-        lines.append(f"  {Path(package['path']).name}: Workflow ~{package['workflow_bytes'] / 1024:.0f} KiB at submit, "
-                     f"largest argument ~{package['argument_bytes'] / 1024:.0f} KiB, {package['nodes']} nodes, "
-                     f"~{package['status_bytes'] / 1024:.0f} KiB at the end")
+        lines.append(
+            f"  {Path(package['path']).name}: Workflow ~{package['workflow_bytes'] / 1024:.0f} KiB at submit, "
+            f"largest argument ~{package['argument_bytes'] / 1024:.0f} KiB, {package['nodes']} nodes, "
+            f"~{package['status_bytes'] / 1024:.0f} KiB at the end"
+        )
     return "\n".join(lines)
 
 
-def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequence[str],
-               experiment: str | None = None, image: str | None = None, namespace: str | None = None,
-               token_path: str | None = None, timeout: float = 10.0, local_root: str | Path | None = None,
-               poll_seconds: float = 30.0, log=print, existing_token: str | None = None, cookies: str | None = None,
-               cookie_file: str | Path | None = None) -> str:
+def cli_submit(
+    host: str | None,
+    config_path: str | Path | None,
+    overrides: Sequence[str],
+    experiment: str | None = None,
+    image: str | None = None,
+    namespace: str | None = None,
+    token_path: str | None = None,
+    timeout: float = 10.0,
+    local_root: str | Path | None = None,
+    poll_seconds: float = 30.0,
+    log=print,
+    existing_token: str | None = None,
+    cookies: str | None = None,
+    cookie_file: str | Path | None = None,
+) -> str:
     """``autophagy pipeline submit``: run the experiment as KFP runs on the API at ``host`` (or under
     ``kfp.local`` in ``local_root``), waiting until its report exists; returns the summary.
     ``existing_token``, ``cookies``/``cookie_file``, ``token_path``: how to log in
@@ -111,7 +140,9 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
             cfg = for_pods(cfg, cluster)  # kfp.local reads data.path here; pods need it on a claim
             host = (host or os.environ.get(HOST_ENV) or "").strip()
             if not host:
-                raise PipelineSubmitError(f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV} (or --local DIR)")
+                raise PipelineSubmitError(
+                    f"no Kubeflow Pipelines host: pass --host URL or set ${HOST_ENV} (or --local DIR)"
+                )
             if cookie_file is not None:
                 cookies = cookies or read_cookie_file(cookie_file)
             check_reachable(host, timeout)
@@ -126,9 +157,11 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
             try:
                 dvc_remote.check(remote)
             except dvc_remote.RemoteError as err:
-                raise PipelineSubmitError(f"{err} (the remote of cluster.dvc_remote; from this machine "
-                                          "cluster.dvc_remote.submitter_endpoint_url reaches an in-cluster "
-                                          "endpoint, e.g. through kubectl port-forward)") from None
+                raise PipelineSubmitError(
+                    f"{err} (the remote of cluster.dvc_remote; from this machine "
+                    "cluster.dvc_remote.submitter_endpoint_url reaches an in-cluster "
+                    "endpoint, e.g. through kubectl port-forward)"
+                ) from None
         window = choose_window(cfg, cluster, image, Path(packages))
         compiled: dict[str, Path] = {}
 
@@ -143,8 +176,10 @@ def cli_submit(host: str | None, config_path: str | Path | None, overrides: Sequ
 
         log(f"{cfg.name}: at most {window} generations per chain run, on {where}")
         progress = run_experiment(cfg, cluster, backend, package_for, window, log=log, poll_seconds=poll_seconds)
-    return (f"{cfg.name}: {len(progress.finished)} KFP runs finished ({len(progress.started)} started) on {where}; "
-            "the report is on the MLflow parent run (artifact report/)")
+    return (
+        f"{cfg.name}: {len(progress.finished)} KFP runs finished ({len(progress.started)} started) on {where}; "
+        "the report is on the MLflow parent run (artifact report/)"
+    )
 
 
 __all__ = ["PipelineError", "PipelineConfigError", "PipelineSubmitError", "cli_compile", "cli_submit", *_LAZY]

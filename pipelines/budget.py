@@ -29,9 +29,10 @@ its figures.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 LIMITS = {"workflow_bytes": 256 * 1024, "argument_bytes": 64 * 1024, "status_bytes": 1024 * 1024}
 #: Names, ids, phase, times, progress, host, children and the logs artifact of one Argo node.
@@ -69,29 +70,44 @@ class Estimate:
         return not self.violations()
 
     def violations(self) -> list[str]:
-        values = {"workflow_bytes": self.workflow_bytes, "argument_bytes": self.argument_bytes,
-                  "status_bytes": self.status_bytes}
-        return [f"{name} {values[name] / 1024:.0f} KiB > {limit / 1024:.0f} KiB" for name, limit in LIMITS.items()
-                if values[name] > limit]
+        values = {
+            "workflow_bytes": self.workflow_bytes,
+            "argument_bytes": self.argument_bytes,
+            "status_bytes": self.status_bytes,
+        }
+        return [
+            f"{name} {values[name] / 1024:.0f} KiB > {limit / 1024:.0f} KiB"
+            for name, limit in LIMITS.items()
+            if values[name] > limit
+        ]
 
     def describe(self) -> str:
-        text = (f"Workflow at submit {self.workflow_bytes / 1024:.0f} KiB, largest driver argument "
-                f"{self.argument_bytes / 1024:.0f} KiB ({self.argument_where}), {self.nodes} nodes and "
-                f"{self.status_bytes / 1024:.0f} KiB with their status at the end")
+        text = (
+            f"Workflow at submit {self.workflow_bytes / 1024:.0f} KiB, largest driver argument "
+            f"{self.argument_bytes / 1024:.0f} KiB ({self.argument_where}), {self.nodes} nodes and "
+            f"{self.status_bytes / 1024:.0f} KiB with their status at the end"
+        )
         problems = self.violations()
         return text + (f" (over the limit: {'; '.join(problems)})" if problems else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"workflow_bytes": self.workflow_bytes, "argument_bytes": self.argument_bytes,
-                "argument_where": self.argument_where, "nodes": self.nodes, "status_bytes": self.status_bytes,
-                "fits": self.fits}
+        return {
+            "workflow_bytes": self.workflow_bytes,
+            "argument_bytes": self.argument_bytes,
+            "argument_where": self.argument_where,
+            "nodes": self.nodes,
+            "status_bytes": self.status_bytes,
+            "fits": self.fits,
+        }
 
 
 def way_out(kind: str) -> str:
     """What to change when a run of ``kind`` does not fit."""
     if kind == "report":
-        return (" The report run imports one fragment per chain: split loop.seeds or loop.lambdas over several "
-                "experiments (each gets its own report; `autophagy report` can merge their run directories)")
+        return (
+            " The report run imports one fragment per chain: split loop.seeds or loop.lambdas over several "
+            "experiments (each gets its own report; `autophagy report` can merge their run directories)"
+        )
     return " Lower cluster.window, or fewer options per task (cluster.tracking_config_map_keys, tolerations)"
 
 
@@ -105,12 +121,19 @@ def estimate_package(path: str | Path, arguments: Mapping[str, Any] | None = Non
     return estimate(spec, platform, arguments or {}, chains)
 
 
-def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Mapping[str, Any],
-             iterations: int = 1) -> Estimate:
+def estimate(
+    spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Mapping[str, Any], iterations: int = 1
+) -> Estimate:
     """:class:`Estimate` of a pipeline spec (IR) and its Kubernetes platform spec."""
     components, executors = spec["components"], spec["deploymentSpec"]["executors"]
-    runtime_config = _json({"parameterValues": {name: arguments.get(name, "x" * RUNTIME_VALUE_BYTES)
-                                                for name in spec["root"].get("inputDefinitions", {}).get("parameters", {})}})
+    runtime_config = _json(
+        {
+            "parameterValues": {
+                name: arguments.get(name, "x" * RUNTIME_VALUE_BYTES)
+                for name in spec["root"].get("inputDefinitions", {}).get("parameters", {})
+            }
+        }
+    )
     component_bytes = {name: _json(c) for name, c in components.items()}
     component_bytes["root"] = _json(spec["root"])
     executor_bytes = {name: _json(e) for name, e in executors.items()}
@@ -120,14 +143,19 @@ def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Ma
     arguments_seen += [(size, f"container spec {name}") for name, size in executor_bytes.items()]
     arguments_seen += [(size, f"Kubernetes config {name}") for name, size in platform_bytes.items()]
 
-    workflow = WORKFLOW_BASE + sum(set_of(component_bytes, components, spec)) + sum(executor_bytes.values()) \
-        + sum(platform_bytes.values()) + runtime_config
+    workflow = (
+        WORKFLOW_BASE
+        + sum(set_of(component_bytes, components, spec))
+        + sum(executor_bytes.values())
+        + sum(platform_bytes.values())
+        + runtime_config
+    )
     nodes = 3  # the entrypoint, the root DAG's driver and the root DAG
     status = 3 * NODE_OVERHEAD + component_bytes["root"] + runtime_config
 
     def walk(dag: Mapping[str, Any], repeat: int) -> None:
         nonlocal workflow, nodes, status
-        for key, task in dag["tasks"].items():
+        for _key, task in dag["tasks"].items():
             name = task["componentRef"]["name"]
             task_bytes = _json(task)
             arguments_seen.append((task_bytes, f"task spec {task['taskInfo']['name']}"))
@@ -151,15 +179,24 @@ def estimate(spec: Mapping[str, Any], platform: Mapping[str, Any], arguments: Ma
             arguments_seen.append((executor_input, f"executor input of {task['taskInfo']['name']}"))
             patch = PATCH_OVERHEAD + executor_bytes[component["executorLabel"]] + executor_input
             kinds = 4 if "retryPolicy" in task else 3  # driver, executor DAG, executor Pod (+ Retry)
-            driver_inputs = component_bytes[name] + task_bytes + executor_bytes[component["executorLabel"]] \
+            driver_inputs = (
+                component_bytes[name]
+                + task_bytes
+                + executor_bytes[component["executorLabel"]]
                 + platform_bytes.get(component["executorLabel"], 0)
+            )
             nodes += repeat * kinds
             status += repeat * (kinds * NODE_OVERHEAD + driver_inputs + kinds * patch)
 
     walk(spec["root"]["dag"], 1)
     argument_bytes, where = max(arguments_seen)
-    return Estimate(workflow_bytes=workflow, argument_bytes=argument_bytes, argument_where=where, nodes=nodes,
-                    status_bytes=workflow + status)
+    return Estimate(
+        workflow_bytes=workflow,
+        argument_bytes=argument_bytes,
+        argument_where=where,
+        nodes=nodes,
+        status_bytes=workflow + status,
+    )
 
 
 def set_of(component_bytes: Mapping[str, int], components: Mapping[str, Any], spec: Mapping[str, Any]) -> list[int]:
@@ -170,8 +207,14 @@ def set_of(component_bytes: Mapping[str, int], components: Mapping[str, Any], sp
     return [*seen.values(), component_bytes["root"]]
 
 
-def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], arguments: Mapping[str, Any],
-                    siblings: Mapping[str, Any], components: Mapping[str, Any], iterations: int) -> int:
+def _executor_input(
+    task: Mapping[str, Any],
+    component: Mapping[str, Any],
+    arguments: Mapping[str, Any],
+    siblings: Mapping[str, Any],
+    components: Mapping[str, Any],
+    iterations: int,
+) -> int:
     """The executor input of a task: its parameter values, artifacts (a ``dsl.Collected`` one per
     loop iteration) and output locations."""
     size = EXECUTOR_INPUT_OVERHEAD
@@ -182,8 +225,12 @@ def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], argum
             value = arguments.get(source.get("componentInputParameter", ""))
             size += (_json(value) if value is not None else RUNTIME_VALUE_BYTES) + len(name) + 8
     for source in task.get("inputs", {}).get("artifacts", {}).values():
-        producer = components.get(siblings.get(source.get("taskOutputArtifact", {}).get("producerTask", ""), {})
-                                  .get("componentRef", {}).get("name", ""), {})
+        producer = components.get(
+            siblings.get(source.get("taskOutputArtifact", {}).get("producerTask", ""), {})
+            .get("componentRef", {})
+            .get("name", ""),
+            {},
+        )
         count = iterations if "dag" in producer else 1  # dsl.Collected from a loop
         size += count * (IMPORTED_ARTIFACT_BYTES if _imports(producer, components) else ARTIFACT_BYTES)
     outputs = component.get("outputDefinitions", {})
@@ -194,5 +241,7 @@ def _executor_input(task: Mapping[str, Any], component: Mapping[str, Any], argum
 def _imports(component: Mapping[str, Any], components: Mapping[str, Any]) -> bool:
     """Whether ``component``'s output is an importer's (directly, or collected from a loop of importers)."""
     if "dag" in component:
-        return all(_imports(components[t["componentRef"]["name"]], components) for t in component["dag"]["tasks"].values())
+        return all(
+            _imports(components[t["componentRef"]["name"]], components) for t in component["dag"]["tasks"].values()
+        )
     return component.get("executorLabel", "").startswith("exec-importer")

@@ -20,7 +20,6 @@ per-task setter, so it is each run's ``service_account``; :class:`autophagy.pipe
 from __future__ import annotations
 
 import os
-import socket
 import urllib.error
 import urllib.request
 import warnings
@@ -49,7 +48,7 @@ def check_reachable(host: str, timeout: float = 10.0) -> None:
             return
     except urllib.error.HTTPError:
         return  # it answered
-    except (urllib.error.URLError, OSError, socket.timeout) as err:
+    except (TimeoutError, urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise PipelineSubmitError(
             f"cannot reach the Kubeflow Pipelines API at {host} ({reason}). Check --host (for a port-forward: "
@@ -64,13 +63,19 @@ def read_cookie_file(path: str | Path) -> str:
     except OSError as err:
         raise PipelineSubmitError(f"cannot read the cookie file {path} (--cookie-file): {err.strerror}") from None
     if not text:
-        raise PipelineSubmitError(f"the cookie file {path} (--cookie-file) is empty; it should hold e.g. "
-                                  "authservice_session=<value>")
+        raise PipelineSubmitError(
+            f"the cookie file {path} (--cookie-file) is empty; it should hold e.g. authservice_session=<value>"
+        )
     return text
 
 
-def make_client(host: str, namespace: str | None = None, existing_token: str | None = None,
-                token_path: str | None = None, cookies: str | None = None) -> Any:
+def make_client(
+    host: str,
+    namespace: str | None = None,
+    existing_token: str | None = None,
+    token_path: str | None = None,
+    cookies: str | None = None,
+) -> Any:
     """A ``kfp.Client`` for ``host`` with the SDK's standard authentication (module docstring)."""
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
@@ -86,8 +91,12 @@ def make_client(host: str, namespace: str | None = None, existing_token: str | N
         if not Path(token_path).is_file():
             raise PipelineSubmitError(f"token file not found: {token_path} (--token-path / ${TOKEN_PATH_ENV})")
         credentials = ServiceAccountTokenVolumeCredentials(path=token_path)
-    kwargs: dict[str, Any] = {"host": host, "existing_token": existing_token, "credentials": credentials,
-                              "cookies": cookies}
+    kwargs: dict[str, Any] = {
+        "host": host,
+        "existing_token": existing_token,
+        "credentials": credentials,
+        "cookies": cookies,
+    }
     if namespace:
         kwargs["namespace"] = namespace
     try:
@@ -102,10 +111,13 @@ def describe(err: Exception) -> str:
     status = getattr(err, "status", None)
     reason = getattr(err, "reason", None)
     if status:
-        body = (getattr(err, "body", None) or "")
+        body = getattr(err, "body", None) or ""
         body = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-        hint = (" (authentication: --existing-token / $KF_PIPELINES_TOKEN, --cookies / --cookie-file / "
-                "$KF_PIPELINES_COOKIES for a Dex session, or --token-path / $KF_PIPELINES_SA_TOKEN_PATH)"
-                if status in (401, 403) else "")
+        hint = (
+            " (authentication: --existing-token / $KF_PIPELINES_TOKEN, --cookies / --cookie-file / "
+            "$KF_PIPELINES_COOKIES for a Dex session, or --token-path / $KF_PIPELINES_SA_TOKEN_PATH)"
+            if status in (401, 403)
+            else ""
+        )
         return f"HTTP {status} {reason or ''}{hint} {body[:500]}".strip()
     return f"{type(err).__name__}: {err}"

@@ -23,7 +23,7 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       retries: 0                # Argo retries of a failed pod within a run
       parallelism: 8            # KFP runs in flight at once (0: no limit)
       window: null              # generations per chain run (null: as many as fit the backend's limits)
-      data_pvc: {name: ffhq, mount_path: /var/lib/autophagy/data}   # image-folder data on a PVC (prepare-data mounts it)
+      data_pvc: {name: ffhq, mount_path: /var/lib/autophagy/data}  # image-folder data on a PVC (prepare-data mounts)
       dvc_remote:               # push every generation's data sets and models here (autophagy pull fetches them)
         url: s3://mlpipeline/autophagy-dvc
         endpoint_url: http://minio-service.kubeflow:9000
@@ -35,19 +35,26 @@ Overrides use the same ``-S`` syntax: ``-S cluster.retries=5 -S cluster.parallel
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from autophagy.pipelines.errors import PipelineConfigError
 
 from autophagy.config import ConfigError, ExperimentConfig, apply_override, build_section, from_dict, read_yaml_mapping
 from autophagy.config.coerce import parsed_by, yaml_boolean_as_text
-from autophagy.pipelines.errors import PipelineConfigError
 
 #: Every step of the pipeline, the word in the task names ``gen-<g>-<step>``.
 STEPS = ("prepare", "features", "mix", "pool", "train", "sample", "evaluate", "handoff", "collect", "report")
 #: The ConfigMap keys of ``autophagy-tracking`` (k8s/components/pipeline-access) passed as env.
-TRACKING_CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                            "MLFLOW_HTTP_REQUEST_TIMEOUT", "DVC_NO_ANALYTICS")
+TRACKING_CONFIG_MAP_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_DISABLE_TELEMETRY",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "DVC_NO_ANALYTICS",
+)
 TRACKING_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")  # kfp's own checks (PipelineTask.set_cpu_*)
@@ -80,7 +87,9 @@ class Resources:
         for name in ("memory_request", "memory_limit"):
             value = getattr(self, name)
             if value is not None and not _MEMORY.match(value):
-                raise PipelineConfigError(f"{where}.{name} must be a memory quantity like 512M, 8G or 16Gi, got {value!r}")
+                raise PipelineConfigError(
+                    f"{where}.{name} must be a memory quantity like 512M, 8G or 16Gi, got {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,9 @@ class Toleration:
         if self.operator == "Exists" and self.value:
             raise PipelineConfigError(f"{where}: operator Exists takes no value, got value={self.value!r}")
         if self.effect is not None and self.effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise PipelineConfigError(f"{where}.effect must be NoSchedule, PreferNoSchedule or NoExecute, got {self.effect!r}")
+            raise PipelineConfigError(
+                f"{where}.effect must be NoSchedule, PreferNoSchedule or NoExecute, got {self.effect!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -118,9 +129,13 @@ class DvcRemote:
     credentials_secret: str | None = "autophagy-dvc-credentials"
     # environment variable -> key of credentials_secret; for the object store KFP deploys:
     # credentials_secret: mlpipeline-minio-artifact, {AWS_ACCESS_KEY_ID: accesskey, AWS_SECRET_ACCESS_KEY: secretkey}
-    credentials_keys: Mapping[str, str] = field(default_factory=lambda: {
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
-        metadata=parsed_by(yaml_boolean_as_text))
+    credentials_keys: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+        metadata=parsed_by(yaml_boolean_as_text),
+    )
 
     def validate(self) -> None:
         if not self.url:
@@ -132,12 +147,18 @@ class DvcRemote:
 
     def from_submitter(self) -> dict[str, str]:
         """:meth:`settings` as the submitter reaches the remote."""
-        return {**self.settings(), **({"endpoint_url": self.submitter_endpoint_url} if self.submitter_endpoint_url else {})}
+        return {
+            **self.settings(),
+            **({"endpoint_url": self.submitter_endpoint_url} if self.submitter_endpoint_url else {}),
+        }
 
     def settings(self) -> dict[str, str]:
         """What a pod (and ``autophagy pull``) needs to reach it: the URL, endpoint and region."""
-        return {key: value for key, value in (("url", self.url), ("endpoint_url", self.endpoint_url),
-                                              ("region", self.region)) if value}
+        return {
+            key: value
+            for key, value in (("url", self.url), ("endpoint_url", self.endpoint_url), ("region", self.region))
+            if value
+        }
 
 
 @dataclass(frozen=True)
@@ -152,11 +173,14 @@ class DataPvc:
 
     def validate(self) -> None:
         if not _DNS_SUBDOMAIN.match(self.name) or len(self.name) > 253:
-            raise PipelineConfigError(f"cluster.data_pvc.name must be the name of a PersistentVolumeClaim "
-                                      f"(lowercase letters, digits, '-', '.'), got {self.name!r}")
+            raise PipelineConfigError(
+                f"cluster.data_pvc.name must be the name of a PersistentVolumeClaim "
+                f"(lowercase letters, digits, '-', '.'), got {self.name!r}"
+            )
         if not self.mount_path.startswith("/") or self.mount_path.rstrip("/") in ("", "/tmp"):
-            raise PipelineConfigError(f"cluster.data_pvc.mount_path must be an absolute path other than / and /tmp, "
-                                      f"got {self.mount_path!r}")
+            raise PipelineConfigError(
+                f"cluster.data_pvc.mount_path must be an absolute path other than / and /tmp, got {self.mount_path!r}"
+            )
 
 
 def _default_node_selector() -> dict[str, str]:
@@ -187,8 +211,9 @@ class ClusterConfig:
     gpus_per_train: int = 1
     shm_size: str = "8Gi"  # /dev/shm (memory-backed emptyDir) of a train pod with gpus_per_train > 1, for NCCL
     # GPU steps only; label values, so an unquoted YAML `true` is the text "true"
-    node_selector: Mapping[str, str] = field(default_factory=_default_node_selector,
-                                             metadata=parsed_by(yaml_boolean_as_text))
+    node_selector: Mapping[str, str] = field(
+        default_factory=_default_node_selector, metadata=parsed_by(yaml_boolean_as_text)
+    )
     tolerations: tuple[Toleration, ...] = (Toleration(),)  # GPU steps only
     cpu_resources: Resources = Resources()
     gpu_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G")
@@ -227,7 +252,7 @@ class ClusterConfig:
     image_pull_policy: str | None = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
 
-    def validate(self) -> "ClusterConfig":
+    def validate(self) -> ClusterConfig:
         from autophagy.components.image import ImageError, check_image
 
         if self.image is not None:
@@ -240,17 +265,25 @@ class ClusterConfig:
                 raise PipelineConfigError(f"cluster.gpu_steps: unknown step {step!r}; steps are {', '.join(STEPS)}")
         for step in self.step_resources:
             if step not in STEPS:
-                raise PipelineConfigError(f"cluster.step_resources: unknown step {step!r}; steps are {', '.join(STEPS)}")
+                raise PipelineConfigError(
+                    f"cluster.step_resources: unknown step {step!r}; steps are {', '.join(STEPS)}"
+                )
         if self.gpu_steps and (not self.accelerator_type or self.accelerator_limit < 1):
-            raise PipelineConfigError("cluster.accelerator_type must be set and cluster.accelerator_limit >= 1 "
-                                      f"when cluster.gpu_steps is not empty, got {self.accelerator_type!r}, {self.accelerator_limit}")
+            raise PipelineConfigError(
+                "cluster.accelerator_type must be set and cluster.accelerator_limit >= 1 "
+                f"when cluster.gpu_steps is not empty, got {self.accelerator_type!r}, {self.accelerator_limit}"
+            )
         if self.gpus_per_train < 1:
             raise PipelineConfigError(f"cluster.gpus_per_train must be an integer >= 1, got {self.gpus_per_train}")
         if self.gpus_per_train > 1 and "train" not in self.gpu_steps:
-            raise PipelineConfigError(f"cluster.gpus_per_train={self.gpus_per_train} needs train in cluster.gpu_steps "
-                                      f"(got {list(self.gpu_steps)})")
+            raise PipelineConfigError(
+                f"cluster.gpus_per_train={self.gpus_per_train} needs train in cluster.gpu_steps "
+                f"(got {list(self.gpu_steps)})"
+            )
         if not _MEMORY.match(self.shm_size):
-            raise PipelineConfigError(f"cluster.shm_size must be a memory quantity like 512M, 8G or 16Gi, got {self.shm_size!r}")
+            raise PipelineConfigError(
+                f"cluster.shm_size must be a memory quantity like 512M, 8G or 16Gi, got {self.shm_size!r}"
+            )
         self.cpu_resources.validate("cluster.cpu_resources")
         self.gpu_resources.validate("cluster.gpu_resources")
         for step, resources in self.step_resources.items():
@@ -261,10 +294,14 @@ class ClusterConfig:
             if getattr(self, name) < 0:
                 raise PipelineConfigError(f"cluster.{name} must be an integer >= 0, got {getattr(self, name)}")
         if not _DURATION.match(self.backoff_duration):
-            raise PipelineConfigError(f"cluster.backoff_duration must be whole seconds like 60s, got {self.backoff_duration!r}")
+            raise PipelineConfigError(
+                f"cluster.backoff_duration must be whole seconds like 60s, got {self.backoff_duration!r}"
+            )
         if isinstance(self.backoff_factor, bool) or not isinstance(self.backoff_factor, int) or self.backoff_factor < 1:
-            raise PipelineConfigError(f"cluster.backoff_factor must be an integer >= 1 (Argo reads it as an integer), "
-                                      f"got {self.backoff_factor!r}")
+            raise PipelineConfigError(
+                f"cluster.backoff_factor must be an integer >= 1 (Argo reads it as an integer), "
+                f"got {self.backoff_factor!r}"
+            )
         if self.window is not None and self.window < 1:
             raise PipelineConfigError(f"cluster.window must be an integer >= 1 or null, got {self.window}")
         if self.dvc_remote is not None:
@@ -272,17 +309,25 @@ class ClusterConfig:
         if self.data_pvc is not None:
             self.data_pvc.validate()
         if self.scratch_pvc is not None and not self.scratch_mount_path.startswith("/"):
-            raise PipelineConfigError(f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}")
+            raise PipelineConfigError(
+                f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}"
+            )
         if self.timeout_seconds is not None and self.timeout_seconds < 1:
             raise PipelineConfigError(f"cluster.timeout_seconds must be >= 1 or null, got {self.timeout_seconds}")
         for key, value in {**self.node_selector, **self.pod_labels}.items():
             if not isinstance(value, str) or not _LABEL_VALUE.match(value) or len(value) > 63:
-                raise PipelineConfigError(f"cluster: label value of {key!r} must be a valid Kubernetes label value "
-                                          f"(at most 63 characters: letters, digits, '-', '_', '.'), got {value!r}")
+                raise PipelineConfigError(
+                    f"cluster: label value of {key!r} must be a valid Kubernetes label value "
+                    f"(at most 63 characters: letters, digits, '-', '_', '.'), got {value!r}"
+                )
         if self.image_pull_policy not in (None, "Always", "IfNotPresent", "Never"):
-            raise PipelineConfigError(f"cluster.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}")
+            raise PipelineConfigError(
+                f"cluster.image_pull_policy must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}"
+            )
         if self.image_digest is not None and not _IMAGE_DIGEST.match(self.image_digest):
-            raise PipelineConfigError(f"cluster.image_digest must look like sha256:<64 lowercase hex digits>, got {self.image_digest!r}")
+            raise PipelineConfigError(
+                f"cluster.image_digest must look like sha256:<64 lowercase hex digits>, got {self.image_digest!r}"
+            )
         for name in ("run_as_user", "run_as_group"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -301,8 +346,10 @@ class ClusterConfig:
         if not at:
             return f"{ref}@{self.image_digest}"
         if digest != self.image_digest:
-            raise PipelineConfigError(f"image {ref!r} names digest {digest}, but cluster.image_digest is "
-                                      f"{self.image_digest}; keep one of them")
+            raise PipelineConfigError(
+                f"image {ref!r} names digest {digest}, but cluster.image_digest is "
+                f"{self.image_digest}; keep one of them"
+            )
         return ref
 
     def accelerator_limit_of(self, step: str) -> int:
@@ -319,7 +366,7 @@ class ClusterConfig:
         and gives every retry pod that deadline (argo-workflows v4.0.5, ``processNodeRetries``)."""
         attempt = self.timeout_seconds or UNBOUNDED_ATTEMPT_SECONDS
         base = int(self.backoff_duration[:-1])
-        waits = sum(base * self.backoff_factor ** i for i in range(self.retries))
+        waits = sum(base * self.backoff_factor**i for i in range(self.retries))
         return (self.retries + 1) * attempt + waits
 
     def resources_of(self, step: str) -> Resources:
@@ -340,8 +387,9 @@ def cluster_from_dict(raw: Mapping[str, Any] | None) -> ClusterConfig:
     return cluster.validate()
 
 
-def load_pipeline_config(path: str | Path | None = None,
-                         overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, ClusterConfig]:
+def load_pipeline_config(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[ExperimentConfig, ClusterConfig]:
     """Load an experiment YAML with an optional ``cluster:`` section; apply ``-S`` overrides.
 
     ``cluster.*`` overrides go to the cluster options, every other one to the experiment, exactly
@@ -354,7 +402,7 @@ def load_pipeline_config(path: str | Path | None = None,
     experiment_overrides = []
     for item in overrides:
         if item.strip().startswith("cluster."):
-            apply_override(cluster_raw, item.strip()[len("cluster."):])
+            apply_override(cluster_raw, item.strip()[len("cluster.") :])
         else:
             experiment_overrides.append(item)
     for item in experiment_overrides:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import posixpath
 
-from autophagy.config import ExperimentConfig, from_dict, to_dict
-
 from autophagy.pipelines.cluster import ClusterConfig
 from autophagy.pipelines.errors import PipelineConfigError
+
+from autophagy.config import ExperimentConfig, from_dict, to_dict
 
 
 def for_pods(cfg: ExperimentConfig, cluster: ClusterConfig) -> ExperimentConfig:
@@ -26,19 +26,22 @@ def for_pods(cfg: ExperimentConfig, cluster: ClusterConfig) -> ExperimentConfig:
     if "://" in path:
         raise PipelineConfigError(
             f"data.path {path!r}: data.source=image-folder reads a folder or .zip, not a URL; copy the images "
-            "onto a PersistentVolumeClaim and set cluster.data_pvc (docs/kubeflow.md, 'Real data the pods read')")
+            "onto a PersistentVolumeClaim and set cluster.data_pvc (docs/kubeflow.md, 'Real data the pods read')"
+        )
     if cluster.data_pvc is None:
         raise PipelineConfigError(
             f"data.path {path!r} is a folder on this machine, which the pipeline's pods cannot reach: copy the images "
             "onto a PersistentVolumeClaim (ReadOnlyMany or ReadWriteMany) in the run namespace and set "
             "cluster.data_pvc: {name: <claim>, mount_path: /var/lib/autophagy/data} (-S 'cluster.data_pvc={name: "
-            "<claim>}'); data.path is then read inside the mount (a relative path from the claim's root)")
+            "<claim>}'); data.path is then read inside the mount (a relative path from the claim's root)"
+        )
     mount = posixpath.normpath(cluster.data_pvc.mount_path)
     inside = posixpath.normpath(posixpath.join(mount, path))
     if not inside.startswith(mount + "/"):
         raise PipelineConfigError(
             f"data.path {path!r} is not inside the mount of cluster.data_pvc ({cluster.data_pvc.name} at {mount}): "
-            "give a path relative to the claim's root, or an absolute path under its mount_path")
+            "give a path relative to the claim's root, or an absolute path under its mount_path"
+        )
     values = to_dict(cfg)
     values["data"]["path"] = inside
     return from_dict(values)

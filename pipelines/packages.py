@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from autophagy import atomic, plan
-from autophagy.config import ExperimentConfig, to_dict
+from typing import Any
 
 from autophagy.pipelines import budget
 from autophagy.pipelines.cluster import ClusterConfig
 from autophagy.pipelines.errors import PipelineConfigError
 from autophagy.pipelines.runs import FAN_IN, KfpRun, count_runs, merge_tree
+
+from autophagy import atomic, plan
+from autophagy.config import ExperimentConfig, to_dict
 
 
 def package_name(run: KfpRun) -> str:
@@ -49,7 +50,9 @@ def compile_run(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, run: 
 
     path = Path(out_dir) / package_name(run)
     with atomic.temp_path(path) as tmp:
-        compiler.Compiler().compile(pipeline_function(cfg, cluster, image, run), package_path=str(tmp.with_suffix(".yaml")))
+        compiler.Compiler().compile(
+            pipeline_function(cfg, cluster, image, run), package_path=str(tmp.with_suffix(".yaml"))
+        )
         tmp.with_suffix(".yaml").replace(tmp)
     return path
 
@@ -107,8 +110,20 @@ def typical_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
     from autophagy.step_config import STEP_OPTIONS, step_options, to_json
 
     values: dict[str, Any] = {f"options_{step}": to_json(step_options(cfg, step)) for step in STEP_OPTIONS}
-    values.update({name: "u" * URI_BYTES for name in ("real_train_uri", "real_test_uri", "extractor_uri", "model_uri",
-                                                       "samples_uri", "history_uri", "pooled_uri")})
+    values.update(
+        {
+            name: "u" * URI_BYTES
+            for name in (
+                "real_train_uri",
+                "real_test_uri",
+                "extractor_uri",
+                "model_uri",
+                "samples_uri",
+                "history_uri",
+                "pooled_uri",
+            )
+        }
+    )
     values.update({"handoff_key": "lam-0.123456-seed-12345", "lam": "0.123456", "seed": 12345, "n_samples": 1_000_000})
     return values
 
@@ -133,11 +148,15 @@ def _refusal(cfg, cluster, image, scratch: Path) -> str:
     lam, seed = sizing_chain(cfg)
     run = KfpRun("chain", "chain", lam=lam, seed=seed, first=1, last=1)
     estimate = _estimate(cfg, compile_run(cfg, cluster, image, run, scratch), "chain")
-    return (f"one generation of one chain does not fit a KFP run: {estimate.describe()}. The way out: fewer options "
-            "per task (cluster.tracking_config_map_keys, node_selector, tolerations) or a backend with larger limits")
+    return (
+        f"one generation of one chain does not fit a KFP run: {estimate.describe()}. The way out: fewer options "
+        "per task (cluster.tracking_config_map_keys, node_selector, tolerations) or a backend with larger limits"
+    )
 
 
-def compile_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, out_dir: str | Path) -> dict[str, Any]:
+def compile_experiment(
+    cfg: ExperimentConfig, cluster: ClusterConfig, image: str, out_dir: str | Path
+) -> dict[str, Any]:
     """Every package of ``cfg`` and ``runs.json`` into ``out_dir``; returns the plan (also in runs.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,12 +174,30 @@ def compile_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, image: str
         path = compile_run(cfg, cluster, image, run, out_dir)
         estimate = _estimate(cfg, path, run.kind)
         if not estimate.fits:
-            raise PipelineConfigError(f"the {run.kind} run of {cfg.name} does not fit a KFP run: {estimate.describe()}."
-                                      + budget.way_out(run.kind))
-        packages.append({"kind": run.kind, "path": str(path), "bytes": path.stat().st_size, **estimate.as_dict(),
-                         **({"first": run.first, "last": run.last} if run.kind == "chain" else {})})
-    info = {"experiment": cfg.name, "image": image, "window": window, "runs": count_runs(cfg, window),
-            "chains": len(plan.chains(cfg)), "seeds": len(cfg.loop.seeds), "generations": cfg.loop.generations,
-            "budget": budget.LIMITS, "packages": packages, "compile_seconds": time.perf_counter() - started}
+            raise PipelineConfigError(
+                f"the {run.kind} run of {cfg.name} does not fit a KFP run: {estimate.describe()}."
+                + budget.way_out(run.kind)
+            )
+        packages.append(
+            {
+                "kind": run.kind,
+                "path": str(path),
+                "bytes": path.stat().st_size,
+                **estimate.as_dict(),
+                **({"first": run.first, "last": run.last} if run.kind == "chain" else {}),
+            }
+        )
+    info = {
+        "experiment": cfg.name,
+        "image": image,
+        "window": window,
+        "runs": count_runs(cfg, window),
+        "chains": len(plan.chains(cfg)),
+        "seeds": len(cfg.loop.seeds),
+        "generations": cfg.loop.generations,
+        "budget": budget.LIMITS,
+        "packages": packages,
+        "compile_seconds": time.perf_counter() - started,
+    }
     atomic.write_json(out_dir / "runs.json", info)
     return info

@@ -33,23 +33,29 @@ their downstream tasks keep their cache keys.
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotations as types.
 import json
-from typing import Any, Callable, Dict, List
+from collections.abc import Callable
+from typing import Any
+
+from autophagy.components.dvc_remote import REMOTE_ENV
+from autophagy.pipelines.cluster import ClusterConfig
 
 from autophagy import plan
-from autophagy.components.dvc_remote import REMOTE_ENV
 from autophagy.config import ExperimentConfig
 from autophagy.layout import SCRATCH_ENV
 from autophagy.step_config import BOOKKEEPING_ENV, bookkeeping, to_json
 from autophagy.tracking import CONFIG_KEY_ENV, config_key
 
-from autophagy.pipelines.cluster import ClusterConfig
-
 #: The steps whose outputs go to the DVC remote (``cluster.dvc_remote``): the real data sets, every
 #: training set, model and sample set.
 PUSHING_STEPS = ("prepare", "mix", "train", "sample")
 #: KFP pipeline names, one per kind of run (the scope of KFP's cache).
-PIPELINE_NAMES = {"data": "autophagy-data", "generation-0": "autophagy-generation-0", "chain": "autophagy-chain",
-                  "collect": "autophagy-collect", "report": "autophagy-report"}
+PIPELINE_NAMES = {
+    "data": "autophagy-data",
+    "generation-0": "autophagy-generation-0",
+    "chain": "autophagy-chain",
+    "collect": "autophagy-collect",
+    "report": "autophagy-report",
+}
 
 
 class _Builder:
@@ -69,7 +75,7 @@ class _Builder:
         task = self.ops[step](**arguments)
         return configure(task, task_name(step, generation, self.label), step, self.cluster, self.env)
 
-    def pointers(self, mix: Any, train: Any, sample: Any) -> Dict[str, Any]:
+    def pointers(self, mix: Any, train: Any, sample: Any) -> dict[str, Any]:
         """The DVC pointers an evaluate task writes (with ``cluster.dvc_remote``; without one, none
         are wired: each wired value costs every generation status bytes)."""
         if self.cluster.dvc_remote is None:
@@ -87,8 +93,13 @@ class _Builder:
 
 
 #: Experiment-level tasks, as the KFP UI names them.
-EXPERIMENT_TASK_NAMES = {"prepare": "prepare-data", "features": "feature-extractor", "handoff": "handoff",
-                         "collect": "collect-fragments", "report": "report"}
+EXPERIMENT_TASK_NAMES = {
+    "prepare": "prepare-data",
+    "features": "feature-extractor",
+    "handoff": "handoff",
+    "collect": "collect-fragments",
+    "report": "report",
+}
 
 
 def task_name(step: str, generation: int | None, label: str = "") -> str:
@@ -99,7 +110,7 @@ def task_name(step: str, generation: int | None, label: str = "") -> str:
     return f"gen-{generation}-{step}" + (f" · {label}" if label else "")
 
 
-def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, env: Dict[str, str]) -> Any:
+def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, env: dict[str, str]) -> Any:
     """Name, caching, retries, resources, scheduling, env, durable scratch and security context of one task."""
     from kfp import kubernetes
 
@@ -107,9 +118,12 @@ def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, e
     # handoff is never cached: it records this run's URIs (cheap, and a cached one would record nothing).
     task.set_caching_options(cluster.caching and step != "handoff")
     if cluster.retries > 0:
-        task.set_retry(num_retries=cluster.retries, backoff_duration=cluster.backoff_duration,
-                       backoff_factor=float(cluster.backoff_factor),
-                       backoff_max_duration=f"{cluster.retry_window_seconds}s")
+        task.set_retry(
+            num_retries=cluster.retries,
+            backoff_duration=cluster.backoff_duration,
+            backoff_factor=float(cluster.backoff_factor),
+            backoff_max_duration=f"{cluster.retry_window_seconds}s",
+        )
     resources = cluster.resources_of(step)
     for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
         if getattr(resources, name):
@@ -118,34 +132,46 @@ def configure(task: Any, display_name: str, step: str, cluster: ClusterConfig, e
         task.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.accelerator_limit_of(step))
         if step == "train" and cluster.gpus_per_train > 1:
             # NCCL between the processes of one pod goes through /dev/shm, 64 MiB by default in a container.
-            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                       size_limit=cluster.shm_size)
+            kubernetes.empty_dir_mount(
+                task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=cluster.shm_size
+            )
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, key, value)
         for toleration in cluster.tolerations:
-            kubernetes.add_toleration(task, key=toleration.key, operator=toleration.operator, value=toleration.value,
-                                      effect=toleration.effect, toleration_seconds=toleration.toleration_seconds)
+            kubernetes.add_toleration(
+                task,
+                key=toleration.key,
+                operator=toleration.operator,
+                value=toleration.value,
+                effect=toleration.effect,
+                toleration_seconds=toleration.toleration_seconds,
+            )
     if cluster.dvc_remote is not None and step in PUSHING_STEPS:
         task.set_env_variable(REMOTE_ENV, json.dumps(cluster.dvc_remote.settings(), sort_keys=True))
         if cluster.dvc_remote.credentials_secret:
-            kubernetes.use_secret_as_env(task, cluster.dvc_remote.credentials_secret,
-                                         {key: env for env, key in cluster.dvc_remote.credentials_keys.items()})
+            kubernetes.use_secret_as_env(
+                task,
+                cluster.dvc_remote.credentials_secret,
+                {key: env for env, key in cluster.dvc_remote.credentials_keys.items()},
+            )
     if step == "train" and cluster.scratch_pvc:
         kubernetes.mount_pvc(task, pvc_name=cluster.scratch_pvc, mount_path=cluster.scratch_mount_path)
         task.set_env_variable(SCRATCH_ENV, cluster.scratch_mount_path)
     for name, value in env.items():
         task.set_env_variable(name, value)
     if cluster.tracking_config_map and cluster.tracking_config_map_keys:
-        kubernetes.use_config_map_as_env(task, cluster.tracking_config_map,
-                                         {key: key for key in cluster.tracking_config_map_keys})
+        kubernetes.use_config_map_as_env(
+            task, cluster.tracking_config_map, {key: key for key in cluster.tracking_config_map_keys}
+        )
     if cluster.tracking_secret and cluster.tracking_secret_keys:
         kubernetes.use_secret_as_env(task, cluster.tracking_secret, {key: key for key in cluster.tracking_secret_keys})
     for key, value in {**cluster.pod_labels, "autophagy.io/step": step}.items():
         kubernetes.add_pod_label(task, key, value)
     # Non-root identity of the task's container; the KFP 2.17 backend's compiler adds
     # allowPrivilegeEscalation: false, capabilities drop ALL and seccomp RuntimeDefault to it.
-    kubernetes.set_security_context(task, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_group,
-                                    run_as_non_root=True)
+    kubernetes.set_security_context(
+        task, run_as_user=cluster.run_as_user, run_as_group=cluster.run_as_group, run_as_non_root=True
+    )
     if cluster.timeout_seconds:
         kubernetes.set_timeout(task, cluster.timeout_seconds)
     if cluster.image_pull_policy:
@@ -171,9 +197,15 @@ def data_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> 
 
             kubernetes.mount_pvc(prepare, pvc_name=cluster.data_pvc.name, mount_path=cluster.data_pvc.mount_path)
         features = b.task("features", None, options=options_features)
-        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-               real_train=prepare.outputs["train"], real_test=prepare.outputs["test"],
-               extractor=features.outputs["extractor"])
+        b.task(
+            "handoff",
+            None,
+            key=handoff_key,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            real_train=prepare.outputs["train"],
+            real_test=prepare.outputs["test"],
+            extractor=features.outputs["extractor"],
+        )
 
     return autophagy_data
 
@@ -187,30 +219,69 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
     step = plan.generation_plan(cfg, None, 0, 0)
 
     @dsl.pipeline(name=PIPELINE_NAMES["generation-0"], description="autophagy: generation 0 of one seed")
-    def autophagy_generation_0(handoff_key: str, options_mix: str, options_train: str, options_sample: str,
-                               options_evaluate: str, seed: int, n_samples: int, real_train_uri: str,
-                               real_test_uri: str, extractor_uri: str):
+    def autophagy_generation_0(
+        handoff_key: str,
+        options_mix: str,
+        options_train: str,
+        options_sample: str,
+        options_evaluate: str,
+        seed: int,
+        n_samples: int,
+        real_train_uri: str,
+        real_test_uri: str,
+        extractor_uri: str,
+    ):
         real_train = b.importer("real-train", real_train_uri, "dataset")
         real_test = b.importer("real-test", real_test_uri, "dataset")
         extractor = b.importer("extractor", extractor_uri, "artifact")
         train_set, mix = real_train, None
         if "mix" in step.steps:  # fresh-real: generation 0 trains on its own draw from the pool
-            mix = b.task("mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="", fresh_real=True)
+            mix = b.task(
+                "mix", 0, options=options_mix, real=real_train, generation=0, seed=seed, lam="", fresh_real=True
+            )
             train_set = mix.outputs["train_set"]
         train = b.task("train", 0, options=options_train, train_set=train_set, generation=0, seed=seed, lam="")
-        sample = b.task("sample", 0, options=options_sample, model=train.outputs["model"], real_train=real_train,
-                        extractor=extractor, generation=0, seed=seed, n=n_samples, lam="")
-        evaluate = b.task("evaluate", 0, options=options_evaluate, samples=sample.outputs["samples"],
-                          real_train=real_train, real_test=real_test, extractor=extractor, generation=0, seed=seed,
-                          lam="", **b.pointers(mix, train, sample))
-        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=train.outputs["model"],
-               samples=sample.outputs["samples"], history=evaluate.outputs["history"])
+        sample = b.task(
+            "sample",
+            0,
+            options=options_sample,
+            model=train.outputs["model"],
+            real_train=real_train,
+            extractor=extractor,
+            generation=0,
+            seed=seed,
+            n=n_samples,
+            lam="",
+        )
+        evaluate = b.task(
+            "evaluate",
+            0,
+            options=options_evaluate,
+            samples=sample.outputs["samples"],
+            real_train=real_train,
+            real_test=real_test,
+            extractor=extractor,
+            generation=0,
+            seed=seed,
+            lam="",
+            **b.pointers(mix, train, sample),
+        )
+        b.task(
+            "handoff",
+            None,
+            key=handoff_key,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            model=train.outputs["model"],
+            samples=sample.outputs["samples"],
+            history=evaluate.outputs["history"],
+        )
 
     return autophagy_generation_0
 
 
-def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, first: int, last: int,
-                   label: str = "") -> Callable:
+def chain_pipeline(
+    cfg: ExperimentConfig, cluster: ClusterConfig, image: str, first: int, last: int, label: str = ""
+) -> Callable:
     """The run of generations ``first .. last`` of one (lambda, seed) chain (the same graph for every
     chain: lambda, seed and what generation ``first - 1`` left are parameters; ``label``, e.g.
     ``λ=0.5 · seed 0``, names the chain after each generation task's name in the KFP UI)."""
@@ -221,12 +292,26 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
     steps = [plan.generation_plan(cfg, cfg.loop.lambdas[0], cfg.loop.seeds[0], g) for g in range(first, last + 1)]
     takes_pool = steps[0].pooled and first > 1
 
-    @dsl.pipeline(name=PIPELINE_NAMES["chain"],
-                  description=f"autophagy: generations {first}..{last} of one (lambda, seed) chain")
-    def autophagy_chain(handoff_key: str, options_mix: str, options_train: str, options_sample: str,
-                        options_evaluate: str, lam: str, seed: int, n_samples: int, real_train_uri: str,
-                        real_test_uri: str, extractor_uri: str, model_uri: str, samples_uri: str, history_uri: str,
-                        pooled_uri: str = ""):
+    @dsl.pipeline(
+        name=PIPELINE_NAMES["chain"], description=f"autophagy: generations {first}..{last} of one (lambda, seed) chain"
+    )
+    def autophagy_chain(
+        handoff_key: str,
+        options_mix: str,
+        options_train: str,
+        options_sample: str,
+        options_evaluate: str,
+        lam: str,
+        seed: int,
+        n_samples: int,
+        real_train_uri: str,
+        real_test_uri: str,
+        extractor_uri: str,
+        model_uri: str,
+        samples_uri: str,
+        history_uri: str,
+        pooled_uri: str = "",
+    ):
         real_train = b.importer("real-train", real_train_uri, "dataset")
         real_test = b.importer("real-test", real_test_uri, "dataset")
         extractor = b.importer("extractor", extractor_uri, "artifact")
@@ -243,19 +328,56 @@ def chain_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str, fi
                 previous = {} if pooled is None else {"previous": pooled}
                 pooled = b.task("pool", g, samples=samples, **previous, **chain, **stop).outputs["pooled"]
                 synthetic = pooled
-            mix = b.task("mix", g, options=options_mix, real=real_train, synthetic=synthetic, fresh_real=step.fresh_real,
-                         **chain, **stop)
+            mix = b.task(
+                "mix",
+                g,
+                options=options_mix,
+                real=real_train,
+                synthetic=synthetic,
+                fresh_real=step.fresh_real,
+                **chain,
+                **stop,
+            )
             init = {"init": model} if step.init_from is not None else {}
-            train = b.task("train", g, options=options_train, train_set=mix.outputs["train_set"], **init, **chain, **stop)
-            sample = b.task("sample", g, options=options_sample, model=train.outputs["model"], real_train=real_train,
-                            extractor=extractor, n=n_samples, **chain, **stop)
-            evaluate = b.task("evaluate", g, options=options_evaluate, samples=sample.outputs["samples"],
-                              real_train=real_train, real_test=real_test, extractor=extractor, previous=history,
-                              stoppable=step.stoppable, **b.pointers(mix, train, sample), **chain)
+            train = b.task(
+                "train", g, options=options_train, train_set=mix.outputs["train_set"], **init, **chain, **stop
+            )
+            sample = b.task(
+                "sample",
+                g,
+                options=options_sample,
+                model=train.outputs["model"],
+                real_train=real_train,
+                extractor=extractor,
+                n=n_samples,
+                **chain,
+                **stop,
+            )
+            evaluate = b.task(
+                "evaluate",
+                g,
+                options=options_evaluate,
+                samples=sample.outputs["samples"],
+                real_train=real_train,
+                real_test=real_test,
+                extractor=extractor,
+                previous=history,
+                stoppable=step.stoppable,
+                **b.pointers(mix, train, sample),
+                **chain,
+            )
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
-        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
-               samples=samples, history=history, **kept)
+        b.task(
+            "handoff",
+            None,
+            key=handoff_key,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            model=model,
+            samples=samples,
+            history=history,
+            **kept,
+        )
 
     return autophagy_chain
 
@@ -267,12 +389,17 @@ def collect_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) 
     b = _Builder(cfg, cluster, image)
 
     @dsl.pipeline(name=PIPELINE_NAMES["collect"], description="autophagy: merge chains' run-layout fragments")
-    def autophagy_collect(handoff_key: str, fragment_uris: List[str]):
+    def autophagy_collect(handoff_key: str, fragment_uris: list[str]):
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
         collect = b.task("collect", None, fragments=dsl.Collected(fragment))
-        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-               history=collect.outputs["merged"])
+        b.task(
+            "handoff",
+            None,
+            key=handoff_key,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            history=collect.outputs["merged"],
+        )
 
     return autophagy_collect
 
@@ -284,11 +411,16 @@ def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -
     b = _Builder(cfg, cluster, image)
 
     @dsl.pipeline(name=PIPELINE_NAMES["report"], description="autophagy: report over every lambda, seed and generation")
-    def autophagy_report(handoff_key: str, config: str, fragment_uris: List[str], data_dvc: str = "{}"):
+    def autophagy_report(handoff_key: str, config: str, fragment_uris: list[str], data_dvc: str = "{}"):
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
         report = b.task("report", None, config=config, fragments=dsl.Collected(fragment), data_dvc=data_dvc)
-        b.task("handoff", None, key=handoff_key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-               run_dir=report.outputs["run_dir"])
+        b.task(
+            "handoff",
+            None,
+            key=handoff_key,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            run_dir=report.outputs["run_dir"],
+        )
 
     return autophagy_report

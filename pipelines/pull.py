@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from autophagy.pipelines.errors import PipelineError
 
@@ -37,25 +38,35 @@ def find_parent_run(client: Any, run: str) -> Any:
         return client.get_run(run)
     experiment = client.get_experiment_by_name(run)
     if experiment is None:
-        raise PipelineError(f"--run {run}: no MLflow run with that id and no experiment of that name at "
-                            f"{client.tracking_uri}")
-    for candidate in client.search_runs([experiment.experiment_id], "tags.`autophagy.role` = 'parent'",
-                                        order_by=["attributes.start_time DESC"]):
+        raise PipelineError(
+            f"--run {run}: no MLflow run with that id and no experiment of that name at {client.tracking_uri}"
+        )
+    for candidate in client.search_runs(
+        [experiment.experiment_id], "tags.`autophagy.role` = 'parent'", order_by=["attributes.start_time DESC"]
+    ):
         if any(a.path == LAYOUT_ARTIFACT for a in client.list_artifacts(candidate.info.run_id)):
             return candidate
-    raise PipelineError(f"experiment {run}: no parent run holds a pointer tree (was it run on Kubeflow with "
-                        "cluster.dvc_remote, and did its report run finish?)")
+    raise PipelineError(
+        f"experiment {run}: no parent run holds a pointer tree (was it run on Kubeflow with "
+        "cluster.dvc_remote, and did its report run finish?)"
+    )
 
 
-def pull(run: str, root: str | Path = ".", targets: Sequence[str] = (), endpoint_url: str | None = None,
-         data: bool = True, log=print) -> dict[str, Any]:
+def pull(
+    run: str,
+    root: str | Path = ".",
+    targets: Sequence[str] = (),
+    endpoint_url: str | None = None,
+    data: bool = True,
+    log=print,
+) -> dict[str, Any]:
     """Write the pointer tree of ``run`` to ``<root>/runs/<experiment>`` and ``dvc pull`` ``targets``
     (paths below that folder: a generation, ``lam-0.5/seed-0/gen-007/train_set``, ...; none: all).
     ``endpoint_url`` replaces the remote's in-cluster endpoint (e.g. a port-forward)."""
-    from mlflow import MlflowClient
-
     from autophagy.components import dvc_remote
     from autophagy.components.runtime import LAYOUT_ARTIFACT
+    from mlflow import MlflowClient
+
     from autophagy.tracking import tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -66,8 +77,9 @@ def pull(run: str, root: str | Path = ".", targets: Sequence[str] = (), endpoint
     parent = find_parent_run(client, run)
     tags = parent.data.tags
     if REMOTE_TAG not in tags:
-        raise PipelineError(f"MLflow run {parent.info.run_id} has no {REMOTE_TAG} tag: it was not run with "
-                            "cluster.dvc_remote")
+        raise PipelineError(
+            f"MLflow run {parent.info.run_id} has no {REMOTE_TAG} tag: it was not run with cluster.dvc_remote"
+        )
     remote = {**json.loads(tags[REMOTE_TAG]), **({"endpoint_url": endpoint_url} if endpoint_url else {})}
     experiment = tags["autophagy.experiment"]
     destination = root / "runs" / experiment
@@ -79,19 +91,35 @@ def pull(run: str, root: str | Path = ".", targets: Sequence[str] = (), endpoint
     except dvc_remote.RemoteError as err:
         raise PipelineError(str(err)) from None
     pointers = _pointers(destination, targets)
-    log(f"{experiment}: {len(list(destination.rglob('*.dvc')))} pointers and "
+    log(
+        f"{experiment}: {len(list(destination.rglob('*.dvc')))} pointers and "
         f"{len(list(destination.rglob('metrics.json')))} metrics files in {destination}; remote "
-        f"{dvc_remote.REMOTE_NAME} = {dvc_remote.describe(remote)}")
+        f"{dvc_remote.REMOTE_NAME} = {dvc_remote.describe(remote)}"
+    )
     if data and pointers:
-        command = [sys.executable, "-m", "dvc", "pull", "-r", dvc_remote.REMOTE_NAME,
-                   *[str(p.relative_to(root)) for p in pointers]]
-        done = subprocess.run(command, cwd=root, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, text=True,
-                              capture_output=True)
+        command = [
+            sys.executable,
+            "-m",
+            "dvc",
+            "pull",
+            "-r",
+            dvc_remote.REMOTE_NAME,
+            *[str(p.relative_to(root)) for p in pointers],
+        ]
+        done = subprocess.run(
+            command, cwd=root, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, text=True, capture_output=True
+        )
         if done.returncode != 0:
-            raise PipelineError(f"dvc pull from {dvc_remote.describe(remote)} failed:\n{(done.stderr + done.stdout).strip()}")
+            raise PipelineError(
+                f"dvc pull from {dvc_remote.describe(remote)} failed:\n{(done.stderr + done.stdout).strip()}"
+            )
         log(done.stdout.strip())
-    return {"run_id": parent.info.run_id, "experiment": experiment, "destination": str(destination),
-            "pulled": [str(p.relative_to(root)) for p in pointers] if data else []}
+    return {
+        "run_id": parent.info.run_id,
+        "experiment": experiment,
+        "destination": str(destination),
+        "pulled": [str(p.relative_to(root)) for p in pointers] if data else [],
+    }
 
 
 def _pointers(destination: Path, targets: Sequence[str]) -> list[Path]:
@@ -108,6 +136,8 @@ def _pointers(destination: Path, targets: Sequence[str]) -> list[Path]:
         elif path.suffix == ".dvc" and path.is_file():
             found.append(path)
         else:
-            raise PipelineError(f"{target}: no such part of {destination.name} (a folder below it, or a data set "
-                                "like lam-0.5/seed-0/gen-007/train_set)")
+            raise PipelineError(
+                f"{target}: no such part of {destination.name} (a folder below it, or a data set "
+                "like lam-0.5/seed-0/gen-007/train_set)"
+            )
     return found

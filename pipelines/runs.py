@@ -19,8 +19,9 @@ says what can start now, so a half-done experiment resumes where it stopped.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from autophagy import plan
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
@@ -65,12 +66,13 @@ class KfpRun:
             what = f"{self.label()} · gen 0"
         else:
             what = self.key
-        return f"{experiment[:MAX_RUN_NAME - len(what) - 3]} · {what}"
+        return f"{experiment[: MAX_RUN_NAME - len(what) - 3]} · {what}"
 
     def label(self) -> str:
         """``λ=0.5 · seed 0`` (``seed 0`` for generation 0, shared by every lambda; ``""`` for none)."""
         parts = ([f"λ={format_lambda(self.lam)}"] if self.lam is not None else []) + (
-            [f"seed {self.seed}"] if self.seed is not None else [])
+            [f"seed {self.seed}"] if self.seed is not None else []
+        )
         return " · ".join(parts)
 
 
@@ -107,15 +109,21 @@ def merge_tree(cfg: ExperimentConfig) -> list[tuple[str, list[str]]]:
     level-1 results, and so on, until the report merges at most :data:`FAN_IN`."""
     tree, inputs, level = [], fragment_keys(cfg), 1
     while len(inputs) > FAN_IN:
-        groups = [inputs[i:i + FAN_IN] for i in range(0, len(inputs), FAN_IN)]
+        groups = [inputs[i : i + FAN_IN] for i in range(0, len(inputs), FAN_IN)]
         keys = [f"collect-{level}-{i}" for i in range(len(groups))]
         tree += list(zip(keys, groups))
         inputs, level = keys, level + 1
     return tree + [(REPORT_KEY, inputs)]
 
 
-def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: set[str],
-              merged: set[str] = frozenset(), stale: bool = False) -> list[KfpRun]:
+def next_runs(
+    cfg: ExperimentConfig,
+    handoffs: Handoffs,
+    window: int,
+    active: set[str],
+    merged: set[str] = frozenset(),
+    stale: bool = False,
+) -> list[KfpRun]:
     """The runs that can start now, given the hand-offs recorded so far and the keys of the runs in flight.
 
     ``window``: generations per chain run. ``merged``: the collect/report keys that finished in
@@ -124,17 +132,23 @@ def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: se
     """
     if DATA_KEY not in handoffs:
         return [] if DATA_KEY in active else [KfpRun("data", DATA_KEY)]
-    runs = [KfpRun("generation-0", seed_key(seed), seed=seed) for seed in cfg.loop.seeds
-            if seed_key(seed) not in handoffs and seed_key(seed) not in active]
+    runs = [
+        KfpRun("generation-0", seed_key(seed), seed=seed)
+        for seed in cfg.loop.seeds
+        if seed_key(seed) not in handoffs and seed_key(seed) not in active
+    ]
     for lam, seed in plan.chains(cfg):
         key = chain_key(lam, seed)
         last = chain_last_generation(cfg, handoffs, lam, seed)
         if last is None or key in active or chain_finished(cfg, handoffs, lam, seed):
             continue
         first = last + 1
-        runs.append(KfpRun("chain", key, lam=lam, seed=seed, first=first, last=min(first + window - 1, cfg.loop.generations)))
+        runs.append(
+            KfpRun("chain", key, lam=lam, seed=seed, first=first, last=min(first + window - 1, cfg.loop.generations))
+        )
     everything_done = all(seed_key(s) in handoffs for s in cfg.loop.seeds) and all(
-        chain_finished(cfg, handoffs, lam, seed) for lam, seed in plan.chains(cfg))
+        chain_finished(cfg, handoffs, lam, seed) for lam, seed in plan.chains(cfg)
+    )
     if not everything_done or runs or any(not k.startswith(("collect-", REPORT_KEY)) for k in active):
         return runs
 
@@ -152,28 +166,43 @@ def next_runs(cfg: ExperimentConfig, handoffs: Handoffs, window: int, active: se
 def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[str, Any]:
     """The pipeline parameters of ``run`` (:mod:`autophagy.pipelines.pipeline`), from the hand-offs it needs."""
     if run.kind == "data":
-        return {"handoff_key": run.key, "options_prepare": to_json(step_options(cfg, "prepare")),
-                "options_features": to_json(step_options(cfg, "features"))}
+        return {
+            "handoff_key": run.key,
+            "options_prepare": to_json(step_options(cfg, "prepare")),
+            "options_features": to_json(step_options(cfg, "features")),
+        }
     if run.kind in ("collect", "report"):
         inputs = dict(merge_tree(cfg))[run.key]
         fragments = [handoffs[key]["uris"]["history"] for key in inputs]
         if run.kind == "collect":
             return {"handoff_key": run.key, "fragment_uris": fragments}
-        return {"handoff_key": run.key, "config": json.dumps(to_dict(cfg), sort_keys=True), "fragment_uris": fragments,
-                "data_dvc": json.dumps(handoffs[DATA_KEY].get("dvc", {}), sort_keys=True)}
+        return {
+            "handoff_key": run.key,
+            "config": json.dumps(to_dict(cfg), sort_keys=True),
+            "fragment_uris": fragments,
+            "data_dvc": json.dumps(handoffs[DATA_KEY].get("dvc", {}), sort_keys=True),
+        }
     data = handoffs[DATA_KEY]
     n_real = plan.real_items(cfg, int(data["real_rows"]))
     common = {
-        "handoff_key": run.key, "seed": run.seed, "n_samples": plan.samples_to_draw(cfg, n_real, run.lam),
+        "handoff_key": run.key,
+        "seed": run.seed,
+        "n_samples": plan.samples_to_draw(cfg, n_real, run.lam),
         **{f"options_{step}": to_json(step_options(cfg, step)) for step in ("mix", "train", "sample", "evaluate")},
-        "real_train_uri": data["uris"]["real_train"], "real_test_uri": data["uris"]["real_test"],
+        "real_train_uri": data["uris"]["real_train"],
+        "real_test_uri": data["uris"]["real_test"],
         "extractor_uri": data["uris"]["extractor"],
     }
     if run.kind == "generation-0":
         return common
     previous = handoffs[chain_key(run.lam, run.seed) if run.first > 1 else seed_key(run.seed)]["uris"]
-    chain = {"lam": format_lambda(run.lam), "model_uri": previous["model"], "samples_uri": previous["samples"],
-             "history_uri": previous["history"], "pooled_uri": previous.get("pooled", "")}
+    chain = {
+        "lam": format_lambda(run.lam),
+        "model_uri": previous["model"],
+        "samples_uri": previous["samples"],
+        "history_uri": previous["history"],
+        "pooled_uri": previous.get("pooled", ""),
+    }
     return {**common, **chain}
 
 

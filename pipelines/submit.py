@@ -15,15 +15,16 @@ Two backends: :class:`KfpBackend` (a Kubeflow Pipelines API server) and :class:`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
-
-from autophagy.config import ExperimentConfig
+from typing import Any, Protocol
 
 from autophagy.pipelines.cluster import ClusterConfig
 from autophagy.pipelines.errors import PipelineSubmitError
 from autophagy.pipelines.runs import KfpRun, arguments, next_runs
+
+from autophagy.config import ExperimentConfig
 
 Log = Callable[[str], None]
 
@@ -68,11 +69,23 @@ class KfpBackend:
     """A Kubeflow Pipelines API server (``kfp.Client``), runs in the KFP experiment ``experiment``."""
 
     waits = True
-    _DONE = {"SUCCEEDED": "succeeded", "FAILED": "failed", "CANCELED": "failed", "CANCELING": "running",
-             "SKIPPED": "failed", "PAUSED": "running"}
+    _DONE = {
+        "SUCCEEDED": "succeeded",
+        "FAILED": "failed",
+        "CANCELED": "failed",
+        "CANCELING": "running",
+        "SKIPPED": "failed",
+        "PAUSED": "running",
+    }
 
-    def __init__(self, client: Any, experiment: str, namespace: str | None, service_account: str | None,
-                 pipeline_root: str | None = None):
+    def __init__(
+        self,
+        client: Any,
+        experiment: str,
+        namespace: str | None,
+        service_account: str | None,
+        pipeline_root: str | None = None,
+    ):
         self.client, self.experiment, self.namespace = client, experiment, namespace
         self.service_account, self.pipeline_root = service_account, pipeline_root
 
@@ -88,12 +101,18 @@ class KfpBackend:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # kfp prints links; the submitter logs its own
                 result = self.client.create_run_from_pipeline_package(
-                    str(package), arguments=arguments, run_name=run_name, experiment_name=self.experiment,
-                    namespace=self.namespace, pipeline_root=self.pipeline_root,
-                    service_account=self.service_account or None)
+                    str(package),
+                    arguments=arguments,
+                    run_name=run_name,
+                    experiment_name=self.experiment,
+                    namespace=self.namespace,
+                    pipeline_root=self.pipeline_root,
+                    service_account=self.service_account or None,
+                )
         except Exception as err:  # noqa: BLE001 - kfp raises ApiException, urllib3 errors ...
-            raise PipelineSubmitError(f"Kubeflow Pipelines refused run {run_name!r} (KFP experiment "
-                                      f"{self.experiment!r}): {describe(err)}") from None
+            raise PipelineSubmitError(
+                f"Kubeflow Pipelines refused run {run_name!r} (KFP experiment {self.experiment!r}): {describe(err)}"
+            ) from None
         return result.run_id
 
     def find_in_flight(self, run_name: str) -> str | None:
@@ -124,9 +143,15 @@ class Progress:
     failed: dict[str, str] = field(default_factory=dict)  # key -> last error, once run_retries are spent
 
 
-def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backend,
-                   package_for: Callable[[KfpRun], Path], window: int, log: Log = print,
-                   poll_seconds: float = 30.0) -> Progress:
+def run_experiment(
+    cfg: ExperimentConfig,
+    cluster: ClusterConfig,
+    backend: Backend,
+    package_for: Callable[[KfpRun], Path],
+    window: int,
+    log: Log = print,
+    poll_seconds: float = 30.0,
+) -> Progress:
     """Start and wait for every KFP run of ``cfg`` until the report is written (or nothing can start).
 
     ``package_for(run)``: the compiled pipeline package of a run (:func:`autophagy.pipelines.compile`).
@@ -192,11 +217,13 @@ def run_experiment(cfg: ExperimentConfig, cluster: ClusterConfig, backend: Backe
         raise PipelineSubmitError(
             f"KFP run(s) {', '.join(progress.failed)} of {cfg.name} finished without recording where their outputs are "
             f"on the MLflow parent run {parent} at {tracker.uri}: the pods must reach the same MLflow server as this "
-            "command (ConfigMap autophagy-tracking, MLFLOW_TRACKING_URI) ")
+            "command (ConfigMap autophagy-tracking, MLFLOW_TRACKING_URI) "
+        )
     if progress.failed:
         raise PipelineSubmitError(
             f"{len(progress.failed)} KFP run(s) of {cfg.name} failed {cluster.run_retries + 1} times: "
             + "; ".join(f"{key}: {detail}" for key, detail in progress.failed.items())
             + ". Fix the cause and run `autophagy pipeline submit` again: it resumes from what the finished runs "
-              "handed off (KFP's cache skips their tasks).")
+            "handed off (KFP's cache skips their tasks)."
+        )
     return progress

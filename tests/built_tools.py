@@ -37,8 +37,14 @@ def built(script: Path) -> Path:
 
 def _run(script: Path) -> Path | ToolUnavailable:
     try:
-        proc = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["bash", str(script)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return ToolUnavailable(f"{script} did not finish in {BUILD_TIMEOUT_S} s")
     lines = proc.stdout.strip().splitlines()

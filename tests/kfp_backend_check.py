@@ -82,13 +82,14 @@ def check(pipeline_yaml: Path, parameters: dict | None = None, **options: Any) -
             params_file.write_text(json.dumps(parameters))
             args += ["--parameters", str(params_file)]
         args += _flags(options)
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if proc.returncode == 2:
         raise KfpBackendUsageError(f"kfp-backend-check {' '.join(args[1:])}: {proc.stderr.strip()}")
     if proc.returncode not in (0, 1):
-        raise RuntimeError(f"kfp-backend-check exited with {proc.returncode}\n"
-                           f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+        raise RuntimeError(
+            f"kfp-backend-check exited with {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+        )
     report = json.loads(proc.stdout)
     report["exit_code"] = proc.returncode
     return report

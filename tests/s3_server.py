@@ -57,9 +57,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 import built_tools
+import pytest
 
 ROOT = built_tools.ROOT
 #: A cold build downloads and compiles ~4 GB of Go modules and build cache on two cores (544 s measured).
@@ -126,8 +125,8 @@ class S3Server:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ENDPOINT_URL_S3": self.endpoint_url,   # boto3/botocore >= 1.31 read it
-            "AWS_EC2_METADATA_DISABLED": "true",         # never probe an instance-metadata service
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,  # boto3/botocore >= 1.31 read it
+            "AWS_EC2_METADATA_DISABLED": "true",  # never probe an instance-metadata service
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
         }
 
@@ -137,19 +136,21 @@ class S3Server:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                          connect_timeout=10, read_timeout=60),
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=10, read_timeout=60
+            ),
         )
 
     # --- bucket contents -------------------------------------------------------------------------------
     def objects(self, prefix: str = "", bucket: str | None = None) -> dict[str, int]:
         """``{key: size}`` of every object under ``prefix``."""
         out: dict[str, int] = {}
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket or self.bucket,
-                                                                          Prefix=prefix)
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket or self.bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
                 out[obj["Key"]] = obj["Size"]
@@ -203,37 +204,76 @@ def start(weed: Path, bucket: str = DEFAULT_BUCKET) -> S3Server:
     (folder / "conf").mkdir()
     access_key, secret_key = _key("AKTEST", 14), secrets.token_urlsafe(30)
     denied_access_key, denied_secret_key = _key("AKDENY", 14), secrets.token_urlsafe(30)
-    identities = {"identities": [
-        {"name": "autophagy-test", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-         "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
-        {"name": "no-permissions", "credentials": [{"accessKey": denied_access_key, "secretKey": denied_secret_key}],
-         "actions": []},
-    ]}
+    identities = {
+        "identities": [
+            {
+                "name": "autophagy-test",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            },
+            {
+                "name": "no-permissions",
+                "credentials": [{"accessKey": denied_access_key, "secretKey": denied_secret_key}],
+                "actions": [],
+            },
+        ]
+    }
     config = folder / "s3.json"
     config.write_text(json.dumps(identities, indent=1))
     config.chmod(0o600)
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
     command = [
-        str(weed), "-logtostderr", f"-config_dir={folder / 'conf'}",
-        "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+        str(weed),
+        "-logtostderr",
+        f"-config_dir={folder / 'conf'}",
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={folder / 'data'}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=100",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=100",
         "-volume.preStopSeconds=0",
-        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        "-filer",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
         f"-filer.localSocket={folder / 'filer.sock'}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={config}", f"-s3.localSocket={folder / 's3.sock'}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-s3.localSocket={folder / 's3.sock'}",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(HOME=str(folder), TMPDIR=str(folder))
-    server = S3Server(endpoint_url=f"http://127.0.0.1:{s3}", access_key=access_key, secret_key=secret_key,
-                      bucket=bucket, region=REGION, denied_access_key=denied_access_key,
-                      denied_secret_key=denied_secret_key, command=command, folder=folder,
-                      grpc_ports=[master_grpc, volume_grpc, filer_grpc, s3_grpc])
+    server = S3Server(
+        endpoint_url=f"http://127.0.0.1:{s3}",
+        access_key=access_key,
+        secret_key=secret_key,
+        bucket=bucket,
+        region=REGION,
+        denied_access_key=denied_access_key,
+        denied_secret_key=denied_secret_key,
+        command=command,
+        folder=folder,
+        grpc_ports=[master_grpc, volume_grpc, filer_grpc, s3_grpc],
+    )
     with open(folder / "weed.log", "wb") as log:
-        server.process = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+        server.process = subprocess.Popen(
+            command,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_until_ready(server)
     except BaseException:
@@ -254,8 +294,9 @@ def _wait_until_ready(server: S3Server) -> None:
             problem = f"weed server did not serve S3 in {START_TIMEOUT_S} s (last: {last})"
         else:
             return
-        raise S3ServerStartError(f"{problem}\n$ {' '.join(server.command)}\n"
-                                 f"--- log (tail) ---\n{server.log_text()[-8000:]}")
+        raise S3ServerStartError(
+            f"{problem}\n$ {' '.join(server.command)}\n--- log (tail) ---\n{server.log_text()[-8000:]}"
+        )
 
     while True:  # the gateway answers HTTP (an anonymous request gets 403 AccessDenied)
         check_alive()

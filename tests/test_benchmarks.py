@@ -17,10 +17,31 @@ ROOT = Path(__file__).parents[1]
 def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
     out = tmp_path / "gpu_check.json"
     steps = 4
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--config",
-                    str(ROOT / "configs" / "digits-edm-unet.yaml"), "--device", "cpu", "--train-kimg", "0.25",
-                    "--plain-kimg", "0.25", "--samples", "64", "-S", "evaluate.features=raw",
-                    "-S", f"model.num_steps={steps}", "--json", str(out)], check=True, timeout=600, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "--config",
+            str(ROOT / "configs" / "digits-edm-unet.yaml"),
+            "--device",
+            "cpu",
+            "--train-kimg",
+            "0.25",
+            "--plain-kimg",
+            "0.25",
+            "--samples",
+            "64",
+            "-S",
+            "evaluate.features=raw",
+            "-S",
+            f"model.num_steps={steps}",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     result = json.loads(out.read_text())
     assert result["data"] == "digits" and result["parameters"] > 100_000
     for step in ("train", "sample", "evaluate"):
@@ -34,8 +55,20 @@ def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
 
 def _bench_families(tmp_path, *arguments: str) -> dict:
     out = tmp_path / "families.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_families.py"), *arguments, "--repeat", "1",
-                    "--json", str(out)], check=True, timeout=900, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_families.py"),
+            *arguments,
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     return json.loads(out.read_text())
 
 
@@ -55,10 +88,23 @@ def test_bench_families_measures_training_sampling_and_evaluation_beside_referen
 
 @pytest.mark.slow
 def test_bench_families_paper_presets_run_at_reduced_width(tmp_path):
-    reduced = ["-S", "model.model_channels=16", "-S", "model.channel_mult=[1,2]", "-S", "model.num_blocks=1",
-               "-S", "model.attn_resolutions=[]", "-S", "model.num_steps=2", "-S", "train.batch_size=16"]
-    result = _bench_families(tmp_path, "--paper", "--families", "edm", *reduced, "--kimg", "0.032", "--samples", "4",
-                             "--eval-n", "0")
+    reduced = [
+        "-S",
+        "model.model_channels=16",
+        "-S",
+        "model.channel_mult=[1,2]",
+        "-S",
+        "model.num_blocks=1",
+        "-S",
+        "model.attn_resolutions=[]",
+        "-S",
+        "model.num_steps=2",
+        "-S",
+        "train.batch_size=16",
+    ]
+    result = _bench_families(
+        tmp_path, "--paper", "--families", "edm", *reduced, "--kimg", "0.032", "--samples", "4", "--eval-n", "0"
+    )
     edm = result["edm"]
     assert result["presets"] == "paper" and edm["data"] == "random uint8 stand-in"  # no CIFAR-10 here
     assert edm["parameters"] > 0 and edm["train_images_per_s"] > 0 and "evaluation" not in edm
@@ -66,8 +112,12 @@ def test_bench_families_paper_presets_run_at_reduced_width(tmp_path):
 
 def test_bench_kfp_compile_plans_every_config(tmp_path):
     out = tmp_path / "compile.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kfp_compile.py"), "--repeat", "1", "--json",
-                    str(out)], check=True, timeout=600, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_kfp_compile.py"), "--repeat", "1", "--json", str(out)],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     rows = {row["config"]: row for row in json.loads(out.read_text())}
     assert set(rows) == {path.stem for path in (ROOT / "configs").glob("*.yaml")}
     for row in rows.values():

@@ -20,13 +20,46 @@ from autophagy.cli import build_parser, main
 from autophagy.config import load_config
 from autophagy.data.dataset import MANIFEST, NewShard, open_dataset, write_dataset
 
-COMMANDS = {"config", "prepare", "features", "train", "sample", "mix", "evaluate", "generation", "run", "report",
-            "dvc-params"}
+COMMANDS = {
+    "config",
+    "prepare",
+    "features",
+    "train",
+    "sample",
+    "mix",
+    "evaluate",
+    "generation",
+    "run",
+    "report",
+    "dvc-params",
+}
 
-TINY = ["-S", "data.n_train=64", "-S", "data.n_test=32", "-S", "model.model_channels=32", "-S", "model.num_blocks=1",
-        "-S", "model.num_steps=4", "-S", "train.gen0_budget_kimg=1", "-S", "train.budget_kimg=0.5",
-        "-S", "train.batch_size=32", "-S", "train.device=cpu", "-S", "sample.n_eval=100",
-        "-S", "evaluate.features=raw", "-S", "tracking.enabled=false"]
+TINY = [
+    "-S",
+    "data.n_train=64",
+    "-S",
+    "data.n_test=32",
+    "-S",
+    "model.model_channels=32",
+    "-S",
+    "model.num_blocks=1",
+    "-S",
+    "model.num_steps=4",
+    "-S",
+    "train.gen0_budget_kimg=1",
+    "-S",
+    "train.budget_kimg=0.5",
+    "-S",
+    "train.batch_size=32",
+    "-S",
+    "train.device=cpu",
+    "-S",
+    "sample.n_eval=100",
+    "-S",
+    "evaluate.features=raw",
+    "-S",
+    "tracking.enabled=false",
+]
 
 
 def cli(exe, *args, cwd=None):
@@ -90,8 +123,10 @@ def test_user_errors_in_a_real_process(autophagy_exe, real_dir, tmp_path):
     the variants run in-process below)."""
     cases = [
         (["mix", "--real", real_dir, "--lam", "-1", "--out", tmp_path / "m", "--generation", "1"], ["lambda", "-1"]),
-        (["mix", "--real", tmp_path / "nowhere", "--lam", "0", "--out", tmp_path / "m", "--generation", "1"],
-         ["dataset directory not found", "nowhere"]),
+        (
+            ["mix", "--real", tmp_path / "nowhere", "--lam", "0", "--out", tmp_path / "m", "--generation", "1"],
+            ["dataset directory not found", "nowhere"],
+        ),
     ]
     for argv, needles in cases:
         result = cli(autophagy_exe, *argv)
@@ -119,11 +154,13 @@ def test_config_errors_do_not_import_torch():
     assert result.stdout.strip() == "", f"imported {result.stdout.strip()} to report a config error"
 
 
-@pytest.mark.parametrize("lam, needle", [("-1", "-1"), ("nan", "nan"), ("-0.5", "-0.5"), ("lots", "lots"),
-                                         ("-inf", "-inf")])
+@pytest.mark.parametrize(
+    "lam, needle", [("-1", "-1"), ("nan", "nan"), ("-0.5", "-0.5"), ("lots", "lots"), ("-inf", "-inf")]
+)
 def test_bad_lambda(capsys, real_dir, tmp_path, lam, needle):
-    code, out, err = run_main(capsys, "mix", "--real", real_dir, f"--lam={lam}", "--out", tmp_path / "mixed",
-                              "--generation", "1")
+    code, out, err = run_main(
+        capsys, "mix", "--real", real_dir, f"--lam={lam}", "--out", tmp_path / "mixed", "--generation", "1"
+    )
     assert code == 2 and out == ""
     assert_one_line_error(err, "lambda", needle)
     assert not (tmp_path / "mixed").exists()
@@ -149,8 +186,9 @@ def test_bad_config(capsys, tmp_path):
 
 
 def test_missing_dataset_dir(capsys, tmp_path):
-    code, _, err = run_main(capsys, "mix", "--real", tmp_path / "nowhere", "--lam", "0", "--out", tmp_path / "m",
-                            "--generation", "1")
+    code, _, err = run_main(
+        capsys, "mix", "--real", tmp_path / "nowhere", "--lam", "0", "--out", tmp_path / "m", "--generation", "1"
+    )
     assert code == 2
     assert_one_line_error(err, "dataset directory not found", "nowhere")
 
@@ -168,10 +206,14 @@ def test_corrupted_shard(capsys, real_dir, tmp_path, damage):
         (real_dir / MANIFEST).write_text("{")
     else:
         shard.unlink()
-    code, _, err = run_main(capsys, "mix", "--real", real_dir, "--lam", "0", "--out", tmp_path / "m", "--generation", "1")
+    code, _, err = run_main(
+        capsys, "mix", "--real", real_dir, "--lam", "0", "--out", tmp_path / "m", "--generation", "1"
+    )
     assert code == 2
     assert_one_line_error(err, "real")
-    assert {"flip": "sha256", "truncate": "truncated", "manifest": "corrupted", "missing-shard": "missing"}[damage] in err
+    assert {"flip": "sha256", "truncate": "truncated", "manifest": "corrupted", "missing-shard": "missing"}[
+        damage
+    ] in err
     assert not (tmp_path / "m").exists()
 
 
@@ -189,15 +231,17 @@ def gaussian_checkpoint(tmp_path):
 
 
 def test_wrong_checkpoint_family(capsys, gaussian_checkpoint, tmp_path):
-    code, out, err = run_main(capsys, "sample", "--model", gaussian_checkpoint, "--out", tmp_path / "s", "--n", 5,
-                              "--generation", 0)
+    code, out, err = run_main(
+        capsys, "sample", "--model", gaussian_checkpoint, "--out", tmp_path / "s", "--n", 5, "--generation", 0
+    )
     assert code == 2 and out == ""
     assert_one_line_error(err, "'gaussian'", "'edm'")
 
 
 def test_sample_count_must_be_positive(capsys, gaussian_checkpoint, tmp_path):
-    code, _, err = run_main(capsys, "sample", "--model", gaussian_checkpoint, "--out", tmp_path / "s", "--n", 0,
-                            "--generation", 0, *TINY)
+    code, _, err = run_main(
+        capsys, "sample", "--model", gaussian_checkpoint, "--out", tmp_path / "s", "--n", 0, "--generation", 0, *TINY
+    )
     assert code == 2
     assert_one_line_error(err, "n")
 
@@ -205,8 +249,19 @@ def test_sample_count_must_be_positive(capsys, gaussian_checkpoint, tmp_path):
 def test_nan_loss_is_a_clear_error(capsys, tmp_path):
     code, _, err = run_main(capsys, "prepare", "--out", tmp_path / "data", *TINY)
     assert code == 0, err
-    code, _, err = run_main(capsys, "train", "--train-set", tmp_path / "data" / "train", "--out", tmp_path / "model",
-                            "--generation", 0, *TINY, "-S", "train.lr=1e30")
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "--train-set",
+        tmp_path / "data" / "train",
+        "--out",
+        tmp_path / "model",
+        "--generation",
+        0,
+        *TINY,
+        "-S",
+        "train.lr=1e30",
+    )
     assert code == 2
     assert_one_line_error(err, "diverged", "train.lr")
     assert not (tmp_path / "model").exists()
@@ -222,22 +277,82 @@ def test_stages_chained_through_the_cli(capsys, tmp_path):
 
     prepared = json.loads(ok("prepare", "--out", root / "data"))
     assert prepared["n_train"] == 64 and prepared["kind"] == "image"
-    trained = json.loads(ok("train", "--train-set", root / "data" / "train", "--out", root / "seed-0" / "gen-000" / "model",
-                            "--generation", 0))
+    trained = json.loads(
+        ok(
+            "train",
+            "--train-set",
+            root / "data" / "train",
+            "--out",
+            root / "seed-0" / "gen-000" / "model",
+            "--generation",
+            0,
+        )
+    )
     assert trained["train_kimg"] == pytest.approx(1.024)
-    sampled = json.loads(ok("sample", "--model", root / "seed-0" / "gen-000" / "model", "--out",
-                            root / "seed-0" / "gen-000" / "samples", "--n", 100, "--generation", 0))
+    sampled = json.loads(
+        ok(
+            "sample",
+            "--model",
+            root / "seed-0" / "gen-000" / "model",
+            "--out",
+            root / "seed-0" / "gen-000" / "samples",
+            "--n",
+            100,
+            "--generation",
+            0,
+        )
+    )
     assert sampled["sample_count"] == 100
     gen1 = root / "lam-0.5" / "seed-0" / "gen-001"
-    mixed = json.loads(ok("mix", "--real", root / "data" / "train", "--synthetic", root / "seed-0" / "gen-000" / "samples",
-                          "--lam", "0.5", "--out", gen1 / "train_set", "--generation", 1))
+    mixed = json.loads(
+        ok(
+            "mix",
+            "--real",
+            root / "data" / "train",
+            "--synthetic",
+            root / "seed-0" / "gen-000" / "samples",
+            "--lam",
+            "0.5",
+            "--out",
+            gen1 / "train_set",
+            "--generation",
+            1,
+        )
+    )
     assert mixed == {"train_set_real": 64, "train_set_synthetic": 32}
-    ok("train", "--train-set", gen1 / "train_set", "--out", gen1 / "model", "--generation", 1, "--lam", "0.5",
-       "--init", root / "seed-0" / "gen-000" / "model")
+    ok(
+        "train",
+        "--train-set",
+        gen1 / "train_set",
+        "--out",
+        gen1 / "model",
+        "--generation",
+        1,
+        "--lam",
+        "0.5",
+        "--init",
+        root / "seed-0" / "gen-000" / "model",
+    )
     ok("sample", "--model", gen1 / "model", "--out", gen1 / "samples", "--n", 100, "--generation", 1)
-    metrics = json.loads(ok("evaluate", "--samples", gen1 / "samples", "--reference", f"train={root / 'data' / 'train'}",
-                            "--reference", f"test={root / 'data' / 'test'}", "--out", gen1 / "metrics.json",
-                            "--generation", 1, "--lam", "0.5", "--grid", gen1 / "samples.png"))
+    metrics = json.loads(
+        ok(
+            "evaluate",
+            "--samples",
+            gen1 / "samples",
+            "--reference",
+            f"train={root / 'data' / 'train'}",
+            "--reference",
+            f"test={root / 'data' / 'test'}",
+            "--out",
+            gen1 / "metrics.json",
+            "--generation",
+            1,
+            "--lam",
+            "0.5",
+            "--grid",
+            gen1 / "samples.png",
+        )
+    )
     assert json.loads((gen1 / "metrics.json").read_text()) == metrics
     assert {"fd_train", "precision_train", "recall_train", "fd_test"} <= set(metrics) and metrics["n_samples"] == 100
     for directory in ("train_set", "model", "samples"):

@@ -52,11 +52,14 @@ def test_config_list_is_every_option_with_type_default_help(capsys):
     assert "model.ancestral_variance" in out
 
 
-@pytest.mark.parametrize("argv, hint", [
-    (["rnu"], "'rnu': did you mean 'run'?"),
-    (["run", "--confg", "x.yaml"], "'--confg': did you mean '--config'?"),
-    (["pipeline", "sumbit"], "did you mean 'submit'?"),
-])
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["rnu"], "'rnu': did you mean 'run'?"),
+        (["run", "--confg", "x.yaml"], "'--confg': did you mean '--config'?"),
+        (["pipeline", "sumbit"], "did you mean 'submit'?"),
+    ],
+)
 def test_did_you_mean_for_commands_and_options(capsys, argv, hint):
     code, _, err = run_main(capsys, *argv)
     assert code == 2 and hint in err
@@ -79,8 +82,9 @@ def test_debug_accepted_before_and_after_the_command(capsys):
 
 def _complete(script: str, *words: str) -> list[str]:
     cword = len(words) - 1
-    program = (f"{script}\nCOMP_WORDS=({' '.join(words)}); COMP_CWORD={cword}; _autophagy; "
-               'printf "%s\\n" "${COMPREPLY[@]}"')
+    program = (
+        f'{script}\nCOMP_WORDS=({" ".join(words)}); COMP_CWORD={cword}; _autophagy; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    )
     done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
     return done.stdout.split()
 

@@ -11,23 +11,29 @@ TINY = ["model.model_channels=32", "model.num_blocks=1", "loop.lambdas=[0,1]", "
 
 
 def test_images_count_generation_zero_once_per_seed():
-    cfg = load_config(None, [*TINY, "train.gen0_budget_kimg=10", "train.budget_kimg=2", "loop.generations=3",
-                             "loop.seeds=[0,1]"])
+    cfg = load_config(
+        None, [*TINY, "train.gen0_budget_kimg=10", "train.budget_kimg=2", "loop.generations=3", "loop.seeds=[0,1]"]
+    )
     assert cost.training_images(cfg) == 2 * (10 + 2 * 3 * 2) * 1000
 
 
 def test_estimate_scales_with_budget_and_generations():
-    base = cost.estimate(load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1",
-                                            "loop.generations=2"]))
-    budget = cost.estimate(load_config(None, [*TINY, "train.gen0_budget_kimg=2", "train.budget_kimg=2",
-                                              "loop.generations=2"]))
-    generations = cost.estimate(load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1",
-                                                   "loop.generations=5"]))
+    base = cost.estimate(
+        load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1", "loop.generations=2"])
+    )
+    budget = cost.estimate(
+        load_config(None, [*TINY, "train.gen0_budget_kimg=2", "train.budget_kimg=2", "loop.generations=2"])
+    )
+    generations = cost.estimate(
+        load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1", "loop.generations=5"])
+    )
     assert base.flops_per_image > 0 and budget.flops_per_image == base.flops_per_image
     assert budget.gpu_hours == pytest.approx(2 * base.gpu_hours)
     assert generations.gpu_hours == pytest.approx(base.gpu_hours * (1 + 2 * 5) / (1 + 2 * 2))
-    half = cost.estimate(load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1",
-                                            "loop.generations=2"]), utilisation=0.175)
+    half = cost.estimate(
+        load_config(None, [*TINY, "train.gen0_budget_kimg=1", "train.budget_kimg=1", "loop.generations=2"]),
+        utilisation=0.175,
+    )
     assert half.gpu_hours == pytest.approx(2 * base.gpu_hours)
 
 

@@ -26,20 +26,44 @@ from autophagy.atomic import LEFTOVER
 BIN = Path(sys.executable).parent
 EXPERIMENT = "crash"
 OPTIONS = [
-    f"name={EXPERIMENT}", "data.source=gaussian", "data.dim=2", "data.n_train=20", "data.n_test=200",
-    "model.family=gaussian", "evaluate.features=raw", "sample.n_eval=20", "loop.lambdas=[inf]", "loop.seeds=[0]",
-    "loop.generations=3", "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001",
-    "loop.stop_on_collapse=true", "tracking.enabled=false",
+    f"name={EXPERIMENT}",
+    "data.source=gaussian",
+    "data.dim=2",
+    "data.n_train=20",
+    "data.n_test=200",
+    "model.family=gaussian",
+    "evaluate.features=raw",
+    "sample.n_eval=20",
+    "loop.lambdas=[inf]",
+    "loop.seeds=[0]",
+    "loop.generations=3",
+    "loop.collapse_metric=swd_train",
+    "loop.collapse_ratio=1.0001",
+    "loop.stop_on_collapse=true",
+    "tracking.enabled=false",
 ]
 GEN1 = f"*/{EXPERIMENT}/lam-inf/seed-0/gen-001"
 #: Every boundary between the writes of generation 1: after its record is opened, on either side
 #: of each step's record update, and inside evaluate after the grid and after the tracking.
-GEN1_POINTS = ["start", "mix:returned", "mix:recorded", "train:returned", "train:recorded", "sample:returned",
-               "sample:recorded", "evaluate:grid", "evaluate:tracked", "evaluate:returned", "evaluate:recorded"]
+GEN1_POINTS = [
+    "start",
+    "mix:returned",
+    "mix:recorded",
+    "train:returned",
+    "train:recorded",
+    "sample:returned",
+    "sample:recorded",
+    "evaluate:grid",
+    "evaluate:tracked",
+    "evaluate:returned",
+    "evaluate:recorded",
+]
 POINTS = [f"{GEN1}/{point}" for point in GEN1_POINTS] + [
     f"{GEN1}/publish:samples",  # inside atomic.staging_dir, before the rename: leaves a staging directory
-    f"*/{EXPERIMENT}/prepare:returned", f"*/{EXPERIMENT}/features:recorded",
-    f"*/{EXPERIMENT}/seed-0/gen-000/train:returned", f"*/{EXPERIMENT}/seed-0/gen-000/evaluate:tracked",
+    f"*/{EXPERIMENT}/prepare:returned",
+    f"*/{EXPERIMENT}/features:recorded",
+    f"*/{EXPERIMENT}/seed-0/gen-000/train:returned",
+    f"*/{EXPERIMENT}/seed-0/gen-000/evaluate:tracked",
 ]
 TIMING = ("evaluate_seconds",)
 
@@ -123,7 +147,9 @@ def test_tracking_is_not_lost_by_a_kill_between_the_grid_and_mlflow(tmp_path, tr
     assert resumed.returncode == 0, resumed.stderr
     client = MlflowClient(tracking_uri=tracking_uri)
     [experiment] = [e for e in client.search_experiments() if e.name == EXPERIMENT]
-    [chain] = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("autophagy.role") == "chain"]
+    [chain] = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("autophagy.role") == "chain"
+    ]
     assert chain.data.tags["autophagy.collapsed"] == "true"
     assert chain.data.tags["autophagy.collapsed_at_generation"] == "1"
     steps = {m.step for m in client.get_metric_history(chain.info.run_id, "swd_train")}
@@ -149,7 +175,6 @@ def test_a_redo_killed_while_it_removes_old_outputs_resumes_to_a_fresh_run(tmp_p
     assert outcome(tmp_path) == outcome(fresh)
 
 
-
 @pytest.mark.slow
 def test_a_dvc_stage_killed_mid_generation_is_not_recorded_and_reruns_to_the_same_outputs(tmp_path_factory):
     """`dvc repro` with a generation stage SIGKILLed after its metrics and grid (before its record):
@@ -161,20 +186,33 @@ def test_a_dvc_stage_killed_mid_generation_is_not_recorded_and_reruns_to_the_sam
 
     def project(name: str) -> tuple[Path, dict[str, str]]:
         root = tmp_path_factory.mktemp(name)
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "AUTOPHAGY_CACHE_DIR": str(root / ".cache"),
-               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@example.com"}
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "AUTOPHAGY_CACHE_DIR": str(root / ".cache"),
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+        }
         env.pop("AUTOPHAGY_KILL_AT", None)
         for name_ in ("dvc.yaml", ".gitignore"):
             (root / name_).write_bytes((repo / name_).read_bytes())
         subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=env)
         subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True, env=env)
-        subprocess.run([str(BIN / "autophagy"), "dvc-params", *sum((["-S", s] for s in options), []), "--out",
-                        "params.yaml"], cwd=root, check=True, env=env, capture_output=True)
+        subprocess.run(
+            [str(BIN / "autophagy"), "dvc-params", *sum((["-S", s] for s in options), []), "--out", "params.yaml"],
+            cwd=root,
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         return root, env
 
     def repro(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        )
 
     reference, env = project("reference")
     assert repro(reference, env).returncode == 0
@@ -187,10 +225,14 @@ def test_a_dvc_stage_killed_mid_generation_is_not_recorded_and_reruns_to_the_sam
     again = repro(killed_root, env)
     assert again.returncode == 0, again.stderr
     assert f"Running stage '{stage}'" in again.stdout
-    assert "up to date" in subprocess.run([str(BIN / "dvc"), "status"], cwd=killed_root, env=env, capture_output=True,
-                                          text=True).stdout
+    assert (
+        "up to date"
+        in subprocess.run([str(BIN / "dvc"), "status"], cwd=killed_root, env=env, capture_output=True, text=True).stdout
+    )
     for relative in ("seed-0/gen-000", "lam-inf/seed-0/gen-001", "lam-inf/seed-0/gen-002"):
         for name in ("metrics.json", "generation.json"):
             ran = json.loads((killed_root / "runs" / EXPERIMENT / relative / name).read_text())
             ref = json.loads((reference / "runs" / EXPERIMENT / relative / name).read_text())
-            assert {k: v for k, v in ran.items() if k not in TIMING} == {k: v for k, v in ref.items() if k not in TIMING}
+            assert {k: v for k, v in ran.items() if k not in TIMING} == {
+                k: v for k, v in ref.items() if k not in TIMING
+            }

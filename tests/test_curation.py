@@ -39,15 +39,27 @@ def test_nearest_real_correction():
     assert np.allclose(curation.correct_nearest_real(rows, real, 1.0), real)
 
 
-BASE = ["name=c", "data.source=toy2d", "data.name=8gaussians", "data.n_train=200", "data.n_test=200",
-        "model.family=gaussian", "evaluate.features=raw", "sample.n_eval=100", "loop.lambdas=[1]",
-        "loop.seeds=[0]", "loop.generations=1", "tracking.enabled=false"]
+BASE = [
+    "name=c",
+    "data.source=toy2d",
+    "data.name=8gaussians",
+    "data.n_train=200",
+    "data.n_test=200",
+    "model.family=gaussian",
+    "evaluate.features=raw",
+    "sample.n_eval=100",
+    "loop.lambdas=[1]",
+    "loop.seeds=[0]",
+    "loop.generations=1",
+    "tracking.enabled=false",
+]
 
 
 def test_curated_samples_have_higher_reward(tmp_path):
     plain = loop.run_experiment(load_config(None, BASE), tmp_path / "plain", log=lambda _: None)
-    cfg = load_config(None, [*BASE, "sample.curation_k=8", "sample.curation_beta=0.05",
-                             "sample.curation_reward=toy-nearest-real"])
+    cfg = load_config(
+        None, [*BASE, "sample.curation_k=8", "sample.curation_beta=0.05", "sample.curation_reward=toy-nearest-real"]
+    )
     curated = loop.run_experiment(cfg, tmp_path / "curated", log=lambda _: None)
     real = open_dataset(plain.real_train).load()
     reward = curation.nearest_real(real)

@@ -24,13 +24,16 @@ REAL = {"type": "real", "source": "test"}
 
 
 def write_two_shards(path, a: np.ndarray, b: np.ndarray):
-    return write_dataset(path, [NewShard(origin=REAL, array=a),
-                                NewShard(origin={"type": "synthetic", "generation": 2, "seed": 7}, array=b)],
-                         {"note": "unit test"})
+    return write_dataset(
+        path,
+        [NewShard(origin=REAL, array=a), NewShard(origin={"type": "synthetic", "generation": 2, "seed": 7}, array=b)],
+        {"note": "unit test"},
+    )
 
 
-@pytest.mark.parametrize("make, kind, item_shape, dtype", [(images, "image", (8, 8, 1), np.uint8),
-                                                          (vectors, "vector", (2,), np.float32)])
+@pytest.mark.parametrize(
+    "make, kind, item_shape, dtype", [(images, "image", (8, 8, 1), np.uint8), (vectors, "vector", (2,), np.float32)]
+)
 def test_write_open_round_trip(tmp_path, make, kind, item_shape, dtype):
     a, b = make(10, 1), make(5, 2)
     written = write_two_shards(tmp_path / "ds", a, b)
@@ -70,8 +73,10 @@ def test_kind_checks_on_open_and_write(tmp_path):
         with pytest.raises(DatasetError, match=r"uint8 \[N, H, W, C\] images or float32/float64 \[N, D\] vectors"):
             write_dataset(tmp_path / "bad", [NewShard(origin=REAL, array=bad)])
     with pytest.raises(DatasetError, match="disagree"):
-        write_dataset(tmp_path / "bad", [NewShard(origin=REAL, array=vectors(3)),
-                                         NewShard(origin=REAL, array=np.zeros((3, 3), np.float32))])
+        write_dataset(
+            tmp_path / "bad",
+            [NewShard(origin=REAL, array=vectors(3)), NewShard(origin=REAL, array=np.zeros((3, 3), np.float32))],
+        )
     with pytest.raises(DatasetError, match="at least one shard"):
         write_dataset(tmp_path / "bad", [])
     assert not (tmp_path / "bad").exists()
@@ -109,8 +114,9 @@ def test_corrupted_json_manifest(dataset_dir):
         open_dataset(dataset_dir)
 
 
-@pytest.mark.parametrize("edit", ["drop-shards", "drop-item-shape", "not-a-mapping", "bad-format", "bad-kind",
-                                  "no-shards", "bad-rows"])
+@pytest.mark.parametrize(
+    "edit", ["drop-shards", "drop-item-shape", "not-a-mapping", "bad-format", "bad-kind", "no-shards", "bad-rows"]
+)
 def test_malformed_manifest_is_a_dataset_error(dataset_dir, edit):
     """Valid JSON that is not a manifest must give a DatasetError naming the file, not a KeyError."""
     manifest = json.loads((dataset_dir / MANIFEST).read_text())
@@ -171,11 +177,14 @@ def test_sha_mismatch_after_a_flipped_byte(dataset_dir):
     assert open_dataset(dataset_dir, verify_hash=False).rows == 16  # the fast path only checks headers
 
 
-@pytest.mark.parametrize("replacement", [
-    np.zeros((10, 8, 8, 1), np.float32),  # dtype
-    np.zeros((10, 4, 4, 1), np.uint8),  # item shape
-    np.zeros((11, 8, 8, 1), np.uint8),  # row count
-])
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        np.zeros((10, 8, 8, 1), np.float32),  # dtype
+        np.zeros((10, 4, 4, 1), np.uint8),  # item shape
+        np.zeros((11, 8, 8, 1), np.uint8),  # row count
+    ],
+)
 def test_shape_and_dtype_mismatch(dataset_dir, replacement):
     np.save(shard_file(dataset_dir), replacement, allow_pickle=False)
     with pytest.raises(DatasetError, match="the manifest says"):
@@ -282,8 +291,13 @@ def test_float64_vectors_round_trip_and_widen_float32_shards(tmp_path):
     assert open_dataset(wide.path).dtype == np.float64
     np.testing.assert_array_equal(wide.load(), exact)
     narrow = write_dataset(tmp_path / "narrow", [NewShard(origin=REAL, array=vectors(4))])
-    both = write_dataset(tmp_path / "both", [NewShard(origin=REAL, source=(narrow, narrow.shards[0])),
-                                             NewShard(origin=REAL, source=(wide, wide.shards[0]), name="s.npy")])
+    both = write_dataset(
+        tmp_path / "both",
+        [
+            NewShard(origin=REAL, source=(narrow, narrow.shards[0])),
+            NewShard(origin=REAL, source=(wide, wide.shards[0]), name="s.npy"),
+        ],
+    )
     assert both.dtype == np.float64 and json.loads((both.path / "dataset.json").read_text())["dtype"] == "float64"
     np.testing.assert_array_equal(both.load(), np.concatenate([narrow.load().astype(np.float64), exact]))
     bad = np.array(exact)

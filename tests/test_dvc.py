@@ -30,8 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 TINY = [
-    "train.gen0_budget_kimg=2", "train.budget_kimg=1", "train.batch_size=64", "sample.n_eval=150",
-    "loop.generations=2", "loop.lambdas=[0,inf]", "tracking.enabled=false", "evaluate.max_reference=300",
+    "train.gen0_budget_kimg=2",
+    "train.budget_kimg=1",
+    "train.batch_size=64",
+    "sample.n_eval=150",
+    "loop.generations=2",
+    "loop.lambdas=[0,inf]",
+    "tracking.enabled=false",
+    "evaluate.max_reference=300",
     "train.ema_halflife_kimg=0.3",
 ]
 GENERATIONS = ["gen-000@0", "gen-001@0-0", "gen-001@inf-0", "gen-002@0-0", "gen-002@inf-0"]
@@ -60,17 +66,35 @@ def test_dvc_plots_output_and_only_it_is_git_ignored():
 def dvc_repo(tmp_path_factory):
     """A project as a clone has it (source, .dvc, ignore files), with the tiny experiment's params."""
     root = tmp_path_factory.mktemp("dvc")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "AUTOPHAGY_CACHE_DIR": str(root / ".cache"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "AUTOPHAGY_CACHE_DIR": str(root / ".cache"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     for name in (".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     run(["git", "init", "-q"], root, env)
-    run([str(BIN / "autophagy"), "dvc-params", "--config", str(REPO / "configs" / "digits-edm.yaml"),
-         *sum((["-S", s] for s in TINY), []), "--out", "params.yaml"], root, env)
+    run(
+        [
+            str(BIN / "autophagy"),
+            "dvc-params",
+            "--config",
+            str(REPO / "configs" / "digits-edm.yaml"),
+            *sum((["-S", s] for s in TINY), []),
+            "--out",
+            "params.yaml",
+        ],
+        root,
+        env,
+    )
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "tiny experiment"], root, env)
     return root, env
@@ -111,12 +135,20 @@ def test_dvc_repro_versions_every_generation_and_resumes(dvc_repo):
         stage = lock[f"gen-002@{lam}-0"]
         outs = {o["path"] for o in stage["outs"]}
         base = f"runs/digits-edm/lam-{lam}/seed-0/gen-002"
-        assert {f"{base}/train_set", f"{base}/model", f"{base}/samples", f"{base}/metrics.json",
-                f"{base}/generation.json"} == outs - {f"{base}/samples.png"}
+        assert {
+            f"{base}/train_set",
+            f"{base}/model",
+            f"{base}/samples",
+            f"{base}/metrics.json",
+            f"{base}/generation.json",
+        } == outs - {f"{base}/samples.png"}
         assert all("md5" in o for o in stage["outs"])
         deps = {d["path"] for d in stage["deps"]}
-        assert {f"runs/digits-edm/lam-{lam}/seed-0/gen-001", "runs/digits-edm/seed-0/gen-000",
-                "src/autophagy/models"} <= deps
+        assert {
+            f"runs/digits-edm/lam-{lam}/seed-0/gen-001",
+            "runs/digits-edm/seed-0/gen-000",
+            "src/autophagy/models",
+        } <= deps
         assert "train.budget_kimg" in stage["params"]["params.yaml"]
     assert "train.budget_kimg" not in lock["gen-000@0"]["params"]["params.yaml"]
     manifest = json.loads((root / "runs/digits-edm/lam-inf/seed-0/gen-002/train_set/dataset.json").read_text())
@@ -152,7 +184,7 @@ def test_a_clone_shows_the_metrics_before_any_pull(reproduced, tmp_path):
     metrics = json.loads(run([DVC, "metrics", "show", "--json"], clone, env).stdout)
     files = next(iter(metrics.values()))["data"]
     assert files["summary.json"]["data"] == json.loads((root / "summary.json").read_text())
-    assert "\"lam-inf\"" in json.dumps(json.loads(run([DVC, "exp", "show", "--json"], clone, env).stdout))
+    assert '"lam-inf"' in json.dumps(json.loads(run([DVC, "exp", "show", "--json"], clone, env).stdout))
 
 
 @pytest.mark.slow
@@ -211,8 +243,10 @@ def test_a_dvc_yaml_made_for_other_options_is_refused(reproduced):
     try:
         result = subprocess.run([DVC, "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode != 0
-        assert ("stage gen-003 is missing): run `autophagy dvc-params --config params.yaml` to rewrite both"
-                in result.stdout + result.stderr)
+        assert (
+            "stage gen-003 is missing): run `autophagy dvc-params --config params.yaml` to rewrite both"
+            in result.stdout + result.stderr
+        )
         assert "Traceback" not in result.stdout + result.stderr
     finally:
         (root / "params.yaml").write_text(original)
@@ -232,8 +266,9 @@ def test_dvc_exp_run_changes_an_option_and_exp_show_compares_one_summary(reprodu
     header = table[0]
     assert not [column for column in header if "metrics.json" in column]
     summary = json.loads((root / "summary.json").read_text())
-    expected = ["generation"] + [f"{key}.{lam}" for key, per_lambda in summary.items() if key != "generation"
-                                 for lam in per_lambda]
+    expected = ["generation"] + [
+        f"{key}.{lam}" for key, per_lambda in summary.items() if key != "generation" for lam in per_lambda
+    ]
     assert expected[1:] and set(expected) <= set(header)
     print(f"dvc exp show --csv: {len(header)} columns")
 
@@ -241,8 +276,11 @@ def test_dvc_exp_run_changes_an_option_and_exp_show_compares_one_summary(reprodu
     # generation (Vega-Lite draws a line per value of the nominal fields the mark encodes).
     plot = json.loads(run([DVC, "plots", "diff", "HEAD", "--json"], root, env).stdout)["data"]["fd_train"][0]
     encoding = plot["content"]["encoding"]
-    grouping = [spec["field"] for channel, spec in encoding.items()
-                if channel in ("color", "detail", "strokeDash", "shape") and spec.get("type") == "nominal"]
+    grouping = [
+        spec["field"]
+        for channel, spec in encoding.items()
+        if channel in ("color", "detail", "strokeDash", "shape") and spec.get("type") == "nominal"
+    ]
     lines: dict[tuple, list[str]] = {}
     for point in plot["content"]["data"]["values"]:
         lines.setdefault(tuple(point[f] for f in grouping), []).append(point["generation"])

@@ -23,8 +23,15 @@ from autophagy.config import FAMILIES, ConfigError, load_config
 from autophagy.metric_keys import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TRAIN = ["tracking.enabled=false", "train.gen0_budget_kimg=0.2", "train.budget_kimg=0.1", "train.batch_size=32",
-              "model.model_channels=32", "data.n_train=200", "train.ema_halflife_kimg=0.05"]
+TINY_TRAIN = [
+    "tracking.enabled=false",
+    "train.gen0_budget_kimg=0.2",
+    "train.budget_kimg=0.1",
+    "train.batch_size=32",
+    "model.model_channels=32",
+    "data.n_train=200",
+    "train.ema_halflife_kimg=0.05",
+]
 
 
 def stages(cfg, project: Path = REPO) -> dict:
@@ -78,8 +85,13 @@ def test_the_options_a_generation_does_not_depend_on_change_none_of_its_weights(
 
     base = load_config(None, TINY_TRAIN)
     prepare.run(base, tmp_path / "data")
-    later = ["train.budget_kimg=0.3", "train.init=scratch", "train.carry_optimizer=false", "train.carry_ema=false",
-             "train.finetune_from=ema"]
+    later = [
+        "train.budget_kimg=0.3",
+        "train.init=scratch",
+        "train.carry_optimizer=false",
+        "train.carry_ema=false",
+        "train.finetune_from=ema",
+    ]
     assert {o.partition("=")[0] for o in later} == set(dvc_params.ONLY_LATER)
     for name, extra in (("a", []), ("b", later)):
         train.run(load_config(None, TINY_TRAIN + extra), tmp_path / "data" / "train", tmp_path / f"gen0-{name}", 0, 0)
@@ -87,12 +99,24 @@ def test_the_options_a_generation_does_not_depend_on_change_none_of_its_weights(
     first = ["train.gen0_budget_kimg=0.4", "train.init_checkpoint=/nonexistent/checkpoint.pkl"]
     assert {o.partition("=")[0] for o in first} == set(dvc_params.ONLY_GENERATION_0)
     for name, extra in (("a", []), ("b", first)):
-        train.run(load_config(None, TINY_TRAIN + extra), tmp_path / "data" / "train", tmp_path / f"gen1-{name}", 1, 0,
-                  lam=0.5, init=tmp_path / "gen0-a")
+        train.run(
+            load_config(None, TINY_TRAIN + extra),
+            tmp_path / "data" / "train",
+            tmp_path / f"gen1-{name}",
+            1,
+            0,
+            lam=0.5,
+            init=tmp_path / "gen0-a",
+        )
     assert weights(tmp_path / "gen1-a") == weights(tmp_path / "gen1-b")
     # ... while an option generation 0 does read changes them (the comparison can fail)
-    train.run(load_config(None, TINY_TRAIN + ["train.gen0_budget_kimg=0.4"]), tmp_path / "data" / "train",
-              tmp_path / "gen0-c", 0, 0)
+    train.run(
+        load_config(None, TINY_TRAIN + ["train.gen0_budget_kimg=0.4"]),
+        tmp_path / "data" / "train",
+        tmp_path / "gen0-c",
+        0,
+        0,
+    )
     assert weights(tmp_path / "gen0-c") != weights(tmp_path / "gen0-a")
 
 
@@ -104,16 +128,22 @@ def test_outputs_and_deps_follow_the_plan():
     assert replace["gen-003"]["outs"][0] == "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-003/train_set"
     chain = [d for d in replace["gen-003"]["deps"] if d.startswith("runs/")]
     # the real data, the extractor, generation 0 (collapse baseline) and the previous generation
-    assert chain == ["runs/${name}/data", "runs/${name}/features", "runs/${name}/seed-${item.seed}/gen-000",
-                     "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-002"]
+    assert chain == [
+        "runs/${name}/data",
+        "runs/${name}/features",
+        "runs/${name}/seed-${item.seed}/gen-000",
+        "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-002",
+    ]
     fresh = stages(load_config(None, ["loop.generations=2", "loop.strategy=fresh-real", "data.n_train=500"]))
     assert [Path(p).name for p in fresh["gen-000"]["outs"]][:2] == ["real_set", "model"]
     assert [Path(p).name for p in fresh["gen-001"]["outs"]][:2] == ["real_set", "train_set"]
     assert {"data.n_train", "loop.correction"} <= set(fresh["gen-000"]["params"])  # its mix draws from the pool
     accumulate = stages(load_config(None, ["loop.generations=3", "loop.strategy=accumulate"]))
     assert [d for d in accumulate["gen-003"]["deps"] if "/gen-" in d] == [
-        "runs/${name}/seed-${item.seed}/gen-000", "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-001",
-        "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-002"]
+        "runs/${name}/seed-${item.seed}/gen-000",
+        "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-001",
+        "runs/${name}/lam-${item.lam}/seed-${item.seed}/gen-002",
+    ]
 
 
 def test_stage_names_say_the_generation():
@@ -127,8 +157,15 @@ def test_stage_names_say_the_generation():
 def test_code_deps_follow_the_imports_of_each_stage():
     s = stages(load_config(None))
     generation = set(s["gen-003"]["deps"])
-    assert {"src/autophagy/models", "src/autophagy/metrics", "src/autophagy/data", "src/autophagy/stages",
-            "src/autophagy/loop.py", "src/autophagy/plan.py", "src/autophagy/step_config.py"} <= generation
+    assert {
+        "src/autophagy/models",
+        "src/autophagy/metrics",
+        "src/autophagy/data",
+        "src/autophagy/stages",
+        "src/autophagy/loop.py",
+        "src/autophagy/plan.py",
+        "src/autophagy/step_config.py",
+    } <= generation
     assert "src/autophagy/report.py" not in generation and "src/autophagy/cli.py" not in generation
     prepare = set(s["prepare"]["deps"])
     assert "src/autophagy/data" in prepare and "src/autophagy/models" not in prepare
@@ -142,8 +179,10 @@ def test_code_deps_follow_the_imports_of_each_stage():
         parts = target.partition(":")[0].split(".")
         assert len(parts) > 2 and f"src/{parts[0]}/{parts[1]}" in generation, target
     # a project without the source tree (an installed autophagy) has no code deps
-    assert all(not d.startswith("src/") for d in dvc_params.pipeline(load_config(None), Path("/nonexistent"))
-               ["stages"]["gen-003"]["deps"])
+    assert all(
+        not d.startswith("src/")
+        for d in dvc_params.pipeline(load_config(None), Path("/nonexistent"))["stages"]["gen-003"]["deps"]
+    )
 
 
 def test_code_deps_of_a_toy_package(tmp_path):
@@ -158,7 +197,12 @@ def test_code_deps_of_a_toy_package(tmp_path):
     (pkg / "sub" / "thing.py").write_text("")
     (pkg / "sub" / "lazy.py").write_text("")
     assert code_deps(tmp_path, "src", ["toy.entry"]) == [
-        "src/toy/__init__.py", "src/toy/entry.py", "src/toy/helper.py", "src/toy/other.py", "src/toy/sub"]
+        "src/toy/__init__.py",
+        "src/toy/entry.py",
+        "src/toy/helper.py",
+        "src/toy/other.py",
+        "src/toy/sub",
+    ]
     assert code_deps(tmp_path, "src", ["toy.helper"]) == ["src/toy/__init__.py", "src/toy/helper.py"]
     with pytest.raises(SourceError, match="toy.missing"):
         code_deps(tmp_path, "src", ["toy.missing"])
@@ -191,8 +235,9 @@ def test_a_stale_dvc_yaml_is_refused_under_dvc(tmp_path, monkeypatch):
 def test_summary_holds_the_last_generation_per_lambda_mean_over_seeds(tmp_path):
     def metrics(path: Path, generation: int, fd: float) -> None:
         path.mkdir(parents=True)
-        (path / "metrics.json").write_text(json.dumps({"generation": generation, "fd_train": fd, "recall_train": 0.5,
-                                                       "n_samples": 100}))
+        (path / "metrics.json").write_text(
+            json.dumps({"generation": generation, "fd_train": fd, "recall_train": 0.5, "n_samples": 100})
+        )
 
     for seed in (0, 1):
         metrics(tmp_path / f"seed-{seed}" / "gen-000", 0, 1.0)
@@ -214,10 +259,17 @@ def test_the_lambda_lines_template_draws_one_line_per_lambda_and_revision():
     template = json.loads((REPO / ".dvc" / "plots" / "lambda_lines.json").read_text())
     assert template["mark"]["type"] == "line"
     encoding = template["encoding"]
-    grouping = [spec["field"] for channel, spec in encoding.items()
-                if channel in ("color", "detail", "strokeDash", "shape") and spec.get("type") == "nominal"]
-    points = [{"rev": rev, "lambda": lam, "generation": str(g), "fd_train": str(g)}
-              for rev in ("HEAD", "workspace") for lam in ("0", "inf") for g in range(3)]
+    grouping = [
+        spec["field"]
+        for channel, spec in encoding.items()
+        if channel in ("color", "detail", "strokeDash", "shape") and spec.get("type") == "nominal"
+    ]
+    points = [
+        {"rev": rev, "lambda": lam, "generation": str(g), "fd_train": str(g)}
+        for rev in ("HEAD", "workspace")
+        for lam in ("0", "inf")
+        for g in range(3)
+    ]
     lines: dict[tuple, list[str]] = {}
     for p in points:
         lines.setdefault(tuple(p[f] for f in grouping), []).append(p["generation"])

@@ -30,11 +30,26 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 COMMON = ["loop.generations=1", "loop.seeds=[0]", "tracking.enabled=false", "train.device=cpu"]
-SMALL_TRAIN = ["train.init_checkpoint=null", "train.gen0_budget_kimg=0.064", "train.budget_kimg=0.032",
-               "train.batch_size=16", "train.lr_warmup_kimg=0", "train.ema_halflife_kimg=0.01"]
-SMALL_UNET = ["model.model_channels=16", "model.channel_mult=[1,2]", "model.num_blocks=1", "data.n_train=48",
-              "data.n_test=32", "sample.n_eval=32", "sample.batch_size=32", "evaluate.features=raw",
-              "evaluate.grid_size=16", *SMALL_TRAIN]
+SMALL_TRAIN = [
+    "train.init_checkpoint=null",
+    "train.gen0_budget_kimg=0.064",
+    "train.budget_kimg=0.032",
+    "train.batch_size=16",
+    "train.lr_warmup_kimg=0",
+    "train.ema_halflife_kimg=0.01",
+]
+SMALL_UNET = [
+    "model.model_channels=16",
+    "model.channel_mult=[1,2]",
+    "model.num_blocks=1",
+    "data.n_train=48",
+    "data.n_test=32",
+    "sample.n_eval=32",
+    "sample.batch_size=32",
+    "evaluate.features=raw",
+    "evaluate.grid_size=16",
+    *SMALL_TRAIN,
+]
 IMAGE_FOLDER = "{images}"  # replaced by the folder of generated PNGs of the config's resolution
 #: the generated folder: 96 files, half held out, so the 32-item test split fits; read at 16x16 (data.resolution),
 #: since the raw-pixel Frechet distance of 32x32x3 = 3072 features (two 3072x3072 eigh) takes minutes on a CPU
@@ -42,20 +57,54 @@ GENERATED = [f"data.path={IMAGE_FOLDER}", "data.test_fraction=0.5", "data.resolu
 
 #: config name -> (overrides, the resolution of the generated image folder or None when the data runs unchanged)
 SHRINK: dict[str, tuple[list[str], int | None]] = {
-    "cifar10-ddpm": ([*SMALL_UNET, "model.num_steps=2", "loop.lambdas=[0.5]", "data.source=image-folder",
-                      *GENERATED], 32),
-    "cifar10-edm": ([*SMALL_UNET, "model.num_steps=2", "loop.lambdas=[0.5]", "data.source=image-folder",
-                     *GENERATED], 32),
-    "cifar10-otcfm": ([*SMALL_UNET, "model.head_channels=16", "model.sampler=euler", "model.num_steps=2",
-                       "loop.lambdas=[0.5]", "data.source=image-folder", *GENERATED], 32),
+    "cifar10-ddpm": (
+        [*SMALL_UNET, "model.num_steps=2", "loop.lambdas=[0.5]", "data.source=image-folder", *GENERATED],
+        32,
+    ),
+    "cifar10-edm": (
+        [*SMALL_UNET, "model.num_steps=2", "loop.lambdas=[0.5]", "data.source=image-folder", *GENERATED],
+        32,
+    ),
+    "cifar10-otcfm": (
+        [
+            *SMALL_UNET,
+            "model.head_channels=16",
+            "model.sampler=euler",
+            "model.num_steps=2",
+            "loop.lambdas=[0.5]",
+            "data.source=image-folder",
+            *GENERATED,
+        ],
+        32,
+    ),
     "ffhq64-edm": ([*SMALL_UNET, "model.num_steps=2", "loop.lambdas=[0.5]", *GENERATED], 64),
-    "digits-edm": (["model.model_channels=32", "model.num_blocks=1", "model.num_steps=2", "data.n_train=64",
-                    "data.n_test=32", "sample.n_eval=32", "loop.lambdas=[0.5]", *SMALL_TRAIN], None),
-    "digits-edm-unet": ([*SMALL_UNET, "evaluate.features=digits-net", "model.num_steps=2", "loop.lambdas=[inf]"],
-                        None),
+    "digits-edm": (
+        [
+            "model.model_channels=32",
+            "model.num_blocks=1",
+            "model.num_steps=2",
+            "data.n_train=64",
+            "data.n_test=32",
+            "sample.n_eval=32",
+            "loop.lambdas=[0.5]",
+            *SMALL_TRAIN,
+        ],
+        None,
+    ),
+    "digits-edm-unet": ([*SMALL_UNET, "evaluate.features=digits-net", "model.num_steps=2", "loop.lambdas=[inf]"], None),
     "gaussian-theory": (["loop.lambdas=[0.5]"], None),
-    "toy2d-flow": (["data.n_train=64", "data.n_test=64", "sample.n_eval=64", "model.transforms=1",
-                    "model.hidden_features=[8]", "loop.lambdas=[1]", *SMALL_TRAIN], None),
+    "toy2d-flow": (
+        [
+            "data.n_train=64",
+            "data.n_test=64",
+            "sample.n_eval=64",
+            "model.transforms=1",
+            "model.hidden_features=[8]",
+            "loop.lambdas=[1]",
+            *SMALL_TRAIN,
+        ],
+        None,
+    ),
 }
 
 

@@ -103,16 +103,19 @@ def _preset_model(name: str, resolution: int):
         return cfg, build_model(cfg.model, (resolution, resolution, 3))
 
 
-@pytest.mark.parametrize("name, resolution, expected", [
-    # Karras et al. (2022), NVlabs/edm: DDPM++ CIFAR-10 and FFHQ-64 networks (counted with the reference code).
-    ("cifar10-edm", 32, 55_732_739),
-    ("ffhq64-edm", 64, 61_804_419),
-    # Ho et al. (2020), App. B: "35.7 million parameters"; diffusers' google/ddpm-cifar10-32 config: 35,746,307.
-    ("cifar10-ddpm", 32, 35_746_307),
-    # torchcfm examples/images/cifar10 UNetModelWrapper: counted once with torchcfm 1.0.7's own class (it is not a
-    # dependency: it pulls torchdyn and a Jupyter stack), the same 35,746,307.
-    ("cifar10-otcfm", 32, 35_746_307),
-])
+@pytest.mark.parametrize(
+    "name, resolution, expected",
+    [
+        # Karras et al. (2022), NVlabs/edm: DDPM++ CIFAR-10 and FFHQ-64 networks (counted with the reference code).
+        ("cifar10-edm", 32, 55_732_739),
+        ("ffhq64-edm", 64, 61_804_419),
+        # Ho et al. (2020), App. B: "35.7 million parameters"; diffusers' google/ddpm-cifar10-32 config: 35,746,307.
+        ("cifar10-ddpm", 32, 35_746_307),
+        # torchcfm examples/images/cifar10 UNetModelWrapper: counted once with torchcfm 1.0.7's own class (it is not a
+        # dependency: it pulls torchdyn and a Jupyter stack), the same 35,746,307.
+        ("cifar10-otcfm", 32, 35_746_307),
+    ],
+)
 def test_paper_presets_have_the_published_parameter_counts(name, resolution, expected):
     cfg, model = _preset_model(name, resolution)
     assert cfg.name == name and cfg.model.network == "unet" and cfg.evaluate.features == "inception"
@@ -121,26 +124,32 @@ def test_paper_presets_have_the_published_parameter_counts(name, resolution, exp
     assert sum(p.numel() for p in model.ema.parameters()) == expected
 
 
-@pytest.mark.parametrize("override, words", [
-    ("model.sampler=heun", ["model.sampler", "ancestral", "ddim"]),
-    ("model.num_steps=1001", ["model.num_steps", "1000"]),
-    ("model.eta=1.5", ["model.eta"]),
-    ("model.beta_end=0.00001", ["model.beta_start", "model.beta_end"]),
-    ("model.ancestral_variance=learned", ["model.ancestral_variance", "fixed_large"]),
-    ("model.network=vit", ["model.network", "unet", "mlp"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.sampler=heun", ["model.sampler", "ancestral", "ddim"]),
+        ("model.num_steps=1001", ["model.num_steps", "1000"]),
+        ("model.eta=1.5", ["model.eta"]),
+        ("model.beta_end=0.00001", ["model.beta_start", "model.beta_end"]),
+        ("model.ancestral_variance=learned", ["model.ancestral_variance", "fixed_large"]),
+        ("model.network=vit", ["model.network", "unet", "mlp"]),
+    ],
+)
 def test_ddpm_config_errors_name_the_option(override, words):
     with pytest.raises(ConfigError) as info:
         load_config(CONFIGS / "cifar10-ddpm.yaml", [override])
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
-@pytest.mark.parametrize("override, words", [
-    ("model.sampler=rk4", ["model.sampler", "euler", "midpoint", "dopri5"]),
-    ("model.coupling=sinkhorn", ["model.coupling", "ot", "independent"]),
-    ("model.sigma=-0.1", ["model.sigma"]),
-    ("model.tol=0", ["model.tol"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.sampler=rk4", ["model.sampler", "euler", "midpoint", "dopri5"]),
+        ("model.coupling=sinkhorn", ["model.coupling", "ot", "independent"]),
+        ("model.sigma=-0.1", ["model.sigma"]),
+        ("model.tol=0", ["model.tol"]),
+    ],
+)
 def test_otcfm_config_errors_name_the_option(override, words):
     with pytest.raises(ConfigError) as info:
         load_config(CONFIGS / "cifar10-otcfm.yaml", [override])
@@ -150,8 +159,17 @@ def test_otcfm_config_errors_name_the_option(override, words):
 @pytest.mark.parametrize("family", ["ddpm", "otcfm"])
 def test_image_families_refuse_vector_data(family):
     with pytest.raises(ConfigError, match=f"model.family={family} needs image data"):
-        load_config(None, [f"model.family={family}", "data.source=toy2d", "data.name=moons", "data.n_train=8",
-                           "data.n_test=8", "evaluate.features=raw"])
+        load_config(
+            None,
+            [
+                f"model.family={family}",
+                "data.source=toy2d",
+                "data.name=moons",
+                "data.n_train=8",
+                "data.n_test=8",
+                "evaluate.features=raw",
+            ],
+        )
 
 
 # ------------------------------------------------------------------ DDPM maths
@@ -167,7 +185,8 @@ def alphas_bar(cfg: DDPMModelConfig) -> torch.Tensor:
 
 
 def gaussian_eps(cfg: DDPMModelConfig):
-    """The optimal eps-predictor of N(MU, S^2) data: E[eps | x_t] = sqrt(1 - ab) (x - sqrt(ab) MU) / (ab S^2 + 1 - ab)."""
+    """The optimal eps-predictor of N(MU, S^2) data:
+    E[eps | x_t] = sqrt(1 - ab) (x - sqrt(ab) MU) / (ab S^2 + 1 - ab)."""
     ab_all = alphas_bar(cfg)
 
     def eps(x, t):
@@ -179,8 +198,9 @@ def gaussian_eps(cfg: DDPMModelConfig):
 
 def test_training_noise_follows_the_linear_schedule():
     model = build_model(DDPMModelConfig(), ITEM_SHAPE)
-    np.testing.assert_allclose(model.noise_scheduler.alphas_cumprod.double().numpy(),
-                               alphas_bar(model.cfg).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        model.noise_scheduler.alphas_cumprod.double().numpy(), alphas_bar(model.cfg).numpy(), rtol=1e-5
+    )
 
 
 def assert_gaussian(x: torch.Tensor, tol: float) -> None:
@@ -211,7 +231,7 @@ def test_ddim_sampler_recovers_a_gaussian(eta, steps):
 
 
 def test_ddim_with_eta_1_over_all_steps_is_the_ancestral_sampler():
-    """Song et al. (2021), Sec. 4.1: eta = 1 gives the DDPM posterior variance; with the same noise, the same samples."""
+    """Song et al. (2021), Sec. 4.1: eta = 1 gives the DDPM posterior variance; the same noise, the same samples."""
     cfg = DDPMModelConfig(num_steps=1000, eta=1.0, ancestral_variance="fixed_small")
     n, shape = 32, (1,)
     x_T = index_noise(0, 0, n, shape)

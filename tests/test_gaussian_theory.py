@@ -29,8 +29,6 @@ from autophagy.config import GaussianModelConfig, TrainConfig
 from autophagy.data.strategies import synthetic_count
 from autophagy.models.gaussian import GaussianModel
 
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -199,5 +197,5 @@ def test_gaussian_samples_stay_float64_through_the_loop(tmp_path, tiny_cfg):
     assert (real.dtype, samples.dtype, train_set.dtype) == (np.float32, np.float64, np.float64)
     rows = train_set.load()
     np.testing.assert_array_equal(rows[: real.rows], real.load().astype(np.float64))
-    np.testing.assert_array_equal(rows[real.rows:], samples.load()[: real.rows])
+    np.testing.assert_array_equal(rows[real.rows :], samples.load()[: real.rows])
     assert not np.array_equal(samples.load(), samples.load().astype(np.float32))  # float32 would round them

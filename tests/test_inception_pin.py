@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 
 from autophagy.cli import _is_user_error
-from autophagy.metrics import build_extractor
-from autophagy.metrics import features
-from autophagy.metrics.features import (INCEPTION_FILE, INCEPTION_SHA256, INCEPTION_SHA256_ENV, WeightsHashMismatch,
-                                        verify_inception_weights)
+from autophagy.metrics import build_extractor, features
+from autophagy.metrics.features import (
+    INCEPTION_FILE,
+    INCEPTION_SHA256,
+    INCEPTION_SHA256_ENV,
+    WeightsHashMismatch,
+    verify_inception_weights,
+)
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 
@@ -39,7 +43,7 @@ def _weights_step() -> str:
     lines = DOCKERFILE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("RUN mkdir -p /opt/autophagy/weights"))
     end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
-    return "\n".join(lines[start:end + 1])[len("RUN "):]
+    return "\n".join(lines[start : end + 1])[len("RUN ") :]
 
 
 @pytest.fixture
@@ -72,8 +76,13 @@ def _run_step(tmp_path: Path, url: str, sha256: str) -> tuple[subprocess.Complet
     weights = tmp_path / "weights"
     target = weights / INCEPTION_FILE
     script = _weights_step().replace("/opt/autophagy/weights", str(weights))
-    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "FETCH_INCEPTION": "1", "INCEPTION_URL": url,
-           "INCEPTION_SHA256": sha256, "AUTOPHAGY_INCEPTION_WEIGHTS": str(target)}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "FETCH_INCEPTION": "1",
+        "INCEPTION_URL": url,
+        "INCEPTION_SHA256": sha256,
+        "AUTOPHAGY_INCEPTION_WEIGHTS": str(target),
+    }
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, env=env), target
 
 

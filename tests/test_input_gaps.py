@@ -12,8 +12,8 @@ from autophagy import atomic
 from autophagy.cli import main
 from autophagy.config import FIXED_TRAIN_SPLIT_ROWS, MAX_SYNTHETIC_SAMPLES, ConfigError, DataConfig, load_config
 from autophagy.data.dataset import MANIFEST, DatasetError, NewShard, open_dataset, write_dataset
-from autophagy.data.strategies import synthetic_count
 from autophagy.data.sources import load_split
+from autophagy.data.strategies import synthetic_count
 from autophagy.stages import sample, train
 
 REAL = {"type": "real", "source": "test"}
@@ -80,8 +80,11 @@ def test_a_gaussian_is_never_fitted_on_non_finite_vectors(tmp_path, tiny_cfg, po
 def test_write_refuses_non_finite_rows(tmp_path):
     rows = vectors(10)
     rows[[2, 7]] = np.nan
-    with pytest.raises(DatasetError, match=r"cannot write .*: shard shard-000\.npy .* holds NaN or infinite values "
-                                           r"in 2 of 10 rows \(first at row 2\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"cannot write .*: shard shard-000\.npy .* holds NaN or infinite values "
+        r"in 2 of 10 rows \(first at row 2\)",
+    ):
         write_dataset(tmp_path / "ds", [NewShard(origin=REAL, array=rows)])
     assert not (tmp_path / "ds").exists()
 
@@ -94,8 +97,11 @@ def test_a_model_that_samples_infinity_fails_its_sample_step(tmp_path, tiny_cfg)
     rows = np.tile(np.array([[1e308, 1.0], [-1e308, -1.0]], dtype=np.float64), (50, 1))
     write_dataset(tmp_path / "real", [NewShard(origin=REAL, array=rows)])
     train.run(cfg, tmp_path / "real", tmp_path / "model", 0, 0)
-    with pytest.raises(DatasetError, match=r"cannot write .*samples: shard synthetic-gen-000\.npy .*'type': 'synthetic'.* "
-                                           r"holds NaN or infinite values in \d+ of 200 rows"):
+    with pytest.raises(
+        DatasetError,
+        match=r"cannot write .*samples: shard synthetic-gen-000\.npy .*'type': 'synthetic'.* "
+        r"holds NaN or infinite values in \d+ of 200 rows",
+    ):
         sample.run(cfg, tmp_path / "model", tmp_path / "samples", 200, 0, 0)
     assert not (tmp_path / "samples").exists()
 
@@ -114,8 +120,13 @@ def test_open_refuses_a_dataset_of_zero_rows(tmp_path):
 
 def test_write_refuses_an_empty_shard(tmp_path):
     with pytest.raises(DatasetError, match=r"shard real\.npy .* has no rows"):
-        write_dataset(tmp_path / "ds", [NewShard(origin=REAL, array=vectors(5), name="a.npy"),
-                                        NewShard(origin=REAL, array=vectors(0), name="real.npy")])
+        write_dataset(
+            tmp_path / "ds",
+            [
+                NewShard(origin=REAL, array=vectors(5), name="a.npy"),
+                NewShard(origin=REAL, array=vectors(0), name="real.npy"),
+            ],
+        )
     assert not (tmp_path / "ds").exists()
 
 
@@ -139,9 +150,12 @@ def test_open_refuses_a_shard_listed_twice(tmp_path):
 @pytest.mark.parametrize("lam, shown", [("1e308", r"1e\+308"), ("1e7", r"1e\+07")])
 def test_lambdas_beyond_the_sample_bound_are_refused_by_validation(lam, shown):
     """Before: both passed validation and failed later (index_noise past 2^63, an 8 GB allocation)."""
-    with pytest.raises(ConfigError, match=rf"loop.lambdas: lambda = {shown} asks for .* synthetic "
-                                          r"samples per generation with n = 1497 real items \(the digits training "
-                                          r"split\); at most 100,000,000 are allowed, so lambda <= 66800.3 here"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"loop.lambdas: lambda = {shown} asks for .* synthetic "
+        r"samples per generation with n = 1497 real items \(the digits training "
+        r"split\); at most 100,000,000 are allowed, so lambda <= 66800.3 here",
+    ):
         load_config(None, [f"loop.lambdas=[0, 1, {lam}]"])
 
 
@@ -155,9 +169,16 @@ def test_the_bound_uses_data_n_train_and_keeps_every_lambda_up_to_it():
 def test_the_bound_is_checked_again_once_n_is_known():
     """A folder of images has no size before it is prepared: validation bounds lambda with n >= 1,
     and the sample count itself is checked where n is known."""
-    cfg = load_config(None, ["data.source=image-folder", "data.path=/nowhere", "model.family=edm",
-                             "evaluate.features=raw",
-                             "loop.lambdas=[0, 100000]"])
+    cfg = load_config(
+        None,
+        [
+            "data.source=image-folder",
+            "data.path=/nowhere",
+            "model.family=edm",
+            "evaluate.features=raw",
+            "loop.lambdas=[0, 100000]",
+        ],
+    )
     assert synthetic_count(cfg.loop.lambdas[1], 1000) == MAX_SYNTHETIC_SAMPLES
     with pytest.raises(ConfigError, match=r"n = 1001 real items; at most 100,000,000"):
         synthetic_count(cfg.loop.lambdas[1], 1001)
@@ -166,8 +187,9 @@ def test_the_bound_is_checked_again_once_n_is_known():
 def test_the_cli_reports_a_huge_lambda_in_one_line(capsys):
     assert main(["config", "-S", "loop.lambdas=[0, 1e7]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("autophagy: error: loop.lambdas: lambda = 1e+07 asks for "
-                                               "floor(lambda n) = 14,970,000,000 synthetic samples")
+    assert len(err) == 1 and err[0].startswith(
+        "autophagy: error: loop.lambdas: lambda = 1e+07 asks for floor(lambda n) = 14,970,000,000 synthetic samples"
+    )
 
 
 def test_the_fixed_digits_split_size_is_the_real_one():

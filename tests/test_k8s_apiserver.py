@@ -36,10 +36,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import k8s_helpers as h
 import pytest
 import yaml
-
-import k8s_helpers as h
 from k8s_apiserver import PIPELINE_USER, k8s_apiserver  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.timeout(3600)  # a cold build of kube-apiserver and etcd runs in the first fixture
@@ -54,23 +53,48 @@ ARGO = "argoproj/argo-workflows v4.0.5 "
 #: Allowed rows: every Kubernetes API call the KFP 2.17.0 driver/launcher and Argo's executor make with the pod's
 #: token for our pipelines (no PVC creation, no pipeline-job time placeholders, no Argo artifacts but the logs).
 RBAC = [
-    ("create", "workflowtaskresults.argoproj.io", (), True,
-     ARGO + "workflow/executor/taskresult.go:95 createTaskResult (wait container, via executor.go:895, :938)"),
-    ("patch", "workflowtaskresults.argoproj.io", (), True,
-     ARGO + "workflow/executor/taskresult.go:43 patchTaskResult, :61 patchTaskResultLabels (executor.go:867)"),
-    ("get", "pods", (), True,
-     KFP + "component/launcher_v2.go:607 retryIndexFromPodAnnotation (:583-590: --publish_logs true and no "
-           "KFP_RETRY_INDEX, which compiler/argocompiler/common.go:65 sets only with a retryStrategy); "
-           "driver/k8s.go:1198 publishDriverExecution (PVC create/delete tasks only)"),
-    ("get", "configmaps/kfp-launcher", (), True,
-     KFP + "config/env.go:73 FromConfigMap (driver/root_dag.go:103, component/importer_launcher.go:331); "
-           "Forbidden is an error there, only NotFound falls back to defaults"),
-    ("get", "secrets/mlpipeline-minio-artifact", (), True,
-     KFP + "objectstore/object_store.go:391 getS3BucketCredential (component/launcher_v2.go:269, :878, "
-           "importer_launcher.go:310; name: config/env.go:41); " + ARGO + "workflow/executor/executor.go:788 "
-           "GetSecrets, from workflow/artifacts/artifacts.go:49, :54 when the wait container archives the logs "
-           "(cmd/argoexec/commands/wait.go:86; KFP's workflow-controller-configmap-patch.yaml: archiveLogs, "
-           "this Secret)"),
+    (
+        "create",
+        "workflowtaskresults.argoproj.io",
+        (),
+        True,
+        ARGO + "workflow/executor/taskresult.go:95 createTaskResult (wait container, via executor.go:895, :938)",
+    ),
+    (
+        "patch",
+        "workflowtaskresults.argoproj.io",
+        (),
+        True,
+        ARGO + "workflow/executor/taskresult.go:43 patchTaskResult, :61 patchTaskResultLabels (executor.go:867)",
+    ),
+    (
+        "get",
+        "pods",
+        (),
+        True,
+        KFP + "component/launcher_v2.go:607 retryIndexFromPodAnnotation (:583-590: --publish_logs true and no "
+        "KFP_RETRY_INDEX, which compiler/argocompiler/common.go:65 sets only with a retryStrategy); "
+        "driver/k8s.go:1198 publishDriverExecution (PVC create/delete tasks only)",
+    ),
+    (
+        "get",
+        "configmaps/kfp-launcher",
+        (),
+        True,
+        KFP + "config/env.go:73 FromConfigMap (driver/root_dag.go:103, component/importer_launcher.go:331); "
+        "Forbidden is an error there, only NotFound falls back to defaults",
+    ),
+    (
+        "get",
+        "secrets/mlpipeline-minio-artifact",
+        (),
+        True,
+        KFP + "objectstore/object_store.go:391 getS3BucketCredential (component/launcher_v2.go:269, :878, "
+        "importer_launcher.go:310; name: config/env.go:41); " + ARGO + "workflow/executor/executor.go:788 "
+        "GetSecrets, from workflow/artifacts/artifacts.go:49, :54 when the wait container archives the logs "
+        "(cmd/argoexec/commands/wait.go:86; KFP's workflow-controller-configmap-patch.yaml: archiveLogs, "
+        "this Secret)",
+    ),
     # Not needed by any of them (Get only, never List/Watch), or never to be allowed.
     ("list", "pods", (), False, "KFP and Argo's executor only Get their own pod"),
     ("watch", "pods", (), False, "idem"),
@@ -90,8 +114,13 @@ RBAC = [
     ("create", "rolebindings.rbac.authorization.k8s.io", (), False, ""),
     ("create", "clusterroles.rbac.authorization.k8s.io", ("--all-namespaces",), False, ""),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", ("--all-namespaces",), False, ""),
-    ("get", "workflows.argoproj.io", (), False,
-     KFP + "cmd/driver/main.go:178 reads its Workflow only for pipeline-job time placeholders, which we do not use"),
+    (
+        "get",
+        "workflows.argoproj.io",
+        (),
+        False,
+        KFP + "cmd/driver/main.go:178 reads its Workflow only for pipeline-job time placeholders, which we do not use",
+    ),
     ("create", "persistentvolumeclaims", (), False, KFP + "driver/k8s.go:967 only for kfp.kubernetes.CreatePVC"),
 ]
 
@@ -105,7 +134,7 @@ def _identity(obj: dict) -> tuple[str, str, str]:
 
 
 def _items(stdout: str) -> list[dict]:
-    """The objects of kubectl's ``-o json``: one object, a List, or (``create`` of several) objects one after another."""
+    """The objects of kubectl's ``-o json``: one object, a List, or (``create`` of several) objects in a row."""
     decoder, items, text, at = json.JSONDecoder(), [], stdout.strip(), 0
     while at < len(text):
         obj, at = decoder.raw_decode(text, at)
@@ -121,28 +150,56 @@ def _pod_from_template(workload: dict) -> dict:
     for claim in workload["spec"].get("volumeClaimTemplates", []):
         volume = claim["metadata"]["name"]
         spec.setdefault("volumes", []).append(
-            {"name": volume, "persistentVolumeClaim": {"claimName": f"{volume}-{name}-0"}})
-    return {"apiVersion": "v1", "kind": "Pod", "spec": spec, "metadata": {
-        "name": f"{name}-0", "namespace": workload["metadata"]["namespace"], "labels": h.pod_template_labels(workload)}}
+            {"name": volume, "persistentVolumeClaim": {"claimName": f"{volume}-{name}-0"}}
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": spec,
+        "metadata": {
+            "name": f"{name}-0",
+            "namespace": workload["metadata"]["namespace"],
+            "labels": h.pod_template_labels(workload),
+        },
+    }
 
 
 def _task_pod() -> dict:
     """A pipeline task's pod as Argo creates it: service account autophagy-pipeline, restricted settings."""
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "task", "namespace": RUN_NAMESPACE}, "spec": {
-        "serviceAccountName": "autophagy-pipeline",
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "main", "image": "registry.example.com/ml/autophagy:test", "securityContext": {
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "task", "namespace": RUN_NAMESPACE},
+        "spec": {
+            "serviceAccountName": "autophagy-pipeline",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.example.com/ml/autophagy:test",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(k8s_apiserver):
     """The server, with namespaces autophagy and kubeflow (Pod Security ``restricted`` enforced) and the
     ``default`` ServiceAccounts the controller manager would make (the ServiceAccount admission plugin needs them)."""
-    namespaces = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}} for ns in (NAMESPACE, RUN_NAMESPACE)]
-    accounts = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}
-                for ns in (NAMESPACE, RUN_NAMESPACE, "default")]
+    namespaces = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+        for ns in (NAMESPACE, RUN_NAMESPACE)
+    ]
+    accounts = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}
+        for ns in (NAMESPACE, RUN_NAMESPACE, "default")
+    ]
     k8s_apiserver.kubectl("create", "-f", "-", stdin=_list(namespaces + accounts))
     return k8s_apiserver
 
@@ -152,13 +209,28 @@ def applied(cluster):
     """base and run-namespace applied for real, and what a KFP install holds in kubeflow: ConfigMap kfp-launcher,
     Secret mlpipeline-minio-artifact (placeholder values) and a task pod running as autophagy-pipeline."""
     for kustomization in ("base", "run-namespace"):
-        cluster.kubectl("apply", "--server-side", "--validate=strict", "--field-manager=autophagy-test", "-f", "-",
-                        stdin=_list(h.render(kustomization)))
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--validate=strict",
+            "--field-manager=autophagy-test",
+            "-f",
+            "-",
+            stdin=_list(h.render(kustomization)),
+        )
     kfp = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher", "namespace": RUN_NAMESPACE},
-         "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlpipeline-minio-artifact", "namespace": RUN_NAMESPACE},
-         "stringData": {"accesskey": "placeholder", "secretkey": "placeholder"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "kfp-launcher", "namespace": RUN_NAMESPACE},
+            "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mlpipeline-minio-artifact", "namespace": RUN_NAMESPACE},
+            "stringData": {"accesskey": "placeholder", "secretkey": "placeholder"},
+        },
         _task_pod(),
     ]
     cluster.kubectl("create", "-f", "-", stdin=_list(kfp))
@@ -173,8 +245,14 @@ def argo_crds(cluster) -> dict[str, dict]:
         if os.environ.get("AUTOPHAGY_REQUIRE_K8S_SERVER") == "1":
             raise RuntimeError("`go` is needed to locate Argo's CRDs in the module cache")
         pytest.skip("`go` is needed to locate Argo's CRDs in the module cache")
-    proc = subprocess.run(["go", "mod", "download", "-json", "github.com/argoproj/argo-workflows/v4"],
-                          cwd=h.REPO_ROOT / "tests" / "kfp_backend", capture_output=True, text=True, timeout=600, check=True)
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", "github.com/argoproj/argo-workflows/v4"],
+        cwd=h.REPO_ROOT / "tests" / "kfp_backend",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     module = json.loads(proc.stdout)
     assert module["Version"] == "v4.0.5", module
     crds = {}
@@ -184,10 +262,15 @@ def argo_crds(cluster) -> dict[str, dict]:
         crds[name] = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 2.6 MB
     deadline = time.monotonic() + 60  # `kubectl wait` fails while a new CRD has no conditions yet
     while True:
-        stored = _items(cluster.kubectl("get", "-o", "json", "crd/workflows.argoproj.io",
-                                        "crd/workflowtaskresults.argoproj.io").stdout)
-        if all(any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"].get("conditions") or [])
-               for crd in stored):
+        stored = _items(
+            cluster.kubectl(
+                "get", "-o", "json", "crd/workflows.argoproj.io", "crd/workflowtaskresults.argoproj.io"
+            ).stdout
+        )
+        if all(
+            any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"].get("conditions") or [])
+            for crd in stored
+        ):
             return crds
         assert time.monotonic() < deadline, [crd.get("status") for crd in stored]
         time.sleep(0.2)
@@ -199,8 +282,18 @@ def argo_crds(cluster) -> dict[str, dict]:
 @pytest.mark.parametrize("kustomization", h.KUSTOMIZATIONS)
 def test_every_object_of_the_kustomization_is_accepted(cluster, kustomization):
     objects = h.render(kustomization)
-    proc = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--validate=strict",
-                           "--field-manager=autophagy-test", "-o", "json", "-f", "-", stdin=_list(objects))
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager=autophagy-test",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        stdin=_list(objects),
+    )
     assert sorted(map(_identity, _items(proc.stdout))) == sorted(map(_identity, objects))
     assert "Warning" not in proc.stderr, proc.stderr
 
@@ -210,14 +303,24 @@ def test_pod_templates_pass_the_restricted_profile(cluster, kustomization):
     pods = [_pod_from_template(w) for w in h.workloads(h.render(kustomization))]
     assert {p["metadata"]["name"] for p in pods} == {"mlflow-0", "postgres-0"}
     assert all(p["metadata"]["namespace"] == NAMESPACE for p in pods)
-    proc = cluster.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-", stdin=_list(pods))
+    proc = cluster.kubectl(
+        "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-", stdin=_list(pods)
+    )
     assert len(_items(proc.stdout)) == len(pods)
     assert "Warning" not in proc.stderr, proc.stderr
 
 
 def test_a_privileged_pod_is_refused_by_pod_security_admission(cluster):
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "privileged", "namespace": NAMESPACE}, "spec": {
-        "containers": [{"name": "main", "image": "registry.example.com/busybox:1", "securityContext": {"privileged": True}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": NAMESPACE},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "registry.example.com/busybox:1", "securityContext": {"privileged": True}}
+            ]
+        },
+    }
     refused = cluster.kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False)
     print(refused.stderr.strip())
     assert refused.returncode != 0
@@ -274,6 +377,7 @@ def test_rbac_of_the_pipeline_service_account(applied, argo_crds):
 
 def test_the_pipeline_token_makes_the_runtime_calls(applied, argo_crds):
     """The allowed rows as the REST calls the driver/launcher/executor make, with the service account's token."""
+
     def call(method: str, path: str, body: dict | None = None, **kwargs) -> dict:
         status, answer = applied.request(method, path, body, user="pipeline", **kwargs)
         assert status in (200, 201), (method, path, status, answer.get("message"))
@@ -285,11 +389,27 @@ def test_the_pipeline_token_makes_the_runtime_calls(applied, argo_crds):
     assert call("GET", f"{core}/secrets/mlpipeline-minio-artifact")["data"]["accesskey"]
     results = f"/apis/argoproj.io/v1alpha1/namespaces/{RUN_NAMESPACE}/workflowtaskresults"
     name = "autophagy-chain-x7k2p-123"
-    call("POST", results, {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult", "metadata": {
-        "name": name, "labels": {"workflows.argoproj.io/workflow": "autophagy-chain-x7k2p",
-                                 "workflows.argoproj.io/report-outputs-completed": "false"}}})
-    patched = call("PATCH", f"{results}/{name}", {"phase": "Succeeded", "outputs": {"exitCode": "0"}},
-                   content_type="application/merge-patch+json")
+    call(
+        "POST",
+        results,
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "WorkflowTaskResult",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "workflows.argoproj.io/workflow": "autophagy-chain-x7k2p",
+                    "workflows.argoproj.io/report-outputs-completed": "false",
+                },
+            },
+        },
+    )
+    patched = call(
+        "PATCH",
+        f"{results}/{name}",
+        {"phase": "Succeeded", "outputs": {"exitCode": "0"}},
+        content_type="application/merge-patch+json",
+    )
     assert patched["phase"] == "Succeeded"
     status, answer = applied.request("GET", f"{core}/secrets/autophagy-tracking-credentials", user="pipeline")
     assert status == 403, answer
@@ -307,20 +427,26 @@ def test_argo_workflow_crd_is_established(cluster, argo_crds):
 def compiled(tmp_path_factory, autophagy_exe) -> dict:
     """``autophagy pipeline compile`` of the default config (runs.json, with the package paths)."""
     out = tmp_path_factory.mktemp("packages")
-    subprocess.run([autophagy_exe, "pipeline", "compile", "-o", str(out), "--image", "registry.example.com/ml/autophagy:test"],
-                   check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [autophagy_exe, "pipeline", "compile", "-o", str(out), "--image", "registry.example.com/ml/autophagy:test"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return json.loads((out / "runs.json").read_text())
 
 
 @pytest.mark.parametrize("kind", ["data", "generation-0", "chain", "report"])
 def test_kfp_backend_workflow_is_accepted(cluster, argo_crds, compiled, kind, tmp_path):
     """Every package of ``kind`` (the default config has two chain windows), with the parameters its run gets."""
-    from autophagy import plan
     from autophagy.pipelines.cluster import load_pipeline_config
     from autophagy.pipelines.runs import KfpRun, arguments, chain_key, seed_key
     from kfp_backend_check import check
     from kfp_backend_check import skip_if_unavailable as backend_or_skip
     from test_pipeline_backend import handoffs
+
+    from autophagy import plan
 
     backend_or_skip()
     cfg, cluster_options = load_pipeline_config(None, [])
@@ -329,18 +455,32 @@ def test_kfp_backend_workflow_is_accepted(cluster, argo_crds, compiled, kind, tm
     packages = [p for p in compiled["packages"] if p["kind"] == kind]
     assert packages
     for i, package in enumerate(packages):  # the runs as tests/test_pipeline_backend.py makes them
-        run = {"data": KfpRun("data", "data"), "generation-0": KfpRun("generation-0", seed_key(seed), seed=seed),
-               "report": KfpRun("report", "report")}.get(kind) or KfpRun(
-            "chain", chain_key(lam, seed), lam=lam, seed=seed, first=max(2, package["first"]), last=package["last"])
+        run = {
+            "data": KfpRun("data", "data"),
+            "generation-0": KfpRun("generation-0", seed_key(seed), seed=seed),
+            "report": KfpRun("report", "report"),
+        }.get(kind) or KfpRun(
+            "chain", chain_key(lam, seed), lam=lam, seed=seed, first=max(2, package["first"]), last=package["last"]
+        )
         workflow_path = tmp_path / f"workflow-{i}.json"
-        report = check(Path(package["path"]), arguments(cfg, run, handoffs(cfg)), workflow_out=workflow_path,
-                       namespace=RUN_NAMESPACE, service_account=cluster_options.service_account)
+        report = check(
+            Path(package["path"]),
+            arguments(cfg, run, handoffs(cfg)),
+            workflow_out=workflow_path,
+            namespace=RUN_NAMESPACE,
+            service_account=cluster_options.service_account,
+        )
         assert report["valid"], report["error"]
         workflow = json.loads(workflow_path.read_text())
-        created = json.loads(cluster.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json",
-                                             "-f", str(workflow_path)).stdout)
-        print(f"{Path(package['path']).name}: Workflow {created['metadata']['name']} accepted "
-              f"({workflow_path.stat().st_size} bytes, {len(created['spec']['templates'])} templates)")
+        created = json.loads(
+            cluster.kubectl(
+                "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", str(workflow_path)
+            ).stdout
+        )
+        print(
+            f"{Path(package['path']).name}: Workflow {created['metadata']['name']} accepted "
+            f"({workflow_path.stat().st_size} bytes, {len(created['spec']['templates'])} templates)"
+        )
         assert created["kind"] == "Workflow" and created["metadata"]["namespace"] == RUN_NAMESPACE
         assert created["metadata"]["name"].startswith(workflow["metadata"]["generateName"])
         assert created["spec"]["serviceAccountName"] == "autophagy-pipeline"
@@ -348,10 +488,21 @@ def test_kfp_backend_workflow_is_accepted(cluster, argo_crds, compiled, kind, tm
 
 
 def _task_pod_manifests(pods: list[dict]) -> list[dict]:
-    return [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"task-{i}", "namespace": RUN_NAMESPACE},
-             "spec": {"serviceAccountName": "autophagy-pipeline", "securityContext": pod["securityContext"],
-                      "initContainers": pod["initContainers"], "containers": pod["containers"], "volumes": pod["volumes"]}}
-            for i, pod in enumerate(pods)]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"task-{i}", "namespace": RUN_NAMESPACE},
+            "spec": {
+                "serviceAccountName": "autophagy-pipeline",
+                "securityContext": pod["securityContext"],
+                "initContainers": pod["initContainers"],
+                "containers": pod["containers"],
+                "volumes": pod["volumes"],
+            },
+        }
+        for i, pod in enumerate(pods)
+    ]
 
 
 def test_task_pods_of_the_kfp_backend_pass_the_restricted_profile(applied, compiled, tmp_path):
@@ -368,7 +519,9 @@ def test_task_pods_of_the_kfp_backend_pass_the_restricted_profile(applied, compi
     package = next(p for p in compiled["packages"] if p["kind"] == "chain")
     pods = _task_pod_manifests(executor_pods(package, cfg, tmp_path))
     assert len(pods) >= 10
-    proc = applied.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-", stdin=_list(pods))
+    proc = applied.kubectl(
+        "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-", stdin=_list(pods)
+    )
     assert len(_items(proc.stdout)) == len(pods)
     assert "Warning" not in proc.stderr, proc.stderr
     for pod in pods:  # before: no identity on the main container
@@ -389,8 +542,15 @@ def test_install_without_generated_credentials_fails_and_with_them_applies(clust
     assert refused.stdout == ""
     made = subprocess.run([str(checkout / "make-secrets.sh")], capture_output=True, text=True, check=True)
     assert made.stdout.count("wrote ") == 4
-    applied = cluster.kubectl("apply", "-k", str(checkout / "base"), "--server-side", "--dry-run=server",
-                              "--validate=strict", "--field-manager=autophagy-test")
+    applied = cluster.kubectl(
+        "apply",
+        "-k",
+        str(checkout / "base"),
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager=autophagy-test",
+    )
     assert "secret/mlflow-auth-" in applied.stdout and "deployment.apps/mlflow serverside-applied" in applied.stdout
 
 
@@ -400,4 +560,3 @@ def test_every_stored_network_policy_restricts_egress(applied):
         assert stored, namespace
         for policy in stored:
             assert "Egress" in policy["spec"]["policyTypes"], (namespace, policy["metadata"]["name"])
-

@@ -87,8 +87,16 @@ EXPECTED_NAMESPACE = {
 }
 CLUSTER_SCOPED_KINDS = {"Namespace", "PriorityClass"}
 #: Generated objects that keep a content hash in their name (everything else must not).
-HASHED = {"ConfigMap/mlflow-server", "ConfigMap/mlflow-auth-config", "ConfigMap/mlflow-users", "ConfigMap/postgres-init",
-          "Secret/postgres-superuser", "Secret/mlflow-db", "Secret/mlflow-auth", "Secret/mlflow-s3-credentials"}
+HASHED = {
+    "ConfigMap/mlflow-server",
+    "ConfigMap/mlflow-auth-config",
+    "ConfigMap/mlflow-users",
+    "ConfigMap/postgres-init",
+    "Secret/postgres-superuser",
+    "Secret/mlflow-db",
+    "Secret/mlflow-auth",
+    "Secret/mlflow-s3-credentials",
+}
 
 #: MLflow server flags that must be in the Deployment's args, with their value (None: no value).
 MLFLOW_FLAGS = {
@@ -270,7 +278,7 @@ def test_read_only_root_filesystems_get_writable_scratch(kustomization):
 
 @ALL
 def test_images_are_pinned(kustomization):
-    for obj, spec in _pods(kustomization):
+    for _obj, spec in _pods(kustomization):
         for c in h.all_containers(spec):
             image = c["image"]
             name, _, digest = image.partition("@")
@@ -527,15 +535,22 @@ KNOWN_WEAK = ("dev-only-change-me", "change-me-dev-only", "dev-only-access-key",
 #: ``AWS_SECRET_ACCESS_KEY=x`` (an env file) ... at the start of a line; ``$(...)``/``${...}``,
 #: mappings and documentation's ``...``/``<...>`` are not values.
 CREDENTIAL_LINE = re.compile(
-    r"^[ \t]*(?:-[ \t]*)?[\"']?[\w.-]*(?:password|secret[_-]?key|access[_-]?key)[\w.-]*[\"']?[ \t]*[=:][ \t]*(?![$\s{\[<]|\.\.\.)\S",
-    re.I | re.M)
+    r"^[ \t]*(?:-[ \t]*)?[\"']?[\w.-]*(?:password|secret[_-]?key|access[_-]?key)[\w.-]*[\"']?"
+    r"[ \t]*[=:][ \t]*(?![$\s{\[<]|\.\.\.)\S",
+    re.I | re.M,
+)
 
 
 def _committed_k8s_files():
     import subprocess
 
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "k8s"],
-                         cwd=h.REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "k8s"],
+        cwd=h.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [h.REPO_ROOT / f for f in out.split("\0") if f]
 
 
@@ -576,12 +591,21 @@ def test_no_credential_is_committed():
 def test_make_secrets_writes_random_files_and_never_overwrites(tmp_path):
     copy = tmp_path / "k8s"
     shutil.copytree(h.K8S_DIR, copy, ignore=shutil.ignore_patterns("*.env"))
-    run = subprocess.run([str(copy / "make-secrets.sh")], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    run = subprocess.run(
+        [str(copy / "make-secrets.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
     assert "skipped overlays/s3/s3-credentials.env" in run.stdout  # bucket keys cannot be made up
     made = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*.env"))
-    assert made == ["base/mlflow-auth.env", "base/mlflow-db.env", "base/postgres-superuser.env",
-                    "components/pipeline-access/tracking-credentials.env"]
+    assert made == [
+        "base/mlflow-auth.env",
+        "base/mlflow-db.env",
+        "base/postgres-superuser.env",
+        "components/pipeline-access/tracking-credentials.env",
+    ]
     values = []
     for name in made:
         path = copy / name
@@ -593,20 +617,29 @@ def test_make_secrets_writes_random_files_and_never_overwrites(tmp_path):
                 values.append(value)
     assert len(set(values)) == len(values) == 5
     before = {name: (copy / name).read_text() for name in made}
-    again = subprocess.run([str(copy / "make-secrets.sh")], capture_output=True, text=True, check=True,
-                           env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 40})
+    again = subprocess.run(
+        [str(copy / "make-secrets.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x" * 40},
+    )
     assert {name: (copy / name).read_text() for name in made} == before
     assert again.stdout.count("kept ") == 4
     assert (copy / "overlays" / "s3" / "s3-credentials.env").read_text() == (
-        "AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY=" + "x" * 40 + "\n")
+        "AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY=" + "x" * 40 + "\n"
+    )
 
 
-@pytest.mark.parametrize("kustomization, missing", [
-    ("base", "postgres-superuser.env"),
-    ("overlays/gpu", "mlflow-db.env"),
-    ("run-namespace", "tracking-credentials.env"),
-    ("overlays/s3", "s3-credentials.env"),
-])
+@pytest.mark.parametrize(
+    "kustomization, missing",
+    [
+        ("base", "postgres-superuser.env"),
+        ("overlays/gpu", "mlflow-db.env"),
+        ("run-namespace", "tracking-credentials.env"),
+        ("overlays/s3", "s3-credentials.env"),
+    ],
+)
 def test_rendering_fails_naming_a_missing_credential_file(tmp_path, kustomization, missing):
     copy = tmp_path / "k8s"
     shutil.copytree(h.prepared_k8s_dir(), copy)
@@ -645,10 +678,16 @@ def test_mlflow_runs_the_basic_auth_app_with_generated_credentials(kustomization
     m = re.fullmatch(r"postgresql\+psycopg://([^:@/]+)@([^:/]+):(\d+)/(\w+)", auth["database_uri"])
     assert m, auth["database_uri"]
     server = h.env_values(c, objects)
-    assert m.groups() == (server["POSTGRES_USER"], server["POSTGRES_HOST"], server["POSTGRES_PORT"],
-                          h.find(objects, "ConfigMap", "mlflow-server")["data"]["AUTH_DB_NAME"])
-    for key, secret_key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
-                            ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
+    assert m.groups() == (
+        server["POSTGRES_USER"],
+        server["POSTGRES_HOST"],
+        server["POSTGRES_PORT"],
+        h.find(objects, "ConfigMap", "mlflow-server")["data"]["AUTH_DB_NAME"],
+    )
+    for key, secret_key in (
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key"),
+    ):
         ref = env[key]["valueFrom"]["secretKeyRef"]
         assert ref["name"].startswith("mlflow-auth-") and ref["key"] == secret_key
         assert len(values[key]) == 64
@@ -708,9 +747,7 @@ def test_network_policy_reachability(kustomization, source):
     assert to_mlflow is (source in _MLFLOW_ALLOWED), f"{source} -> mlflow"
     assert to_postgres is (source in _POSTGRES_ALLOWED), f"{source} -> postgres"
     # Other ports of the MLflow pod stay closed even to allowed sources.
-    assert not h.ingress_allowed(
-        policies, target_namespace=NAMESPACE, target_labels=mlflow_labels, port=8080, **common
-    )
+    assert not h.ingress_allowed(policies, target_namespace=NAMESPACE, target_labels=mlflow_labels, port=8080, **common)
 
 
 def test_default_deny_selects_every_pod_both_ways():
@@ -751,7 +788,7 @@ _EGRESS = [
     ("kubeflow-pipeline", "metadata-grpc", 8080, "TCP", True),
     ("kubeflow-pipeline", "seaweedfs", 8333, "TCP", True),
     ("kubeflow-pipeline", "kfp-mysql", 3306, "TCP", False),
-    ("kubeflow-pipeline", "internet", 443, "TCP", True),   # the API server / HTTPS (README: residual trust)
+    ("kubeflow-pipeline", "internet", 443, "TCP", True),  # the API server / HTTPS (README: residual trust)
     ("kubeflow-pipeline", "internet", 22, "TCP", False),
     ("kubeflow-pipeline", "internet", 80, "TCP", False),
     ("autophagy-pipeline", "mlflow", 5000, "TCP", True),
@@ -781,8 +818,9 @@ def test_egress_is_denied_but_for_the_needed_exceptions(source, target, port, pr
     source_ns, source_labels = _ENDPOINTS[source]
     target_ns, target = _ENDPOINTS[target]
     where = dict(target_ip=target) if target_ns is None else dict(target_namespace=target_ns, target_labels=target)
-    got = h.egress_allowed(policies, source_namespace=source_ns, source_labels=source_labels, port=port,
-                           protocol=protocol, **where)
+    got = h.egress_allowed(
+        policies, source_namespace=source_ns, source_labels=source_labels, port=port, protocol=protocol, **where
+    )
     assert got is allowed, f"{source} -> {target}:{port}/{protocol}"
 
 
@@ -793,10 +831,16 @@ def test_s3_overlay_lets_mlflow_out_to_the_bucket_only():
     endpoint = h.env_values(h.mlflow_container("overlays/s3"), objects)["MLFLOW_S3_ENDPOINT_URL"]
     namespace, port = re.fullmatch(r"http://[^.]+\.([^.]+)\.svc\.cluster\.local:(\d+)", endpoint).groups()
     common = dict(source_namespace=NAMESPACE, source_labels=mlflow)
-    assert h.egress_allowed(policies, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common)
-    assert not h.egress_allowed(policies, port=int(port), target_namespace="other", target_labels={"app": "minio"}, **common)
+    assert h.egress_allowed(
+        policies, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common
+    )
+    assert not h.egress_allowed(
+        policies, port=int(port), target_namespace="other", target_labels={"app": "minio"}, **common
+    )
     base = [o for o in h.render("base") if o["kind"] == "NetworkPolicy"]  # without the overlay: no way out
-    assert not h.egress_allowed(base, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common)
+    assert not h.egress_allowed(
+        base, port=int(port), target_namespace=namespace, target_labels={"app": "minio"}, **common
+    )
 
 
 def test_network_policies_select_what_they_should():

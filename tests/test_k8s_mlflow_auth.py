@@ -35,9 +35,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import k8s_helpers as h
+import pytest
 from test_mlflow_postgres import as_postgres_user, free_port, pg_bin
 
 pytestmark = pytest.mark.timeout(600)
@@ -63,32 +62,102 @@ def database():
         for path in (root, sockets, pwfile):
             shutil.chown(path, "postgres")
     port = free_port()
-    subprocess.run(as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-                                     "--auth-host=scram-sha-256", "--auth-local=trust"]),
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_postgres_user(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        as_postgres_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (root / "app-role.sh").write_text(script)
-    init = subprocess.run(["bash", str(root / "app-role.sh")], capture_output=True, text=True, timeout=60, env={
-        **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
-        "PGHOST": str(sockets), "PGPORT": str(port), "POSTGRES_USER": "postgres",
-        **{k: pg[k] for k in ("MLFLOW_DB_USER", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME", "MLFLOW_DB_PASSWORD")}})
+    init = subprocess.run(
+        ["bash", str(root / "app-role.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+            "PGHOST": str(sockets),
+            "PGPORT": str(port),
+            "POSTGRES_USER": "postgres",
+            **{k: pg[k] for k in ("MLFLOW_DB_USER", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME", "MLFLOW_DB_PASSWORD")},
+        },
+    )
     try:
         assert init.returncode == 0, init.stderr
         yield {"port": port, "sockets": sockets, "pg": pg, "root": root}
     finally:
-        subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
-def psql(database, sql: str, *, user: str = "postgres", dbname: str = "postgres", password: str | None = None,
-         tcp: bool = False) -> subprocess.CompletedProcess[str]:
+def psql(
+    database,
+    sql: str,
+    *,
+    user: str = "postgres",
+    dbname: str = "postgres",
+    password: str | None = None,
+    tcp: bool = False,
+) -> subprocess.CompletedProcess[str]:
     host = "127.0.0.1" if tcp else str(database["sockets"])
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "PGPASSWORD": password or ""}
-    return subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(database["port"]),
-                           "-U", user, "-d", dbname, "-c", sql], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            host,
+            "-p",
+            str(database["port"]),
+            "-U",
+            user,
+            "-d",
+            dbname,
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def ensure_user(database, folder: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
@@ -100,9 +169,16 @@ def ensure_user(database, folder: Path, **overrides: str) -> subprocess.Complete
     script = folder / "ensure_pipeline_user.py"
     script.write_text(h.find(objects, "ConfigMap", "mlflow-users")["data"][script.name])
     auth = h.mlflow_auth_settings(folder, postgres_host="127.0.0.1", postgres_port=database["port"])
-    env.update(MLFLOW_AUTH_CONFIG_PATH=auth["MLFLOW_AUTH_CONFIG_PATH"], HOME=str(folder), TMPDIR=str(folder), **overrides)
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}, **env})
+    env.update(
+        MLFLOW_AUTH_CONFIG_PATH=auth["MLFLOW_AUTH_CONFIG_PATH"], HOME=str(folder), TMPDIR=str(folder), **overrides
+    )
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))}, **env},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +189,25 @@ def server(database, tmp_path_factory):
     assert "created 'autophagy-pipeline' (not an admin)" in made.stdout
     port = free_port()
     args = h.mlflow_server_args_from_manifest(
-        variables={"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(database["port"]),
-                   "ARTIFACTS_DESTINATION": str(folder / "artifacts"),
-                   "ALLOWED_HOSTS": f"127.0.0.1:{port}", "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
-        flags={"--host": "127.0.0.1", "--port": str(port)})
+        variables={
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(database["port"]),
+            "ARTIFACTS_DESTINATION": str(folder / "artifacts"),
+            "ALLOWED_HOSTS": f"127.0.0.1:{port}",
+            "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+        },
+        flags={"--host": "127.0.0.1", "--port": str(port)},
+    )
     assert args[:3] == ["server", "--app-name", "basic-auth"]
     mlflow_env = _values("Deployment", "mlflow", "mlflow")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))},
-           **h.mlflow_server_env_from_manifest(),
-           **h.mlflow_auth_settings(folder, postgres_host="127.0.0.1", postgres_port=database["port"]),
-           "PGPASSWORD": mlflow_env["PGPASSWORD"], "HOME": str(folder), "TMPDIR": str(folder)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))},
+        **h.mlflow_server_env_from_manifest(),
+        **h.mlflow_auth_settings(folder, postgres_host="127.0.0.1", postgres_port=database["port"]),
+        "PGPASSWORD": mlflow_env["PGPASSWORD"],
+        "HOME": str(folder),
+        "TMPDIR": str(folder),
+    }
     log = (folder / "server.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
@@ -139,8 +224,12 @@ def server(database, tmp_path_factory):
         time.sleep(0.5)
     tracking = _values("Deployment", "mlflow", "pipeline-user")  # the init container's Secret values
     try:
-        yield {"uri": uri, "folder": folder, "admin": ("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"]),
-               "pipeline": (tracking["MLFLOW_TRACKING_USERNAME"], tracking["MLFLOW_TRACKING_PASSWORD"])}
+        yield {
+            "uri": uri,
+            "folder": folder,
+            "admin": ("admin", env["MLFLOW_AUTH_ADMIN_PASSWORD"]),
+            "pipeline": (tracking["MLFLOW_TRACKING_USERNAME"], tracking["MLFLOW_TRACKING_PASSWORD"]),
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -151,8 +240,9 @@ def call(server, method: str, path: str, body: dict | None = None, auth: tuple[s
     headers = {"Content-Type": "application/json"}
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    request = urllib.request.Request(server["uri"] + path, method=method, headers=headers,
-                                     data=None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        server["uri"] + path, method=method, headers=headers, data=None if body is None else json.dumps(body).encode()
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             text = answer.read()
@@ -167,21 +257,37 @@ def call(server, method: str, path: str, body: dict | None = None, auth: tuple[s
 def test_the_application_role_is_not_a_superuser(database):
     pg = database["pg"]
     user = pg["MLFLOW_DB_USER"]
-    attributes = psql(database, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin "
-                                f"FROM pg_roles WHERE rolname = '{user}'")
+    attributes = psql(
+        database,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin "
+        f"FROM pg_roles WHERE rolname = '{user}'",
+    )
     assert attributes.stdout.strip() == "f|f|f|f|f|t", attributes
-    owners = psql(database, "SELECT datname || '=' || pg_get_userbyid(datdba) FROM pg_database "
-                            f"WHERE datname IN ('{pg['MLFLOW_DB_NAME']}', '{pg['MLFLOW_AUTH_DB_NAME']}')")
+    owners = psql(
+        database,
+        "SELECT datname || '=' || pg_get_userbyid(datdba) FROM pg_database "
+        f"WHERE datname IN ('{pg['MLFLOW_DB_NAME']}', '{pg['MLFLOW_AUTH_DB_NAME']}')",
+    )
     assert set(owners.stdout.split()) == {f"{pg['MLFLOW_AUTH_DB_NAME']}={user}", f"{pg['MLFLOW_DB_NAME']}={user}"}
     # It logs in over TCP with its own password (scram), and may do nothing a superuser does.
-    ok = psql(database, "SELECT current_user", user=user, dbname=pg["MLFLOW_DB_NAME"], password=pg["MLFLOW_DB_PASSWORD"],
-              tcp=True)
+    ok = psql(
+        database,
+        "SELECT current_user",
+        user=user,
+        dbname=pg["MLFLOW_DB_NAME"],
+        password=pg["MLFLOW_DB_PASSWORD"],
+        tcp=True,
+    )
     assert ok.returncode == 0 and ok.stdout.strip() == user, ok.stderr
-    for sql, refusal in (("CREATE DATABASE other", "permission denied to create database"),
-                         ("CREATE ROLE other", "permission denied to create role"),
-                         ("ALTER ROLE postgres PASSWORD 'x'", "must be superuser|permission denied"),
-                         ("COPY (SELECT 1) TO PROGRAM 'true'", "permission denied|must be superuser")):
-        refused = psql(database, sql, user=user, dbname=pg["MLFLOW_DB_NAME"], password=pg["MLFLOW_DB_PASSWORD"], tcp=True)
+    for sql, refusal in (
+        ("CREATE DATABASE other", "permission denied to create database"),
+        ("CREATE ROLE other", "permission denied to create role"),
+        ("ALTER ROLE postgres PASSWORD 'x'", "must be superuser|permission denied"),
+        ("COPY (SELECT 1) TO PROGRAM 'true'", "permission denied|must be superuser"),
+    ):
+        refused = psql(
+            database, sql, user=user, dbname=pg["MLFLOW_DB_NAME"], password=pg["MLFLOW_DB_PASSWORD"], tcp=True
+        )
         assert refused.returncode != 0 and re.search(refusal, refused.stderr), (sql, refused.stderr)
     wrong = psql(database, "SELECT 1", user=user, dbname=pg["MLFLOW_DB_NAME"], password="not-the-password", tcp=True)
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
@@ -192,13 +298,16 @@ def test_the_application_role_is_not_a_superuser(database):
 # --- MLflow ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
-    ("POST", "/api/2.0/mlflow/experiments/create"),
-    ("GET", "/api/2.0/mlflow-artifacts/artifacts"),
-    ("GET", "/api/2.0/mlflow/users/get?username=admin"),
-    ("GET", "/"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+        ("POST", "/api/2.0/mlflow/experiments/create"),
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts"),
+        ("GET", "/api/2.0/mlflow/users/get?username=admin"),
+        ("GET", "/"),
+    ],
+)
 def test_requests_without_valid_credentials_are_refused(server, method, path):
     body = {"name": "x"} if method == "POST" else None
     assert call(server, method, path, body)[0] == 401
@@ -223,8 +332,12 @@ def test_the_pipeline_user_logs_a_run_with_an_artifact(server, tmp_path, monkeyp
     assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["grid.txt"]
     assert Path(client.download_artifacts(run.info.run_id, "grid.txt", str(tmp_path / "back"))).read_text() == "samples"
     # The creator got MANAGE on it.
-    status, answer = call(server, "GET", f"/api/3.0/mlflow/users/permissions/get?username={username}"
-                                         f"&resource_type=experiment&resource_id={experiment}", auth=server["admin"])
+    status, answer = call(
+        server,
+        "GET",
+        f"/api/3.0/mlflow/users/permissions/get?username={username}&resource_type=experiment&resource_id={experiment}",
+        auth=server["admin"],
+    )
     assert status == 200 and answer["permission"] == "MANAGE", answer
 
 
@@ -232,17 +345,36 @@ def test_the_pipeline_user_is_not_an_admin(server):
     pipeline, admin = server["pipeline"], server["admin"]
     status, answer = call(server, "GET", f"/api/2.0/mlflow/users/get?username={pipeline[0]}", auth=admin)
     assert status == 200 and answer["user"]["is_admin"] is False, answer
-    assert call(server, "POST", "/api/2.0/mlflow/users/create", {"username": "intruder", "password": "x" * 16},
-                auth=pipeline)[0] == 403
-    assert call(server, "PATCH", "/api/2.0/mlflow/users/update-admin", {"username": pipeline[0], "is_admin": True},
-                auth=pipeline)[0] == 403
+    assert (
+        call(
+            server,
+            "POST",
+            "/api/2.0/mlflow/users/create",
+            {"username": "intruder", "password": "x" * 16},
+            auth=pipeline,
+        )[0]
+        == 403
+    )
+    assert (
+        call(
+            server,
+            "PATCH",
+            "/api/2.0/mlflow/users/update-admin",
+            {"username": pipeline[0], "is_admin": True},
+            auth=pipeline,
+        )[0]
+        == 403
+    )
     # An experiment someone else made: readable (default_permission READ), not writable.
     status, made = call(server, "POST", "/api/2.0/mlflow/experiments/create", {"name": "admin-only"}, auth=admin)
     assert status == 200
     experiment = made["experiment_id"]
     assert call(server, "GET", f"/api/2.0/mlflow/experiments/get?experiment_id={experiment}", auth=pipeline)[0] == 200
     assert call(server, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}, auth=pipeline)[0] == 403
-    assert call(server, "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment}, auth=pipeline)[0] == 403
+    assert (
+        call(server, "POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": experiment}, auth=pipeline)[0]
+        == 403
+    )
     assert call(server, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}, auth=admin)[0] == 200
 
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler, dsl, kubernetes
-
 from kfp_backend_check import KfpBackendUsageError, check, skip_if_unavailable
-
 
 # A cold first build (module downloads, the KFP backend's dependencies compiled) took ~200 s on two cores;
 # it runs in the fixture, inside the first test's time limit.
@@ -74,8 +72,12 @@ def test_small_pipeline_validates_and_numbers_add_up(tmp_path):
     spec, platform = yaml.safe_load_all(pipeline.read_text())
     assert "kubernetes" in platform["platforms"]  # the node selector travels in the platform spec
 
-    report = check(pipeline, {"uri": "s3://bucket/other.csv"}, workflow_out=tmp_path / "wf.json",
-                   status_out=tmp_path / "nodes.json")
+    report = check(
+        pipeline,
+        {"uri": "s3://bucket/other.csv"},
+        workflow_out=tmp_path / "wf.json",
+        status_out=tmp_path / "nodes.json",
+    )
     assert report["exit_code"] == 0 and report["valid"], report.get("error")
     assert report["kfp_version"] == "2.17.0" and report["argo_version"] == "v4.0.5"
 
@@ -101,8 +103,9 @@ def test_small_pipeline_validates_and_numbers_add_up(tmp_path):
     # make-items (driver + executor DAG + Pod), the loop's iterator DAG with its iteration-driver and
     # TaskGroup; per iteration (3, from the raw item list): the iteration DAG, iteration-item-driver,
     # the loop body DAG, square-driver, the executor DAG and its Retry node + Pod.
-    assert report["loops"] == [{"where": report["loops"][0]["where"], "iterations": 3,
-                                "source": "parameterIterator raw list"}]
+    assert report["loops"] == [
+        {"where": report["loops"][0]["where"], "iterations": 3, "source": "parameterIterator raw list"}
+    ]
     assert report["nodes"] == 3 + 1 + 3 + 3 + 3 * 7 == 31
     assert report["nodes"] >= _spec_tasks(spec)
     assert report["nodes"] >= report["dag_tasks"]
@@ -118,14 +121,20 @@ def test_small_pipeline_validates_and_numbers_add_up(tmp_path):
     assert report["bytes_per_node"]["max"] == report["largest_node"]["bytes"] <= report["status_bytes"]
     assert report["bytes_per_node"]["mean"] == pytest.approx(report["status_bytes"] / report["nodes"], abs=0.1)
     # The pod-spec-patch estimate carries the task's node selector and its loop item.
-    drivers = [n for n in nodes.values() if n["templateName"] == "system-container-driver"
-               and n["displayName"] == "square-driver"]
+    drivers = [
+        n
+        for n in nodes.values()
+        if n["templateName"] == "system-container-driver" and n["displayName"] == "square-driver"
+    ]
     assert len(drivers) == 3
-    patches = [json.loads(p["value"]) for n in drivers for p in n["outputs"]["parameters"]
-               if p["name"] == "pod-spec-patch"]
+    patches = [
+        json.loads(p["value"]) for n in drivers for p in n["outputs"]["parameters"] if p["name"] == "pod-spec-patch"
+    ]
     assert all(p["nodeSelector"] == {"pool": "gpu"} for p in patches)
-    executor_inputs = [json.loads(p["containers"][0]["command"][p["containers"][0]["command"].index("--executor_input") + 1])
-                       for p in patches]
+    executor_inputs = [
+        json.loads(p["containers"][0]["command"][p["containers"][0]["command"].index("--executor_input") + 1])
+        for p in patches
+    ]
     assert sorted(ei["inputs"]["parameterValues"]["x"] for ei in executor_inputs) == [1, 2, 3]
     uri = executor_inputs[0]["inputs"]["artifacts"]["data"]["artifacts"][0]["uri"]
     assert len(uri) == report["assumptions"]["artifact_uri_bytes"] == 256
@@ -176,8 +185,7 @@ def test_missing_required_parameter_is_refused_like_validate_pipeline_job_inputs
 
     report = check(pipeline)
     assert report["exit_code"] == 1 and report["stage"] == "run_workflow"
-    assert ("parameter msg is not optional, yet has neither default value nor user provided value"
-            in report["error"])
+    assert "parameter msg is not optional, yet has neither default value nor user provided value" in report["error"]
 
     report = check(pipeline, {"msg": 3})
     assert report["exit_code"] == 1
@@ -193,8 +201,9 @@ def test_missing_required_parameter_is_refused_like_validate_pipeline_job_inputs
     workflow = json.loads((tmp_path / "wf.json").read_text())
     entry = next(t for t in workflow["spec"]["templates"] if t["name"] == "entrypoint")
     driver = next(t for t in entry["dag"]["tasks"] if t["name"] == "root-driver")
-    runtime_config = json.loads(next(p["value"] for p in driver["arguments"]["parameters"]
-                                     if p["name"] == "runtime-config"))
+    runtime_config = json.loads(
+        next(p["value"] for p in driver["arguments"]["parameters"] if p["name"] == "runtime-config")
+    )
     assert runtime_config["parameterValues"] == {"msg": "hello", "times": 2}
 
 

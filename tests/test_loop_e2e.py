@@ -11,16 +11,27 @@ import pytest
 
 BIN = Path(sys.executable).parent
 TINY = [
-    "train.gen0_budget_kimg=3", "train.budget_kimg=1", "train.batch_size=64", "sample.n_eval=200",
-    "loop.generations=2", "loop.lambdas=[0,0.5,inf]", "loop.seeds=[0,1]", "evaluate.max_reference=300",
+    "train.gen0_budget_kimg=3",
+    "train.budget_kimg=1",
+    "train.batch_size=64",
+    "sample.n_eval=200",
+    "loop.generations=2",
+    "loop.lambdas=[0,0.5,inf]",
+    "loop.seeds=[0,1]",
+    "evaluate.max_reference=300",
 ]
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    env = {"PATH": str(BIN) + ":/usr/bin:/bin", "HOME": str(root), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "AUTOPHAGY_CACHE_DIR": str(root / "cache")}
+    env = {
+        "PATH": str(BIN) + ":/usr/bin:/bin",
+        "HOME": str(root),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "AUTOPHAGY_CACHE_DIR": str(root / "cache"),
+    }
     args = [str(BIN / "autophagy"), "run", "--root", str(root / "runs"), *sum((["-S", s] for s in TINY), [])]
     first = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
@@ -45,7 +56,9 @@ def test_layout_metrics_and_dataset_composition(finished_run):
                 origins = {}
                 for shard in train_set["shards"]:
                     origins[shard["origin"]["type"]] = origins.get(shard["origin"]["type"], 0) + shard["rows"]
-                expected = {"0": {"real": 1497}, "0.5": {"real": 1497, "synthetic": 748}, "inf": {"synthetic": 1497}}[lam]
+                expected = {"0": {"real": 1497}, "0.5": {"real": 1497, "synthetic": 748}, "inf": {"synthetic": 1497}}[
+                    lam
+                ]
                 assert origins == expected
                 assert (gen / "samples.png").is_file()
     assert (exp / "config.json").is_file()
@@ -87,7 +100,9 @@ def test_mlflow_parent_and_child_runs(finished_run):
     assert {(c.data.tags["autophagy.lambda"], c.data.tags["autophagy.seed"]) for c in children} == {
         (lam, seed) for lam in ("0", "0.5", "inf") for seed in ("0", "1")
     }
-    child = next(c for c in children if c.data.tags["autophagy.lambda"] == "inf" and c.data.tags["autophagy.seed"] == "1")
+    child = next(
+        c for c in children if c.data.tags["autophagy.lambda"] == "inf" and c.data.tags["autophagy.seed"] == "1"
+    )
     assert child.data.params["lambda"] == "inf" and child.data.params["train.budget_kimg"] == "1.0"
     history = client.get_metric_history(child.info.run_id, "fd_train")
     assert sorted({m.step for m in history}) == [0, 1, 2]

@@ -6,7 +6,6 @@ import pytest
 import autophagy.metrics as metrics
 from autophagy.metrics import compute_metrics, compute_toy_metrics
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -15,7 +15,6 @@ from autophagy.metrics.digits_net import (
     train_digits_net,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -19,7 +19,10 @@ from autophagy.metrics.clean_resize import clean_resize, clean_resize_matrices
 from autophagy.metrics.features import INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL
 
 # clean-fid's network is a TorchScript archive; torch deprecates the format, not yet its loading.
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning"),
+]
 
 
 def test_raw_images_and_vectors():

@@ -9,7 +9,10 @@ from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 from autophagy.metrics import frechet_distance, gaussian_statistics
 
 # clean-fid's reference implementation passes scipy's deprecated ``disp`` argument to sqrtm.
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning"),
+]
 
 
 def _features(rng, n, f, shift=0.0, scale=1.0):

@@ -9,7 +9,6 @@ from sklearn.neighbors import NearestNeighbors
 from autophagy.metrics import precision_recall
 from autophagy.metrics.precision_recall import knn_radii_squared
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -88,6 +87,7 @@ def test_rejects_bad_input(real, generated, k, message):
 
 # ------------------------------------------------------------------ far from the origin, duplicates
 
+
 def _clouds(dtype):
     """Two overlapping unit-scale clouds in d = 32 (the non-trivial P/R of the issue's check)."""
     rng = np.random.default_rng(10)
@@ -134,10 +134,16 @@ def test_duplicated_points_have_radius_zero_and_cover_their_copies(offset, row_c
     generated = np.concatenate([points[:50], points[50:80] + 0.5, rng.standard_normal((20, 16))])
     expected = _dense_reference(real, generated, k=3)
     assert expected[0] == 0.5  # the 50 copies, and none of the others
-    radii = knn_radii_squared(torch.as_tensor(real - real.mean(axis=0), dtype=torch.float32), 3,
-                              row_chunk=row_chunk, col_chunk=col_chunk)
+    radii = knn_radii_squared(
+        torch.as_tensor(real - real.mean(axis=0), dtype=torch.float32), 3, row_chunk=row_chunk, col_chunk=col_chunk
+    )
     assert float(radii.max()) < 1e-3  # zero up to float32 rounding of the norms (about 30^2 * 1e-7)
     for dtype in (np.float64, np.float32):
-        got = precision_recall((real + offset).astype(dtype), (generated + offset).astype(dtype), k=3,
-                               row_chunk=row_chunk, col_chunk=col_chunk)
+        got = precision_recall(
+            (real + offset).astype(dtype),
+            (generated + offset).astype(dtype),
+            k=3,
+            row_chunk=row_chunk,
+            col_chunk=col_chunk,
+        )
         assert got == expected, (dtype, got, expected)

@@ -64,11 +64,15 @@ def real(tmp_path):
 @pytest.fixture
 def synthetic(tmp_path):
     rows = np.random.default_rng(1).integers(0, 256, size=(100, 8, 8, 1), dtype=np.uint8)
-    return write_dataset(tmp_path / "synth", [NewShard(origin=synth_origin(), array=rows, name="synthetic-gen-000.npy")])
+    return write_dataset(
+        tmp_path / "synth", [NewShard(origin=synth_origin(), array=rows, name="synthetic-gen-000.npy")]
+    )
 
 
-@pytest.mark.parametrize("lam, n_real, n_synth", [(0.0, 40, 0), (0.5, 40, 20), (1.0, 40, 40), (2.0, 40, 80),
-                                                    (0.29, 40, 11), (math.inf, 0, 40)])
+@pytest.mark.parametrize(
+    "lam, n_real, n_synth",
+    [(0.0, 40, 0), (0.5, 40, 20), (1.0, 40, 40), (2.0, 40, 80), (0.29, 40, 11), (math.inf, 0, 40)],
+)
 def test_mix_composition(tmp_path, real, synthetic, lam, n_real, n_synth):
     mixed = mix(real, synthetic, lam, tmp_path / "mixed")
     assert mixed.counts_by_origin() == {k: v for k, v in {"real": n_real, "synthetic": n_synth}.items() if v}
@@ -93,8 +97,10 @@ def test_real_shard_is_reused_byte_for_byte(tmp_path, real, synthetic, lam):
 
 def test_whole_synthetic_shards_are_reused_and_partial_ones_sliced(tmp_path, real):
     parts = [np.full((15, 8, 8, 1), i, np.uint8) for i in (1, 2, 3)]
-    synthetic = write_dataset(tmp_path / "synth", [
-        NewShard(origin=synth_origin(), array=p, name=f"part-{i}.npy") for i, p in enumerate(parts)])
+    synthetic = write_dataset(
+        tmp_path / "synth",
+        [NewShard(origin=synth_origin(), array=p, name=f"part-{i}.npy") for i, p in enumerate(parts)],
+    )
     mixed = mix(real, synthetic, 1.0, tmp_path / "mixed")  # needs 40 = 15 + 15 + 10
     assert [s.rows for s in mixed.shards] == [40, 15, 15, 10]
     assert mixed.shards[1].sha256 == synthetic.shards[0].sha256  # whole shards: unchanged files

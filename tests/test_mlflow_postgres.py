@@ -21,7 +21,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from k8s_helpers import mlflow_auth_settings, mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
 
 BIN = Path(sys.executable).parent
@@ -58,19 +57,57 @@ def postgres():
         shutil.chown(sockets, "postgres")
         shutil.chown(pwfile, "postgres")
     port = free_port()
-    subprocess.run(as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--pwfile", str(pwfile),
-                                     "--auth-host=scram-sha-256", "--auth-local=trust"]),
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        as_postgres_user(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "mlflow",
+                "--pwfile",
+                str(pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    subprocess.run(
+        as_postgres_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     env = {**os.environ, "PGPASSWORD": PASSWORD}
     for database in ("mlflow", "mlflow_auth"):  # runs; MLflow's users (k8s/base/mlflow-auth/basic_auth.ini)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database], check=True, env=env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
     yield {"port": port}
-    subprocess.run(as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+        capture_output=True,
+        timeout=60,
+    )
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -79,15 +116,26 @@ def mlflow_server(postgres, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("artifacts")
     port = free_port()
     args = mlflow_server_args_from_manifest(
-        variables={"POSTGRES_USER": "mlflow", "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(postgres["port"]),
-                   "POSTGRES_DB": "mlflow", "ARTIFACTS_DESTINATION": str(artifacts),
-                   "ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
-                   "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
+        variables={
+            "POSTGRES_USER": "mlflow",
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(postgres["port"]),
+            "POSTGRES_DB": "mlflow",
+            "ARTIFACTS_DESTINATION": str(artifacts),
+            "ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
+            "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+        },
         flags={"--host": "127.0.0.1", "--port": str(port)},
     )
     auth = mlflow_auth_settings(artifacts.parent, postgres_host="127.0.0.1", postgres_port=postgres["port"])
-    env = {**os.environ, **mlflow_server_env_from_manifest(), **auth, "PGPASSWORD": PASSWORD,
-           "HOME": str(artifacts.parent), "TMPDIR": tempfile.gettempdir()}
+    env = {
+        **os.environ,
+        **mlflow_server_env_from_manifest(),
+        **auth,
+        "PGPASSWORD": PASSWORD,
+        "HOME": str(artifacts.parent),
+        "TMPDIR": tempfile.gettempdir(),
+    }
     ADMIN_AUTH.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=auth["MLFLOW_AUTH_ADMIN_PASSWORD"])
     log = open(artifacts.parent / "mlflow-server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -111,9 +159,15 @@ def mlflow_server(postgres, tmp_path_factory):
 
 def rest(uri: str, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    token = base64.b64encode(f"{ADMIN_AUTH['MLFLOW_TRACKING_USERNAME']}:{ADMIN_AUTH['MLFLOW_TRACKING_PASSWORD']}".encode())
-    request = urllib.request.Request(uri + path, data=data, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Basic {token.decode()}"})
+    token = base64.b64encode(
+        f"{ADMIN_AUTH['MLFLOW_TRACKING_USERNAME']}:{ADMIN_AUTH['MLFLOW_TRACKING_PASSWORD']}".encode()
+    )
+    request = urllib.request.Request(
+        uri + path,
+        data=data,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token.decode()}"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -124,16 +178,42 @@ def test_loop_logs_to_mlflow_on_postgres(mlflow_server, tmp_path):
     assert "postgresql+psycopg://mlflow@127.0.0.1" in " ".join(mlflow_server["args"])
     env = {**os.environ, **ADMIN_AUTH, "MLFLOW_TRACKING_URI": uri, "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
-        [str(BIN / "autophagy"), "run", "--config", "configs/toy2d-flow.yaml", "--root", str(tmp_path / "runs"),
-         "-S", "loop.lambdas=[0,inf]", "-S", "loop.seeds=[0]", "-S", "loop.generations=2",
-         "-S", "train.gen0_budget_kimg=2", "-S", "train.budget_kimg=1", "-S", "data.n_train=300",
-         "-S", "data.n_test=300", "-S", "sample.n_eval=300"],
-        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(BIN / "autophagy"),
+            "run",
+            "--config",
+            "configs/toy2d-flow.yaml",
+            "--root",
+            str(tmp_path / "runs"),
+            "-S",
+            "loop.lambdas=[0,inf]",
+            "-S",
+            "loop.seeds=[0]",
+            "-S",
+            "loop.generations=2",
+            "-S",
+            "train.gen0_budget_kimg=2",
+            "-S",
+            "train.budget_kimg=1",
+            "-S",
+            "data.n_train=300",
+            "-S",
+            "data.n_test=300",
+            "-S",
+            "sample.n_eval=300",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
 
     experiment = rest(uri, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=toy2d-flow")["experiment"]
-    runs = rest(uri, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50})["runs"]
+    runs = rest(
+        uri, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 50}
+    )["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
     parents = [r for r, t in zip(runs, tags) if t.get("autophagy.role") == "parent"]
     children = [(r, t) for r, t in zip(runs, tags) if t.get("autophagy.role") == "chain"]

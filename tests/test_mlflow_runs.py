@@ -20,8 +20,14 @@ from autophagy.tracking import NOT_METRICS, Tracker
 
 @pytest.fixture
 def gaussian(tiny_cfg):
-    return tiny_cfg("gaussian", "name=runs-table", "tracking.enabled=true", "loop.lambdas=[0.5, inf]",
-                    "loop.generations=3", "tracking.keep_checkpoints=2")
+    return tiny_cfg(
+        "gaussian",
+        "name=runs-table",
+        "tracking.enabled=true",
+        "loop.lambdas=[0.5, inf]",
+        "loop.generations=3",
+        "tracking.keep_checkpoints=2",
+    )
 
 
 def _runs(uri: str, name: str):
@@ -40,8 +46,9 @@ def test_an_execution_ends_its_runs_and_a_second_run_directory_gets_new_runs(gau
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # provenance: git commit, source, user, run directory
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(tracking.__file__).parent, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(tracking.__file__).parent, capture_output=True, text=True
+    ).stdout.strip()
     for run in runs:
         tags = run.data.tags
         assert tags["mlflow.source.git.commit"] == commit
@@ -69,8 +76,9 @@ def test_an_execution_ends_its_runs_and_a_second_run_directory_gets_new_runs(gau
 
     # the parent holds the last generation's headline metrics per lambda (the runs table compares configs)
     parent = next(r for r in runs if r.data.tags["autophagy.role"] == "parent")
-    last = {row["lambda"]: row for row in report.last_generation(report.summarise(
-        report.collect(first.root), ["fd_train"]))}
+    last = {
+        row["lambda"]: row for row in report.last_generation(report.summarise(report.collect(first.root), ["fd_train"]))
+    }
     assert parent.data.metrics["fd_train/lam_0.5"] == pytest.approx(last["0.5"]["fd_train"])
     assert parent.data.metrics["fd_train/lam_inf"] == pytest.approx(last["inf"]["fd_train"])
 
@@ -91,14 +99,25 @@ def test_a_resume_in_the_same_run_directory_continues_its_runs(gaussian, tmp_pat
     import os
     import sys
 
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from conftest import PRESETS; "
-              "from autophagy.config import load_config; from autophagy import loop; "
-              "loop.run_experiment(load_config(None, [*PRESETS['gaussian'], *sys.argv[3:]]), sys.argv[2], log=print)")
-    overrides = ["name=runs-table", "tracking.enabled=true", "loop.lambdas=[0.5, inf]", "loop.generations=3",
-                 "tracking.keep_checkpoints=2"]
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from conftest import PRESETS; "
+        "from autophagy.config import load_config; from autophagy import loop; "
+        "loop.run_experiment(load_config(None, [*PRESETS['gaussian'], *sys.argv[3:]]), sys.argv[2], log=print)"
+    )
+    overrides = [
+        "name=runs-table",
+        "tracking.enabled=true",
+        "loop.lambdas=[0.5, inf]",
+        "loop.generations=3",
+        "tracking.keep_checkpoints=2",
+    ]
     env = {**os.environ, "AUTOPHAGY_KILL_AT": "*/lam-inf/seed-0/gen-002/evaluate:tracked"}
-    killed = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "a"), *overrides],
-                            env=env, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), str(tmp_path / "a"), *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     _, _, runs = _runs(tracking_uri, gaussian.name)
     assert "RUNNING" in {r.info.status for r in runs}

@@ -17,8 +17,6 @@ from autophagy.models import ModelError, TrainingDivergedError, build_model
 from autophagy.models.checkpoint import load_checkpoint, save_checkpoint
 from autophagy.models.edm import EDMPrecond, edm_sigma_steps, heun_sample
 
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -28,8 +26,10 @@ FAMILIES = {
     "gaussian": (GaussianModelConfig(), (2,)),
     "flow": (FlowModelConfig(transforms=1, hidden_features=(16,), bins=4), (2,)),
     "edm-mlp": (EDMModelConfig(network="mlp", model_channels=32, num_blocks=1, num_steps=4), (8, 8, 1)),
-    "edm-unet": (EDMModelConfig(network="unet", model_channels=16, channel_mult=(1, 2), num_blocks=1, num_steps=3),
-                 (8, 8, 1)),
+    "edm-unet": (
+        EDMModelConfig(network="unet", model_channels=16, channel_mult=(1, 2), num_blocks=1, num_steps=3),
+        (8, 8, 1),
+    ),
 }
 
 
@@ -95,8 +95,11 @@ def test_sampling_is_per_index_seeded(family_model):
     assert_same_rows(ten, model.sample(10, seed=11, batch_size=10))
     np.testing.assert_array_equal(ten, model.sample(10, seed=11, batch_size=3))  # same call, same bits
     other = model.sample(10, seed=12, batch_size=10)
-    assert (np.abs(ten.astype(np.float64) - other.astype(np.float64)).reshape(10, -1).max(axis=1) > 2).sum() >= 5 \
-        if ten.dtype == np.uint8 else not np.allclose(ten, other, atol=1e-3)
+    assert (
+        (np.abs(ten.astype(np.float64) - other.astype(np.float64)).reshape(10, -1).max(axis=1) > 2).sum() >= 5
+        if ten.dtype == np.uint8
+        else not np.allclose(ten, other, atol=1e-3)
+    )
     assert len({row.tobytes() for row in ten}) == 10  # the rows differ from each other
 
 
@@ -220,7 +223,9 @@ def test_nan_data_raises_training_diverged():
 def test_huge_learning_rate_raises_training_diverged():
     cfg, item_shape = FAMILIES["edm-mlp"]
     with pytest.raises(TrainingDivergedError, match="train.lr"):
-        build_model(cfg, item_shape).fit(tiny_rows(item_shape), 0.5, TrainConfig(batch_size=32, lr=1e30, device="cpu"), 0)
+        build_model(cfg, item_shape).fit(
+            tiny_rows(item_shape), 0.5, TrainConfig(batch_size=32, lr=1e30, device="cpu"), 0
+        )
 
 
 def test_gaussian_fit_is_the_closed_form():
@@ -274,7 +279,7 @@ def test_logged_loss_is_the_mean_since_the_last_log(tmp_path):
         losses, logs = [], []
         original = model.loss
 
-        def recording_loss(net, x, generator):
+        def recording_loss(net, x, generator, original=original, losses=losses):
             value = original(net, x, generator)
             losses.append(float(value.detach()))
             return value
@@ -521,22 +526,31 @@ def test_a_retried_pod_resumes_from_the_durable_scratch_state(tmp_path, tiny_cfg
     cfg = tiny_cfg("digits", "train.checkpoint_every_kimg=2", "train.gen0_budget_kimg=10")
     prepare.run(cfg, tmp_path / "data")
     scratch = tmp_path / "pvc"
-    env = {**os.environ, BOOKKEEPING_ENV: to_json(bookkeeping(cfg)), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "AUTOPHAGY_SCRATCH_DIR": str(scratch)}
+    env = {
+        **os.environ,
+        BOOKKEEPING_ENV: to_json(bookkeeping(cfg)),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "AUTOPHAGY_SCRATCH_DIR": str(scratch),
+    }
     options = to_json(step_options(cfg, "train"))
-    preempted = ("import os, signal\n"
-                 "import autophagy.models.checkpoint as checkpoint\n"
-                 "original, written = checkpoint.write_checkpoint_files, []\n"
-                 "def write_then_die(model, directory, meta):\n"
-                 "    original(model, directory, meta)\n"
-                 "    written.append(1)\n"
-                 "    if len(written) == 2:\n"
-                 "        os.kill(os.getpid(), signal.SIGKILL)\n"
-                 "checkpoint.write_checkpoint_files = write_then_die\n")
+    preempted = (
+        "import os, signal\n"
+        "import autophagy.models.checkpoint as checkpoint\n"
+        "original, written = checkpoint.write_checkpoint_files, []\n"
+        "def write_then_die(model, directory, meta):\n"
+        "    original(model, directory, meta)\n"
+        "    written.append(1)\n"
+        "    if len(written) == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "checkpoint.write_checkpoint_files = write_then_die\n"
+    )
 
     def task(out: Path, prelude: str = "") -> subprocess.CompletedProcess:
-        code = (prelude + "import json\nfrom autophagy.components import runtime\n"
-                f"print(json.dumps(runtime.train({options!r}, {str(tmp_path / 'data' / 'train')!r}, {str(out)!r}, 0, 0)))")
+        code = (
+            prelude + "import json\nfrom autophagy.components import runtime\n"
+            f"print(json.dumps(runtime.train({options!r}, {str(tmp_path / 'data' / 'train')!r}, {str(out)!r}, 0, 0)))"
+        )
         return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
 
     reference = task(tmp_path / "reference")
@@ -548,7 +562,9 @@ def test_a_retried_pod_resumes_from_the_durable_scratch_state(tmp_path, tiny_cfg
     retried = task(tmp_path / "pod-2" / "model")
     assert retried.returncode == 0, retried.stderr
     result = json.loads(retried.stdout.strip().splitlines()[-1])
-    assert result["resumed_from_kimg"] == pytest.approx(4.0, abs=0.05) and result["train_kimg"] == pytest.approx(10, abs=0.05)
+    assert result["resumed_from_kimg"] == pytest.approx(4.0, abs=0.05) and result["train_kimg"] == pytest.approx(
+        10, abs=0.05
+    )
     assert not state.exists()  # finished: the state is removed
     ours, theirs = weights(tmp_path / "pod-2" / "model"), weights(tmp_path / "reference")
     for group in theirs:

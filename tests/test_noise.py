@@ -20,8 +20,11 @@ SE = 1 / np.sqrt(N_ROWS * N_COLS)  # standard error of a mean or correlation of 
 PHILOX_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -38,8 +41,12 @@ def test_philox_matches_the_random123_known_answers(counter, key, expected):
 
 def test_philox_broadcasts_its_counter_words():
     """Counter words of shapes [2, 1] and [1, 3] give [2, 3] outputs, each the scalar answer."""
-    counter = (torch.tensor([[0], [0xFFFFFFFF]]), torch.tensor([[0, 0, 0]]), torch.zeros(1, 1, dtype=torch.int64),
-               torch.tensor([[0, 1, 2]]))
+    counter = (
+        torch.tensor([[0], [0xFFFFFFFF]]),
+        torch.tensor([[0, 0, 0]]),
+        torch.zeros(1, 1, dtype=torch.int64),
+        torch.tensor([[0, 1, 2]]),
+    )
     words = philox4x32_10(counter, (5, 6))
     assert all(w.shape == (2, 3) for w in words)
     one = philox4x32_10(tuple(torch.tensor([v]) for v in (0xFFFFFFFF, 0, 0, 2)), (5, 6))
@@ -59,8 +66,9 @@ def test_rows_do_not_depend_on_how_the_range_is_split():
     whole = index_noise(7, 0, 10, (3, 5))
     assert whole.shape == (10, 3, 5) and whole.dtype == torch.float32
     assert torch.equal(whole[3:8], index_noise(7, 3, 5, (3, 5)))
-    assert torch.equal(whole, torch.cat([index_noise(7, 0, 4, (3, 5)), index_noise(7, 4, 1, (3, 5)),
-                                         index_noise(7, 5, 5, (3, 5))]))
+    assert torch.equal(
+        whole, torch.cat([index_noise(7, 0, 4, (3, 5)), index_noise(7, 4, 1, (3, 5)), index_noise(7, 5, 5, (3, 5))])
+    )
     assert len({row.numpy().tobytes() for row in whole}) == 10
 
 
@@ -71,8 +79,12 @@ def test_values_depend_only_on_the_flat_element_position():
 
 def test_seeds_streams_and_indices_give_different_noise():
     base = index_noise(7, 0, 10, (3, 2))
-    for other in (index_noise(8, 0, 10, (3, 2)), index_noise(7, 0, 10, (3, 2), stream=1),
-                  index_noise(7, 10, 10, (3, 2)), index_noise(7, 2**40, 10, (3, 2))):
+    for other in (
+        index_noise(8, 0, 10, (3, 2)),
+        index_noise(7, 0, 10, (3, 2), stream=1),
+        index_noise(7, 10, 10, (3, 2)),
+        index_noise(7, 2**40, 10, (3, 2)),
+    ):
         assert (base != other).all()
 
 
@@ -108,10 +120,16 @@ def test_cuda_noise_is_the_cpu_noise():
     torch.testing.assert_close(on_gpu.cpu(), index_noise(5, 100, 256, (3, 8, 8), stream=9), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(seed=-1), "seed"), (dict(start=-2), "start"), (dict(stream=1.5), "stream"),
-    (dict(start=2**63 - 1, count=1), "2\\^63"), (dict(dtype=torch.int64), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(seed=-1), "seed"),
+        (dict(start=-2), "start"),
+        (dict(stream=1.5), "stream"),
+        (dict(start=2**63 - 1, count=1), "2\\^63"),
+        (dict(dtype=torch.int64), "floating-point"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, message):
     args = dict(seed=0, start=0, count=1, shape=(2,)) | kwargs
     with pytest.raises(ValueError, match=message):

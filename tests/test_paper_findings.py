@@ -20,8 +20,14 @@ from autophagy import loop, report
 from autophagy.config import load_config
 
 REDUCED = [
-    "data.n_train=250", "train.gen0_budget_kimg=100", "train.budget_kimg=10", "loop.generations=8",
-    "loop.lambdas=[0, 1, inf]", "loop.seeds=[0, 1, 2]", "model.transforms=3", "model.hidden_features=[32, 32]",
+    "data.n_train=250",
+    "train.gen0_budget_kimg=100",
+    "train.budget_kimg=10",
+    "loop.generations=8",
+    "loop.lambdas=[0, 1, inf]",
+    "loop.seeds=[0, 1, 2]",
+    "model.transforms=3",
+    "model.hidden_features=[32, 32]",
     "tracking.enabled=false",
 ]
 CONFIG = Path(__file__).parents[1] / "configs" / "toy2d-flow.yaml"
@@ -36,7 +42,9 @@ def swd(tmp_path_factory) -> dict[tuple[str, int, int], float]:
     loop.run_experiment(cfg, root, log=lambda _: None)
     report.write_report(root)
     with open(root / "report" / "curves.csv") as handle:
-        return {(r["lambda"], int(r["seed"]), int(r["generation"])): float(r["swd_train"]) for r in csv.DictReader(handle)}
+        return {
+            (r["lambda"], int(r["seed"]), int(r["generation"])): float(r["swd_train"]) for r in csv.DictReader(handle)
+        }
 
 
 def late_mean(swd, lam: str, seeds=(0, 1, 2)) -> float:

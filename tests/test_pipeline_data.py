@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from autophagy.pipelines import PipelineConfigError, cli_compile, load_pipeline_config
 from autophagy.pipelines.data_source import for_pods
 from autophagy.pipelines.runs import KfpRun, arguments
+
 from autophagy.step_config import step_options
 
 pytest.importorskip("kfp")
@@ -32,18 +32,23 @@ def test_an_image_folder_on_this_machine_is_refused_before_anything_is_compiled(
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("path, message", [
-    ("/home/me/ffhq", "is not inside the mount of cluster.data_pvc (ffhq-images at /var/lib/autophagy/data)"),
-    ("../../etc", "is not inside the mount of cluster.data_pvc"),
-    ("s3://bucket/ffhq.zip", "data.source=image-folder reads a folder or .zip, not a URL"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("/home/me/ffhq", "is not inside the mount of cluster.data_pvc (ffhq-images at /var/lib/autophagy/data)"),
+        ("../../etc", "is not inside the mount of cluster.data_pvc"),
+        ("s3://bucket/ffhq.zip", "data.source=image-folder reads a folder or .zip, not a URL"),
+    ],
+)
 def test_a_path_the_claim_does_not_hold_is_refused(path, message):
     cfg, cluster = load_pipeline_config(FFHQ, [f"data.path={path}", "cluster.data_pvc={name: ffhq-images}"])
     with pytest.raises(PipelineConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         for_pods(cfg, cluster)
 
 
-@pytest.mark.parametrize("spec", ["{name: 'Bad_Name'}", "{name: ffhq, mount_path: relative/dir}", "{name: ffhq, mount_path: /}"])
+@pytest.mark.parametrize(
+    "spec", ["{name: 'Bad_Name'}", "{name: ffhq, mount_path: relative/dir}", "{name: ffhq, mount_path: /}"]
+)
 def test_a_bad_data_pvc_is_refused(spec):
     with pytest.raises(PipelineConfigError, match=r"cluster\.data_pvc\.(name|mount_path)"):
         load_pipeline_config(FFHQ, [f"cluster.data_pvc={spec}"])

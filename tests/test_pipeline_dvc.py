@@ -28,15 +28,23 @@ def overrides(cfg) -> list[str]:
 
 
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert not check or done.returncode == 0, done.stderr + done.stdout
     return done
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def checkout(path: Path) -> Path:
@@ -53,18 +61,26 @@ def run_on_kfp_local(cfg, remote: dict, root: Path, monkeypatch, extra: tuple[st
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(root)
     spec = json.dumps(remote)
-    return cli_submit(None, None, [*overrides(cfg), "cluster.window=2", f"cluster.dvc_remote={spec}", *extra],
-                      image=IMAGE, local_root=root / "kfp", log=lambda _: None)
+    return cli_submit(
+        None,
+        None,
+        [*overrides(cfg), "cluster.window=2", f"cluster.dvc_remote={spec}", *extra],
+        image=IMAGE,
+        local_root=root / "kfp",
+        log=lambda _: None,
+    )
 
 
 @pytest.mark.slow
 def test_a_cluster_run_is_pulled_onto_a_fresh_checkout(tmp_path, tiny_cfg, tracking_uri, monkeypatch):
+    from autophagy.pipelines.pull import pull
     from mlflow import MlflowClient
 
-    from autophagy.pipelines.pull import pull
     from autophagy.tracking import Tracker
 
-    cfg = tiny_cfg("gaussian", "loop.lambdas=[0.5, inf]", "loop.seeds=[0]", "loop.generations=3", "tracking.enabled=true")
+    cfg = tiny_cfg(
+        "gaussian", "loop.lambdas=[0.5, inf]", "loop.seeds=[0]", "loop.generations=3", "tracking.enabled=true"
+    )
     remote_dir = tmp_path / "remote"
     remote_dir.mkdir()
     run_on_kfp_local(cfg, {"url": str(remote_dir), "credentials_secret": None}, tmp_path, monkeypatch)
@@ -74,15 +90,22 @@ def test_a_cluster_run_is_pulled_onto_a_fresh_checkout(tmp_path, tiny_cfg, track
     result = pull(cfg.name, project, log=lambda _: None)
     tree = project / "runs" / cfg.name
     pointers = sorted(p.relative_to(tree) for p in tree.rglob("*.dvc"))
-    expected = {Path("data/train.dvc"), Path("data/test.dvc"), Path("seed-0/gen-000/model.dvc"),
-                Path("seed-0/gen-000/samples.dvc")}
+    expected = {
+        Path("data/train.dvc"),
+        Path("data/test.dvc"),
+        Path("seed-0/gen-000/model.dvc"),
+        Path("seed-0/gen-000/samples.dvc"),
+    }
     for lam in ("0.5", "inf"):
         for g in (1, 2, 3):
             expected |= {Path(f"lam-{lam}/seed-0/gen-{g:03d}/{name}.dvc") for name in ("train_set", "model", "samples")}
     assert set(pointers) == expected and len(result["pulled"]) == len(expected)
     probe = hashlib.md5(b"autophagy: can this remote be written?\n").hexdigest()  # submit's check of the remote
-    stored = {p: p.stat().st_size for p in remote_dir.rglob("*")
-              if p.is_file() and not p.name.endswith(".tmp") and p.name != probe[2:]}
+    stored = {
+        p: p.stat().st_size
+        for p in remote_dir.rglob("*")
+        if p.is_file() and not p.name.endswith(".tmp") and p.name != probe[2:]
+    }
     files = [p for pointer in pointers for p in (tree / pointer).with_suffix("").rglob("*") if p.is_file()]
     distinct = {hashlib.md5(p.read_bytes()).hexdigest() for p in files}
     assert len([p for p in stored if not p.name.endswith(".dir")]) == len(distinct) < len(files)
@@ -91,8 +114,10 @@ def test_a_cluster_run_is_pulled_onto_a_fresh_checkout(tmp_path, tiny_cfg, track
     assert len(copies) == 1 + 3  # data/train and the training sets of lambda 0.5 (inf keeps no real data)
     md5 = hashlib.md5(real_shard).hexdigest()
     assert [p for p in stored if p.name == md5[2:]] == [remote_dir / "files" / "md5" / md5[:2] / md5[2:]]  # once
-    print(f"remote: {len(stored)} objects, {sum(stored.values())} bytes; the {len(pointers)} data sets and models: "
-          f"{len(files)} files, {sum(p.stat().st_size for p in files)} bytes")
+    print(
+        f"remote: {len(stored)} objects, {sum(stored.values())} bytes; the {len(pointers)} data sets and models: "
+        f"{len(files)} files, {sum(p.stat().st_size for p in files)} bytes"
+    )
 
     # Byte for byte what the tasks wrote: the last chain run handed off its model and samples.
     handoffs = Tracker(cfg, tracking_uri).handoffs()
@@ -110,8 +135,11 @@ def test_a_cluster_run_is_pulled_onto_a_fresh_checkout(tmp_path, tiny_cfg, track
 
     # MLflow <-> DVC: each chain run carries the md5 of its data sets.
     client = MlflowClient(tracking_uri)
-    child = next(r for r in client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id])
-                 if r.data.tags.get("autophagy.lambda") == "0.5")
+    child = next(
+        r
+        for r in client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id])
+        if r.data.tags.get("autophagy.lambda") == "0.5"
+    )
     pointer = yaml.safe_load((tree / "lam-0.5" / "seed-0" / "gen-002" / "train_set.dvc").read_text())["outs"][0]
     assert child.data.tags["autophagy.dvc.gen-002.train_set"] == pointer["md5"]
 

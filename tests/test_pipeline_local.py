@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from autophagy.components import runtime
 
 from autophagy import loop
-from autophagy.components import runtime
 from autophagy.config import format_lambda
 from autophagy.layout import RunLayout
 
@@ -63,26 +63,28 @@ def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monk
     """The default experiment at reduced size: its runs (data, generation 0, two windows per chain,
     report) give every generation's metrics exactly as the local loop does, and MLflow holds one
     parent run with a child per chain and its metrics at steps 0..G."""
-    from mlflow import MlflowClient
-
     from autophagy.pipelines import cli_submit
+    from mlflow import MlflowClient
 
     cfg = tiny_cfg("digits", "loop.lambdas=[0, inf]", "loop.seeds=[0]", "loop.generations=3", "tracking.enabled=true")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kfp.local runs two tasks at once; the machine has two shared cores
     monkeypatch.chdir(tmp_path)  # the tasks' working directory too: MLflow's default artifact root is ./mlruns
     lines: list[str] = []
     started = time.perf_counter()
-    summary = cli_submit(None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE,
-                         local_root=tmp_path / "kfp", log=lines.append)
+    summary = cli_submit(
+        None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE, local_root=tmp_path / "kfp", log=lines.append
+    )
     wall = time.perf_counter() - started
     message = f"kfp.local: {len(lines)} log lines, {summary} in {wall:.0f} s"
     log.info(message)
     print(message)
     # data, seed-0, and per chain the windows 1-2 and 3-3, then the report: 7 runs.
     # Run names as the KFP UI lists them: each chain's lambda and seed.
-    started_runs = [line[len("started "):line.rindex(" (")] for line in lines if line.startswith("started ")]
-    assert sorted(started_runs) == sorted([f"{cfg.name} · data", f"{cfg.name} · seed 0 · gen 0", f"{cfg.name} · report"] + [
-        f"{cfg.name} · λ={lam} · seed 0 · gen {window}" for lam in ("0", "inf") for window in ("1-2", "3-3")])
+    started_runs = [line[len("started ") : line.rindex(" (")] for line in lines if line.startswith("started ")]
+    assert sorted(started_runs) == sorted(
+        [f"{cfg.name} · data", f"{cfg.name} · seed 0 · gen 0", f"{cfg.name} · report"]
+        + [f"{cfg.name} · λ={lam} · seed 0 · gen {window}" for lam in ("0", "inf") for window in ("1-2", "3-3")]
+    )
     assert summary.startswith(f"{cfg.name}: 7 KFP runs finished (7 started)")
 
     # The pipeline's product: the run directory of the report run, equal to the local loop's.
@@ -121,7 +123,9 @@ def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monk
     [parent] = [r for r in runs if r.data.tags.get("autophagy.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2
-    assert {r.info.status for r in runs} == {"FINISHED"} and all(r.info.end_time for r in runs)  # ended with the submission
+    assert {r.info.status for r in runs} == {"FINISHED"} and all(
+        r.info.end_time for r in runs
+    )  # ended with the submission
     assert {c.data.tags["autophagy.lambda"] for c in children} == {"0", "inf"}
     assert parent.data.tags["kfp.run_id"]
     for child in children:
@@ -132,8 +136,9 @@ def test_whole_experiment_under_kfp_local(tmp_path, tiny_cfg, tracking_uri, monk
     # Submitted again: every hand-off is there, so only the report runs again (nothing new to do).
     lines.clear()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    again = cli_submit(None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE, local_root=tmp_path / "kfp2",
-                       log=lines.append)
+    again = cli_submit(
+        None, None, [*_overrides(cfg), "cluster.window=2"], image=IMAGE, local_root=tmp_path / "kfp2", log=lines.append
+    )
     assert again.startswith(f"{cfg.name}: 0 KFP runs finished (0 started)"), again
 
 
@@ -144,13 +149,21 @@ def test_stop_on_collapse_under_kfp_local(tmp_path, tiny_cfg, monkeypatch, one_t
     equals the local loop's."""
     from autophagy.pipelines import cli_submit
 
-    cfg = tiny_cfg("gaussian", "loop.lambdas=[inf]", "loop.seeds=[0]", "loop.generations=5",
-                   "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001", "loop.stop_on_collapse=true")
+    cfg = tiny_cfg(
+        "gaussian",
+        "loop.lambdas=[inf]",
+        "loop.seeds=[0]",
+        "loop.generations=5",
+        "loop.collapse_metric=swd_train",
+        "loop.collapse_ratio=1.0001",
+        "loop.stop_on_collapse=true",
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.chdir(tmp_path)
     lines: list[str] = []
-    cli_submit(None, None, [*_overrides(cfg), "cluster.window=3"], image=IMAGE, local_root=tmp_path / "kfp",
-               log=lines.append)
+    cli_submit(
+        None, None, [*_overrides(cfg), "cluster.window=3"], image=IMAGE, local_root=tmp_path / "kfp", log=lines.append
+    )
     assert not any("gen-004-005" in line for line in lines)  # the chain stopped: no second window
     layout = RunLayout(_report_dir(__import__("os").environ["MLFLOW_TRACKING_URI"], cfg))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'local.db'}")

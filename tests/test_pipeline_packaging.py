@@ -28,7 +28,13 @@ def test_package_list_covers_every_package():
 def test_installed_packages_import():
     import importlib
 
-    for name in ("autophagy.components.runtime", "autophagy.components.image", "autophagy.components.ops",
-                 "autophagy.pipelines.cluster", "autophagy.pipelines.pipeline", "autophagy.pipelines.client"):
+    for name in (
+        "autophagy.components.runtime",
+        "autophagy.components.image",
+        "autophagy.components.ops",
+        "autophagy.pipelines.cluster",
+        "autophagy.pipelines.pipeline",
+        "autophagy.pipelines.client",
+    ):
         module = importlib.import_module(name)
         assert Path(module.__file__).name == name.rsplit(".", 1)[1] + ".py"

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from autophagy.pipelines.cluster import cluster_from_dict, load_pipeline_config
 from autophagy.pipelines.errors import PipelineConfigError
 from autophagy.pipelines.packages import compile_experiment
@@ -34,8 +33,10 @@ EXPECTED = {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}  
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory) -> dict:
     cfg, cluster = load_pipeline_config(None, [f"cluster.image_digest={DIGEST}"])
-    return {"cfg": cfg, "info": compile_experiment(cfg, cluster, cluster.pinned_image(IMAGE),
-                                                   tmp_path_factory.mktemp("packages"))}
+    return {
+        "cfg": cfg,
+        "info": compile_experiment(cfg, cluster, cluster.pinned_image(IMAGE), tmp_path_factory.mktemp("packages")),
+    }
 
 
 def _spec_and_platform(path: str) -> tuple[dict, dict]:
@@ -69,11 +70,16 @@ def test_security_context_and_digest_options_are_checked():
     for raw, message in (
         ({"run_as_user": 0}, "cluster.run_as_user must be a non-root id (an integer >= 1), got 0"),
         ({"run_as_group": 0}, "cluster.run_as_group must be a non-root id (an integer >= 1), got 0"),
-        ({"image_digest": "sha256:abc"}, "cluster.image_digest must look like sha256:<64 lowercase hex digits>, got 'sha256:abc'"),
+        (
+            {"image_digest": "sha256:abc"},
+            "cluster.image_digest must look like sha256:<64 lowercase hex digits>, got 'sha256:abc'",
+        ),
         ({"image_digest": "md5:" + "0" * 32}, "cluster.image_digest must look like sha256:"),
-        ({"image": f"{IMAGE}@sha256:{'f' * 64}", "image_digest": DIGEST},
-         f"image '{IMAGE}@sha256:{'f' * 64}' names digest sha256:{'f' * 64}, but cluster.image_digest is {DIGEST}; "
-         "keep one of them"),
+        (
+            {"image": f"{IMAGE}@sha256:{'f' * 64}", "image_digest": DIGEST},
+            f"image '{IMAGE}@sha256:{'f' * 64}' names digest sha256:{'f' * 64}, but cluster.image_digest is {DIGEST}; "
+            "keep one of them",
+        ),
     ):
         with pytest.raises(PipelineConfigError, match=re.escape(message)):
             cluster_from_dict(raw)
@@ -93,14 +99,41 @@ def test_pipeline_compile_cli_pins_the_image(tmp_path, autophagy_exe):
     import subprocess
 
     out = tmp_path / "packages"
-    done = subprocess.run([autophagy_exe, "pipeline", "compile", "-o", str(out), "--image", IMAGE,
-                           "-S", f"cluster.image_digest={DIGEST}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            autophagy_exe,
+            "pipeline",
+            "compile",
+            "-o",
+            str(out),
+            "--image",
+            IMAGE,
+            "-S",
+            f"cluster.image_digest={DIGEST}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert f"image {IMAGE}@{DIGEST}" in done.stdout
     assert json.loads((out / "runs.json").read_text())["image"] == f"{IMAGE}@{DIGEST}"
-    refused = subprocess.run([autophagy_exe, "pipeline", "compile", "-o", str(tmp_path / "x"), "--image",
-                              f"{IMAGE}@sha256:{'f' * 64}", "-S", f"cluster.image_digest={DIGEST}"],
-                             capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(
+        [
+            autophagy_exe,
+            "pipeline",
+            "compile",
+            "-o",
+            str(tmp_path / "x"),
+            "--image",
+            f"{IMAGE}@sha256:{'f' * 64}",
+            "-S",
+            f"cluster.image_digest={DIGEST}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert refused.returncode != 0
     assert "but cluster.image_digest is" in refused.stderr and "Traceback" not in refused.stderr
 
@@ -109,34 +142,57 @@ def executor_pods(package: dict, cfg, tmp_path: Path) -> list[dict]:
     """The task pods the KFP 2.17.0 backend would make of a package: each executor template of the
     Workflow its compiler produced, with the pod-spec-patch the container driver computes for each
     task merged into the main container (Argo applies it as a strategic merge patch)."""
-    from autophagy import plan
     from autophagy.pipelines.runs import KfpRun, arguments, chain_key, seed_key
     from kfp_backend_check import check
     from test_pipeline_backend import handoffs
 
+    from autophagy import plan
+
     lam, seed = plan.chains(cfg)[0]
     kind = package["kind"]
-    run = {"data": KfpRun("data", "data"), "generation-0": KfpRun("generation-0", seed_key(seed), seed=seed),
-           "report": KfpRun("report", "report")}.get(kind) or KfpRun(
-        "chain", chain_key(lam, seed), lam=lam, seed=seed, first=max(2, package["first"]), last=package["last"])
+    run = {
+        "data": KfpRun("data", "data"),
+        "generation-0": KfpRun("generation-0", seed_key(seed), seed=seed),
+        "report": KfpRun("report", "report"),
+    }.get(kind) or KfpRun(
+        "chain", chain_key(lam, seed), lam=lam, seed=seed, first=max(2, package["first"]), last=package["last"]
+    )
     workflow_path, nodes_path = tmp_path / "workflow.json", tmp_path / "nodes.json"
-    report = check(Path(package["path"]), arguments(cfg, run, handoffs(cfg)), workflow_out=workflow_path,
-                   status_out=nodes_path)
+    report = check(
+        Path(package["path"]), arguments(cfg, run, handoffs(cfg)), workflow_out=workflow_path, status_out=nodes_path
+    )
     assert report["valid"], report["error"]
     templates = {t["name"]: t for t in json.loads(workflow_path.read_text())["spec"]["templates"]}
     pods = []
     for node in json.loads(nodes_path.read_text()).values():
-        patch = next((p["value"] for p in (node.get("outputs") or {}).get("parameters", []) if p["name"] == "pod-spec-patch"),
-                     None)
+        patch = next(
+            (p["value"] for p in (node.get("outputs") or {}).get("parameters", []) if p["name"] == "pod-spec-patch"),
+            None,
+        )
         if node["templateName"] != "system-container-driver" or patch is None:
             continue
-        executor = next(t for t in templates.values() if t.get("podSpecPatch") and t["name"].endswith("system-container-impl"))
+        executor = next(
+            t for t in templates.values() if t.get("podSpecPatch") and t["name"].endswith("system-container-impl")
+        )
         (patched,) = json.loads(patch)["containers"]
-        main = {**executor["container"], "name": patched["name"], "image": patched["image"],  # Argo names it main
-                "securityContext": {**executor["container"].get("securityContext", {}), **patched.get("securityContext", {})}}
-        pods.append({"name": node["displayName"], "securityContext": executor.get("securityContext", {}),
-                     "initContainers": executor.get("initContainers", []), "containers": [main],
-                     "volumes": executor.get("volumes", [])})
+        main = {
+            **executor["container"],
+            "name": patched["name"],
+            "image": patched["image"],  # Argo names it main
+            "securityContext": {
+                **executor["container"].get("securityContext", {}),
+                **patched.get("securityContext", {}),
+            },
+        }
+        pods.append(
+            {
+                "name": node["displayName"],
+                "securityContext": executor.get("securityContext", {}),
+                "initContainers": executor.get("initContainers", []),
+                "containers": [main],
+                "volumes": executor.get("volumes", []),
+            }
+        )
     return pods
 
 
@@ -148,12 +204,21 @@ def test_the_backend_makes_every_task_pod_non_root_and_locked_down(packages, kin
     (package, *_) = [p for p in packages["info"]["packages"] if p["kind"] == kind]
     spec, _ = _spec_and_platform(package["path"])
     pods = executor_pods(package, packages["cfg"], tmp_path)
-    tasks = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
-             if spec["deploymentSpec"]["executors"].get(spec["components"][t["componentRef"]["name"]]
-                                                        .get("executorLabel", ""), {}).get("container")]
-    tasks += [t for t in spec["root"]["dag"]["tasks"].values()
-              if spec["deploymentSpec"]["executors"].get(spec["components"][t["componentRef"]["name"]]
-                                                         .get("executorLabel", ""), {}).get("container")]
+    tasks = [
+        t
+        for c in spec["components"].values()
+        for t in c.get("dag", {}).get("tasks", {}).values()
+        if spec["deploymentSpec"]["executors"]
+        .get(spec["components"][t["componentRef"]["name"]].get("executorLabel", ""), {})
+        .get("container")
+    ]
+    tasks += [
+        t
+        for t in spec["root"]["dag"]["tasks"].values()
+        if spec["deploymentSpec"]["executors"]
+        .get(spec["components"][t["componentRef"]["name"]].get("executorLabel", ""), {})
+        .get("container")
+    ]
     assert len(pods) == len(tasks) > 0
     for pod in pods:
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, pod["name"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from autophagy.components import runtime
 
 from autophagy import loop, plan
-from autophagy.components import runtime
 from autophagy.config import STRATEGIES, ConfigError, format_lambda
 from autophagy.data.dataset import open_dataset
 from autophagy.layout import RunLayout
@@ -27,7 +27,6 @@ from autophagy.step_config import BOOKKEEPING_ENV, STEP_OPTIONS, bookkeeping, co
 
 GENERATIONS = 2
 SEED = 1
-
 
 
 def run_like_the_pipeline(cfg, root: Path, monkeypatch) -> dict:
@@ -46,10 +45,26 @@ def run_like_the_pipeline(cfg, root: Path, monkeypatch) -> dict:
         train_set = str(g0 / "train_set")
     train_sets[(None, 0)] = Path(train_set)
     runtime.train(options["train"], train_set, str(g0 / "model"), 0, SEED)
-    runtime.sample(options["sample"], str(g0 / "model"), real_train, str(g0 / "samples"), 0, SEED,
-                   plan.samples_to_draw(cfg, n_real, None))
-    runtime.evaluate(options["evaluate"], str(g0 / "samples"), real_train, real_test, str(root / "features"), 0, SEED,
-                     "", str(g0 / "history"))
+    runtime.sample(
+        options["sample"],
+        str(g0 / "model"),
+        real_train,
+        str(g0 / "samples"),
+        0,
+        SEED,
+        plan.samples_to_draw(cfg, n_real, None),
+    )
+    runtime.evaluate(
+        options["evaluate"],
+        str(g0 / "samples"),
+        real_train,
+        real_test,
+        str(root / "features"),
+        0,
+        SEED,
+        "",
+        str(g0 / "history"),
+    )
     for lam in cfg.loop.lambdas:
         text = format_lambda(lam)
         model, samples, history, pooled = g0 / "model", g0 / "samples", g0 / "history", None
@@ -60,15 +75,46 @@ def run_like_the_pipeline(cfg, root: Path, monkeypatch) -> dict:
             if step.pooled:
                 runtime.pool(str(pooled) if pooled else None, str(samples), g, str(out / "pool"), SEED, text, **stop)
                 synthetic = pooled = out / "pool"
-            runtime.mix(options["mix"], real_train, str(synthetic), str(out / "train_set"), g, text, SEED,
-                        step.fresh_real, **stop)
+            runtime.mix(
+                options["mix"],
+                real_train,
+                str(synthetic),
+                str(out / "train_set"),
+                g,
+                text,
+                SEED,
+                step.fresh_real,
+                **stop,
+            )
             train_sets[(lam, g)] = out / "train_set"
             init = str(model) if step.init_from is not None else None
-            runtime.train(options["train"], str(out / "train_set"), str(out / "model"), g, SEED, text, init=init, **stop)
-            runtime.sample(options["sample"], str(out / "model"), real_train, str(out / "samples"), g, SEED,
-                           plan.samples_to_draw(cfg, n_real, lam), text, **stop)
-            runtime.evaluate(options["evaluate"], str(out / "samples"), real_train, real_test, str(root / "features"), g,
-                             SEED, text, str(out / "history"), history_in=str(history), stoppable=step.stoppable)
+            runtime.train(
+                options["train"], str(out / "train_set"), str(out / "model"), g, SEED, text, init=init, **stop
+            )
+            runtime.sample(
+                options["sample"],
+                str(out / "model"),
+                real_train,
+                str(out / "samples"),
+                g,
+                SEED,
+                plan.samples_to_draw(cfg, n_real, lam),
+                text,
+                **stop,
+            )
+            runtime.evaluate(
+                options["evaluate"],
+                str(out / "samples"),
+                real_train,
+                real_test,
+                str(root / "features"),
+                g,
+                SEED,
+                text,
+                str(out / "history"),
+                history_in=str(history),
+                stoppable=step.stoppable,
+            )
             model, samples, history = out / "model", out / "samples", out / "history"
         train_sets[("history", lam)] = history
     return train_sets
@@ -85,8 +131,11 @@ def _same_runs(cfg, local, pipeline) -> int:
         kfp_layout = RunLayout(pipeline[("history", lam)])
         for g in range(cfg.loop.generations + 1):
             here = local.generation(None if g == 0 else lam, SEED, g)
-            ours = open_dataset(here / ("train_set" if g > 0 else "real_set") if (g > 0 or (here / "real_set").is_dir())
-                                else local.real_train)
+            ours = open_dataset(
+                here / ("train_set" if g > 0 else "real_set")
+                if (g > 0 or (here / "real_set").is_dir())
+                else local.real_train
+            )
             theirs = open_dataset(pipeline[(None if g == 0 else lam, g)])
             assert ours.counts_by_origin() == theirs.counts_by_origin(), (lam, g)
             np.testing.assert_array_equal(ours.load(), theirs.load())
@@ -99,8 +148,14 @@ def _same_runs(cfg, local, pipeline) -> int:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_pipeline_runtime_equals_the_local_loop(tmp_path, tiny_cfg, strategy, monkeypatch):
     lams = "[1]" if strategy == "fully-synthetic" else "[0.5, inf]"
-    cfg = tiny_cfg("gaussian", f"loop.strategy={strategy}", f"loop.lambdas={lams}", f"loop.generations={GENERATIONS}",
-                   f"loop.seeds=[{SEED}]", "loop.collapse_ratio=1.5")
+    cfg = tiny_cfg(
+        "gaussian",
+        f"loop.strategy={strategy}",
+        f"loop.lambdas={lams}",
+        f"loop.generations={GENERATIONS}",
+        f"loop.seeds=[{SEED}]",
+        "loop.collapse_ratio=1.5",
+    )
     local = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
     pipeline = run_like_the_pipeline(cfg, tmp_path / "pipeline", monkeypatch)
     assert _same_runs(cfg, local, pipeline) == len(cfg.loop.lambdas) * (GENERATIONS + 1)
@@ -109,9 +164,20 @@ def test_pipeline_runtime_equals_the_local_loop(tmp_path, tiny_cfg, strategy, mo
 def test_an_image_family_with_every_section_off_its_defaults(tmp_path, tiny_cfg, monkeypatch):
     """EDM on digits, with options of every section away from the defaults: the sliced tasks run
     exactly the local loop (an option missing from a step's slice would be read and raise)."""
-    cfg = tiny_cfg("digits", "loop.lambdas=[0.5]", "loop.generations=1", f"loop.seeds=[{SEED}]", "train.lr=0.002",
-                   "train.init=scratch", "sample.temperature=0.9", "evaluate.k=2", "evaluate.max_reference=50",
-                   "data.seed=3", "model.sigma_data=0.6", "loop.collapse_ratio=3")
+    cfg = tiny_cfg(
+        "digits",
+        "loop.lambdas=[0.5]",
+        "loop.generations=1",
+        f"loop.seeds=[{SEED}]",
+        "train.lr=0.002",
+        "train.init=scratch",
+        "sample.temperature=0.9",
+        "evaluate.k=2",
+        "evaluate.max_reference=50",
+        "data.seed=3",
+        "model.sigma_data=0.6",
+        "loop.collapse_ratio=3",
+    )
     local = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
     pipeline = run_like_the_pipeline(cfg, tmp_path / "pipeline", monkeypatch)
     assert _same_runs(cfg, local, pipeline) == 2
@@ -136,19 +202,30 @@ def test_a_step_reading_an_option_it_was_not_given_fails_and_names_it(tiny_cfg):
 @pytest.mark.parametrize("strategy", ["replace", "accumulate"])
 def test_a_collapsed_chain_stops_where_the_local_loop_stops(tmp_path, tiny_cfg, strategy, monkeypatch):
     generations = 6
-    cfg = tiny_cfg("gaussian", f"loop.strategy={strategy}", "loop.lambdas=[0.5, inf]", f"loop.generations={generations}",
-                   f"loop.seeds=[{SEED}]", "loop.collapse_metric=swd_train", "loop.collapse_ratio=1.0001",
-                   "loop.stop_on_collapse=true")
+    cfg = tiny_cfg(
+        "gaussian",
+        f"loop.strategy={strategy}",
+        "loop.lambdas=[0.5, inf]",
+        f"loop.generations={generations}",
+        f"loop.seeds=[{SEED}]",
+        "loop.collapse_metric=swd_train",
+        "loop.collapse_ratio=1.0001",
+        "loop.stop_on_collapse=true",
+    )
     local = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
     pipeline = run_like_the_pipeline(cfg, tmp_path / "pipeline", monkeypatch)
     stopped_chains = 0
     for lam in cfg.loop.lambdas:
         chain = sorted(p.parent.name for p in local.generation(lam, SEED, 1).parent.glob("gen-*/metrics.json"))
         fragment = RunLayout(pipeline[("history", lam)])
-        assert sorted(p.parent.name for p in fragment.generation(lam, SEED, 1).parent.glob("gen-*/metrics.json")) == chain
+        assert (
+            sorted(p.parent.name for p in fragment.generation(lam, SEED, 1).parent.glob("gen-*/metrics.json")) == chain
+        )
         for name in chain:
             g = int(name.split("-")[1])
-            assert untimed(fragment.generation(lam, SEED, g) / "metrics.json") == untimed(local.generation(lam, SEED, g) / "metrics.json")
+            assert untimed(fragment.generation(lam, SEED, g) / "metrics.json") == untimed(
+                local.generation(lam, SEED, g) / "metrics.json"
+            )
         last = len(chain)
         collapsed_at = runtime.collapsed_generation(pipeline[("history", lam)])
         assert collapsed_at == last if last < generations else collapsed_at in (None, generations)
@@ -156,7 +233,9 @@ def test_a_collapsed_chain_stops_where_the_local_loop_stops(tmp_path, tiny_cfg, 
             out = pipeline[(lam, g)].parent
             for artifact in ("train_set", "model", "samples"):
                 assert [p.name for p in (out / artifact).iterdir()] == [runtime.STOPPED_FILE], (lam, g, artifact)
-                assert json.loads((out / artifact / runtime.STOPPED_FILE).read_text())["collapsed_at_generation"] == last
+                assert (
+                    json.loads((out / artifact / runtime.STOPPED_FILE).read_text())["collapsed_at_generation"] == last
+                )
         stopped_chains += last < generations
     assert stopped_chains > 0  # this threshold makes at least one chain collapse early
 

@@ -36,16 +36,28 @@ from torch import nn
 
 from autophagy import atomic
 from autophagy.config import ConfigError
-from autophagy.models import ModelError, build_model
-from autophagy.models import pretrained
+from autophagy.models import ModelError, build_model, pretrained
 from autophagy.models.checkpoint import load_checkpoint
 from autophagy.models.pretrained import UnsafePickleError, download_path, resolve_init
 
 DATA = Path(__file__).parent / "data"
-EDM_TINY = ("model.family=edm", "model.network=unet", "model.model_channels=16", "model.channel_mult=[1,2]",
-            "model.num_blocks=1", "model.attn_resolutions=[4]", "model.dropout=0")
-UNET_TINY = ("model.network=unet", "model.model_channels=32", "model.channel_mult=[1,2]", "model.num_blocks=1",
-             "model.attn_resolutions=[4]", "model.dropout=0")
+EDM_TINY = (
+    "model.family=edm",
+    "model.network=unet",
+    "model.model_channels=16",
+    "model.channel_mult=[1,2]",
+    "model.num_blocks=1",
+    "model.attn_resolutions=[4]",
+    "model.dropout=0",
+)
+UNET_TINY = (
+    "model.network=unet",
+    "model.model_channels=32",
+    "model.channel_mult=[1,2]",
+    "model.num_blocks=1",
+    "model.attn_resolutions=[4]",
+    "model.dropout=0",
+)
 DDPM_TINY = ("model.family=ddpm", *UNET_TINY)
 OTCFM_TINY = ("model.family=otcfm", *UNET_TINY, "model.head_channels=16")
 
@@ -98,8 +110,9 @@ class NVlabsPickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, (Persistent, PersistentObject)):
             state = dict(obj.__dict__)
-            meta = dict(type="class", version=6, module_src=self.module_src, class_name=state.pop("_nv_class"),
-                        state=state)
+            meta = dict(
+                type="class", version=6, module_src=self.module_src, class_name=state.pop("_nv_class"), state=state
+            )
             return _reconstruct_persistent_obj, (meta,)
         return NotImplemented
 
@@ -110,8 +123,9 @@ def _param(t: torch.Tensor) -> nn.Parameter:
 
 def _nv_linear(lin, bias=True, weight=None):
     weight = lin.weight if weight is None else weight
-    m = Persistent("Linear", in_features=weight.shape[1], out_features=weight.shape[0], bias=bias,
-                   init_mode="xavier_uniform")
+    m = Persistent(
+        "Linear", in_features=weight.shape[1], out_features=weight.shape[0], bias=bias, init_mode="xavier_uniform"
+    )
     m.in_features, m.out_features = weight.shape[1], weight.shape[0]
     m.weight = _param(weight)
     m.bias = _param(lin.bias) if bias else None
@@ -120,8 +134,16 @@ def _nv_linear(lin, bias=True, weight=None):
 
 def _nv_conv(conv):
     kernel = conv.weight.shape[-1] if conv.weight is not None else 0
-    m = Persistent("Conv2d", in_channels=conv.in_channels, out_channels=conv.out_channels, kernel=kernel, up=conv.up,
-                   down=conv.down, resample_filter=[1, 1], init_mode="xavier_uniform")
+    m = Persistent(
+        "Conv2d",
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel=kernel,
+        up=conv.up,
+        down=conv.down,
+        resample_filter=[1, 1],
+        init_mode="xavier_uniform",
+    )
     m.in_channels, m.out_channels, m.up, m.down = conv.in_channels, conv.out_channels, conv.up, conv.down
     m.fused_resample = False
     m.weight = _param(conv.weight) if kernel else None
@@ -139,11 +161,25 @@ def _nv_norm(gn):
 
 
 def _nv_block(b):
-    m = Persistent("UNetBlock", in_channels=b.in_channels, out_channels=b.out_channels, emb_channels=b.affine.weight.shape[1],
-                   up=b.conv0.up, down=b.conv0.down, attention=b.attention, num_heads=1, dropout=0.13,
-                   skip_scale=np.sqrt(0.5), eps=1e-6, resample_filter=[1, 1], resample_proj=True, adaptive_scale=False,
-                   init=dict(init_mode="xavier_uniform"), init_zero=dict(init_mode="xavier_uniform", init_weight=1e-5),
-                   init_attn=dict(init_mode="xavier_uniform", init_weight=np.sqrt(0.2)))
+    m = Persistent(
+        "UNetBlock",
+        in_channels=b.in_channels,
+        out_channels=b.out_channels,
+        emb_channels=b.affine.weight.shape[1],
+        up=b.conv0.up,
+        down=b.conv0.down,
+        attention=b.attention,
+        num_heads=1,
+        dropout=0.13,
+        skip_scale=np.sqrt(0.5),
+        eps=1e-6,
+        resample_filter=[1, 1],
+        resample_proj=True,
+        adaptive_scale=False,
+        init=dict(init_mode="xavier_uniform"),
+        init_zero=dict(init_mode="xavier_uniform", init_weight=1e-5),
+        init_attn=dict(init_mode="xavier_uniform", init_weight=np.sqrt(0.2)),
+    )
     m.in_channels, m.out_channels, m.emb_channels = b.in_channels, b.out_channels, b.affine.weight.shape[1]
     m.num_heads, m.dropout, m.skip_scale, m.adaptive_scale = (1 if b.attention else 0), 0.13, np.sqrt(0.5), False
     m.norm0, m.conv0, m.affine = _nv_norm(b.norm0), _nv_conv(b.conv0), _nv_linear(b.affine)
@@ -157,14 +193,28 @@ def _nv_block(b):
 def nvlabs_snapshot(precond, resolution: int, channels: int, cfg_model, augment_dim: int = 9) -> dict:
     """The object tree NVlabs' training loop pickles, with the weights of our ``EDMPrecond``."""
     unet = precond.model
-    kwargs = dict(label_dim=0, augment_dim=augment_dim, model_channels=cfg_model.model_channels,
-                  channel_mult=list(cfg_model.channel_mult), num_blocks=cfg_model.num_blocks,
-                  attn_resolutions=list(cfg_model.attn_resolutions), dropout=0.13, embedding_type="positional",
-                  encoder_type="standard", decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1])
+    kwargs = dict(
+        label_dim=0,
+        augment_dim=augment_dim,
+        model_channels=cfg_model.model_channels,
+        channel_mult=list(cfg_model.channel_mult),
+        num_blocks=cfg_model.num_blocks,
+        attn_resolutions=list(cfg_model.attn_resolutions),
+        dropout=0.13,
+        embedding_type="positional",
+        encoder_type="standard",
+        decoder_type="standard",
+        channel_mult_noise=1,
+        resample_filter=[1, 1],
+    )
     song = Persistent("SongUNet", img_resolution=resolution, in_channels=channels, out_channels=channels, **kwargs)
     song.label_dropout = 0
     song.map_noise = Persistent("PositionalEmbedding", num_channels=cfg_model.model_channels, endpoint=True)
-    song.map_noise.num_channels, song.map_noise.max_positions, song.map_noise.endpoint = cfg_model.model_channels, 10000, True
+    song.map_noise.num_channels, song.map_noise.max_positions, song.map_noise.endpoint = (
+        cfg_model.model_channels,
+        10000,
+        True,
+    )
     song.map_label = None
     song.map_augment = _nv_linear(None, bias=False, weight=torch.randn(cfg_model.model_channels, augment_dim))
     song.map_layer0, song.map_layer1 = _nv_linear(unet.map_layer0), _nv_linear(unet.map_layer1)
@@ -172,15 +222,32 @@ def nvlabs_snapshot(precond, resolution: int, channels: int, cfg_model, augment_
     song.dec = nn.ModuleDict({k: _nv_block(v) for k, v in unet.dec.items()})
     song.dec[f"{resolution}x{resolution}_aux_norm"] = _nv_norm(unet.out_norm)
     song.dec[f"{resolution}x{resolution}_aux_conv"] = _nv_conv(unet.out_conv)
-    net = Persistent("EDMPrecond", img_resolution=resolution, img_channels=channels, label_dim=0, use_fp16=False,
-                     model_type="SongUNet", **{k: v for k, v in kwargs.items() if k != "label_dim"})
+    net = Persistent(
+        "EDMPrecond",
+        img_resolution=resolution,
+        img_channels=channels,
+        label_dim=0,
+        use_fp16=False,
+        model_type="SongUNet",
+        **{k: v for k, v in kwargs.items() if k != "label_dim"},
+    )
     net.img_resolution, net.img_channels, net.label_dim, net.use_fp16 = resolution, channels, 0, False
     net.sigma_min, net.sigma_max, net.sigma_data = 0.0, float("inf"), 0.5
     net.model = song
-    return dict(ema=net.eval(), loss_fn=PersistentObject("EDMLoss", P_mean=-1.2, P_std=1.2, sigma_data=0.5),
-                augment_pipe=PersistentObject("AugmentPipe", p=0.12, xflip=1e8, yflip=1, scale=1, rotate_frac=0),
-                dataset_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="datasets/cifar10-32x32.zip",
-                                    use_labels=False, xflip=False, cache=True, resolution=resolution, max_size=50000))
+    return dict(
+        ema=net.eval(),
+        loss_fn=PersistentObject("EDMLoss", P_mean=-1.2, P_std=1.2, sigma_data=0.5),
+        augment_pipe=PersistentObject("AugmentPipe", p=0.12, xflip=1e8, yflip=1, scale=1, rotate_frac=0),
+        dataset_kwargs=dict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="datasets/cifar10-32x32.zip",
+            use_labels=False,
+            xflip=False,
+            cache=True,
+            resolution=resolution,
+            max_size=50000,
+        ),
+    )
 
 
 def write_nvlabs_pickle(path: Path, snapshot: dict, marker: Path, monkeypatch) -> Path:
@@ -205,7 +272,9 @@ def edm_pickle(tmp_path, tiny_cfg, monkeypatch):
     model = build_model(cfg.model, (8, 8, 1))
     _randomize(model.ema)
     marker = tmp_path / "pwned"
-    path = write_nvlabs_pickle(tmp_path / "edm-tiny.pkl", nvlabs_snapshot(model.ema, 8, 1, cfg.model), marker, monkeypatch)
+    path = write_nvlabs_pickle(
+        tmp_path / "edm-tiny.pkl", nvlabs_snapshot(model.ema, 8, 1, cfg.model), marker, monkeypatch
+    )
     return cfg, model, path, marker
 
 
@@ -244,10 +313,19 @@ def test_safe_unpickler_reads_records_not_objects(edm_pickle):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("module, name", [
-    ("os", "system"), ("posix", "system"), ("builtins", "eval"), ("builtins", "exec"), ("subprocess", "Popen"),
-    ("torch_utils.persistence", "_src_to_module"), ("torch", "load"), ("numpy", "load"),
-])
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("os", "system"),
+        ("posix", "system"),
+        ("builtins", "eval"),
+        ("builtins", "exec"),
+        ("subprocess", "Popen"),
+        ("torch_utils.persistence", "_src_to_module"),
+        ("torch", "load"),
+        ("numpy", "load"),
+    ],
+)
 def test_malicious_pickles_are_refused_naming_the_global(tmp_path, tiny_cfg, module, name):
     marker = tmp_path / "pwned"
     payload = f"c{module}\n{name}\n(S'touch {marker}'\ntR.".encode()  # protocol 0: GLOBAL, MARK, STRING, TUPLE, REDUCE
@@ -261,8 +339,11 @@ def test_malicious_pickles_are_refused_naming_the_global(tmp_path, tiny_cfg, mod
 def test_edm_pickle_of_another_network_is_refused_clearly(edm_pickle, tiny_cfg):
     _, _, path, _ = edm_pickle
     wider = tiny_cfg("digits", *EDM_TINY, "model.model_channels=32", "model.num_blocks=2")
-    with pytest.raises(ModelError, match=r"model\.model_channels: checkpoint 16, config 32; model\.num_blocks: "
-                                         r"checkpoint 1, config 2"):
+    with pytest.raises(
+        ModelError,
+        match=r"model\.model_channels: checkpoint 16, config 32; model\.num_blocks: "
+        r"checkpoint 1, config 2",
+    ):
         resolve_init(path, wider.model, (8, 8, 1))
     with pytest.raises(ModelError, match=r"data resolution: checkpoint 8, config 16"):
         resolve_init(path, tiny_cfg("digits", *EDM_TINY).model, (16, 16, 1))
@@ -331,8 +412,11 @@ def test_diffusers_weights_of_other_shapes_are_refused(diffusers_dir):
     state = load_file(directory / "diffusion_pytorch_model.safetensors")
     state["conv_in.weight"] = torch.zeros(32, 1, 5, 5)
     save_file(state, directory / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(ModelError, match=r"do not fit the configured network: 1 tensors of other shapes "
-                                         r"\(unet\.conv_in\.weight: checkpoint \(32, 1, 5, 5\), network \(32, 1, 3, 3\)\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"do not fit the configured network: 1 tensors of other shapes "
+        r"\(unet\.conv_in\.weight: checkpoint \(32, 1, 5, 5\), network \(32, 1, 3, 3\)\)",
+    ):
         resolve_init(directory, cfg.model, (8, 8, 1))
 
 
@@ -346,7 +430,9 @@ def test_hf_references(diffusers_dir, monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(ModelError, match=r"cannot fetch hf://google/ddpm-cifar10-32 from the Hugging Face Hub .*Offline\?"):
+    with pytest.raises(
+        ModelError, match=r"cannot fetch hf://google/ddpm-cifar10-32 from the Hugging Face Hub .*Offline\?"
+    ):
         resolve_init("hf://google/ddpm-cifar10-32", cfg.model, (8, 8, 1))
 
     def local(repo, **kwargs):
@@ -363,8 +449,16 @@ def test_hf_references(diffusers_dir, monkeypatch):
 # torchcfm
 # --------------------------------------------------------------------------------------------
 
-TORCHCFM_KWARGS = dict(dim=(3, 8, 8), num_res_blocks=1, num_channels=32, channel_mult=[1, 2], num_heads=4,
-                       num_head_channels=16, attention_resolutions="4", dropout=0.0)
+TORCHCFM_KWARGS = dict(
+    dim=(3, 8, 8),
+    num_res_blocks=1,
+    num_channels=32,
+    channel_mult=[1, 2],
+    num_heads=4,
+    num_head_channels=16,
+    attention_resolutions="4",
+    dropout=0.0,
+)
 
 
 def _import_torchcfm_unet(directory: str):
@@ -395,7 +489,8 @@ def make_torchcfm_fixture(torchcfm_dir: str, out_dir: Path = DATA) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = ",\n".join(f"  {json.dumps([k, list(v.shape)])}" for k, v in net.state_dict().items())
     (out_dir / "torchcfm-tiny.json").write_text(
-        f'{{"torchcfm": "1.0.7", "UNetModelWrapper": {json.dumps(TORCHCFM_KWARGS)},\n "tensors": [\n{tensors}\n ]}}\n')
+        f'{{"torchcfm": "1.0.7", "UNetModelWrapper": {json.dumps(TORCHCFM_KWARGS)},\n "tensors": [\n{tensors}\n ]}}\n'
+    )
     gen = torch.Generator().manual_seed(3)
     x, t = torch.randn(4, 3, 8, 8, generator=gen), torch.tensor([0.0, 0.25, 0.6, 1.0])
     with torch.no_grad():
@@ -414,8 +509,16 @@ def torchcfm_checkpoint(path: Path, layout: Path = DATA / "torchcfm-tiny.json") 
     net = nn.Linear(1, 1)
     optim = torch.optim.Adam(net.parameters(), lr=2e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda=lambda step: 1.0)
-    torch.save({"net_model": weights(1), "ema_model": weights(2), "sched": sched.state_dict(),
-                "optim": optim.state_dict(), "step": 400000}, path)
+    torch.save(
+        {
+            "net_model": weights(1),
+            "ema_model": weights(2),
+            "sched": sched.state_dict(),
+            "optim": optim.state_dict(),
+            "step": 400000,
+        },
+        path,
+    )
     return path
 
 
@@ -440,7 +543,9 @@ TORCHCFM_DIR = os.environ.get("TORCHCFM_DIR", str(Path(__file__).parents[1] / ".
 
 
 def test_torchcfm_conversion_against_the_live_class(tmp_path, tiny_cfg):
-    assert (Path(TORCHCFM_DIR) / "torchcfm").is_dir(), f"torchcfm 1.0.7 is not installed in {TORCHCFM_DIR}: run .ci/install"
+    assert (Path(TORCHCFM_DIR) / "torchcfm").is_dir(), (
+        f"torchcfm 1.0.7 is not installed in {TORCHCFM_DIR}: run .ci/install"
+    )
     make_torchcfm_fixture(TORCHCFM_DIR, tmp_path)
     assert (tmp_path / "torchcfm-tiny.json").read_text() == (DATA / "torchcfm-tiny.json").read_text()
     reference = torch.load(tmp_path / "torchcfm-tiny.reference.pt", weights_only=True)
@@ -449,8 +554,11 @@ def test_torchcfm_conversion_against_the_live_class(tmp_path, tiny_cfg):
 
 def test_torchcfm_checkpoint_of_another_network_is_refused(tiny_cfg, tmp_path):
     with pytest.raises(ModelError, match=r"torchcfm weights in .* do not fit the configured network: .*missing"):
-        resolve_init(torchcfm_checkpoint(tmp_path / "tiny.pt"), tiny_cfg("digits", *OTCFM_TINY, "model.num_blocks=2").model,
-                     (8, 8, 3))
+        resolve_init(
+            torchcfm_checkpoint(tmp_path / "tiny.pt"),
+            tiny_cfg("digits", *OTCFM_TINY, "model.num_blocks=2").model,
+            (8, 8, 3),
+        )
     bad = tmp_path / "other.pt"
     torch.save({"model": {}}, bad)
     with pytest.raises(ModelError, match="not a torchcfm training checkpoint"):
@@ -568,8 +676,14 @@ def test_generation_zero_of_the_train_stage_starts_from_a_pretrained_pickle(edm_
     converted = resolve_init(path, cfg.model, (8, 8, 1))
     assert config["init"] == atomic.sha256_file(converted / "model.safetensors")  # a content identity
     torch.testing.assert_close(_denoise(load_checkpoint(tmp_path / "gen-000").ema), _denoise(model.ema), rtol=0, atol=0)
-    tuned = tiny_cfg("digits", *EDM_TINY, f"train.init_checkpoint={path}", "train.gen0_budget_kimg=0.032", "train.lr=1e-6",
-                    "train.ema_halflife_kimg=0.01")
+    tuned = tiny_cfg(
+        "digits",
+        *EDM_TINY,
+        f"train.init_checkpoint={path}",
+        "train.gen0_budget_kimg=0.032",
+        "train.lr=1e-6",
+        "train.ema_halflife_kimg=0.01",
+    )
     result = train.run(tuned, tmp_path / "data" / "train", tmp_path / "gen-000b", generation=0, seed=0)
     assert result["train_steps"] == 1
     before, after = load_file(converted / "model.safetensors"), load_file(tmp_path / "gen-000b" / "model.safetensors")

@@ -20,12 +20,11 @@ import subprocess
 import sys
 
 import pytest
-
-from autophagy.stages import evaluate, mix, prepare, sample, train
 from conftest import PRESETS
 
-OPTIONS = ("train.checkpoint_every_kimg=0.5", "train.gen0_budget_kimg=1.6", "train.budget_kimg=1.2",
-           "loop.lambdas=[1]")
+from autophagy.stages import evaluate, mix, prepare, sample, train
+
+OPTIONS = ("train.checkpoint_every_kimg=0.5", "train.gen0_budget_kimg=1.6", "train.budget_kimg=1.2", "loop.lambdas=[1]")
 TICKS = [512, 800, 1024, 1504, 1600]  # images seen at each tick of generation 0
 TICKS_GEN1 = [512, 800, 1024, 1216]  # generation 1 (128 rows, 1.2 kimg: 38 batches)
 LINE = re.compile(r"^train gen 0 \(seed 0\): +\d+% \S+/\S+ img \[\d\d:\d\d<\S+, \S+img/s, loss=\S+, lr=\S+\]$")
@@ -33,7 +32,7 @@ LINE = re.compile(r"^train gen 0 \(seed 0\): +\d+% \S+/\S+ img \[\d\d:\d\d<\S+, 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, tiny_cfg):
-    """``(cfg, root, result)``: the digits data and generation 0 trained once (no tracking) at ``root/gen-000/model``."""
+    """``(cfg, root, result)``: digits data and generation 0 trained once (no tracking) at ``root/gen-000/model``."""
     cfg = tiny_cfg("digits", *OPTIONS)
     root = tmp_path_factory.mktemp("progress")
     prepare.run(cfg, root / "data")
@@ -66,18 +65,39 @@ def test_train_log_beside_the_checkpoint(digits):
     # the stage's train_loss is fit's mean of its last 4 ticks: the log holds the same numbers
     assert result["train_loss"] == pytest.approx(sum(r["loss"] for r in records[-4:]) / 4, rel=1e-12)
     assert sorted(p.name for p in (root / "gen-000" / "model").iterdir()) == [
-        "config.json", "ema.safetensors", "model.safetensors", "train_state.pt"]
+        "config.json",
+        "ema.safetensors",
+        "model.safetensors",
+        "train_state.pt",
+    ]
 
 
 def autophagy_train(root, out, **env):
     """``autophagy train`` of generation 0 in a child process, sending its curve to MLflow at every tick."""
-    code = ("import sys, autophagy.train_log as log; log.LIVE_SECONDS = 0; from autophagy.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import sys, autophagy.train_log as log; log.LIVE_SECONDS = 0; from autophagy.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
     options = [arg for option in (*PRESETS["digits"], *OPTIONS, "tracking.enabled=true") for arg in ("-S", option)]
     return subprocess.run(
-        [sys.executable, "-c", code, "train", *options, "--train-set", str(root / "data" / "train"), "--out", str(out),
-         "--generation", "0"],
-        capture_output=True, text=True, env={**os.environ, "AUTOPHAGY_PROGRESS_SECONDS": "0", **env}, timeout=600)
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            *options,
+            "--train-set",
+            str(root / "data" / "train"),
+            "--out",
+            str(out),
+            "--generation",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AUTOPHAGY_PROGRESS_SECONDS": "0", **env},
+        timeout=600,
+    )
 
 
 def test_a_killed_training_resumes_its_log_and_curve_without_duplicates(digits, tmp_path, tracking_uri):
@@ -92,8 +112,9 @@ def test_a_killed_training_resumes_its_log_and_curve_without_duplicates(digits, 
     scratch_log = read_records(tmp_path / ".model.partial" / "train_log.jsonl")
     assert [r["images_seen"] for r in scratch_log] == TICKS  # the 1600 tick is in, the train state is at 1504
     client = MlflowClient(tracking_uri)
-    chain = client.search_runs([client.get_experiment_by_name("tiny-digits").experiment_id],
-                               filter_string="tags.`autophagy.role` = 'chain'")
+    chain = client.search_runs(
+        [client.get_experiment_by_name("tiny-digits").experiment_id], filter_string="tags.`autophagy.role` = 'chain'"
+    )
     assert len(chain) == 1
     run_id = chain[0].info.run_id
     assert losses_and_steps(client, run_id, "train/loss")[0] == TICKS  # sent live, before the kill
@@ -126,10 +147,13 @@ def test_mlflow_curve_steps_are_images_seen_by_the_chain(digits, tiny_cfg, tmp_p
     train.run(cfg, data, tmp_path / "gen-000", generation=0, seed=0)
     sample.run(cfg, tmp_path / "gen-000", tmp_path / "samples", n=64, seed=0, generation=0)
     mix.run(cfg, data, tmp_path / "samples", 1.0, tmp_path / "train_set", generation=1)
-    train.run(cfg, tmp_path / "train_set", tmp_path / "gen-001", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000")
+    train.run(
+        cfg, tmp_path / "train_set", tmp_path / "gen-001", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000"
+    )
     client = MlflowClient(tracking_uri)
-    run_id = client.search_runs([client.get_experiment_by_name("tiny-digits").experiment_id],
-                                filter_string="tags.`autophagy.role` = 'chain'")[0].info.run_id
+    run_id = client.search_runs(
+        [client.get_experiment_by_name("tiny-digits").experiment_id], filter_string="tags.`autophagy.role` = 'chain'"
+    )[0].info.run_id
     expected = TICKS + [1600 + images for images in TICKS_GEN1]
     logs = read_records(tmp_path / "gen-000.train_log.jsonl") + read_records(tmp_path / "gen-001.train_log.jsonl")
     assert [r["generation"] for r in logs] == [0] * len(TICKS) + [1] * len(TICKS_GEN1)
@@ -138,7 +162,9 @@ def test_mlflow_curve_steps_are_images_seen_by_the_chain(digits, tiny_cfg, tmp_p
         assert steps == expected, key
         assert values == pytest.approx([r[field] for r in logs], rel=1e-12), key
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1]  # per generation, as before
-    train.run(cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000")
+    train.run(
+        cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000"
+    )
     assert losses_and_steps(client, run_id, "train/loss")[0] == expected
 
 
@@ -149,12 +175,16 @@ def test_sample_and_evaluate_show_progress_lines(digits, tmp_path, capfd, monkey
     model = root / "gen-000" / "model"
     monkeypatch.setenv("AUTOPHAGY_PROGRESS_SECONDS", "0")
     sample.run(cfg, model, tmp_path / "samples", n=600, seed=0, generation=0)  # sample.batch_size=256: 3 batches
-    evaluate.run(cfg, tmp_path / "samples", {"train": root / "data" / "train"}, tmp_path / "m.json", None,
-                 generation=0, seed=0)
+    evaluate.run(
+        cfg, tmp_path / "samples", {"train": root / "data" / "train"}, tmp_path / "m.json", None, generation=0, seed=0
+    )
     lines = capfd.readouterr().err.splitlines()
     drawn = [line for line in lines if line.startswith("sample gen 0 (seed 0):")]
     assert [re.search(r"(\d+)% (\S+)/600 sample", line).groups() for line in drawn] == [
-        ("43", "256"), ("85", "512"), ("100", "600")]
+        ("43", "256"),
+        ("85", "512"),
+        ("100", "600"),
+    ]
     assert all(re.search(r"\[\d\d:\d\d<\d\d:\d\d, .*sample/s\]$", line) for line in drawn)
     assert any(line.startswith("evaluate gen 0 (seed 0): samples (raw): 100% 200/200 item") for line in lines)
     assert any(line.startswith("evaluate: train reference (raw): 100% 64/64 item") for line in lines)
@@ -166,19 +196,38 @@ def test_sample_and_evaluate_show_progress_lines(digits, tmp_path, capfd, monkey
         assert capfd.readouterr().err == "", quiet
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("AUTOPHAGY_PROGRESS", "yes", "AUTOPHAGY_PROGRESS must be one of auto, bar, lines, 0, got 'yes'"),
-    ("AUTOPHAGY_PROGRESS_SECONDS", "-1", "AUTOPHAGY_PROGRESS_SECONDS must be a number of seconds >= 0, got '-1'"),
-    ("AUTOPHAGY_PROGRESS_SECONDS", "soon", "AUTOPHAGY_PROGRESS_SECONDS must be a number of seconds >= 0, got 'soon'"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("AUTOPHAGY_PROGRESS", "yes", "AUTOPHAGY_PROGRESS must be one of auto, bar, lines, 0, got 'yes'"),
+        ("AUTOPHAGY_PROGRESS_SECONDS", "-1", "AUTOPHAGY_PROGRESS_SECONDS must be a number of seconds >= 0, got '-1'"),
+        (
+            "AUTOPHAGY_PROGRESS_SECONDS",
+            "soon",
+            "AUTOPHAGY_PROGRESS_SECONDS must be a number of seconds >= 0, got 'soon'",
+        ),
+    ],
+)
 def test_bad_progress_settings_are_one_line_errors(digits, tmp_path, capsys, monkeypatch, name, value, message):
     from autophagy.cli import EXIT_USER_ERROR, main
 
     _, root, _ = digits
     monkeypatch.setenv(name, value)
     options = [arg for option in (*PRESETS["digits"], *OPTIONS) for arg in ("-S", option)]
-    code = main(["sample", *options, "--model", str(root / "gen-000" / "model"), "--out", str(tmp_path / "s"),
-                 "--n", "10", "--generation", "0"])
+    code = main(
+        [
+            "sample",
+            *options,
+            "--model",
+            str(root / "gen-000" / "model"),
+            "--out",
+            str(tmp_path / "s"),
+            "--n",
+            "10",
+            "--generation",
+            "0",
+        ]
+    )
     assert (code, capsys.readouterr().err) == (EXIT_USER_ERROR, f"autophagy: error: {message}\n")
     assert not (tmp_path / "s").exists()
 

@@ -30,8 +30,15 @@ from autophagy import loop, plan, report
 from autophagy.config import FAMILIES, ConfigError, Family, ModelConfig, load_config, register_family, to_dict
 from autophagy.config.checks import positive
 from autophagy.data.dataset import open_dataset, write_dataset
-from autophagy.data.strategies import (STRATEGIES, check_like, combine, first_rows, real_shards, strategy,
-                                       synthetic_count)
+from autophagy.data.strategies import (
+    STRATEGIES,
+    check_like,
+    combine,
+    first_rows,
+    real_shards,
+    strategy,
+    synthetic_count,
+)
 from autophagy.metric_keys import METRICS, Metric, headline_keys, register_metric
 from autophagy.models import build_model
 from autophagy.models.base import GenerativeModel, ModelError, TrainReport
@@ -78,8 +85,13 @@ def test_every_name_the_config_module_exported_still_imports():
     names = [*FIXTURE["public_names"], "ModelConfig"]
     missing = [name for name in names if not hasattr(autophagy.config, name)]
     assert not missing
-    assert autophagy.config.STRATEGIES == ("replace", "fully-synthetic", "accumulate", "accumulate-subsample",
-                                           "fresh-real")
+    assert autophagy.config.STRATEGIES == (
+        "replace",
+        "fully-synthetic",
+        "accumulate",
+        "accumulate-subsample",
+        "fresh-real",
+    )
     assert autophagy.config.IMAGE_FAMILIES == ("edm", "ddpm", "otcfm")
     assert list(autophagy.config.MODEL_CONFIGS) == ["gaussian", "flow", "edm", "ddpm", "otcfm"]
 
@@ -173,8 +185,11 @@ def toys():
     """The toy family, strategy and metric, registered for one test."""
     register_family(Family("toy-drift", DriftConfig, DriftModel, "vector", ema=False))
     strategy("last-two", pooled=True)(last_two)
-    register_metric(Metric("mean_gap", "largest coordinate gap of the means", lower_is_better=True, space="vectors",
-                           compute=mean_gap))
+    register_metric(
+        Metric(
+            "mean_gap", "largest coordinate gap of the means", lower_is_better=True, space="vectors", compute=mean_gap
+        )
+    )
     try:
         yield
     finally:
@@ -184,9 +199,17 @@ def toys():
 
 
 def _toy_config(tiny_cfg, *overrides):
-    return tiny_cfg("gaussian", "model={family: toy-drift, shift: 0.5}", "loop.strategy=last-two", "loop.lambdas=[1]",
-                    "loop.generations=3", "loop.seeds=[1]", "loop.collapse_metric=mean_gap_train",
-                    "loop.collapse_ratio=1.5", *overrides)
+    return tiny_cfg(
+        "gaussian",
+        "model={family: toy-drift, shift: 0.5}",
+        "loop.strategy=last-two",
+        "loop.lambdas=[1]",
+        "loop.generations=3",
+        "loop.seeds=[1]",
+        "loop.collapse_metric=mean_gap_train",
+        "loop.collapse_ratio=1.5",
+        *overrides,
+    )
 
 
 def test_without_their_registrations_the_toys_are_refused(tiny_cfg):
@@ -221,10 +244,11 @@ def test_a_toy_family_strategy_and_metric_run_through_the_loop_and_the_report(tm
     np.testing.assert_array_equal(train_set.load(), np.concatenate(expected))
 
     # the metric: computed for every reference, its direction used by collapse detection, shown everywhere
-    metrics = [json.loads((layout.generation(None if g == 0 else 1.0, 1, g) / "metrics.json").read_text())
-               for g in range(4)]
+    metrics = [
+        json.loads((layout.generation(None if g == 0 else 1.0, 1, g) / "metrics.json").read_text()) for g in range(4)
+    ]
     for g, values in enumerate(metrics):
-        samples = open_dataset(layout.generation(None if g == 0 else 1.0, 1, g) / "samples").load()[:cfg.sample.n_eval]
+        samples = open_dataset(layout.generation(None if g == 0 else 1.0, 1, g) / "samples").load()[: cfg.sample.n_eval]
         assert values["mean_gap_train"] == pytest.approx(mean_gap(samples, real), rel=1e-12)
         assert "mean_gap_test" in values
     for values in metrics[1:]:  # lower is better: worse by value / baseline
@@ -241,9 +265,8 @@ def test_a_toy_family_strategy_and_metric_run_through_the_loop_and_the_report(tm
 def test_the_toys_run_the_same_through_the_kubeflow_runtime_and_compile(tmp_path, tiny_cfg, toys, monkeypatch):
     """The pipeline's tasks (step-sliced configs, pool, mix, train, sample, evaluate) give the local
     loop's training sets and metrics; the compiled chain pools the sample sets for the toy strategy."""
-    from test_pipeline_strategies import SEED, _same_runs, run_like_the_pipeline
-
     from autophagy.pipelines import ClusterConfig, compile_experiment
+    from test_pipeline_strategies import SEED, _same_runs, run_like_the_pipeline
 
     cfg = _toy_config(tiny_cfg, "loop.generations=2", f"loop.seeds=[{SEED}]")
     local = loop.run_experiment(cfg, tmp_path / "local" / cfg.name, log=lambda _: None)
@@ -253,8 +276,11 @@ def test_the_toys_run_the_same_through_the_kubeflow_runtime_and_compile(tmp_path
     info = compile_experiment(cfg, ClusterConfig().validate(), "registry.example.com/autophagy:1", tmp_path / "kfp")
     chain = next(p for p in info["packages"] if p["kind"] == "chain")
     spec = next(yaml.safe_load_all(Path(chain["path"]).read_text()))
-    names = {task["taskInfo"]["name"].split(" · ")[0] for component in [spec["root"], *spec["components"].values()]
-             for task in component.get("dag", {}).get("tasks", {}).values()}
+    names = {
+        task["taskInfo"]["name"].split(" · ")[0]
+        for component in [spec["root"], *spec["components"].values()]
+        for task in component.get("dag", {}).get("tasks", {}).values()
+    }
     assert {"gen-1-pool", "gen-2-pool", "gen-2-mix"} <= names
 
 
@@ -266,8 +292,9 @@ def test_a_registered_family_lists_its_pretrained_formats(toys, tmp_path):
     pickle.write_bytes(b"\x80\x04\x95\x00")  # content sniffed as a pickle: the edm-pickle format
     with pytest.raises(ModelError, match="model.family=toy-drift can start from an autophagy checkpoint or: none"):
         resolve_init(pickle, DriftConfig(), (2,))
-    with pytest.raises(ModelError, match="model.family=otcfm can start from an autophagy checkpoint or: torchcfm, "
-                                         "diffusers"):
+    with pytest.raises(
+        ModelError, match="model.family=otcfm can start from an autophagy checkpoint or: torchcfm, diffusers"
+    ):
         resolve_init(pickle, autophagy.config.OTCFMModelConfig(), (8, 8, 1))
 
 
@@ -276,6 +303,8 @@ def test_a_family_whose_class_disagrees_with_its_registration_is_refused():
         Family("toy-other", DriftConfig, DriftModel, "vector")
     with pytest.raises(ConfigError, match="kind must be one of image, vector"):
         Family("toy-drift", DriftConfig, DriftModel, "audio")
-    with pytest.raises(ConfigError, match="DriftModel declares family='toy-drift', kind='vector'; its registration "
-                                          "says 'toy-drift', 'image'"):
+    with pytest.raises(
+        ConfigError,
+        match="DriftModel declares family='toy-drift', kind='vector'; its registration says 'toy-drift', 'image'",
+    ):
         Family("toy-drift", DriftConfig, DriftModel, "image").model_class()

@@ -63,8 +63,13 @@ def test_last_generation_table_is_the_mean_and_t_interval_over_seeds(run_dir):
 def test_report_writes_every_figure_and_links_them(run_dir):
     paths = report.write_report(run_dir)
     out = run_dir / "report"
-    expected = {"fd_train.png", "fd_train_vs_lambda.png", "recall_train.png", "recall_train_vs_lambda.png",
-                "samples_across_generations.png"}
+    expected = {
+        "fd_train.png",
+        "fd_train_vs_lambda.png",
+        "recall_train.png",
+        "recall_train_vs_lambda.png",
+        "samples_across_generations.png",
+    }
     assert {Path(f).name for f in paths["figures"]} == expected
     text = (out / "report.md").read_text()
     for name in expected:

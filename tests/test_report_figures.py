@@ -24,8 +24,15 @@ def records(lambdas: tuple[float, ...], seeds: int, generations: int = 3) -> lis
     for lam, seed, generation in itertools.product(lambdas, range(seeds), range(generations + 1)):
         slope = 0.0 if lam == 0 else (1.0 if math.isfinite(lam) else 5.0)
         name = "inf" if math.isinf(lam) else f"{lam:g}"
-        out.append({"lambda": name, "seed": seed, "generation": generation,
-                    "fd_train": 10.0 + slope * generation + 0.5 * seed, "recall_train": 0.5 - 0.01 * seed})
+        out.append(
+            {
+                "lambda": name,
+                "seed": seed,
+                "generation": generation,
+                "fd_train": 10.0 + slope * generation + 0.5 * seed,
+                "recall_train": 0.5 - 0.01 * seed,
+            }
+        )
     return out
 
 

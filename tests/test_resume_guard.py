@@ -22,24 +22,37 @@ from autophagy.layout import RunLayout
 BIN = Path(sys.executable).parent
 NAME = "guard"
 OPTIONS = [
-    f"name={NAME}", "data.source=gaussian", "data.dim=2", "data.n_train=20", "data.n_test=100",
-    "model.family=gaussian", "evaluate.features=raw", "sample.n_eval=20", "loop.lambdas=[0, inf]",
-    "loop.seeds=[0]", "loop.generations=2", "tracking.enabled=false",
+    f"name={NAME}",
+    "data.source=gaussian",
+    "data.dim=2",
+    "data.n_train=20",
+    "data.n_test=100",
+    "model.family=gaussian",
+    "evaluate.features=raw",
+    "sample.n_eval=20",
+    "loop.lambdas=[0, inf]",
+    "loop.seeds=[0]",
+    "loop.generations=2",
+    "tracking.enabled=false",
 ]
 
 
 def run(capsys, parent: Path, *sets: str, flags: tuple[str, ...] = ()) -> tuple[int, str, str]:
     """``autophagy run`` in this process; (exit code, stdout, stderr)."""
     capsys.readouterr()
-    code = cli.main(["run", "--root", str(parent), "--no-report", *flags,
-                     *sum((["-S", s] for s in [*OPTIONS, *sets]), [])])
+    code = cli.main(
+        ["run", "--root", str(parent), "--no-report", *flags, *sum((["-S", s] for s in [*OPTIONS, *sets]), [])]
+    )
     out, err = capsys.readouterr()
     return code, out, err
 
 
 def tree(parent: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(parent)): p.read_bytes() for p in sorted(parent.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(parent)): p.read_bytes()
+        for p in sorted(parent.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def metrics(parent: Path, relative: str) -> dict:
@@ -69,8 +82,14 @@ def test_changed_options_are_refused_naming_them_and_nothing_is_touched(capsys, 
 
 
 def test_options_that_change_no_output_are_not_refused(capsys, finished):
-    code, out, err = run(capsys, finished, "loop.generations=3", "loop.lambdas=[0, 0.5, inf]",
-                         "tracking.log_samples=false", "loop.stop_on_collapse=true")
+    code, out, err = run(
+        capsys,
+        finished,
+        "loop.generations=3",
+        "loop.lambdas=[0, 0.5, inf]",
+        "tracking.log_samples=false",
+        "loop.stop_on_collapse=true",
+    )
     assert code == 0, err
     assert out.count("complete, skipped") == 1 + 2 * 2  # generation 0 and generations 1-2 of both chains
     assert (finished / NAME / "lam-0.5/seed-0/gen-003/metrics.json").is_file()
@@ -95,8 +114,10 @@ def test_redo_changed_after_a_training_option_retrains_every_generation(capsys, 
     assert run(capsys, fresh, "model.estimator=unbiased")[0] == 0
     for relative in ("seed-0/gen-000", "lam-0/seed-0/gen-001", "lam-inf/seed-0/gen-002"):
         assert metrics(finished, relative) == metrics(fresh, relative)
-        assert json.loads((finished / NAME / relative / "model" / "config.json").read_text())["model"]["estimator"] \
+        assert (
+            json.loads((finished / NAME / relative / "model" / "config.json").read_text())["model"]["estimator"]
             == "unbiased"
+        )
 
 
 def test_new_root_starts_in_the_next_free_directory(capsys, finished):
@@ -122,8 +143,18 @@ def test_outputs_without_a_record_are_not_trusted(capsys, finished):
 def test_the_dvc_stage_redoes_what_changed_instead_of_refusing(capsys, finished):
     """`autophagy generation` runs when DVC decides (params or inputs changed): it redoes, never refuses."""
     capsys.readouterr()
-    code = cli.main(["generation", "--root", str(finished / NAME), "--seed", "0", "--generation", "0",
-                     *sum((["-S", s] for s in [*OPTIONS, "evaluate.k=2"]), [])])
+    code = cli.main(
+        [
+            "generation",
+            "--root",
+            str(finished / NAME),
+            "--seed",
+            "0",
+            "--generation",
+            "0",
+            *sum((["-S", s] for s in [*OPTIONS, "evaluate.k=2"]), []),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     record = json.loads((finished / NAME / "seed-0/gen-000/generation.json").read_text())
     assert record["options"]["evaluate"]["evaluate"]["k"] == 2 and record["done"][-1] == "evaluate"
@@ -153,8 +184,10 @@ def test_the_shared_data_is_not_replaced_while_another_seed_uses_it(capsys, fini
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     lock = tmp_path / "seed-0" / ".lock"
-    holder = ("import os, signal, sys; from pathlib import Path; from autophagy.run_lock import hold\n"
-              "with hold(Path(sys.argv[1]), 'x'):\n    os.kill(os.getpid(), signal.SIGKILL)")
+    holder = (
+        "import os, signal, sys; from pathlib import Path; from autophagy.run_lock import hold\n"
+        "with hold(Path(sys.argv[1]), 'x'):\n    os.kill(os.getpid(), signal.SIGKILL)"
+    )
     killed = subprocess.run([sys.executable, "-c", holder, str(lock)], timeout=60)
     assert killed.returncode == -signal.SIGKILL and lock.is_file()
     assert not run_lock.in_use(lock)
@@ -171,9 +204,12 @@ def test_leftovers_of_dead_processes_are_cleared_and_live_ones_kept(capsys, fini
     live = subprocess.Popen(["sleep", "60"])
     try:
         root = finished / NAME
-        litter = [root / f".config.json.{dead.pid}-ab12cd34.tmp", root / f"data/.train.{dead.pid}-x9y8z7w6.staging",
-                  root / f"seed-0/gen-000/.model.{dead.pid}-k2j3h4g5.staging",
-                  root / f"lam-inf/seed-0/gen-002/.samples.old-{dead.pid}"]
+        litter = [
+            root / f".config.json.{dead.pid}-ab12cd34.tmp",
+            root / f"data/.train.{dead.pid}-x9y8z7w6.staging",
+            root / f"seed-0/gen-000/.model.{dead.pid}-k2j3h4g5.staging",
+            root / f"lam-inf/seed-0/gen-002/.samples.old-{dead.pid}",
+        ]
         kept = root / f"lam-0/seed-0/gen-001/.metrics.json.{live.pid}-qw12er34.tmp"
         for path in litter[1:]:
             path.mkdir()
@@ -210,10 +246,13 @@ def test_a_root_below_a_file_is_one_line(capsys, tmp_path):
     assert err == f"autophagy: error: {tmp_path / 'file' / 'runs' / NAME}: Not a directory (ENOTDIR)\n"
 
 
-@pytest.mark.parametrize("limit, sets, failing", [
-    (2048, (), "seed-0/gen-000/generation.json"),  # a plain write() fails: the OS error, given the file's name
-    (8192, ("data.n_test=2000",), "data/test"),  # inside numpy, whose error has no errno: diagnosed
-])
+@pytest.mark.parametrize(
+    "limit, sets, failing",
+    [
+        (2048, (), "seed-0/gen-000/generation.json"),  # a plain write() fails: the OS error, given the file's name
+        (8192, ("data.n_test=2000",), "data/test"),  # inside numpy, whose error has no errno: diagnosed
+    ],
+)
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(tmp_path, limit, sets, failing):
     """RLIMIT_FSIZE makes every write past ``limit`` bytes fail with EFBIG, as a full disk fails with ENOSPC."""
 
@@ -221,9 +260,14 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([str(BIN / "autophagy"), "run", "--root", str(tmp_path),
-                           *sum((["-S", s] for s in [*OPTIONS, *sets]), [])],
-                          env=env, capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    done = subprocess.run(
+        [str(BIN / "autophagy"), "run", "--root", str(tmp_path), *sum((["-S", s] for s in [*OPTIONS, *sets]), [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"autophagy: error: {tmp_path / NAME / failing}: File too large (EFBIG)\n"
     assert not (tmp_path / NAME / failing).exists()  # the write failed as a whole

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from s3_server import S3_TEST_TIMEOUT_S, s3_server  # noqa: F401  (registers the fixture)
 
 from autophagy.config import flatten
-
-from s3_server import S3_TEST_TIMEOUT_S, s3_server  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.timeout(S3_TEST_TIMEOUT_S)
 REPO = Path(__file__).resolve().parents[1]
@@ -25,27 +24,42 @@ IMAGE = "registry.example.com/autophagy:test"
 
 
 def dvc(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})},
+    )
     assert not check or done.returncode == 0, done.stderr + done.stdout
     return done
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def remote_of(s3, prefix: str, **changes) -> dict:
-    return {"url": f"s3://{s3.bucket}/{prefix}", "endpoint_url": s3.endpoint_url, "region": s3.region,
-            "credentials_secret": None, **changes}
+    return {
+        "url": f"s3://{s3.bucket}/{prefix}",
+        "endpoint_url": s3.endpoint_url,
+        "region": s3.region,
+        "credentials_secret": None,
+        **changes,
+    }
 
 
 @pytest.mark.slow
 def test_a_kfp_run_versions_every_generation_in_s3_and_a_fresh_checkout_pulls_it(
-        s3_server, tmp_path, tiny_cfg, tracking_uri, monkeypatch):  # noqa: F811
+    s3_server, tmp_path, tiny_cfg, tracking_uri, monkeypatch
+):  # noqa: F811
     from autophagy.pipelines import cli_submit
     from autophagy.pipelines.pull import pull
+
     from autophagy.tracking import Tracker
 
     for key, value in s3_server.env().items():
@@ -54,8 +68,14 @@ def test_a_kfp_run_versions_every_generation_in_s3_and_a_fresh_checkout_pulls_it
     monkeypatch.chdir(tmp_path)
     cfg = tiny_cfg("digits", "loop.lambdas=[0.5, inf]", "loop.seeds=[0]", "loop.generations=2")
     spec = json.dumps(remote_of(s3_server, "kfp-run"))
-    cli_submit(None, None, [*(f"{k}={json.dumps(v)}" for k, v in flatten(cfg).items()), f"cluster.dvc_remote={spec}"],
-               image=IMAGE, local_root=tmp_path / "kfp", log=lambda _: None)
+    cli_submit(
+        None,
+        None,
+        [*(f"{k}={json.dumps(v)}" for k, v in flatten(cfg).items()), f"cluster.dvc_remote={spec}"],
+        image=IMAGE,
+        local_root=tmp_path / "kfp",
+        log=lambda _: None,
+    )
 
     project = tmp_path / "checkout"
     project.mkdir()
@@ -66,8 +86,9 @@ def test_a_kfp_run_versions_every_generation_in_s3_and_a_fresh_checkout_pulls_it
     handoffs = Tracker(cfg, tracking_uri).handoffs()
     for lam in ("0.5", "inf"):
         for name in ("model", "samples"):  # byte for byte what the last tasks wrote
-            assert tree_digest(tree / f"lam-{lam}" / "seed-0" / "gen-002" / name) == \
-                tree_digest(Path(handoffs[f"lam-{lam}-seed-0"]["uris"][name]))
+            assert tree_digest(tree / f"lam-{lam}" / "seed-0" / "gen-002" / name) == tree_digest(
+                Path(handoffs[f"lam-{lam}-seed-0"]["uris"][name])
+            )
     assert "up to date" in dvc("status", cwd=project).stdout
 
     # Each file stored once: the real shard of data/train and of every lambda-0.5 training set is one object.
@@ -77,8 +98,10 @@ def test_a_kfp_run_versions_every_generation_in_s3_and_a_fresh_checkout_pulls_it
     assert len([p for p in files if p.name == "real-train.npy"]) == 3
     assert [key for key in stored if key.endswith(real[2:])] == [f"kfp-run/files/md5/{real[:2]}/{real[2:]}"]
     total = sum(p.stat().st_size for p in files)
-    print(f"S3 remote: {len(stored)} objects, {sum(stored.values())} bytes; the data sets and models pulled: "
-          f"{len(files)} files, {total} bytes")
+    print(
+        f"S3 remote: {len(stored)} objects, {sum(stored.values())} bytes; the data sets and models pulled: "
+        f"{len(files)} files, {total} bytes"
+    )
     assert sum(stored.values()) < total
 
 
@@ -86,10 +109,19 @@ def test_a_kfp_run_versions_every_generation_in_s3_and_a_fresh_checkout_pulls_it
 def test_a_local_dvc_repro_is_pushed_to_s3_and_pulled_by_a_clone(s3_server, tmp_path):  # noqa: F811
     """The local path, as DVC users do it: `dvc repro`, `dvc remote add`, `dvc push`; a clone pulls it all."""
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, **s3_server.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache"),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "AUTOPHAGY_CACHE_DIR": str(tmp_path / "cache"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "OMP_NUM_THREADS": "1",
+    }
     project = tmp_path / "project"
     project.mkdir()
     for name in ("dvc.yaml", ".gitignore"):
@@ -102,10 +134,30 @@ def test_a_local_dvc_repro_is_pushed_to_s3_and_pulled_by_a_clone(s3_server, tmp_
         return done.stdout
 
     sh("git", "init", "-q")
-    sh(str(bin_dir / "autophagy"), "dvc-params", "--config", str(REPO / "configs" / "digits-edm.yaml"),
-       "-S", "train.gen0_budget_kimg=2", "-S", "train.budget_kimg=1", "-S", "train.batch_size=64",
-       "-S", "sample.n_eval=150", "-S", "loop.generations=1", "-S", "loop.lambdas=[0,inf]",
-       "-S", "tracking.enabled=false", "-S", "evaluate.max_reference=300", "--out", "params.yaml")
+    sh(
+        str(bin_dir / "autophagy"),
+        "dvc-params",
+        "--config",
+        str(REPO / "configs" / "digits-edm.yaml"),
+        "-S",
+        "train.gen0_budget_kimg=2",
+        "-S",
+        "train.budget_kimg=1",
+        "-S",
+        "train.batch_size=64",
+        "-S",
+        "sample.n_eval=150",
+        "-S",
+        "loop.generations=1",
+        "-S",
+        "loop.lambdas=[0,inf]",
+        "-S",
+        "tracking.enabled=false",
+        "-S",
+        "evaluate.max_reference=300",
+        "--out",
+        "params.yaml",
+    )
     sh(sys.executable, "-m", "dvc", "repro", "-q")
     sh(sys.executable, "-m", "dvc", "remote", "add", "-d", "storage", f"s3://{s3_server.bucket}/local-repro")
     sh(sys.executable, "-m", "dvc", "remote", "modify", "storage", "endpointurl", s3_server.endpoint_url)
@@ -144,8 +196,11 @@ def test_a_remote_that_cannot_be_used_is_refused_in_one_line(s3_server, tmp_path
     with pytest.raises(dvc_remote.RemoteError) as err:
         dvc_remote.check(remote)
     message = str(err.value)
-    expected = {"wrong credentials": "the server refused bucket", "missing bucket": "bucket no-such-bucket-here does not exist",
-                "unreachable endpoint": "cannot reach it"}[problem]
+    expected = {
+        "wrong credentials": "the server refused bucket",
+        "missing bucket": "bucket no-such-bucket-here does not exist",
+        "unreachable endpoint": "cannot reach it",
+    }[problem]
     assert message.startswith(f"DVC remote {remote['url']} (endpoint {remote['endpoint_url']}): {expected}"), message
     assert "\n" not in message
     assert "no-such-bucket-here" not in [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]

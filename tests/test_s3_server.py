@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from s3_server import S3_TEST_TIMEOUT_S, s3_server  # noqa: F401  (the session fixture)
 
 BIN = Path(sys.executable).parent
@@ -123,8 +122,12 @@ def tree(root: Path) -> dict[str, bytes]:
 def dvc_env(tmp_path):
     """Environment for `dvc` without S3 credentials: a test adds them where it means to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(DVC_NO_ANALYTICS="1", HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     (tmp_path / "home").mkdir()
     return env
 
@@ -165,8 +168,9 @@ def test_dvc_push_then_pull_into_a_clone(s3_server, tmp_path, dvc_env):
     stored = s3_server.objects(prefix + "/")
     # DVC 3's layout: files/md5/<2 hex>/<30 hex> per distinct file, and the directory's .dir listing.
     contents = {hashlib.md5(b).hexdigest(): len(b) for b in files.values()}
-    assert {k.rsplit("/", 2)[-2] + k.rsplit("/", 1)[-1]: v for k, v in stored.items() if not k.endswith(".dir")} \
-        == contents
+    assert {
+        k.rsplit("/", 2)[-2] + k.rsplit("/", 1)[-1]: v for k, v in stored.items() if not k.endswith(".dir")
+    } == contents
     assert sum(k.endswith(".dir") for k in stored) == 1
 
     clone = tmp_path / "clone"
@@ -233,18 +237,31 @@ CLIENT = textwrap.dedent("""
 @pytest.fixture
 def mlflow_on_s3(s3_server, tmp_path):
     """`mlflow server` with the Deployment's args (k8s/base) and the S3 overlay's env, on loopback."""
-    from k8s_helpers import (mlflow_auth_settings, mlflow_container, mlflow_server_args_from_manifest,
-                             mlflow_server_env_from_manifest)
+    from k8s_helpers import (
+        mlflow_auth_settings,
+        mlflow_container,
+        mlflow_server_args_from_manifest,
+        mlflow_server_env_from_manifest,
+    )
 
     port = free_port()
     destination = f"s3://{s3_server.bucket}/mlflow"
     args = mlflow_server_args_from_manifest(
-        variables={"POSTGRES_USER": "unused", "POSTGRES_HOST": "unused", "POSTGRES_PORT": "0", "POSTGRES_DB": "unused",
-                   "ARTIFACTS_DESTINATION": destination, "ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
-                   "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"},
+        variables={
+            "POSTGRES_USER": "unused",
+            "POSTGRES_HOST": "unused",
+            "POSTGRES_PORT": "0",
+            "POSTGRES_DB": "unused",
+            "ARTIFACTS_DESTINATION": destination,
+            "ALLOWED_HOSTS": f"127.0.0.1:{port},localhost:{port}",
+            "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+        },
         # SQLite instead of the PostgreSQL of the manifest (tests/test_mlflow_postgres.py covers that one).
-        flags={"--host": "127.0.0.1", "--port": str(port),
-               "--backend-store-uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        flags={
+            "--host": "127.0.0.1",
+            "--port": str(port),
+            "--backend-store-uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        },
         kustomization="overlays/s3",
     )
     assert "--serve-artifacts" in args and args[args.index("--artifacts-destination") + 1] == destination
@@ -262,8 +279,14 @@ def mlflow_on_s3(s3_server, tmp_path):
     env.update(auth)
     log_path = tmp_path / "mlflow-server.log"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", *args], env=env, cwd=tmp_path, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -277,9 +300,15 @@ def mlflow_on_s3(s3_server, tmp_path):
             assert server.poll() is None, log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s\n" + log_path.read_text()
             time.sleep(0.5)
-        yield {"uri": uri, "destination": destination, "log": log_path,
-               "credentials": {"MLFLOW_TRACKING_USERNAME": "admin",
-                               "MLFLOW_TRACKING_PASSWORD": auth["MLFLOW_AUTH_ADMIN_PASSWORD"]}}
+        yield {
+            "uri": uri,
+            "destination": destination,
+            "log": log_path,
+            "credentials": {
+                "MLFLOW_TRACKING_USERNAME": "admin",
+                "MLFLOW_TRACKING_PASSWORD": auth["MLFLOW_AUTH_ADMIN_PASSWORD"],
+            },
+        }
     finally:
         server.terminate()
         try:
@@ -296,10 +325,20 @@ def test_mlflow_server_stores_artifacts_in_s3_and_serves_them_back(s3_server, ml
     (work / "payload.bin").write_bytes(payload)
     # The client has no S3 credentials: every byte goes through the tracking server (--serve-artifacts).
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MLFLOW_S3_ENDPOINT_URL"}
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", HOME=str(tmp_path), MLFLOW_TRACKING_URI=mlflow_on_s3["uri"],
-               **mlflow_on_s3["credentials"])
-    proc = subprocess.run([sys.executable, "-c", CLIENT, mlflow_on_s3["uri"], str(work)], env=env, cwd=work,
-                          capture_output=True, text=True, timeout=300)
+    env.update(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HOME=str(tmp_path),
+        MLFLOW_TRACKING_URI=mlflow_on_s3["uri"],
+        **mlflow_on_s3["credentials"],
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, mlflow_on_s3["uri"], str(work)],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n--- server log ---\n{mlflow_on_s3['log'].read_text()}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["artifact_uri"].startswith("mlflow-artifacts:/"), out

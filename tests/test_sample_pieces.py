@@ -38,8 +38,9 @@ def test_pieces_merge_to_the_whole_draw(toy_model, curation_k):
     merged = sample.merge(parts, root / f"merged-{curation_k}")
     assert merged == {"sample_count": 30, "pieces": 3}
     # Equal up to float rounding: the pieces go through the network in differently shaped batches.
-    np.testing.assert_allclose(open_dataset(root / f"merged-{curation_k}").load(), open_dataset(whole).load(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        open_dataset(root / f"merged-{curation_k}").load(), open_dataset(whole).load(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_bad_pieces_are_refused(toy_model):

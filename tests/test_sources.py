@@ -162,7 +162,9 @@ def test_image_folder_from_zip_equals_folder(tmp_path):
             handle.write(file, f"faces/{file.name}")
         handle.writestr("faces/README.txt", "not an image")
     for split in ("train", "test"):
-        np.testing.assert_array_equal(load_split(folder_cfg(archive), split), load_split(folder_cfg(tmp_path / "pngs"), split))
+        np.testing.assert_array_equal(
+            load_split(folder_cfg(archive), split), load_split(folder_cfg(tmp_path / "pngs"), split)
+        )
 
 
 def test_image_folder_resolution_and_grayscale(tmp_path):

@@ -16,8 +16,16 @@ from autophagy.data.dataset import DatasetError, NewShard, open_dataset, write_d
 from autophagy.models import ModelError
 from autophagy.stages import evaluate, features, mix, prepare, sample, train
 
-TRAIN_KEYS = {"train_steps", "train_kimg", "train_loss", "train_seconds", "train_images_per_second",
-              "resumed_from_kimg", "parameters", "train_world_size"}
+TRAIN_KEYS = {
+    "train_steps",
+    "train_kimg",
+    "train_loss",
+    "train_seconds",
+    "train_images_per_second",
+    "resumed_from_kimg",
+    "parameters",
+    "train_world_size",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +39,9 @@ def digits_run(tmp_path_factory, tiny_cfg):
     results = {
         "prepare": prepare.run(cfg, root / "data"),
         "train": train.run(cfg, root / "data" / "train", root / "gen-000" / "model", generation=0, seed=0),
-        "sample": sample.run(cfg, root / "gen-000" / "model", root / "gen-000" / "samples", n=200, seed=0,
-                             generation=0),
+        "sample": sample.run(
+            cfg, root / "gen-000" / "model", root / "gen-000" / "samples", n=200, seed=0, generation=0
+        ),
     }
     return cfg, root, results
 
@@ -92,7 +101,9 @@ def test_sample_result_and_dataset(digits_run, tmp_path):
 @pytest.mark.parametrize("lam, real, synthetic", [(0.0, 64, 0), (0.5, 64, 32), (2.0, 64, 128), (math.inf, 0, 64)])
 def test_mix(digits_run, tmp_path, lam, real, synthetic):
     cfg, root, _ = digits_run
-    result = mix.run(cfg, root / "data" / "train", root / "gen-000" / "samples", lam, tmp_path / "train_set", generation=1)
+    result = mix.run(
+        cfg, root / "data" / "train", root / "gen-000" / "samples", lam, tmp_path / "train_set", generation=1
+    )
     assert result == {"train_set_real": real, "train_set_synthetic": synthetic}
     ds = open_dataset(tmp_path / "train_set")
     assert ds.rows == real + synthetic and ds.provenance["generation"] == 1
@@ -122,19 +133,43 @@ def test_train_input_errors(digits_run, tmp_path, tiny_cfg):
         train.run(cfg, tmp_path / "vectors" / "train", tmp_path / "model", generation=0, seed=0)
     write_dataset(tmp_path / "big", [NewShard(origin={"type": "real"}, array=np.zeros((40, 16, 16, 1), np.uint8))])
     with pytest.raises(ModelError, match="shape"):
-        train.run(cfg, tmp_path / "big", tmp_path / "model", generation=1, seed=0, lam=1.0, init=root / "gen-000" / "model")
+        train.run(
+            cfg, tmp_path / "big", tmp_path / "model", generation=1, seed=0, lam=1.0, init=root / "gen-000" / "model"
+        )
     assert not (tmp_path / "model").exists()
 
 
-METRIC_KEYS = {"fd_train", "precision_train", "recall_train", "fd_test", "precision_test", "recall_test",
-               "generation", "lambda", "seed", "features", "n_samples", "n_reference_train", "n_reference_test"}
+METRIC_KEYS = {
+    "fd_train",
+    "precision_train",
+    "recall_train",
+    "fd_test",
+    "precision_test",
+    "recall_test",
+    "generation",
+    "lambda",
+    "seed",
+    "features",
+    "n_samples",
+    "n_reference_train",
+    "n_reference_test",
+}
 
 
 def test_evaluate_writes_metrics_json(digits_run, tmp_path):
     cfg, root, _ = digits_run
     out = tmp_path / "gen-001" / "metrics.json"
-    metrics = evaluate.run(cfg, root / "gen-000" / "samples", {"train": root / "data" / "train", "test": root / "data" / "test"},
-                           out, None, generation=1, seed=0, lam=0.5, grid_path=tmp_path / "gen-001" / "samples.png")
+    metrics = evaluate.run(
+        cfg,
+        root / "gen-000" / "samples",
+        {"train": root / "data" / "train", "test": root / "data" / "test"},
+        out,
+        None,
+        generation=1,
+        seed=0,
+        lam=0.5,
+        grid_path=tmp_path / "gen-001" / "samples.png",
+    )
     assert METRIC_KEYS <= set(metrics)
     assert json.loads(out.read_text()) == metrics
     assert metrics["features"] == "raw" and metrics["n_samples"] == 200 and metrics["lambda"] == "0.5"
@@ -149,14 +184,28 @@ def test_evaluate_known_answer(digits_run, tmp_path, tiny_cfg):
     """The training set measured against itself: Frechet distance 0, precision = recall = 1."""
     _, root, _ = digits_run
     cfg = tiny_cfg("digits", "sample.n_eval=64")
-    metrics = evaluate.run(cfg, root / "data" / "train", {"train": root / "data" / "train"}, tmp_path / "m.json", None,
-                           generation=0, seed=0)
+    metrics = evaluate.run(
+        cfg,
+        root / "data" / "train",
+        {"train": root / "data" / "train"},
+        tmp_path / "m.json",
+        None,
+        generation=0,
+        seed=0,
+    )
     assert metrics["fd_train"] == pytest.approx(0, abs=1e-6)
     assert metrics["precision_train"] == 1 and metrics["recall_train"] == 1
     assert metrics["lambda"] is None
     with pytest.raises(DatasetError, match="n_eval=1000"):
-        evaluate.run(tiny_cfg("digits", "sample.n_eval=1000"), root / "gen-000" / "samples",
-                     {"train": root / "data" / "train"}, tmp_path / "m2.json", None, generation=0, seed=0)
+        evaluate.run(
+            tiny_cfg("digits", "sample.n_eval=1000"),
+            root / "gen-000" / "samples",
+            {"train": root / "data" / "train"},
+            tmp_path / "m2.json",
+            None,
+            generation=0,
+            seed=0,
+        )
     assert not (tmp_path / "m2.json").exists()
 
 
@@ -173,8 +222,16 @@ def test_vector_family_end_to_end(tmp_path, tiny_cfg):
     result = train.run(cfg, tmp_path / "data" / "train", tmp_path / "model", generation=0, seed=0)
     assert set(result) >= TRAIN_KEYS and result["train_steps"] == 1
     sample.run(cfg, tmp_path / "model", tmp_path / "samples", n=200, seed=0, generation=0)
-    metrics = evaluate.run(cfg, tmp_path / "samples", {"train": tmp_path / "data" / "train", "test": tmp_path / "data" / "test"},
-                           tmp_path / "metrics.json", None, generation=0, seed=0, grid_path=tmp_path / "scatter.png")
+    metrics = evaluate.run(
+        cfg,
+        tmp_path / "samples",
+        {"train": tmp_path / "data" / "train", "test": tmp_path / "data" / "test"},
+        tmp_path / "metrics.json",
+        None,
+        generation=0,
+        seed=0,
+        grid_path=tmp_path / "scatter.png",
+    )
     assert {"swd_train", "mean_err_train", "cov_err_train", "swd_test", "fd_train"} <= set(metrics)
     assert metrics["mean_err_train"] < 0.5  # a Gaussian fitted to N(0, I) samples N(0, I)-ish
     assert (tmp_path / "scatter.png").is_file()
@@ -191,9 +248,18 @@ def test_train_logs_to_mlflow_child_runs(tmp_path, tiny_cfg, tracking_uri, monke
     train.run(cfg, tmp_path / "data" / "train", tmp_path / "gen-000", generation=0, seed=0)
     sample.run(cfg, tmp_path / "gen-000", tmp_path / "samples-000", n=200, seed=0, generation=0)
     mix.run(cfg, tmp_path / "data" / "train", tmp_path / "samples-000", 1.0, tmp_path / "train_set", generation=1)
-    train.run(cfg, tmp_path / "train_set", tmp_path / "gen-001", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000")
-    evaluate.run(cfg, tmp_path / "samples-000", {"train": tmp_path / "data" / "train"}, tmp_path / "m.json", None,
-                 generation=0, seed=0)
+    train.run(
+        cfg, tmp_path / "train_set", tmp_path / "gen-001", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000"
+    )
+    evaluate.run(
+        cfg,
+        tmp_path / "samples-000",
+        {"train": tmp_path / "data" / "train"},
+        tmp_path / "m.json",
+        None,
+        generation=0,
+        seed=0,
+    )
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name("tracked")
@@ -217,7 +283,9 @@ def test_train_logs_to_mlflow_child_runs(tmp_path, tiny_cfg, tracking_uri, monke
     artifacts = [a.path for a in client.list_artifacts(children["1"].info.run_id, "checkpoints")]
     assert "checkpoints/gen-001" in artifacts
     # a second process (a DVC stage, a pod) finds the same runs instead of creating new ones
-    train.run(cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000")
+    train.run(
+        cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000"
+    )
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
@@ -232,10 +300,18 @@ def test_generation_zero_can_start_from_a_checkpoint(digits_run, tiny_cfg, tmp_p
     config = json.loads((tmp_path / "from-checkpoint" / "config.json").read_text())
     assert config["init"] == atomic.sha256_file(start / "model.safetensors")
     assert result["train_steps"] == 1
-    before, after = load_file(start / "model.safetensors"), load_file(tmp_path / "from-checkpoint" / "model.safetensors")
+    before, after = (
+        load_file(start / "model.safetensors"),
+        load_file(tmp_path / "from-checkpoint" / "model.safetensors"),
+    )
     assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-4  # one tiny step from the start
-    scratch = train.run(tiny_cfg("digits", "train.gen0_budget_kimg=0.032", "train.lr=1e-6"), root / "data" / "train",
-                        tmp_path / "from-scratch", generation=0, seed=3)
+    scratch = train.run(
+        tiny_cfg("digits", "train.gen0_budget_kimg=0.032", "train.lr=1e-6"),
+        root / "data" / "train",
+        tmp_path / "from-scratch",
+        generation=0,
+        seed=3,
+    )
     assert scratch["train_steps"] == 1
     fresh = load_file(tmp_path / "from-scratch" / "model.safetensors")
     assert max(float((before[k] - fresh[k]).abs().max()) for k in before) > 1e-2

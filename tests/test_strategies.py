@@ -13,9 +13,19 @@ from autophagy.config import ConfigError, load_config
 from autophagy.data.dataset import open_dataset
 
 N = 40
-BASE = ["name=s", "data.source=gaussian", "data.dim=2", f"data.n_train={N}", "data.n_test=100",
-        "model.family=gaussian", "evaluate.features=raw", "sample.n_eval=20", "loop.seeds=[0]",
-        "loop.generations=3", "tracking.enabled=false"]
+BASE = [
+    "name=s",
+    "data.source=gaussian",
+    "data.dim=2",
+    f"data.n_train={N}",
+    "data.n_test=100",
+    "model.family=gaussian",
+    "evaluate.features=raw",
+    "sample.n_eval=20",
+    "loop.seeds=[0]",
+    "loop.generations=3",
+    "tracking.enabled=false",
+]
 
 
 def run(tmp_path, *overrides):
@@ -118,7 +128,10 @@ def test_accumulate_at_lambda_inf_trains_on_the_synthetic_pool_alone(tmp_path, s
         rows = open_dataset(layout.generation(float("inf"), 0, g) / "train_set").load()
         assert not (rows[:, None, :] == real[None, :, :]).all(axis=2).any()  # no real row, by value either
         assert composition(layout, 1.0, g)[("real", None)] > 0  # lambda = 1 keeps real rows
-        fd = [json.loads((layout.generation(lam, 0, g) / "metrics.json").read_text())["fd_train"] for lam in (1.0, math.inf)]
+        fd = [
+            json.loads((layout.generation(lam, 0, g) / "metrics.json").read_text())["fd_train"]
+            for lam in (1.0, math.inf)
+        ]
         assert fd[0] != fd[1]
     if strategy == "accumulate-subsample":
         assert len(composition(layout, float("inf"), 3)) > 1  # rows from several generations survive

@@ -74,8 +74,9 @@ def test_report_files(tmp_path):
     assert "| 20 | inf |" in (tmp_path / "theory.md").read_text() and result["figures"]
 
 
-@pytest.mark.parametrize("estimator, name, other",
-                         [("mle", "MLE", "unbiased"), ("unbiased", "unbiased-variance", "MLE")])
+@pytest.mark.parametrize(
+    "estimator, name, other", [("mle", "MLE", "unbiased"), ("unbiased", "unbiased-variance", "MLE")]
+)
 def test_report_names_the_estimator_it_simulated(tmp_path, estimator, name, other):
     """Every plot was titled "Gaussian MLE" whatever the estimator; the title (the figure's alt text
     in theory.md) and the heading now name the one simulated."""

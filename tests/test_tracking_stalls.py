@@ -11,11 +11,11 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
-
 from conftest import PRESETS
 
 from autophagy.tracking import HTTP_DEFAULTS, Tracker, TrackingError, check_tracking
@@ -92,8 +92,13 @@ def test_run_fails_before_any_work_when_the_api_stalls(tmp_path, autophagy_exe, 
     env = {**os.environ, "MLFLOW_TRACKING_URI": stalling_server.uri}
     root = tmp_path / "runs"
     started = time.monotonic()
-    done = subprocess.run([autophagy_exe, "run", "--root", str(root), *_overrides("gaussian"),
-                           "-S", "tracking.enabled=true"], env=env, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(
+        [autophagy_exe, "run", "--root", str(root), *_overrides("gaussian"), "-S", "tracking.enabled=true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-3000:]
     assert elapsed < 60, f"took {elapsed:.0f} s"
@@ -141,16 +146,23 @@ def test_project_defaults_apply_only_where_the_user_set_nothing(tiny_cfg, no_htt
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")  # the user's own choice wins
     Tracker(tiny_cfg("gaussian", "tracking.enabled=true"))
-    assert (MLFLOW_HTTP_REQUEST_TIMEOUT.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(),
-            MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()) == (30, 9, 2)
+    assert (
+        MLFLOW_HTTP_REQUEST_TIMEOUT.get(),
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(),
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
+    ) == (30, 9, 2)
 
 
 def test_a_stall_mid_run_ends_in_one_tracking_error(tiny_cfg, monkeypatch):
     """The server answers the experiment lookup, then stalls the run search: the call gives up
     after MLFLOW_HTTP_REQUEST_TIMEOUT x (retries + 1) with a TrackingError naming the URI (before:
     MLflow's own exception, printed by the CLI as a traceback)."""
-    experiment = {"experiment_id": "1", "name": "tiny-gaussian", "artifact_location": "mlflow-artifacts:/1",
-                  "lifecycle_stage": "active"}
+    experiment = {
+        "experiment_id": "1",
+        "name": "tiny-gaussian",
+        "artifact_location": "mlflow-artifacts:/1",
+        "lifecycle_stage": "active",
+    }
     server = StallingServer({GET_BY_NAME: {"experiment": experiment}})
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
@@ -166,14 +178,17 @@ def test_a_stall_mid_run_ends_in_one_tracking_error(tiny_cfg, monkeypatch):
         server.close()
 
 
-
 def test_a_training_whose_tracking_failed_is_reused_on_the_rerun(tmp_path, tiny_cfg, tracking_uri, monkeypatch):
     """Generation 0 trains, then its tracking stalls and the run fails. Started again (the server
     fixed), the run publishes the kept checkpoint again, the same files, instead of training again."""
     from autophagy import loop
 
-    experiment = {"experiment_id": "1", "name": "tiny-gaussian", "artifact_location": "mlflow-artifacts:/1",
-                  "lifecycle_stage": "active"}
+    experiment = {
+        "experiment_id": "1",
+        "name": "tiny-gaussian",
+        "artifact_location": "mlflow-artifacts:/1",
+        "lifecycle_stage": "active",
+    }
     server = StallingServer({GET_BY_NAME: {"experiment": experiment}})
     cfg = tiny_cfg("gaussian", "tracking.enabled=true", "loop.lambdas=[1]")
     root = tmp_path / "runs" / cfg.name
@@ -195,6 +210,7 @@ def test_a_training_whose_tracking_failed_is_reused_on_the_rerun(tmp_path, tiny_
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id],
-                              filter_string="tags.`autophagy.role` = 'chain'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.name).experiment_id], filter_string="tags.`autophagy.role` = 'chain'"
+    )
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "fd_train")] == [0, 1]

@@ -38,8 +38,10 @@ def test_a_train_state_with_code_is_refused_in_our_words(checkpoint, tmp_path):
     with pytest.raises(ModelError) as err:
         load_checkpoint(checkpoint)
     message = str(err.value)
-    assert message.startswith(f"checkpoint file {state} is not a train state autophagy wrote: it asks for objects "
-                              "that only code could build (")
+    assert message.startswith(
+        f"checkpoint file {state} is not a train state autophagy wrote: it asks for objects "
+        "that only code could build ("
+    )
     assert "system" in message and "altered or made by other software" in message
     assert not [word for word in ADVICE if word in message], message
     assert "\n" not in message and _is_user_error(err.value)

@@ -29,7 +29,13 @@ import torch
 from safetensors.torch import load_file
 
 from autophagy.config import (
-    ConfigError, ConfigWarning, EDMModelConfig, TrainConfig, ema_start_weight, flatten, load_config,
+    ConfigError,
+    ConfigWarning,
+    EDMModelConfig,
+    TrainConfig,
+    ema_start_weight,
+    flatten,
+    load_config,
 )
 from autophagy.models import ModelError, build_model
 from autophagy.models.checkpoint import load_checkpoint, save_checkpoint
@@ -93,8 +99,15 @@ def test_cosine_schedule_is_the_formula(low):
 def test_logged_lr_follows_the_schedule_and_restarts_every_generation():
     """The trainer's ``lr`` log entries are learning_rate() of their step; a new generation warms up again."""
     cfg = EDMModelConfig(**TINY_NET, num_steps=2)
-    train = TrainConfig(batch_size=16, lr=1e-3, lr_warmup_kimg=0.16, lr_schedule="cosine", lr_min_ratio=0.1,
-                        ema_halflife_kimg=0.05, device="cpu")
+    train = TrainConfig(
+        batch_size=16,
+        lr=1e-3,
+        lr_warmup_kimg=0.16,
+        lr_schedule="cosine",
+        lr_min_ratio=0.1,
+        ema_halflife_kimg=0.05,
+        device="cpu",
+    )
     torch.manual_seed(0)
     model = build_model(cfg, IMAGE)
     budget = 0.8  # 50 steps of 16: logs at steps 25 and 50
@@ -118,7 +131,11 @@ def _scaled_preset(name: str, halflife_kimg: float | None = None):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     scale = 0.64 / cfg.train.budget_kimg
     train = dataclasses.replace(
-        cfg.train, batch_size=32, device="cpu", budget_kimg=0.64, gen0_budget_kimg=None,
+        cfg.train,
+        batch_size=32,
+        device="cpu",
+        budget_kimg=0.64,
+        gen0_budget_kimg=None,
         lr_warmup_kimg=cfg.train.lr_warmup_kimg * scale,
         ema_halflife_kimg=(halflife_kimg or cfg.train.ema_halflife_kimg) * scale,
     )
@@ -195,8 +212,9 @@ def _started(tiny_cfg, path, *overrides):
 def test_start_generation_weights(parent_checkpoint, tiny_cfg, carry_ema, finetune_from):
     saved = {name: load_file(str(parent_checkpoint / f"{name}.safetensors")) for name in ("model", "ema")}
     assert not torch.equal(flat(saved["model"]), flat(saved["ema"]))
-    _, model = _started(tiny_cfg, parent_checkpoint, f"train.carry_ema={str(carry_ema).lower()}",
-                        f"train.finetune_from={finetune_from}")
+    _, model = _started(
+        tiny_cfg, parent_checkpoint, f"train.carry_ema={str(carry_ema).lower()}", f"train.finetune_from={finetune_from}"
+    )
     start = saved["model"] if finetune_from == "net" else saved["ema"]
     assert_equal_state(state(model.net), start)
     assert_equal_state(state(model.ema), saved["ema"] if carry_ema else start)
@@ -289,8 +307,12 @@ def test_channels_last_gives_the_same_training():
     for channels_last in (False, True):
         torch.manual_seed(0)
         model = build_model(cfg, IMAGE)
-        report = model.fit(images(32), 0.096, TrainConfig(batch_size=32, ema_halflife_kimg=0.1, device="cpu",
-                                                          channels_last=channels_last), seed=0)
+        report = model.fit(
+            images(32),
+            0.096,
+            TrainConfig(batch_size=32, ema_halflife_kimg=0.1, device="cpu", channels_last=channels_last),
+            seed=0,
+        )
         assert report.channels_last is channels_last
         if channels_last:
             convs = [p for p in model.net.parameters() if p.dim() == 4]
@@ -341,7 +363,9 @@ def test_compile_trains_and_checkpoints_plain_names(tmp_path):
         assert report.compiled is compiled
         assert type(model.net).__name__ == "EDMPrecond" and type(model.ema).__name__ == "EDMPrecond"
         save_checkpoint(model, tmp_path / str(compiled), {})
-        out[compiled] = {name: load_file(str(tmp_path / str(compiled) / f"{name}.safetensors")) for name in ("model", "ema")}
+        out[compiled] = {
+            name: load_file(str(tmp_path / str(compiled) / f"{name}.safetensors")) for name in ("model", "ema")
+        }
     for group in ("model", "ema"):
         assert out[True][group].keys() == out[False][group].keys()
         assert not any("_orig_mod" in key for key in out[True][group])
@@ -352,15 +376,18 @@ def test_compile_trains_and_checkpoints_plain_names(tmp_path):
 # ------------------------------------------------------------------ options: validation and tracking
 
 
-@pytest.mark.parametrize("override, words", [
-    ("train.lr_schedule=step", ["train.lr_schedule", "constant", "cosine"]),
-    ("train.lr_min_ratio=1.5", ["train.lr_min_ratio", "[0, 1]"]),
-    ("train.finetune_from=both", ["train.finetune_from", "net", "ema"]),
-    ("train.precision=fp16", ["train.precision", "auto", "fp32", "bf16"]),
-    ("train.carry_ema=maybe", ["train.carry_ema", "true or false"]),
-    ("train.compile=1", ["train.compile", "true or false"]),
-    ("train.xflip=yes please", ["train.xflip", "true or false"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.lr_schedule=step", ["train.lr_schedule", "constant", "cosine"]),
+        ("train.lr_min_ratio=1.5", ["train.lr_min_ratio", "[0, 1]"]),
+        ("train.finetune_from=both", ["train.finetune_from", "net", "ema"]),
+        ("train.precision=fp16", ["train.precision", "auto", "fp32", "bf16"]),
+        ("train.carry_ema=maybe", ["train.carry_ema", "true or false"]),
+        ("train.compile=1", ["train.compile", "true or false"]),
+        ("train.xflip=yes please", ["train.xflip", "true or false"]),
+    ],
+)
 def test_new_options_are_validated(override, words):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
@@ -381,10 +408,20 @@ def test_protocol_options_are_mlflow_params(tiny_cfg):
     cfg = tiny_cfg("digits", "tracking.enabled=true", "train.lr_schedule=cosine", "train.carry_ema=false")
     tracker = Tracker(cfg)
     params = tracker.client.get_run(tracker.parent_run()).data.params
-    expected = {"train.lr_schedule": "cosine", "train.lr_min_ratio": "0.0", "train.lr_warmup_kimg": "0.0",
-                "train.carry_ema": "False", "train.carry_optimizer": "True", "train.finetune_from": "net",
-                "train.ema_halflife_kimg": "0.5", "train.budget_kimg": "1.0", "train.precision": "auto",
-                "train.channels_last": "None", "train.compile": "False", "train.xflip": "False"}
+    expected = {
+        "train.lr_schedule": "cosine",
+        "train.lr_min_ratio": "0.0",
+        "train.lr_warmup_kimg": "0.0",
+        "train.carry_ema": "False",
+        "train.carry_optimizer": "True",
+        "train.finetune_from": "net",
+        "train.ema_halflife_kimg": "0.5",
+        "train.budget_kimg": "1.0",
+        "train.precision": "auto",
+        "train.channels_last": "None",
+        "train.compile": "False",
+        "train.xflip": "False",
+    }
     assert {k: params.get(k) for k in expected} == expected
     assert set(flatten(cfg)) <= set(params)
 
@@ -410,8 +447,14 @@ def _torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "autophagy.cli", *args],
-                            capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "autophagy.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
 
@@ -434,9 +477,21 @@ def test_two_processes_equal_one_for_a_deterministic_loss(tiny_cfg, tmp_path):
     cfg = tiny_cfg("toy", "train.gen0_budget_kimg=0.64", "train.ema_halflife_kimg=0.2")  # 10 steps of 64
     prepare.run(cfg, tmp_path / "data")
     single = train.run(cfg, tmp_path / "data" / "train", tmp_path / "one", generation=0, seed=0)
-    result = _torchrun("train", *_config_args(cfg, tmp_path / "cfg.yaml"), "--train-set", str(tmp_path / "data" / "train"),
-                       "--out", str(tmp_path / "two"), "--generation", "0", "--seed", "0",
-                       "--result", str(tmp_path / "two.json"), cwd=tmp_path)
+    result = _torchrun(
+        "train",
+        *_config_args(cfg, tmp_path / "cfg.yaml"),
+        "--train-set",
+        str(tmp_path / "data" / "train"),
+        "--out",
+        str(tmp_path / "two"),
+        "--generation",
+        "0",
+        "--seed",
+        "0",
+        "--result",
+        str(tmp_path / "two.json"),
+        cwd=tmp_path,
+    )
     parallel = json.loads((tmp_path / "two.json").read_text())
     assert result.stdout.count('"train_steps"') == 1  # rank 0 reports, rank 1 stays quiet
     assert parallel["train_world_size"] == 2 and single["train_world_size"] == 1
@@ -459,6 +514,7 @@ def test_data_parallel_train_through_the_kfp_runtime(tiny_cfg, tmp_path, monkeyp
     trains (the loss drops well below the zero network's 1), the ranks end with identical weights and
     EMA (fit checks it, else the run fails) and rank 0's checkpoint loads."""
     from autophagy.components import runtime
+
     from autophagy.data.dataset import open_dataset
     from autophagy.stages import prepare
     from autophagy.stages.train import _initial_model
@@ -467,8 +523,16 @@ def test_data_parallel_train_through_the_kfp_runtime(tiny_cfg, tmp_path, monkeyp
     cfg = tiny_cfg("digits", "data.n_train=256", "train.gen0_budget_kimg=3.2")
     prepare.run(cfg, tmp_path / "data")
     monkeypatch.setenv(BOOKKEEPING_ENV, to_json(bookkeeping(cfg)))  # as the pod's env (the ranks inherit it)
-    result = runtime.train(to_json(step_options(cfg, "train")), str(tmp_path / "data" / "train"), str(tmp_path / "model"),
-                           0, 0, "", None, gpus=2)
+    result = runtime.train(
+        to_json(step_options(cfg, "train")),
+        str(tmp_path / "data" / "train"),
+        str(tmp_path / "model"),
+        0,
+        0,
+        "",
+        None,
+        gpus=2,
+    )
     assert result["train_world_size"] == 2 and result["train_kimg"] == pytest.approx(3.2)
     assert math.isfinite(result["train_loss"])
     model = load_checkpoint(tmp_path / "model")

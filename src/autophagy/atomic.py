@@ -25,8 +25,9 @@ import resource
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: The names of this module's temporary siblings; ``pid`` / ``old_pid``: the writer's process id.
 LEFTOVER = re.compile(r"\..+\.(?:(?P<pid>\d+)-[a-z0-9_]+\.(?:tmp|staging)|old-(?P<old_pid>\d+))")

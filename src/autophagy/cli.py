@@ -18,8 +18,9 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from autophagy.config import ConfigError, ExperimentConfig, format_lambda, load_config, parse_lambda, to_dict
 
@@ -79,8 +80,9 @@ def cmd_train(args):
     if args.step_options is not None:  # a Kubeflow train task's ranks (autophagy.distributed.run_train_under_torchrun)
         from autophagy.step_config import BOOKKEEPING_ENV, config_for_step
 
-        cfg = config_for_step("train", json.loads(args.step_options.read_text()),
-                              json.loads(os.environ.get(BOOKKEEPING_ENV) or "{}"))
+        cfg = config_for_step(
+            "train", json.loads(args.step_options.read_text()), json.loads(os.environ.get(BOOKKEEPING_ENV) or "{}")
+        )
     else:
         cfg = _config(args)
     check_tracking(cfg)  # before any work: a stalled tracking server fails now, not after training
@@ -120,8 +122,19 @@ def cmd_evaluate(args):
         if not sep:
             raise ConfigError(f"--reference must look like NAME=DIR (e.g. train=runs/x/data/train), got {item!r}")
         references[name] = path
-    _print(evaluate.run(_config(args), args.samples, references, args.out, args.features, args.generation, args.seed,
-                        lam=_lam(args.lam), grid_path=args.grid))
+    _print(
+        evaluate.run(
+            _config(args),
+            args.samples,
+            references,
+            args.out,
+            args.features,
+            args.generation,
+            args.seed,
+            lam=_lam(args.lam),
+            grid_path=args.grid,
+        )
+    )
 
 
 def cmd_generation(args):
@@ -137,7 +150,9 @@ def cmd_generation(args):
     layout = RunLayout(Path(args.root))
     lam = _lam(args.lam)
     if lam is not None and args.lam != format_lambda(lam):
-        raise ConfigError(f"--lam {args.lam}: write lambda as {format_lambda(lam)!r} (run directories are named by that text)")
+        raise ConfigError(
+            f"--lam {args.lam}: write lambda as {format_lambda(lam)!r} (run directories are named by that text)"
+        )
     if args.generation > 0 and lam is None:
         raise ConfigError("--lam is required for generations >= 1")
     check_tracking(cfg)  # before any work: a stalled tracking server fails now, not after training
@@ -165,8 +180,12 @@ def _print_cost(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     from autophagy import cost
 
     estimate = cost.estimate(cfg, args.gpu_tflops, args.gpu_utilisation)
-    print(estimate.line() if estimate else "estimated training cost: unknown until the image folder is read "
-          "(set data.resolution)", flush=True)
+    print(
+        estimate.line()
+        if estimate
+        else "estimated training cost: unknown until the image folder is read (set data.resolution)",
+        flush=True,
+    )
 
 
 def cmd_report(args):
@@ -193,8 +212,15 @@ def cmd_theory(args):
     if cfg.model.family != "gaussian":
         raise ConfigError("autophagy theory simulates the gaussian family; use --config configs/gaussian-theory.yaml")
     out = args.out or Path(args.root) / cfg.name / "theory"
-    result = theory.write_report(out, args.n or [cfg.data.n_train], cfg.loop.lambdas, cfg.loop.generations,
-                                 args.replicates, seed=cfg.loop.seeds[0], estimator=cfg.model.estimator)
+    result = theory.write_report(
+        out,
+        args.n or [cfg.data.n_train],
+        cfg.loop.lambdas,
+        cfg.loop.generations,
+        args.replicates,
+        seed=cfg.loop.seeds[0],
+        estimator=cfg.model.estimator,
+    )
     print(Path(result["markdown"]).read_text())
 
 
@@ -214,36 +240,67 @@ def cmd_pipeline_compile(args):
 def cmd_pipeline_submit(args):
     from autophagy.pipelines import cli_submit
 
-    print(cli_submit(args.host, args.config, args.set, experiment=args.experiment, image=args.image,
-                     namespace=args.namespace, token_path=args.token_path, timeout=args.timeout,
-                     local_root=args.local, poll_seconds=args.poll_seconds, log=lambda line: print(line, flush=True),
-                     existing_token=args.existing_token, cookies=args.cookies, cookie_file=args.cookie_file))
+    print(
+        cli_submit(
+            args.host,
+            args.config,
+            args.set,
+            experiment=args.experiment,
+            image=args.image,
+            namespace=args.namespace,
+            token_path=args.token_path,
+            timeout=args.timeout,
+            local_root=args.local,
+            poll_seconds=args.poll_seconds,
+            log=lambda line: print(line, flush=True),
+            existing_token=args.existing_token,
+            cookies=args.cookies,
+            cookie_file=args.cookie_file,
+        )
+    )
 
 
 def cmd_pull(args):
     from autophagy.pipelines.pull import pull
 
-    pull(args.run, args.root, args.targets, endpoint_url=args.endpoint_url, data=not args.no_data,
-         log=lambda line: print(line, flush=True))
+    pull(
+        args.run,
+        args.root,
+        args.targets,
+        endpoint_url=args.endpoint_url,
+        data=not args.no_data,
+        log=lambda line: print(line, flush=True),
+    )
 
 
 # ------------------------------------------------------------------ parser
 
-DESCRIPTION = ("Self-consuming training loops for generative models (Bertrand et al., ICLR 2024): train a model, "
-               "sample from it, mix the samples with real data at a ratio lambda, retrain, and measure how the "
-               "generations drift (Frechet distance, precision/recall). `autophagy run` runs a whole experiment "
-               "(configs/*.yaml) locally; `autophagy pipeline submit` runs it on Kubeflow.")
-EPILOG = ("Every config option is set with -S KEY=VALUE; `autophagy config --list` lists them with type, default "
-          "and help. Errors print one line; --debug (anywhere on the line) shows the traceback.")
+DESCRIPTION = (
+    "Self-consuming training loops for generative models (Bertrand et al., ICLR 2024): train a model, "
+    "sample from it, mix the samples with real data at a ratio lambda, retrain, and measure how the "
+    "generations drift (Frechet distance, precision/recall). `autophagy run` runs a whole experiment "
+    "(configs/*.yaml) locally; `autophagy pipeline submit` runs it on Kubeflow."
+)
+EPILOG = (
+    "Every config option is set with -S KEY=VALUE; `autophagy config --list` lists them with type, default "
+    "and help. Errors print one line; --debug (anywhere on the line) shows the traceback."
+)
 
 #: Help of options declared without one, by destination.
 _HELP = {
-    "out": "output directory", "train_set": "dataset directory to train on (mix output)",
-    "generation": "generation index t (0: trained on real data only)", "seed": "seed of the chain",
-    "lam": "lambda of the chain: synthetic / real ratio (a number >= 0 or inf)", "model": "checkpoint directory",
-    "n": "number of samples", "parts": "sample sets to join, in order", "real": "real training set directory",
-    "samples": "sample set directory", "reference": "reference set as NAME=DIR (repeatable)",
-    "no_report": "skip the report after the run", "replicates": "simulated replicates per (n, lambda)",
+    "out": "output directory",
+    "train_set": "dataset directory to train on (mix output)",
+    "generation": "generation index t (0: trained on real data only)",
+    "seed": "seed of the chain",
+    "lam": "lambda of the chain: synthetic / real ratio (a number >= 0 or inf)",
+    "model": "checkpoint directory",
+    "n": "number of samples",
+    "parts": "sample sets to join, in order",
+    "real": "real training set directory",
+    "samples": "sample set directory",
+    "reference": "reference set as NAME=DIR (repeatable)",
+    "no_report": "skip the report after the run",
+    "replicates": "simulated replicates per (n, lambda)",
     "root": "parent of the experiment directory",
 }
 
@@ -254,9 +311,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
-                or action.default == []
-                or action.required or isinstance(action, argparse._SubParsersAction)):
+        if (
+            "default" in text
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or action.default == []
+            or action.required
+            or isinstance(action, argparse._SubParsersAction)
+        ):
             return text
         return super()._get_help_string(action)
 
@@ -286,8 +347,11 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
         cutoff = 0.75  # many options: '--confg' -> '--config', not '--n'
     else:
         return ""
-    hints = [f"{w!r}: did you mean {' or '.join(map(repr, close))}?"
-             for w in words if (close := difflib.get_close_matches(w, candidates, n=2, cutoff=cutoff))]
+    hints = [
+        f"{w!r}: did you mean {' or '.join(map(repr, close))}?"
+        for w in words
+        if (close := difflib.get_close_matches(w, candidates, n=2, cutoff=cutoff))
+    ]
     return ("; " + "; ".join(hints)) if hints else ""
 
 
@@ -304,8 +368,12 @@ def _finish(parser: argparse.ArgumentParser) -> None:
     """Every subcommand accepts ``--debug`` too, and every option has a help text."""
     for p in _parsers(parser):
         if p is not parser and not any("--debug" in a.option_strings for a in p._actions):
-            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                           help="show full tracebacks on errors (also accepted before the command)")
+            p.add_argument(
+                "--debug",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show full tracebacks on errors (also accepted before the command)",
+            )
         for action in p._actions:
             if action.help is None:
                 action.help = _HELP.get(action.dest, action.dest.replace("_", " "))
@@ -319,18 +387,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", type=Path, default=None, help="experiment YAML (default: the embedded digits + EDM default)")
-        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config option (repeatable); `autophagy config --list` lists every KEY")
+        p.add_argument(
+            "--config", type=Path, default=None, help="experiment YAML (default: the embedded digits + EDM default)"
+        )
+        p.add_argument(
+            "-S",
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config option (repeatable); `autophagy config --list` lists every KEY",
+        )
         p.set_defaults(func=func)
         return p
 
     p = command("config", cmd_config, "print the resolved configuration as YAML")
-    p.add_argument("--list", action="store_true",
-                   help="instead: every option (KEY of -S KEY=VALUE) with its type, default and help")
-    p = sub.add_parser("completion", help="print a shell completion script",
-                       description="print a completion script; enable it with: "
-                                   "source <(autophagy completion bash)")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="instead: every option (KEY of -S KEY=VALUE) with its type, default and help",
+    )
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="print a completion script; enable it with: source <(autophagy completion bash)",
+    )
     p.add_argument("shell", choices=["bash"], help="the shell")
     p.set_defaults(func=cmd_completion)
     p = command("prepare", cmd_prepare, "write the real train/test data sets")
@@ -345,8 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", default=None, help="lambda of the chain (omit for generation 0)")
     p.add_argument("--init", type=Path, default=None, help="checkpoint of the previous generation")
     p.add_argument("--result", type=Path, default=None, help="also write the result (JSON) here")
-    p.add_argument("--step-options", type=Path, default=None,
-                   help="instead of --config: the train step's options as JSON (what a Kubeflow task receives)")
+    p.add_argument(
+        "--step-options",
+        type=Path,
+        default=None,
+        help="instead of --config: the train step's options as JSON (what a Kubeflow task receives)",
+    )
     p = command("sample", cmd_sample, "draw a synthetic data set from a checkpoint")
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -359,8 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("parts", nargs="+", type=Path)
     p = command("mix", cmd_mix, "compose a training set: all real data + floor(lambda n) synthetic samples")
     p.add_argument("--real", required=True, type=Path)
-    p.add_argument("--synthetic", type=Path, action="append", default=None,
-                   help="sample set of the previous generation (repeat, oldest first, for the accumulate strategies)")
+    p.add_argument(
+        "--synthetic",
+        type=Path,
+        action="append",
+        default=None,
+        help="sample set of the previous generation (repeat, oldest first, for the accumulate strategies)",
+    )
     p.add_argument("--lam", required=True, help="ratio |synthetic| / |real|: a number >= 0 or inf")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
@@ -383,23 +473,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("runs"), help="parent of the experiment directory (default: runs)")
     p.add_argument("--no-report", action="store_true")
     resuming = p.add_mutually_exclusive_group()
-    resuming.add_argument("--redo-changed", action="store_true",
-                          help="where ROOT/<name> holds outputs made with other options, redo what the change "
-                               "affects (kept otherwise) instead of refusing")
-    resuming.add_argument("--new-root", action="store_true",
-                          help="start in a new run directory: ROOT/<name> if it does not exist, else the first "
-                               "free ROOT/<name>-2, -3, ...")
-    p.add_argument("--gpu-tflops", type=float, default=989.0,
-                   help="stated GPU throughput for the printed cost estimate, TFLOP/s (989: H100 SXM dense bf16; "
-                        "A100: 312)")
-    p.add_argument("--gpu-utilisation", type=float, default=0.35,
-                   help="share of --gpu-tflops a training step sustains, for the cost estimate")
+    resuming.add_argument(
+        "--redo-changed",
+        action="store_true",
+        help="where ROOT/<name> holds outputs made with other options, redo what the change "
+        "affects (kept otherwise) instead of refusing",
+    )
+    resuming.add_argument(
+        "--new-root",
+        action="store_true",
+        help="start in a new run directory: ROOT/<name> if it does not exist, else the first "
+        "free ROOT/<name>-2, -3, ...",
+    )
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=989.0,
+        help="stated GPU throughput for the printed cost estimate, TFLOP/s (989: H100 SXM dense bf16; A100: 312)",
+    )
+    p.add_argument(
+        "--gpu-utilisation",
+        type=float,
+        default=0.35,
+        help="share of --gpu-tflops a training step sustains, for the cost estimate",
+    )
     p = command("report", cmd_report, "figures and a markdown table from a finished run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
-    p.add_argument("--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)")
+    p.add_argument(
+        "--metric", default=None, help="metric to plot (default: fd_train for images, swd_train for vectors)"
+    )
     p.add_argument("--out", type=Path, default=None, help="report directory (default: ROOT/report)")
-    p.add_argument("--summary", type=Path, default=None,
-                   help="also write the last generation's headline metrics per lambda here (JSON; DVC's summary.json)")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="also write the last generation's headline metrics per lambda here (JSON; DVC's summary.json)",
+    )
     p = command("theory", cmd_theory, "the Gaussian warm-up simulated exactly over many replicates (seconds)")
     p.add_argument("--n", type=int, action="append", help="real sample size n (repeatable; default data.n_train)")
     p.add_argument("--replicates", type=int, default=2000)
@@ -408,54 +517,109 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("dvc-params", cmd_dvc_params, "write params.yaml and dvc.yaml (beside it) from a config")
     p.add_argument("--out", type=Path, default=Path("params.yaml"), help="the params file (default: params.yaml)")
 
-    p = sub.add_parser("pull", help="a Kubeflow run's pointer tree into this DVC checkout, then dvc pull",
-                       description="write runs/<experiment>/ (DVC pointers, metrics, grids, report) of a Kubeflow "
-                                   "run with cluster.dvc_remote from its MLflow parent run, add the remote "
-                                   "'autophagy' and dvc pull the parts asked for")
+    p = sub.add_parser(
+        "pull",
+        help="a Kubeflow run's pointer tree into this DVC checkout, then dvc pull",
+        description="write runs/<experiment>/ (DVC pointers, metrics, grids, report) of a Kubeflow "
+        "run with cluster.dvc_remote from its MLflow parent run, add the remote "
+        "'autophagy' and dvc pull the parts asked for",
+    )
     p.add_argument("--run", required=True, help="the MLflow parent run id, or the experiment's name (its latest run)")
     p.add_argument("--root", type=Path, default=Path("."), help="the DVC checkout (default: .)")
     p.add_argument("--endpoint-url", default=None, help="reach the remote here instead (e.g. a port-forward)")
     p.add_argument("--no-data", action="store_true", help="only the pointer tree; no dvc pull")
-    p.add_argument("targets", nargs="*", help="parts below runs/<experiment>/ (default: all), e.g. "
-                                              "lam-0.5/seed-0/gen-007/train_set")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        help="parts below runs/<experiment>/ (default: all), e.g. lam-0.5/seed-0/gen-007/train_set",
+    )
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("pipeline", help="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])",
-                       description="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])")
+    p = sub.add_parser(
+        "pipeline",
+        help="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])",
+        description="compile or submit the Kubeflow pipeline (needs autophagy[pipeline])",
+    )
     pipeline_sub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
 
     def pipeline_command(name: str, func, help: str) -> argparse.ArgumentParser:
         q = pipeline_sub.add_parser(name, help=help, description=help)
-        q.add_argument("--config", type=Path, default=None,
-                       help="experiment YAML, optionally with a cluster: section (default: the embedded default)")
-        q.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config option; cluster.KEY=VALUE for the cluster section")
-        q.add_argument("--image", default=None, help="project image of every task (default: cluster.image, then "
-                       "$AUTOPHAGY_IMAGE, then ghcr.io/autophagy/autophagy:<version>); pinned, never latest")
+        q.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="experiment YAML, optionally with a cluster: section (default: the embedded default)",
+        )
+        q.add_argument(
+            "-S",
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config option; cluster.KEY=VALUE for the cluster section",
+        )
+        q.add_argument(
+            "--image",
+            default=None,
+            help="project image of every task (default: cluster.image, then "
+            "$AUTOPHAGY_IMAGE, then ghcr.io/autophagy/autophagy:<version>); pinned, never latest",
+        )
         q.set_defaults(func=func)
         return q
 
-    q = pipeline_command("compile", cmd_pipeline_compile,
-                         "compile the experiment's KFP runs into packages (YAML) sized to the backend's limits")
-    q.add_argument("-o", "--out", type=Path, default=Path("pipelines-out"),
-                   help="folder for the packages and runs.json (default: pipelines-out)")
-    q = pipeline_command("submit", cmd_pipeline_submit,
-                         "run the experiment on Kubeflow Pipelines as a sequence of KFP runs, and wait for it")
-    q.add_argument("--host", default=None, help="KFP API URL, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT)")
-    q.add_argument("--local", type=Path, default=None, metavar="DIR",
-                   help="run the same packages under kfp.local on this machine, with DIR as the pipeline root")
+    q = pipeline_command(
+        "compile",
+        cmd_pipeline_compile,
+        "compile the experiment's KFP runs into packages (YAML) sized to the backend's limits",
+    )
+    q.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("pipelines-out"),
+        help="folder for the packages and runs.json (default: pipelines-out)",
+    )
+    q = pipeline_command(
+        "submit",
+        cmd_pipeline_submit,
+        "run the experiment on Kubeflow Pipelines as a sequence of KFP runs, and wait for it",
+    )
+    q.add_argument(
+        "--host", default=None, help="KFP API URL, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT)"
+    )
+    q.add_argument(
+        "--local",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the same packages under kfp.local on this machine, with DIR as the pipeline root",
+    )
     q.add_argument("--experiment", default=None, help="KFP experiment (default: the config's name)")
-    q.add_argument("--poll-seconds", type=float, default=30.0, help="how often to ask KFP about runs in flight (default: 30)")
+    q.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="how often to ask KFP about runs in flight (default: 30)"
+    )
     q.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
-    q.add_argument("--token-path", default=None,
-                   help="file holding a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH)")
-    q.add_argument("--existing-token", default=None, metavar="TOKEN",
-                   help="bearer token for the KFP API (default: $KF_PIPELINES_TOKEN, which `ps` does not show)")
-    q.add_argument("--cookies", default=None, metavar="COOKIES",
-                   help="Cookie header of a logged-in Dex session of multi-user Kubeflow, e.g. "
-                        "authservice_session=VALUE (default: $KF_PIPELINES_COOKIES)")
-    q.add_argument("--cookie-file", default=None, metavar="PATH",
-                   help="file holding that Cookie header (default: none)")
+    q.add_argument(
+        "--token-path",
+        default=None,
+        help="file holding a bearer token for the KFP API (default: $KF_PIPELINES_SA_TOKEN_PATH)",
+    )
+    q.add_argument(
+        "--existing-token",
+        default=None,
+        metavar="TOKEN",
+        help="bearer token for the KFP API (default: $KF_PIPELINES_TOKEN, which `ps` does not show)",
+    )
+    q.add_argument(
+        "--cookies",
+        default=None,
+        metavar="COOKIES",
+        help="Cookie header of a logged-in Dex session of multi-user Kubeflow, e.g. "
+        "authservice_session=VALUE (default: $KF_PIPELINES_COOKIES)",
+    )
+    q.add_argument(
+        "--cookie-file", default=None, metavar="PATH", help="file holding that Cookie header (default: none)"
+    )
     q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host to answer (default: 10)")
     _finish(parser)
     return parser
@@ -502,8 +666,10 @@ def _check_launcher(args: argparse.Namespace) -> None:
     from autophagy.distributed import launched_world_size
 
     if args.command != "train" and launched_world_size() > 1:
-        raise ConfigError(f"`autophagy {args.command}` runs in one process; only `autophagy train` runs under torchrun "
-                          f"(WORLD_SIZE={launched_world_size()})")
+        raise ConfigError(
+            f"`autophagy {args.command}` runs in one process; only `autophagy train` runs under torchrun "
+            f"(WORLD_SIZE={launched_world_size()})"
+        )
 
 
 def _is_user_error(err: Exception) -> bool:

@@ -11,8 +11,8 @@ top-level module as its file.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class SourceError(ValueError):

@@ -10,7 +10,8 @@ collapsed, a chain stays collapsed.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from autophagy.config import LoopConfig
 from autophagy.metric_keys import collapse_metric
@@ -23,11 +24,14 @@ def worsening(metric: str, value: float, baseline: float) -> float:
     return baseline / value if value > 0 else (math.inf if baseline > 0 else 1.0)
 
 
-def assess(loop: LoopConfig, metrics: Mapping[str, Any], baseline: Mapping[str, Any],
-           previous: Mapping[str, Any] | None) -> dict[str, Any]:
+def assess(
+    loop: LoopConfig, metrics: Mapping[str, Any], baseline: Mapping[str, Any], previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """``{"collapse_factor": f, "collapsed": bool}`` for a generation, or ``{}`` when detection is off."""
     if loop.collapse_ratio is None or loop.collapse_metric not in metrics or loop.collapse_metric not in baseline:
         return {}
-    factor = worsening(loop.collapse_metric, float(metrics[loop.collapse_metric]), float(baseline[loop.collapse_metric]))
+    factor = worsening(
+        loop.collapse_metric, float(metrics[loop.collapse_metric]), float(baseline[loop.collapse_metric])
+    )
     already = bool(previous and previous.get("collapsed"))
     return {"collapse_factor": factor, "collapsed": already or factor >= loop.collapse_ratio}

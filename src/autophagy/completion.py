@@ -28,12 +28,14 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
     for name, sub in commands.items():
         actions = _subcommands(sub)
         if actions:
-            inner = "".join(f"            {a}) opts=\"{_options(p)}\" ;;\n" for a, p in actions.items())
-            cases.append(f"        {name})\n"
-                         f"          if [[ $COMP_CWORD -eq 2 ]]; then opts=\"{' '.join(actions)}\"; else\n"
-                         f"          case \"${{COMP_WORDS[2]}}\" in\n{inner}          esac; fi ;;\n")
+            inner = "".join(f'            {a}) opts="{_options(p)}" ;;\n' for a, p in actions.items())
+            cases.append(
+                f"        {name})\n"
+                f'          if [[ $COMP_CWORD -eq 2 ]]; then opts="{" ".join(actions)}"; else\n'
+                f'          case "${{COMP_WORDS[2]}}" in\n{inner}          esac; fi ;;\n'
+            )
         else:
-            cases.append(f"        {name}) opts=\"{_options(sub)}\" ;;\n")
+            cases.append(f'        {name}) opts="{_options(sub)}" ;;\n')
     return f"""# bash completion for autophagy; enable with: source <(autophagy completion bash)
 _autophagy() {{
     local cur prev opts
@@ -45,11 +47,11 @@ _autophagy() {{
         return
     fi
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=( $(compgen -W "{' '.join(commands)} {_options(parser)}" -- "$cur") )
+        COMPREPLY=( $(compgen -W "{" ".join(commands)} {_options(parser)}" -- "$cur") )
         return
     fi
     case "${{COMP_WORDS[1]}}" in
-{''.join(cases)}    esac
+{"".join(cases)}    esac
     if [[ "$cur" == -* || -n "$opts" && $COMP_CWORD -eq 2 && "${{COMP_WORDS[1]}}" == pipeline ]]; then
         COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
     else

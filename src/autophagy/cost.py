@@ -34,9 +34,11 @@ class CostEstimate:
     utilisation: float
 
     def line(self) -> str:
-        return (f"estimated training cost: {self.gpu_hours:.3g} GPU-hours ({self.images:.3g} images x "
-                f"{self.flops_per_image:.3g} FLOP/image = {self.images * self.flops_per_image:.3g} FLOP at "
-                f"{self.tflops:g} TFLOP/s x {self.utilisation:g} utilisation; sampling and evaluation not included)")
+        return (
+            f"estimated training cost: {self.gpu_hours:.3g} GPU-hours ({self.images:.3g} images x "
+            f"{self.flops_per_image:.3g} FLOP/image = {self.images * self.flops_per_image:.3g} FLOP at "
+            f"{self.tflops:g} TFLOP/s x {self.utilisation:g} utilisation; sampling and evaluation not included)"
+        )
 
 
 def training_images(cfg) -> float:
@@ -83,5 +85,6 @@ def estimate(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_U
     if shape is None:
         return None
     images, per_image = training_images(cfg), flops_per_image(cfg.model, shape)
-    return CostEstimate(images, per_image, images * per_image / (tflops * 1e12 * utilisation) / 3600.0,
-                        tflops, utilisation)
+    return CostEstimate(
+        images, per_image, images * per_image / (tflops * 1e12 * utilisation) / 3600.0, tflops, utilisation
+    )

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,8 +30,11 @@ def select(rewards: np.ndarray, k: int, beta: float, seed: int, first_group: int
     if rewards.ndim != 1 or len(rewards) % k:
         raise ValueError(f"need m * k rewards for k = {k}, got {rewards.shape}")
     groups = rewards.reshape(-1, k) / beta
-    gumbel = np.stack([np.random.default_rng([seed, 0xC0BA, first_group + j]).gumbel(size=k) for j in range(len(groups))]
-                      ) if len(groups) else np.empty((0, k))
+    gumbel = (
+        np.stack([np.random.default_rng([seed, 0xC0BA, first_group + j]).gumbel(size=k) for j in range(len(groups))])
+        if len(groups)
+        else np.empty((0, k))
+    )
     return np.arange(len(groups)) * k + np.argmax(groups + gumbel, axis=1)
 
 

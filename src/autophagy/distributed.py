@@ -24,9 +24,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: How long a rank waits at a barrier or collective (rank 0 may be uploading a checkpoint to MLflow).
 TIMEOUT = datetime.timedelta(hours=1)
@@ -100,16 +101,20 @@ def process_group(device: str) -> Iterator[Group]:
         yield Group(dist.get_rank(), dist.get_world_size())
         return
     if device.startswith("cuda:"):
-        raise ConfigError(f"train.device={device} pins every process to one GPU; under torchrun (WORLD_SIZE={world}) "
-                          "use train.device=auto or cuda: rank r trains on cuda:LOCAL_RANK")
+        raise ConfigError(
+            f"train.device={device} pins every process to one GPU; under torchrun (WORLD_SIZE={world}) "
+            "use train.device=auto or cuda: rank r trains on cuda:LOCAL_RANK"
+        )
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("train.device=cuda was asked for but CUDA is not available on this machine")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ModelError(f"torchrun started local rank {local_rank} but this machine has "
-                             f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node <= the GPU count")
+            raise ModelError(
+                f"torchrun started local rank {local_rank} but this machine has "
+                f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node <= the GPU count"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
     try:
@@ -118,15 +123,42 @@ def process_group(device: str) -> Iterator[Group]:
         dist.destroy_process_group()
 
 
-def torchrun_train_command(options_path: str | Path, train_set: str, out_dir: str, generation: int, seed: int,
-                           lam: str, init: str | None, nproc: int, result_path: str | Path) -> list[str]:
+def torchrun_train_command(
+    options_path: str | Path,
+    train_set: str,
+    out_dir: str,
+    generation: int,
+    seed: int,
+    lam: str,
+    init: str | None,
+    nproc: int,
+    result_path: str | Path,
+) -> list[str]:
     """The command line of a data-parallel train stage on one machine or pod (``python -m
     torch.distributed.run`` is ``torchrun``; ``--standalone``: a rendezvous on localhost).
     ``options_path``: the train step's options (:func:`autophagy.step_config.step_options`, JSON)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "autophagy.cli", "train", "--step-options", str(options_path), "--train-set", str(train_set),
-               "--out", str(out_dir), "--generation", str(generation), "--seed", str(seed),
-               "--result", str(result_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "autophagy.cli",
+        "train",
+        "--step-options",
+        str(options_path),
+        "--train-set",
+        str(train_set),
+        "--out",
+        str(out_dir),
+        "--generation",
+        str(generation),
+        "--seed",
+        str(seed),
+        "--result",
+        str(result_path),
+    ]
     if lam:
         command += ["--lam", lam]
     if init:
@@ -134,8 +166,9 @@ def torchrun_train_command(options_path: str | Path, train_set: str, out_dir: st
     return command
 
 
-def run_train_under_torchrun(options_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str,
-                             init: str | None, nproc: int) -> dict[str, Any]:
+def run_train_under_torchrun(
+    options_json: str, train_set: str, out_dir: str, generation: int, seed: int, lam: str, init: str | None, nproc: int
+) -> dict[str, Any]:
     """Run ``autophagy train`` over ``nproc`` processes of this machine; return rank 0's result.
 
     The ranks get the train step's options as a file and the bookkeeping through the inherited
@@ -145,12 +178,16 @@ def run_train_under_torchrun(options_json: str, train_set: str, out_dir: str, ge
     try:
         options_path, result_path = scratch / "options.json", scratch / "result.json"
         options_path.write_text(options_json)
-        command = torchrun_train_command(options_path, train_set, out_dir, generation, seed, lam, init, nproc, result_path)
+        command = torchrun_train_command(
+            options_path, train_set, out_dir, generation, seed, lam, init, nproc, result_path
+        )
         print("+ " + " ".join(command), flush=True)
         returncode = subprocess.run(command, check=False).returncode
         if returncode != 0:
-            raise RuntimeError(f"data-parallel training over {nproc} processes failed (torchrun exit code {returncode}); "
-                               "the ranks' errors are in the log above")
+            raise RuntimeError(
+                f"data-parallel training over {nproc} processes failed (torchrun exit code {returncode}); "
+                "the ranks' errors are in the log above"
+            )
         return json.loads(result_path.read_text())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -89,8 +89,9 @@ def _keys(cfg: ExperimentConfig, options: tuple[str, ...]) -> list[str]:
     for option in options:
         section, _, key = option.partition(".")
         wanted |= {f"{section}.{key}"} if key else {f"{section}.{k}" for k in data[section]}
-    return [f"{s}.{k}" for s, section in data.items() if isinstance(section, dict) for k in section
-            if f"{s}.{k}" in wanted]
+    return [
+        f"{s}.{k}" for s, section in data.items() if isinstance(section, dict) for k in section if f"{s}.{k}" in wanted
+    ]
 
 
 def loop_options(generation: int) -> tuple[str, ...]:
@@ -114,8 +115,12 @@ def generation_params(cfg: ExperimentConfig, plan: GenerationPlan) -> list[str]:
 def generation_outputs(plan: GenerationPlan) -> list[str]:
     """What a generation writes in its directory (:data:`autophagy.layout.GENERATION_OUTPUTS`):
     ``real_set`` under ``fresh-real`` only, ``train_set`` from generation 1 on, and its record."""
-    names = [name for step in plan.steps for name in GENERATION_OUTPUTS.get(step, ())
-             if (name != "real_set" or plan.fresh_real) and (name != "train_set" or plan.generation > 0)]
+    names = [
+        name
+        for step in plan.steps
+        for name in GENERATION_OUTPUTS.get(step, ())
+        if (name != "real_set" or plan.fresh_real) and (name != "train_set" or plan.generation > 0)
+    ]
     return names + [GENERATION_RECORD]
 
 
@@ -130,8 +135,11 @@ def read_generations(plan: GenerationPlan) -> list[int]:
 
 def _chain_plan(cfg: ExperimentConfig, generation: int) -> GenerationPlan:
     """The plan of ``generation``, which must be the same for every chain (one matrix stage)."""
-    chains = [(None, seed) for seed in cfg.loop.seeds] if generation == 0 else \
-        [(lam, seed) for lam in cfg.loop.lambdas for seed in cfg.loop.seeds]
+    chains = (
+        [(None, seed) for seed in cfg.loop.seeds]
+        if generation == 0
+        else [(lam, seed) for lam in cfg.loop.lambdas for seed in cfg.loop.seeds]
+    )
     plans = {_shape(generation_plan(cfg, lam, seed, generation)) for lam, seed in chains}
     if len(plans) != 1:
         raise ConfigError(f"generation {generation} differs between chains; dvc.yaml has one stage per generation")
@@ -160,10 +168,18 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
 
     config = f"--config {params_file}"
     stages: dict[str, Any] = {
-        "prepare": {"cmd": f"autophagy prepare {config} --out {data_dir}", "deps": code("prepare"),
-                    "params": keyed(_keys(cfg, STEP_OPTIONS["prepare"])), "outs": [data_dir]},
-        "features": {"cmd": f"autophagy features {config} --out {features}", "deps": code("features"),
-                     "params": keyed(_keys(cfg, STEP_OPTIONS["features"])), "outs": [features]},
+        "prepare": {
+            "cmd": f"autophagy prepare {config} --out {data_dir}",
+            "deps": code("prepare"),
+            "params": keyed(_keys(cfg, STEP_OPTIONS["prepare"])),
+            "outs": [data_dir],
+        },
+        "features": {
+            "cmd": f"autophagy features {config} --out {features}",
+            "deps": code("features"),
+            "params": keyed(_keys(cfg, STEP_OPTIONS["features"])),
+            "outs": [features],
+        },
     }
     generation_code = code("generation")
     for generation in range(cfg.loop.generations + 1):
@@ -171,12 +187,13 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
         here = generation_dir(layout.root, _LAM, _SEED, generation)
         chain = "" if generation == 0 else f"--lam {_LAM} "
         stages[generation_name(generation)] = {
-            "matrix": {"seed": "${loop.seeds}"} if generation == 0 else {"lam": "${loop.lambdas}",
-                                                                          "seed": "${loop.seeds}"},
+            "matrix": {"seed": "${loop.seeds}"}
+            if generation == 0
+            else {"lam": "${loop.lambdas}", "seed": "${loop.seeds}"},
             "cmd": f"autophagy generation {config} --root {root} {chain}--seed {_SEED} --generation {generation}",
             "deps": [data_dir, features]
-                    + [generation_dir(layout.root, _LAM, _SEED, g).as_posix() for g in read_generations(plan)]
-                    + generation_code,
+            + [generation_dir(layout.root, _LAM, _SEED, g).as_posix() for g in read_generations(plan)]
+            + generation_code,
             "params": keyed(generation_params(cfg, plan)),
             "outs": [(here / name).as_posix() for name in generation_outputs(plan)],
         }
@@ -190,11 +207,20 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
         "outs": [report],
         "metrics": [{SUMMARY: {"cache": False}}],
     }
-    lines = [{f"{metric}": {"template": "lambda_lines", "x": "generation", "y": {f"{report}/summary.csv": metric}}}
-             for metric in ("fd_train", "precision_train", "recall_train")]
-    bars = [{f"{metric}_last_generation": {"template": "bar_horizontal", "x": metric,
-                                           "y": {f"{report}/last_generation.csv": "lambda"}}}
-            for metric in ("fd_train", "recall_train")]
+    lines = [
+        {f"{metric}": {"template": "lambda_lines", "x": "generation", "y": {f"{report}/summary.csv": metric}}}
+        for metric in ("fd_train", "precision_train", "recall_train")
+    ]
+    bars = [
+        {
+            f"{metric}_last_generation": {
+                "template": "bar_horizontal",
+                "x": metric,
+                "y": {f"{report}/last_generation.csv": "lambda"},
+            }
+        }
+        for metric in ("fd_train", "recall_train")
+    ]
     figures = [f"{report}/fd_train_vs_lambda.png", f"{report}/samples_across_generations.png"]
     return {"vars": [params_file], "stages": stages, "plots": lines + bars + figures}
 
@@ -244,5 +270,7 @@ def check_stage(config_path: Path) -> None:
     changed = differences(yaml.safe_load(dvc_yaml.read_text()), wanted)
     if changed:
         shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
-        raise ConfigError(f"{dvc_yaml} was made for other options than {config_path} holds now ({shown}): run "
-                          f"`autophagy dvc-params --config {config_path}` to rewrite both, then run DVC again")
+        raise ConfigError(
+            f"{dvc_yaml} was made for other options than {config_path} holds now ({shown}): run "
+            f"`autophagy dvc-params --config {config_path}` to rewrite both, then run DVC again"
+        )

@@ -33,8 +33,11 @@ INF_MARKER = "X"
 FORMATS = ("png", "pdf", "svg")
 #: Settings that make the PDF and SVG editable (text as text) and reproducible byte for byte.
 SAVE_RC = {"svg.hashsalt": "autophagy", "svg.fonttype": "none", "pdf.fonttype": 42}
-METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None},
-            "svg": {"Date": None, "Creator": None}}
+METADATA = {
+    "png": {"Software": None},
+    "pdf": {"CreationDate": None, "Producer": None},
+    "svg": {"Date": None, "Creator": None},
+}
 
 
 def metric_label(key: str) -> str:
@@ -42,7 +45,7 @@ def metric_label(key: str) -> str:
     metric = metric_of(key)
     if metric is None:
         return key
-    return f"{metric.label}, {key[len(metric.name) + 1:]} set"
+    return f"{metric.label}, {key[len(metric.name) + 1 :]} set"
 
 
 def direction(key: str) -> str:
@@ -65,8 +68,11 @@ def lambda_style(lambdas: list[str]) -> dict[str, dict[str, str]]:
     styles = {}
     for index, lam in enumerate(finite):
         cycle, slot = divmod(index, len(FINITE_COLOURS))
-        styles[lam] = {"color": FINITE_COLOURS[slot], "marker": FINITE_MARKERS[slot],
-                       "linestyle": LINE_STYLES[cycle % len(LINE_STYLES)]}
+        styles[lam] = {
+            "color": FINITE_COLOURS[slot],
+            "marker": FINITE_MARKERS[slot],
+            "linestyle": LINE_STYLES[cycle % len(LINE_STYLES)],
+        }
     for lam in lambdas:
         if math.isinf(parse_lambda(lam)):
             styles[lam] = {"color": INF_COLOUR, "marker": INF_MARKER, "linestyle": "-"}

@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autophagy.config import ConfigError, format_lambda
-
 
 #: A generation directory's record of its options and steps done (:mod:`autophagy.resume`).
 GENERATION_RECORD = "generation.json"
@@ -35,8 +35,12 @@ PREPARED_RECORD = "prepared.json"
 LOCK = ".lock"
 #: What each step of a generation writes in its directory (published atomically, removed when
 #: redone): :mod:`autophagy.loop` makes them, ``dvc.yaml`` declares them (:mod:`autophagy.dvc_params`).
-GENERATION_OUTPUTS = {"mix": ("real_set", "train_set"), "train": ("model",), "sample": ("samples",),
-                      "evaluate": ("samples.png", "metrics.json")}
+GENERATION_OUTPUTS = {
+    "mix": ("real_set", "train_set"),
+    "train": ("model",),
+    "sample": ("samples",),
+    "evaluate": ("samples.png", "metrics.json"),
+}
 
 
 def generation_name(generation: int) -> str:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from autophagy import atomic, plan, resume, run_lock, tracking
 from autophagy.config import ExperimentConfig, to_dict
@@ -54,8 +55,9 @@ class Unit:
     inherited: tuple[str, ...] = ()
 
     def resume_point(self) -> resume.Resume:
-        return resume.resume_point(resume.read(self.record), self.options, self.steps, self.present, self.reads,
-                                   self.inherited)
+        return resume.resume_point(
+            resume.read(self.record), self.options, self.steps, self.present, self.reads, self.inherited
+        )
 
 
 def shared_unit(cfg: ExperimentConfig, layout: RunLayout) -> Unit:
@@ -71,8 +73,16 @@ def shared_unit(cfg: ExperimentConfig, layout: RunLayout) -> Unit:
             return False
         return True
 
-    return Unit(layout.root, layout.root / PREPARED_RECORD, f"{layout.root} (data, features)", SHARED_STEPS,
-                resume.options(cfg, SHARED_STEPS), SHARED_OUTPUTS, present, reads={})
+    return Unit(
+        layout.root,
+        layout.root / PREPARED_RECORD,
+        f"{layout.root} (data, features)",
+        SHARED_STEPS,
+        resume.options(cfg, SHARED_STEPS),
+        SHARED_OUTPUTS,
+        present,
+        reads={},
+    )
 
 
 def generation_unit(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, seed: int, generation: int) -> Unit:
@@ -83,16 +93,29 @@ def generation_unit(cfg: ExperimentConfig, layout: RunLayout, lam: float | None,
     out = layout.generation(lam, seed, generation)
     steps = tuple(s for s in step.steps if s != "pool")  # the pool is the mix's list of sample sets
     curated = ("features",) if cfg.sample.curation_k > 1 else ()
-    written = {"mix": [out / "real_set"] * step.fresh_real + [out / "train_set"] * (generation > 0),
-               "train": [out / "model" / "config.json"], "sample": [out / "samples"], "evaluate": [out / "metrics.json"]}
+    written = {
+        "mix": [out / "real_set"] * step.fresh_real + [out / "train_set"] * (generation > 0),
+        "train": [out / "model" / "config.json"],
+        "sample": [out / "samples"],
+        "evaluate": [out / "metrics.json"],
+    }
     inherited = ("prepare",) + (("mix", "train", "sample", *curated) if generation > 0 else ())
-    return Unit(out, out / GENERATION_RECORD, step.label, steps, resume.options(cfg, ("prepare", "features", *steps)),
-                GENERATION_OUTPUTS, lambda s: all(p.exists() for p in written[s]),
-                reads={"sample": curated, "evaluate": ("features",)}, inherited=inherited)
+    return Unit(
+        out,
+        out / GENERATION_RECORD,
+        step.label,
+        steps,
+        resume.options(cfg, ("prepare", "features", *steps)),
+        GENERATION_OUTPUTS,
+        lambda s: all(p.exists() for p in written[s]),
+        reads={"sample": curated, "evaluate": ("features",)},
+        inherited=inherited,
+    )
 
 
-def carry_out(unit: Unit, run_step: Callable[[str], dict[str, Any]], redo_changed: bool, new_root: str,
-              log: Log) -> dict[str, Any] | None:
+def carry_out(
+    unit: Unit, run_step: Callable[[str], dict[str, Any]], redo_changed: bool, new_root: str, log: Log
+) -> dict[str, Any] | None:
     """Run the steps of ``unit`` that are not done, recording each once it is; None if all were done.
 
     Outputs made with other options are redone only with ``redo_changed`` (else
@@ -102,14 +125,14 @@ def carry_out(unit: Unit, run_step: Callable[[str], dict[str, Any]], redo_change
         raise resume.refusal(unit.directory, {unit.directory: where}, new_root)
     if where.start == len(unit.steps):
         return None
-    for step in unit.steps[where.start:]:
+    for step in unit.steps[where.start :]:
         for name in unit.outputs[step]:
             atomic.remove(unit.directory / name)
-    done = unit.steps[:where.start]
+    done = unit.steps[: where.start]
     resume.write(unit.record, resume.Record(unit.options, done))
     atomic.kill_point(unit.directory, "start")
     results: dict[str, Any] = {}
-    for step in unit.steps[where.start:]:
+    for step in unit.steps[where.start :]:
         results.update(run_step(step))
         atomic.kill_point(unit.directory, f"{step}:returned")
         done += (step,)
@@ -131,8 +154,15 @@ def ensure_prepared(cfg: ExperimentConfig, layout: RunLayout, log: Log = print, 
     carry_out(shared_unit(cfg, layout), run_step, redo_changed, _new_root_hint(layout), log)
 
 
-def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, seed: int, generation: int,
-                   log: Log = print, redo_changed: bool = False) -> dict[str, Any]:
+def run_generation(
+    cfg: ExperimentConfig,
+    layout: RunLayout,
+    lam: float | None,
+    seed: int,
+    generation: int,
+    log: Log = print,
+    redo_changed: bool = False,
+) -> dict[str, Any]:
     """Run one generation as :func:`autophagy.plan.generation_plan` decides; ``lam`` is None for generation 0.
 
     Steps done before (by a run with the same options) are skipped; ``redo_changed``: redo those
@@ -156,16 +186,34 @@ def run_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, 
             init = None if step.init_from is None else layout.generation(lam, seed, step.init_from) / "model"
             return train.run(cfg, train_set, out / "model", generation, seed, lam=lam, init=init)
         if name == "sample":
-            return sample.run(cfg, out / "model", out / "samples", plan.samples_to_draw(cfg, n_real, lam), seed,
-                              generation, features_dir=layout.features, real_dir=layout.real_train)
+            return sample.run(
+                cfg,
+                out / "model",
+                out / "samples",
+                plan.samples_to_draw(cfg, n_real, lam),
+                seed,
+                generation,
+                features_dir=layout.features,
+                real_dir=layout.real_train,
+            )
         against = {g: read_metrics(layout.generation(None if g == 0 else lam, seed, g)) for g in step.collapse_against}
-        return evaluate.run(cfg, out / "samples", {"train": layout.real_train, "test": layout.real_test},
-                            out / "metrics.json", layout.features, generation, seed, lam=lam,
-                            grid_path=out / "samples.png", baseline=against.get(0),
-                            previous=against.get(generation - 1) if generation > 1 else None)
+        return evaluate.run(
+            cfg,
+            out / "samples",
+            {"train": layout.real_train, "test": layout.real_test},
+            out / "metrics.json",
+            layout.features,
+            generation,
+            seed,
+            lam=lam,
+            grid_path=out / "samples.png",
+            baseline=against.get(0),
+            previous=against.get(generation - 1) if generation > 1 else None,
+        )
 
-    results = carry_out(generation_unit(cfg, layout, lam, seed, generation), run_step, redo_changed,
-                        _new_root_hint(layout), log)
+    results = carry_out(
+        generation_unit(cfg, layout, lam, seed, generation), run_step, redo_changed, _new_root_hint(layout), log
+    )
     if results is None:
         log(f"{step.label}: complete, skipped")
         return {}
@@ -203,19 +251,25 @@ def run_experiment(cfg: ExperimentConfig, root: str | Path, log: Log = print, re
                 for generation in range(1, cfg.loop.generations + 1):
                     run_generation(cfg, layout, lam, seed, generation, log, redo_changed)
                     if plan.stops_after(cfg, read_metrics(layout.generation(lam, seed, generation))):
-                        log(f"{plan.generation_plan(cfg, lam, seed, generation).label}: collapsed, stopping this "
-                            "chain (loop.stop_on_collapse)")
+                        log(
+                            f"{plan.generation_plan(cfg, lam, seed, generation).label}: collapsed, stopping this "
+                            "chain (loop.stop_on_collapse)"
+                        )
                         break
     return layout
 
 
-def run_stage_generation(cfg: ExperimentConfig, layout: RunLayout, lam: float | None, seed: int, generation: int,
-                         log: Log = print) -> dict[str, Any]:
+def run_stage_generation(
+    cfg: ExperimentConfig, layout: RunLayout, lam: float | None, seed: int, generation: int, log: Log = print
+) -> dict[str, Any]:
     """One generation as a DVC stage (``autophagy generation``): under its seed's lock, after
     clearing what killed processes left in that seed's directories. DVC decides when a stage runs
     (its parameters or inputs changed) and deletes the stage's outputs first, so what changed is
     redone rather than refused."""
-    with run_lock.hold(layout.seed_lock(seed), f"{layout.root} (seed {seed})"), tracking.execution(cfg, layout.root, [seed]):
+    with (
+        run_lock.hold(layout.seed_lock(seed), f"{layout.root} (seed {seed})"),
+        tracking.execution(cfg, layout.root, [seed]),
+    ):
         clear_leftovers(layout, [seed], shared=False, log=log)
         return run_generation(cfg, layout, lam, seed, generation, log, redo_changed=True)
 
@@ -227,19 +281,24 @@ def check_resumable(cfg: ExperimentConfig, layout: RunLayout, redo_changed: bool
     units = [shared_unit(cfg, layout)]
     for seed in cfg.loop.seeds:
         units.append(generation_unit(cfg, layout, None, seed, 0))
-        units += [generation_unit(cfg, layout, lam, seed, g) for lam in cfg.loop.lambdas
-                  for g in range(1, cfg.loop.generations + 1)]
+        units += [
+            generation_unit(cfg, layout, lam, seed, g)
+            for lam in cfg.loop.lambdas
+            for g in range(1, cfg.loop.generations + 1)
+        ]
     where = {unit.directory: unit.resume_point() for unit in units if unit.directory.is_dir()}
     refused = {directory: point for directory, point in where.items() if point.refused}
     if refused and not redo_changed:
         raise resume.refusal(layout.root, refused, _new_root_hint(layout))
     shared = units[0]
-    if any(shared.present(step) for step in shared.steps[where[layout.root].start:]):
+    if any(shared.present(step) for step in shared.steps[where[layout.root].start :]):
         own = {layout.seed_lock(seed) for seed in cfg.loop.seeds}
         for lock in layout.seed_lock_files():
             if lock not in own and run_lock.in_use(lock):
-                raise run_lock.RunRootBusy(f"{layout.root}: its data or feature extractor must be made again, but "
-                                           f"{run_lock.holder(lock)} is using them ({lock.parent.name})")
+                raise run_lock.RunRootBusy(
+                    f"{layout.root}: its data or feature extractor must be made again, but "
+                    f"{run_lock.holder(lock)} is using them ({lock.parent.name})"
+                )
 
 
 def clear_leftovers(layout: RunLayout, seeds: Sequence[int], shared: bool, log: Log) -> None:

@@ -16,8 +16,9 @@ This module imports no numerical library (unlike :mod:`autophagy.metrics`): the 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from autophagy.config.checks import ConfigError
 from autophagy.config.registry import Registry
@@ -69,10 +70,24 @@ register_metric(Metric("fd", "Frechet distance", lower_is_better=True, space="fe
 register_metric(Metric("precision", "precision (Kynkaanniemi et al. 2019)", lower_is_better=False, space="features"))
 register_metric(Metric("recall", "recall (Kynkaanniemi et al. 2019)", lower_is_better=False, space="features"))
 register_metric(Metric("swd", "sliced Wasserstein-1 distance", lower_is_better=True, space="vectors"))
-register_metric(Metric("mean_err", "mean error |mu_s - mu_r|", lower_is_better=True, space="vectors",
-                       compute="autophagy.metrics.toy:mean_error"))
-register_metric(Metric("cov_err", "covariance error |Sigma_s - Sigma_r|_F", lower_is_better=True, space="vectors",
-                       compute="autophagy.metrics.toy:covariance_error"))
+register_metric(
+    Metric(
+        "mean_err",
+        "mean error |mu_s - mu_r|",
+        lower_is_better=True,
+        space="vectors",
+        compute="autophagy.metrics.toy:mean_error",
+    )
+)
+register_metric(
+    Metric(
+        "cov_err",
+        "covariance error |Sigma_s - Sigma_r|_F",
+        lower_is_better=True,
+        space="vectors",
+        compute="autophagy.metrics.toy:covariance_error",
+    )
+)
 
 
 def metric_of(key: str) -> Metric | None:
@@ -100,4 +115,3 @@ def headline_keys() -> tuple[str, ...]:
 def computed(space: str) -> list[Metric]:
     """The registered metrics of ``space`` that carry their own compute function."""
     return [m for m in METRICS.values() if m.space == space and m.compute is not None]
-

@@ -41,8 +41,10 @@ def format_reference(cfg) -> str:
     rows = [(o.key, o.type, _text(o.default), o.help) for o in options(cfg)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{k:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {h}" for k, t, d, h in rows]
-    header = (f"# every option of `-S KEY=VALUE` (model: the options of model.family={cfg.model.family}; "
-              "-S model.family=NAME --list shows another family's)")
+    header = (
+        f"# every option of `-S KEY=VALUE` (model: the options of model.family={cfg.model.family}; "
+        "-S model.family=NAME --list shows another family's)"
+    )
     return "\n".join([header, *lines]) + "\n"
 
 
@@ -93,8 +95,11 @@ def _field_comments(cls: type) -> dict[str, str]:
             source = textwrap.dedent(inspect.getsource(klass))
         except (OSError, TypeError):  # defined where no source is kept (an interactive session)
             continue
-        on_line = {tok.start[0]: tok.string.lstrip("# ").strip()
-                   for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+        on_line = {
+            tok.start[0]: tok.string.lstrip("# ").strip()
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+            if tok.type == tokenize.COMMENT
+        }
         body = ast.parse(source).body[0].body
         for node in body:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.lineno in on_line:

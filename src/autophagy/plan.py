@@ -20,8 +20,9 @@ With ``loop.stop_on_collapse`` a chain ends after its first collapsed generation
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from autophagy.config import NO_LAMBDA, ExperimentConfig, format_lambda
 from autophagy.data.strategies import STRATEGIES, synthetic_count
@@ -74,14 +75,27 @@ def generation_plan(cfg: ExperimentConfig, lam: float | None, seed: int, generat
     strategy = STRATEGIES[cfg.loop.strategy]
     fresh, pooled = strategy.fresh_real, strategy.pooled
     if generation == 0:
-        return GenerationPlan(lam=None, seed=seed, generation=0, steps=(("mix",) if fresh else ()) + ("train", "sample", "evaluate"),
-                              fresh_real=fresh, synthetic_from=(), pooled=False, init_from=None, collapse_against=(),
-                              stoppable=False)
+        return GenerationPlan(
+            lam=None,
+            seed=seed,
+            generation=0,
+            steps=(("mix",) if fresh else ()) + ("train", "sample", "evaluate"),
+            fresh_real=fresh,
+            synthetic_from=(),
+            pooled=False,
+            init_from=None,
+            collapse_against=(),
+            stoppable=False,
+        )
     synthetic_from = tuple(range(generation)) if pooled else (generation - 1,)
     return GenerationPlan(
-        lam=lam, seed=seed, generation=generation,
+        lam=lam,
+        seed=seed,
+        generation=generation,
         steps=(("pool",) if pooled else ()) + ("mix", "train", "sample", "evaluate"),
-        fresh_real=fresh, synthetic_from=synthetic_from, pooled=pooled,
+        fresh_real=fresh,
+        synthetic_from=synthetic_from,
+        pooled=pooled,
         init_from=generation - 1 if cfg.train.init == "previous" else None,
         collapse_against=(0,) if generation == 1 else (0, generation - 1),
         stoppable=cfg.loop.stop_on_collapse and generation >= 2,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from tqdm import tqdm
 
@@ -66,8 +67,9 @@ class Progress:
         self.printed_n: int | None = None
         self.bar = None
         if self.mode == "bar":
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True
+            )
 
     def update(self, n: int, postfix: str = "") -> None:
         """``n`` more units done; ``postfix`` (e.g. ``loss=0.123``) is shown after the rate."""
@@ -85,20 +87,33 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.mode == "lines" and self.printed_n != self.n and (
-                self.printed_n is not None or time.monotonic() - self.started >= self.every):
+        elif (
+            self.mode == "lines"
+            and self.printed_n != self.n
+            and (self.printed_n is not None or time.monotonic() - self.started >= self.every)
+        ):
             self._line()
         self.mode = "0"
 
     def _line(self) -> None:
         now = time.monotonic()
-        text = tqdm.format_meter(self.n, self.total, now - self.started, prefix=self.desc, unit=self.unit,
-                                 unit_scale=True, postfix=self.postfix or None, bar_format=LINE_FORMAT,
-                                 initial=self.initial, done=count(self.n), of=count(self.total))
+        text = tqdm.format_meter(
+            self.n,
+            self.total,
+            now - self.started,
+            prefix=self.desc,
+            unit=self.unit,
+            unit_scale=True,
+            postfix=self.postfix or None,
+            bar_format=LINE_FORMAT,
+            initial=self.initial,
+            done=count(self.n),
+            of=count(self.total),
+        )
         print(text, file=sys.stderr, flush=True)
         self.last_line, self.printed_n = now, self.n
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,8 +30,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,11 @@ def summarise(records: Iterable[dict[str, Any]], metrics: Iterable[str]) -> list
             if len(values) == 0:
                 continue
             row[metric] = float(values.mean())
-            half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+            half = (
+                float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+                if len(values) > 1
+                else 0.0
+            )
             row[f"{metric}_ci95"] = half
         rows.append(row)
     return rows
@@ -114,8 +119,17 @@ def metric_figure(summary: list[dict[str, Any]], metric: str, title: str):
         if seeds > 1:
             half = np.array([r[f"{metric}_ci95"] for r in rows])
             g += DODGE * (index - (len(lams) - 1) / 2)  # side by side, so that the bars do not overlap
-            ax.errorbar(g, mean, yerr=half, ms=4, capsize=2, elinewidth=0.8, label=label,
-                        errorevery=max(1, len(g) // 25), **styles[lam])
+            ax.errorbar(
+                g,
+                mean,
+                yerr=half,
+                ms=4,
+                capsize=2,
+                elinewidth=0.8,
+                label=label,
+                errorevery=max(1, len(g) // 25),
+                **styles[lam],
+            )
             with_bars = True
         else:
             ax.plot(g, mean, ms=4, label=label, **styles[lam])
@@ -161,9 +175,10 @@ def metric_vs_lambda_figure(summary: list[dict[str, Any]], metric: str, title: s
     infinite = [r for r in rows if math.isinf(parse_lambda(r["lambda"]))]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     gap = INF_GAP if finite else 0.0
-    groups = [(np.arange(len(finite), dtype=float), finite, figures.FINITE_COLOURS[0], "o"),
-              (np.array([len(finite) - 1 + gap] if infinite else []), infinite, figures.INF_COLOUR,
-               figures.INF_MARKER)]
+    groups = [
+        (np.arange(len(finite), dtype=float), finite, figures.FINITE_COLOURS[0], "o"),
+        (np.array([len(finite) - 1 + gap] if infinite else []), infinite, figures.INF_COLOUR, figures.INF_MARKER),
+    ]
     for x, group, colour, marker in groups:
         if not group:
             continue
@@ -177,8 +192,17 @@ def metric_vs_lambda_figure(summary: list[dict[str, Any]], metric: str, title: s
     if finite and infinite:
         split = len(finite) - 1 + gap / 2
         ax.axvline(split, color="0.6", lw=0.8, ls=":")
-        ax.text(split, 0, "//", transform=blended_transform_factory(ax.transData, ax.transAxes), ha="center",
-                va="center", fontsize=9, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5}, clip_on=False)
+        ax.text(
+            split,
+            0,
+            "//",
+            transform=blended_transform_factory(ax.transData, ax.transAxes),
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+            clip_on=False,
+        )
     start = [r[metric] for r in summary if r["generation"] == 0 and metric in r]
     if start:
         ax.axhline(float(np.mean(start)), ls=":", color="0.4", label="generation 0 (mean over seeds)")
@@ -229,8 +253,9 @@ def plot_samples_across_generations(root: Path, path: Path, title: str, columns:
     if not pictures:
         return None
     wanted = spaced_generations(max(max(chain) for chain in pictures.values()), columns)
-    fig, axes = plt.subplots(len(pictures), len(wanted), figsize=(1.6 * len(wanted), 1.6 * len(pictures)),
-                             dpi=150, squeeze=False)
+    fig, axes = plt.subplots(
+        len(pictures), len(wanted), figsize=(1.6 * len(wanted), 1.6 * len(pictures)), dpi=150, squeeze=False
+    )
     for i, (lam, chain) in enumerate(pictures.items()):
         for j, generation in enumerate(wanted):
             ax = axes[i, j]
@@ -292,8 +317,9 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     atomic.write_text(path, buffer.getvalue())
 
 
-def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | None = None,
-                 out: Path | None = None) -> dict[str, Any]:
+def write_report(
+    root: Path, cfg: ExperimentConfig | None = None, metric: str | None = None, out: Path | None = None
+) -> dict[str, Any]:
     """Write the report of ``root`` into ``out`` (default ``root/report``); returns the paths written."""
     root = Path(root)
     records = collect(root)
@@ -320,9 +346,11 @@ def write_report(root: Path, cfg: ExperimentConfig | None = None, metric: str | 
     collapsed = collapse_lines(records)
     if collapsed:
         table += "\nCollapse (loop.collapse_metric / loop.collapse_ratio):\n\n" + "\n".join(collapsed) + "\n"
-    text = f"# {title}\n\nLast generation per λ (mean ± 95% CI over seeds where seeds > 1).\n\n{table}\n" + "".join(
-        f"![{f.stem}]({f.name})\n" for f in pngs
-    ) + "\nEach figure is also written as PDF and SVG beside its PNG (same name).\n"
+    text = (
+        f"# {title}\n\nLast generation per λ (mean ± 95% CI over seeds where seeds > 1).\n\n{table}\n"
+        + "".join(f"![{f.stem}]({f.name})\n" for f in pngs)
+        + "\nEach figure is also written as PDF and SVG beside its PNG (same name).\n"
+    )
     atomic.write_text(out / "report.md", text)
     if cfg is not None and cfg.tracking.enabled:
         from autophagy.tracking import Tracker, execution
@@ -344,10 +372,15 @@ def _data_uri(png: Path) -> str:
 
 def write_html(path: str | Path, title: str, images: Sequence[Path], text: str = "") -> None:
     """A self-contained HTML page (images embedded), which the KFP UI shows for HTML artifacts."""
-    body = "".join(f'<p><img src="{_data_uri(p)}" alt="{html.escape(p.name)}" style="image-rendering: pixelated; '
-                   f'width: 512px"></p>' for p in images)
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
-            f"<body><h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>{body}</body></html>")
+    body = "".join(
+        f'<p><img src="{_data_uri(p)}" alt="{html.escape(p.name)}" style="image-rendering: pixelated; '
+        f'width: 512px"></p>'
+        for p in images
+    )
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f"<body><h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>{body}</body></html>"
+    )
     Path(path).write_text(page)
 
 

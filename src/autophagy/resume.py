@@ -15,9 +15,10 @@ output it reads (:func:`resume_point`); :func:`differences` names the keys.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from autophagy import atomic
 from autophagy.config import ConfigError, ExperimentConfig, flatten_dict
@@ -82,13 +83,21 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
     for flat, source in ((flat_old, old), (flat_new, new)):
         for step_options_ in source.values():
             flat.update(flatten_dict(step_options_))
-    return {key: (flat_old.get(key), flat_new.get(key)) for key in sorted({*flat_old, *flat_new})
-            if flat_old.get(key) != flat_new.get(key)}
+    return {
+        key: (flat_old.get(key), flat_new.get(key))
+        for key in sorted({*flat_old, *flat_new})
+        if flat_old.get(key) != flat_new.get(key)
+    }
 
 
-def resume_point(record: Record | None, wanted: Mapping[str, Any], steps: tuple[str, ...],
-                 present: Callable[[str], bool], reads: Mapping[str, Iterable[str]],
-                 inherited: Iterable[str] = ()) -> Resume:
+def resume_point(
+    record: Record | None,
+    wanted: Mapping[str, Any],
+    steps: tuple[str, ...],
+    present: Callable[[str], bool],
+    reads: Mapping[str, Iterable[str]],
+    inherited: Iterable[str] = (),
+) -> Resume:
     """Where a unit with ``record`` resumes, to be made of ``steps`` with the options ``wanted``.
 
     ``present(step)``: whether the step's output exists (DVC deletes a stage's outputs before
@@ -109,8 +118,11 @@ def resume_point(record: Record | None, wanted: Mapping[str, Any], steps: tuple[
     start = 0
     while start < forced and steps[start] in record.done and present(steps[start]):
         start += 1
-    changed = differences({s: record.options.get(s) or {} for s in changed_steps},
-                          {s: wanted[s] for s in changed_steps}) if forced < len(steps) else {}
+    changed = (
+        differences({s: record.options.get(s) or {} for s in changed_steps}, {s: wanted[s] for s in changed_steps})
+        if forced < len(steps)
+        else {}
+    )
     return Resume(start, changed)
 
 
@@ -122,15 +134,23 @@ def refusal(root: Path, where: Mapping[Path, Resume], new_root: str) -> OptionsC
         for key, pair in resume.changed.items():
             changed.setdefault(key, pair)
     parts = []
-    for what, units in (("were made with other options: " + ", ".join(
-                            f"{key} {_show(old)} -> {_show(new)}" for key, (old, new) in changed.items()),
-                         sorted(str(path) for path, resume in where.items() if resume.changed)),
-                        ("hold outputs but no record of the options that made them (an older autophagy wrote them)",
-                         sorted(str(path) for path, resume in where.items() if resume.unrecorded))):
+    for what, units in (
+        (
+            "were made with other options: "
+            + ", ".join(f"{key} {_show(old)} -> {_show(new)}" for key, (old, new) in changed.items()),
+            sorted(str(path) for path, resume in where.items() if resume.changed),
+        ),
+        (
+            "hold outputs but no record of the options that made them (an older autophagy wrote them)",
+            sorted(str(path) for path, resume in where.items() if resume.unrecorded),
+        ),
+    ):
         if units:
             parts.append(f"{_count(len(units))} (e.g. {units[0]}) {what}")
-    return OptionsChanged(f"{root}: " + "; ".join(parts) + ". Run again with the same options, or with --redo-changed "
-                          f"to redo what the change affects (the rest is kept), or --new-root to start in {new_root}")
+    return OptionsChanged(
+        f"{root}: " + "; ".join(parts) + ". Run again with the same options, or with --redo-changed "
+        f"to redo what the change affects (the rest is kept), or --new-root to start in {new_root}"
+    )
 
 
 def _count(n: int) -> str:

@@ -17,8 +17,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 class RunRootBusy(RuntimeError):
@@ -33,8 +33,9 @@ def holder(path: Path) -> str:
         info = {}
     if not info:
         return "another process"
-    return (f"pid {info.get('pid')} on host {info.get('host')} ({info.get('command', '?')}, "
-            f"since {info.get('since', '?')})")
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')} ({info.get('command', '?')}, since {info.get('since', '?')})"
+    )
 
 
 @contextlib.contextmanager
@@ -47,15 +48,25 @@ def hold(path: Path, what: str, wait: bool = False, log: Callable[[str], None] =
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise RunRootBusy(f"{what} is in use by {holder(path)}; wait for it to end, or use another "
-                                  "--root (autophagy run --new-root picks a new one)") from None
+                raise RunRootBusy(
+                    f"{what} is in use by {holder(path)}; wait for it to end, or use another "
+                    "--root (autophagy run --new-root picks a new one)"
+                ) from None
             log(f"waiting for {holder(path)}, which holds {what}")
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:160],
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:160],
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+            )
+            + "\n"
+        )
         handle.flush()
         yield
 

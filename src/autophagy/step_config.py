@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from autophagy.config import (
     DEFAULT_FAMILY,
@@ -48,8 +49,14 @@ BOOKKEEPING: tuple[str, ...] = ("name", "tracking", "loop.lambdas", "loop.seeds"
 #: The environment variable that carries :func:`bookkeeping` (JSON) into a Kubeflow task.
 BOOKKEEPING_ENV = "AUTOPHAGY_BOOKKEEPING"
 
-_SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "sample": SampleConfig,
-                              "evaluate": EvaluateConfig, "loop": LoopConfig, "tracking": TrackingConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+    "evaluate": EvaluateConfig,
+    "loop": LoopConfig,
+    "tracking": TrackingConfig,
+}
 
 
 def _select(data: Mapping[str, Any], options: tuple[str, ...]) -> dict[str, Any]:
@@ -90,8 +97,10 @@ class _Withheld:
         section, step, real, allowed = object.__getattribute__(self, "_where")
         if name in allowed:
             return getattr(real, name)
-        raise ConfigError(f"step {step} read {section}.{name}, which is not among the options it is given "
-                          f"(autophagy.step_config.STEP_OPTIONS[{step!r}]): add it there, so that its cache key covers it")
+        raise ConfigError(
+            f"step {step} read {section}.{name}, which is not among the options it is given "
+            f"(autophagy.step_config.STEP_OPTIONS[{step!r}]): add it there, so that its cache key covers it"
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")

@@ -44,8 +44,16 @@ class GaussianTrajectories:
     std: np.ndarray
 
 
-def simulate(n: int, lam: float, generations: int, replicates: int, seed: int = 0, estimator: str = "mle",
-             mu_data: float = 0.0, sigma_data: float = 1.0) -> GaussianTrajectories:
+def simulate(
+    n: int,
+    lam: float,
+    generations: int,
+    replicates: int,
+    seed: int = 0,
+    estimator: str = "mle",
+    mu_data: float = 0.0,
+    sigma_data: float = 1.0,
+) -> GaussianTrajectories:
     """Exact simulation of ``replicates`` independent 1-D retraining chains for one lambda."""
     if n < 2:
         raise ValueError(f"n must be >= 2 to fit a variance, got {n}")
@@ -91,8 +99,9 @@ def summary(traj: GaussianTrajectories) -> dict[str, np.ndarray]:
     }
 
 
-def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: int = 0,
-                 estimator: str = "mle") -> dict[str, object]:
+def write_report(
+    out_dir, ns, lambdas, generations: int, replicates: int, seed: int = 0, estimator: str = "mle"
+) -> dict[str, object]:
     """Simulate every (n, lambda); write ``theory.csv``, ``theory.md`` and ``std_ratio_n<n>.png`` in ``out_dir``.
 
     Each plot's title, also its alt text in ``theory.md``, names the estimator (``ESTIMATOR_NAMES``).
@@ -118,16 +127,32 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
         for index, lam in enumerate(lambdas):
             stats = summary(simulate(n, lam, generations, replicates, seed + index, estimator))
             t = np.arange(generations + 1)
-            line, = ax.plot(t, stats["std_ratio"], label=lambda_label(format_lambda(lam)), color=colours[format_lambda(lam)])
-            ax.fill_between(t, stats["std_ratio"] - stats["std_ratio_ci95"], stats["std_ratio"] + stats["std_ratio_ci95"],
-                            color=line.get_color(), alpha=0.2)
+            (line,) = ax.plot(
+                t, stats["std_ratio"], label=lambda_label(format_lambda(lam)), color=colours[format_lambda(lam)]
+            )
+            ax.fill_between(
+                t,
+                stats["std_ratio"] - stats["std_ratio_ci95"],
+                stats["std_ratio"] + stats["std_ratio_ci95"],
+                color=line.get_color(),
+                alpha=0.2,
+            )
             for g in range(generations + 1):
-                rows.append(f"{n},{format_lambda(lam)},{g},{stats['std_ratio'][g]:.6g},{stats['std_ratio_ci95'][g]:.3g},"
-                            f"{predicted[g] if math.isinf(lam) else ''},{stats['abs_mean'][g]:.6g}")
-            lines.append(f"| {n} | {format_lambda(lam)} | {stats['std_ratio'][-1]:.4g} ± {stats['std_ratio_ci95'][-1]:.2g} | "
-                         f"{format(predicted[-1], '.4g') if math.isinf(lam) else '–'} | {stats['abs_mean'][-1]:.4f} |")
-        ax.plot(np.arange(generations + 1), predicted, "--", color="0.45", label=f"c({n})^t (theory)" if estimator != "mle"
-                else f"(c({n})·√((n−1)/n))^t (theory)")
+                rows.append(
+                    f"{n},{format_lambda(lam)},{g},{stats['std_ratio'][g]:.6g},{stats['std_ratio_ci95'][g]:.3g},"
+                    f"{predicted[g] if math.isinf(lam) else ''},{stats['abs_mean'][g]:.6g}"
+                )
+            lines.append(
+                f"| {n} | {format_lambda(lam)} | {stats['std_ratio'][-1]:.4g} ± {stats['std_ratio_ci95'][-1]:.2g} | "
+                f"{format(predicted[-1], '.4g') if math.isinf(lam) else '–'} | {stats['abs_mean'][-1]:.4f} |"
+            )
+        ax.plot(
+            np.arange(generations + 1),
+            predicted,
+            "--",
+            color="0.45",
+            label=f"c({n})^t (theory)" if estimator != "mle" else f"(c({n})·√((n−1)/n))^t (theory)",
+        )
         ax.set_xlabel("generation t")
         ax.set_ylabel("fitted std over initial std, E[σ_t / σ_0]")
         title = f"Gaussian {ESTIMATOR_NAMES[estimator]} retraining, n = {n}, {replicates} replicates"
@@ -136,9 +161,12 @@ def write_report(out_dir, ns, lambdas, generations: int, replicates: int, seed: 
         ax.legend(fontsize=8)
         save_figure(fig, out / f"std_ratio_n{n}.png")
         figures.append((title, str(out / f"std_ratio_n{n}.png")))
-    atomic.write_text(out / "theory.csv", "n,lambda,generation,std_ratio,std_ratio_ci95,predicted,abs_mean\n" + "\n".join(rows) + "\n")
+    atomic.write_text(
+        out / "theory.csv", "n,lambda,generation,std_ratio,std_ratio_ci95,predicted,abs_mean\n" + "\n".join(rows) + "\n"
+    )
     heading = f"# Gaussian retraining, {ESTIMATOR_NAMES[estimator]} fit, {replicates} replicates, T = {generations}"
-    text = (f"{heading}\n\n"
-            + "\n".join(lines) + "\n\n" + "".join(f"![{title}]({Path(f).name})\n" for title, f in figures))
+    text = (
+        f"{heading}\n\n" + "\n".join(lines) + "\n\n" + "".join(f"![{title}]({Path(f).name})\n" for title, f in figures)
+    )
     atomic.write_text(out / "theory.md", text)
     return {"markdown": str(out / "theory.md"), "figures": [f for _, f in figures]}

@@ -35,10 +35,11 @@ import os
 import subprocess
 import sys
 import urllib.error
-import uuid
 import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from autophagy import atomic
 from autophagy.config import ExperimentConfig, flatten, format_lambda, to_dict
@@ -55,9 +56,21 @@ UNBOUND = "none"  # the execution tag of runs made outside :func:`execution` (th
 #: The experiment tag MLflow 3's UI reads to open an experiment on its runs view (not GenAI traces).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 #: Result keys that are bookkeeping, not curves: tags (the latest generation's value), never metrics.
-NOT_METRICS = frozenset({"generation", "seed", "parameters", "train_world_size", "n_samples", "evaluate_seconds",
-                         "resumed_from_kimg", "train_steps", "train_kimg", "train_seconds",
-                         "train_images_per_second"})
+NOT_METRICS = frozenset(
+    {
+        "generation",
+        "seed",
+        "parameters",
+        "train_world_size",
+        "n_samples",
+        "evaluate_seconds",
+        "resumed_from_kimg",
+        "train_steps",
+        "train_kimg",
+        "train_seconds",
+        "train_images_per_second",
+    }
+)
 
 
 #: MLflow's HTTP settings where the user has not set them. MLflow's own defaults (120 s, 7 retries,
@@ -106,8 +119,9 @@ def check_reachable(uri: str, timeout: float | None = None) -> None:
             if response.status != 200:
                 raise TrackingError(f"MLflow tracking server at {uri} answered /health with HTTP {response.status}")
     except (urllib.error.URLError, OSError) as err:
-        raise TrackingError(f"cannot reach the MLflow tracking server at {uri} ({getattr(err, 'reason', err)}). "
-                            + _ADVICE) from None
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({getattr(err, 'reason', err)}). " + _ADVICE
+        ) from None
 
 
 def check_tracking(cfg: ExperimentConfig) -> None:
@@ -127,13 +141,19 @@ def check_tracking(cfg: ExperimentConfig) -> None:
     from mlflow import MlflowClient
 
     try:
-        with _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"), store_lock(uri), _refused(uri, f"looking up experiment {cfg.name!r}"):
+        with (
+            _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"),
+            store_lock(uri),
+            _refused(uri, f"looking up experiment {cfg.name!r}"),
+        ):
             MlflowClient(tracking_uri=uri).get_experiment_by_name(cfg.name)
     except TrackingError as err:
         if "timeout" in str(err).lower():
-            raise TrackingError(f"MLflow at {uri} did not answer the API call for experiment {cfg.name!r} within "
-                                f"{timeout} s (MLFLOW_HTTP_REQUEST_TIMEOUT) although /health answers: the server "
-                                "stalls. " + _ADVICE) from None
+            raise TrackingError(
+                f"MLflow at {uri} did not answer the API call for experiment {cfg.name!r} within "
+                f"{timeout} s (MLFLOW_HTTP_REQUEST_TIMEOUT) although /health answers: the server "
+                "stalls. " + _ADVICE
+            ) from None
         raise
 
 
@@ -195,8 +215,10 @@ def execution_id(root: str | Path) -> str:
         try:
             return str(json.loads(path.read_text())["execution"])
         except (ValueError, KeyError, TypeError):
-            raise TrackingError(f"{path} is damaged (expected {{\"execution\": <id>}}); delete it to start new "
-                                "MLflow runs for this run directory") from None
+            raise TrackingError(
+                f'{path} is damaged (expected {{"execution": <id>}}); delete it to start new '
+                "MLflow runs for this run directory"
+            ) from None
     Path(root).mkdir(parents=True, exist_ok=True)
     atomic.write_json(path, {"execution": uuid.uuid4().hex})
     return execution_id(root)
@@ -245,10 +267,17 @@ def _left_running(cfg: ExperimentConfig, root: Path, seeds: Sequence[int]) -> se
     experiment = client.get_experiment_by_name(cfg.name)
     if experiment is None:
         return set()
-    runs = client.search_runs([experiment.experiment_id], max_results=1000,
-                              filter_string=f"tags.`autophagy.run_dir` = '{root}' and attributes.status = 'RUNNING'")
-    return {run.info.run_id for run in runs if run.data.tags.get("autophagy.role") == "parent"
-            or run.data.tags.get("autophagy.seed") in {str(seed) for seed in seeds}}
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        max_results=1000,
+        filter_string=f"tags.`autophagy.run_dir` = '{root}' and attributes.status = 'RUNNING'",
+    )
+    return {
+        run.info.run_id
+        for run in runs
+        if run.data.tags.get("autophagy.role") == "parent"
+        or run.data.tags.get("autophagy.seed") in {str(seed) for seed in seeds}
+    }
 
 
 def end_runs(status: str = "FINISHED", also: set[str] = frozenset()) -> None:
@@ -268,8 +297,11 @@ def end_runs(status: str = "FINISHED", also: set[str] = frozenset()) -> None:
 
 def provenance() -> dict[str, str]:
     """Tags naming where a run came from: git commit, source, user, run directory."""
-    tags = {"mlflow.source.name": " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) or "autophagy",
-            "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    tags = {
+        "mlflow.source.name": " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) or "autophagy",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": getpass.getuser(),
+    }
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -281,8 +313,9 @@ def provenance() -> dict[str, str]:
 def _git_commit() -> str | None:
     """The commit of the source tree autophagy runs from, or None outside a git checkout."""
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -340,7 +373,9 @@ class Tracker:
 
     def _find(self, tags: Mapping[str, str]) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1, order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=query, max_results=1, order_by=["attributes.start_time ASC"]
+        )
         return runs[0].info.run_id if runs else None
 
     def parent_run(self) -> str:
@@ -387,8 +422,14 @@ class Tracker:
                 run = self.client.create_run(
                     self.experiment_id,
                     run_name=f"lam-{text}-seed-{seed}",
-                    tags={**tags, "autophagy.role": "chain", "autophagy.experiment": self.cfg.name,
-                          "autophagy.config_key": self.key, **provenance(), **self.extra_tags},
+                    tags={
+                        **tags,
+                        "autophagy.role": "chain",
+                        "autophagy.experiment": self.cfg.name,
+                        "autophagy.config_key": self.key,
+                        **provenance(),
+                        **self.extra_tags,
+                    },
                 )
                 run_id = run.info.run_id
                 params = {**flatten(self.cfg), "lambda": text, "seed": seed}
@@ -402,16 +443,23 @@ class Tracker:
         """Numeric ``metrics`` at ``step = generation`` (NaN/inf skipped, and keys the run holds at that
         step already: a step redone after a crash logs once); the bookkeeping keys (:data:`NOT_METRICS`,
         ``n_reference_*``) as tags holding the latest value instead."""
-        from mlflow.entities import Metric, RunTag
         import time
 
+        from mlflow.entities import Metric, RunTag
+
         now = int(time.time() * 1000)
-        numeric = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        numeric = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
         bookkeeping = {k for k in numeric if k in NOT_METRICS or k.startswith("n_reference_")}
         held = self.client.get_run(run_id).data.metrics  # latest value per key: only those keys can hold the step
-        batch = [Metric(key=k, value=v, timestamp=now, step=generation) for k, v in numeric.items()
-                 if k not in bookkeeping and not (k in held and self._holds(run_id, k, generation))]
+        batch = [
+            Metric(key=k, value=v, timestamp=now, step=generation)
+            for k, v in numeric.items()
+            if k not in bookkeeping and not (k in held and self._holds(run_id, k, generation))
+        ]
         tags = [RunTag(k, f"{numeric[k]:g}") for k in sorted(bookkeeping)]
         if tag:
             tags.append(RunTag("autophagy.last_step", tag))
@@ -431,13 +479,17 @@ class Tracker:
     def log_summary(self, run_id: str, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
         """Per-lambda rows (``lambda``, ``generation`` and metric means) as metrics ``<key>/lam_<lambda>``
         on ``run_id`` (a parent run: configurations compare in the runs table)."""
-        from mlflow.entities import Metric
         import time
 
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
-        batch = [Metric(key=f"{key}/lam_{row['lambda']}", value=float(row[key]), timestamp=now, step=int(row["generation"]))
-                 for row in rows for key in keys
-                 if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+        batch = [
+            Metric(key=f"{key}/lam_{row['lambda']}", value=float(row[key]), timestamp=now, step=int(row["generation"]))
+            for row in rows
+            for key in keys
+            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+        ]
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
@@ -464,8 +516,12 @@ class Tracker:
         """The parent run and its chains: ``RUNNING``, or ended with ``status`` (FINISHED, FAILED,
         KILLED) and an end time (the Kubeflow submitter, whose pods log into these runs)."""
         parent = self.parent_run()
-        runs = [parent] + [run.info.run_id for run in self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1000)]
+        runs = [parent] + [
+            run.info.run_id
+            for run in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1000
+            )
+        ]
         for run_id in runs:
             if status == "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
@@ -487,8 +543,11 @@ class Tracker:
     def handoffs(self) -> dict[str, dict[str, Any]]:
         """Every hand-off recorded on the parent run, by key."""
         tags = self.client.get_run(self.parent_run()).data.tags
-        return {name[len(HANDOFF_TAG_PREFIX):]: json.loads(value) for name, value in tags.items()
-                if name.startswith(HANDOFF_TAG_PREFIX)}
+        return {
+            name[len(HANDOFF_TAG_PREFIX) :]: json.loads(value)
+            for name, value in tags.items()
+            if name.startswith(HANDOFF_TAG_PREFIX)
+        }
 
 
 class _Client:

@@ -33,8 +33,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from autophagy import atomic
 from autophagy.config import TrainConfig
@@ -131,8 +132,9 @@ def curve_points(records: Sequence[Mapping[str, Any]], offset: int) -> list[tupl
     points = []
     for record in records:
         step, stamp = offset + int(record["images_seen"]), int(record["time"] * 1000)
-        points += [(name, float(record[field]), step, stamp) for field, name in METRICS.items()
-                   if math.isfinite(record[field])]
+        points += [
+            (name, float(record[field]), step, stamp) for field, name in METRICS.items() if math.isfinite(record[field])
+        ]
     return points
 
 
@@ -181,7 +183,10 @@ class LiveCurve:
                 for run_id in self.runs:
                     self.tracker.log_points(run_id, points)
         except TrackingError as err:
-            print(f"autophagy: warning: live loss curve stopped ({err}); it is logged when training ends",
-                  file=sys.stderr, flush=True)
+            print(
+                f"autophagy: warning: live loss curve stopped ({err}); it is logged when training ends",
+                file=sys.stderr,
+                flush=True,
+            )
             self.tracker = None
         self.pending = []

@@ -20,8 +20,11 @@ def main() -> int:
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
     config = read_auth_config()
     if not username or not password:
-        print("ensure_pipeline_user: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD must be set "
-              "(Secret autophagy-tracking-credentials)", file=sys.stderr)
+        print(
+            "ensure_pipeline_user: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD must be set "
+            "(Secret autophagy-tracking-credentials)",
+            file=sys.stderr,
+        )
         return 1
     if username == config.admin_username:
         print(f"ensure_pipeline_user: the pipeline user must not be the admin user {username!r}", file=sys.stderr)

@@ -6,7 +6,8 @@ Each check raises :class:`ConfigError` naming the option (``model.num_steps``) a
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class ConfigError(ValueError):

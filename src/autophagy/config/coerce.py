@@ -13,7 +13,8 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal, Union
 
 from autophagy.config.checks import ConfigError
 
@@ -59,8 +60,9 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
         label = f"{where}." if where else ""
         close = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
         hints = "".join(f" (did you mean {label}{close[u][0]}?)" for u in unknown if close[u])
-        raise ConfigError(f"unknown option(s) {', '.join(label + u for u in unknown)}{hints}; "
-                          f"allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(label + u for u in unknown)}{hints}; allowed: {', '.join(sorted(fields))}"
+        )
     kwargs = {}
     for name, value in raw.items():
         option = f"{where}.{name}" if where else name

@@ -9,8 +9,7 @@ from autophagy.config.checks import ConfigError, ConfigWarning
 from autophagy.config.coerce import parsed_by
 from autophagy.config.families import FAMILIES, ModelConfig, default_model, model_section
 from autophagy.config.lambdas import check_lambda, real_items_bound
-from autophagy.config.sections import (DataConfig, EvaluateConfig, LoopConfig, SampleConfig, TrackingConfig,
-                                       TrainConfig)
+from autophagy.config.sections import DataConfig, EvaluateConfig, LoopConfig, SampleConfig, TrackingConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,12 @@ class ExperimentConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
-    def validate(self) -> "ExperimentConfig":
+    def validate(self) -> ExperimentConfig:
         if not (self.name[:1].isalnum() and self.name.isascii() and all(c.isalnum() or c in "._-" for c in self.name)):
-            raise ConfigError("name must be one folder name (it is the run directory runs/<name>): ASCII letters, "
-                              f"digits, '.', '_' and '-', starting with a letter or digit; got {self.name!r}")
+            raise ConfigError(
+                "name must be one folder name (it is the run directory runs/<name>): ASCII letters, "
+                f"digits, '.', '_' and '-', starting with a letter or digit; got {self.name!r}"
+            )
         for section in (self.data, self.model, self.train, self.sample, self.evaluate, self.loop, self.tracking):
             section.validate()
         n_real, known_from = real_items_bound(self)
@@ -41,35 +42,49 @@ class ExperimentConfig:
         vector_data = self.data.source in ("toy2d", "gaussian")
         if vector_data and family.kind == "image":
             vector_families = " or ".join(sorted(f.name for f in FAMILIES.values() if f.kind == "vector"))
-            raise ConfigError(f"model.family={self.model.family} needs image data; data.source={self.data.source} "
-                              f"gives vectors (use {vector_families})")
+            raise ConfigError(
+                f"model.family={self.model.family} needs image data; data.source={self.data.source} "
+                f"gives vectors (use {vector_families})"
+            )
         if not vector_data and family.kind == "vector":
-            raise ConfigError(f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), "
-                              f"got data.source={self.data.source}")
+            raise ConfigError(
+                f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), "
+                f"got data.source={self.data.source}"
+            )
         if vector_data and self.evaluate.features != "raw":
-            raise ConfigError(f"evaluate.features={self.evaluate.features} needs images; "
-                              "vector data uses evaluate.features=raw")
+            raise ConfigError(
+                f"evaluate.features={self.evaluate.features} needs images; vector data uses evaluate.features=raw"
+            )
         if self.loop.correction is not None and not vector_data:
             raise ConfigError(f"loop.correction={self.loop.correction} is built for vector data (toy2d, gaussian)")
         if vector_data and (self.train.xflip or self.train.channels_last):
             option = "train.xflip" if self.train.xflip else "train.channels_last"
-            raise ConfigError(f"{option}=true applies to images; data.source={self.data.source} gives vectors: "
-                              f"set {option}=false")
+            raise ConfigError(
+                f"{option}=true applies to images; data.source={self.data.source} gives vectors: set {option}=false"
+            )
         if self.train.xflip and self.data.source == "digits":
-            warnings.warn("train.xflip=true flips digits horizontally (a mirrored 2 is no digit): the model learns "
-                          "mirrored digits the metrics count as errors", ConfigWarning, stacklevel=2)
+            warnings.warn(
+                "train.xflip=true flips digits horizontally (a mirrored 2 is no digit): the model learns "
+                "mirrored digits the metrics count as errors",
+                ConfigWarning,
+                stacklevel=2,
+            )
         curating = self.sample.curation_k > 1
         if curating and self.sample.curation_reward == "digits-confidence" and self.evaluate.features != "digits-net":
-            raise ConfigError("sample.curation_reward=digits-confidence uses the digits-net: "
-                              "set evaluate.features=digits-net")
+            raise ConfigError(
+                "sample.curation_reward=digits-confidence uses the digits-net: set evaluate.features=digits-net"
+            )
         if curating and self.sample.curation_reward == "toy-nearest-real" and not vector_data:
             raise ConfigError("sample.curation_reward=toy-nearest-real needs vector data (toy2d, gaussian)")
         from autophagy.data.strategies import STRATEGIES  # numpy: imported when a config is validated
 
         if STRATEGIES[self.loop.strategy].fresh_real and self.data.n_train is None:
-            raise ConfigError(f"loop.strategy={self.loop.strategy} draws data.n_train new real items per generation "
-                              "from the training split: set data.n_train below the split's size")
+            raise ConfigError(
+                f"loop.strategy={self.loop.strategy} draws data.n_train new real items per generation "
+                "from the training split: set data.n_train below the split's size"
+            )
         if self.evaluate.features == "digits-net" and self.data.source != "digits":
-            raise ConfigError("evaluate.features=digits-net is trained on sklearn's digits; "
-                              "use it with data.source=digits")
+            raise ConfigError(
+                "evaluate.features=digits-net is trained on sklearn's digits; use it with data.source=digits"
+            )
         return self

@@ -11,8 +11,9 @@ a config never imports torch (or a family's own dependencies, zuko or diffusers)
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from autophagy.config.checks import ConfigError
 from autophagy.config.coerce import build_section
@@ -60,8 +61,10 @@ class Family:
         if not (isinstance(self.config, type) and issubclass(self.config, ModelConfig)):
             raise ConfigError(f"family {self.name}: config must be a ModelConfig subclass, got {self.config!r}")
         if self.config().family != self.name:
-            raise ConfigError(f"family {self.name}: {self.config.__name__}.family defaults to "
-                              f"{self.config().family!r}, not {self.name!r}")
+            raise ConfigError(
+                f"family {self.name}: {self.config.__name__}.family defaults to "
+                f"{self.config().family!r}, not {self.name!r}"
+            )
         if isinstance(self.model, str) and ":" not in self.model:
             raise ConfigError(f"family {self.name}: model must be a class or 'module:Class', got {self.model!r}")
 
@@ -73,8 +76,10 @@ class Family:
             cls = getattr(importlib.import_module(module), attribute)
         if getattr(cls, "family", None) != self.name or getattr(cls, "kind", None) != self.kind:
             declared = f"family={getattr(cls, 'family', None)!r}, kind={getattr(cls, 'kind', None)!r}"
-            raise ConfigError(f"family {self.name}: {cls.__name__} declares {declared}; "
-                              f"its registration says {self.name!r}, {self.kind!r}")
+            raise ConfigError(
+                f"family {self.name}: {cls.__name__} declares {declared}; "
+                f"its registration says {self.name!r}, {self.kind!r}"
+            )
         return cls
 
 
@@ -101,4 +106,3 @@ def model_section(raw: Any, option: str = "model") -> ModelConfig:
 def default_model() -> ModelConfig:
     """The model section of a config that has none: :data:`DEFAULT_FAMILY` with its defaults."""
     return FAMILIES[DEFAULT_FAMILY].config()
-

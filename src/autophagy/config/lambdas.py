@@ -55,7 +55,8 @@ def check_lambda(lam: float, option: str = "lambda", n_real: int | None = None, 
             f"{f'{math.floor(count):,}' if math.isfinite(count) else 'over 1e308'} synthetic samples "
             f"per generation with n = {n_real} real items{n_from}; at most {MAX_SYNTHETIC_SAMPLES:,} are allowed, so "
             f"lambda <= {MAX_SYNTHETIC_SAMPLES / n_real:.6g} here (each generation draws them and holds them in memory "
-            "as one array). For synthetic data only, use lambda = inf.")
+            "as one array). For synthetic data only, use lambda = inf."
+        )
     return lam
 
 

@@ -107,8 +107,16 @@ class EDMModelConfig(ImageNetworkConfig):
         non_negative("model.S_churn", self.S_churn)
 
 
-register_family(Family("edm", EDMModelConfig, "autophagy.models.edm:EDMModel", "image",
-                       pretrained_formats=("edm-pickle",), paper_config="configs/cifar10-edm.yaml"))
+register_family(
+    Family(
+        "edm",
+        EDMModelConfig,
+        "autophagy.models.edm:EDMModel",
+        "image",
+        pretrained_formats=("edm-pickle",),
+        paper_config="configs/cifar10-edm.yaml",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -140,15 +148,25 @@ class DDPMModelConfig(ImageNetworkConfig):
             raise ConfigError(f"need 0 < model.beta_start < model.beta_end < 1, got {self.beta_start}, {self.beta_end}")
         choice("model.sampler", self.sampler, DDPM_SAMPLERS)
         if not 1 <= self.num_steps <= self.num_train_timesteps:
-            raise ConfigError(f"model.num_steps must be in [1, model.num_train_timesteps={self.num_train_timesteps}], "
-                              f"got {self.num_steps}")
+            raise ConfigError(
+                f"model.num_steps must be in [1, model.num_train_timesteps={self.num_train_timesteps}], "
+                f"got {self.num_steps}"
+            )
         if not 0.0 <= self.eta <= 1.0:
             raise ConfigError(f"model.eta must be in [0, 1], got {self.eta}")
         choice("model.ancestral_variance", self.ancestral_variance, DDPM_VARIANCES)
 
 
-register_family(Family("ddpm", DDPMModelConfig, "autophagy.models.ddpm:DDPMModel", "image",
-                       pretrained_formats=("diffusers",), paper_config="configs/cifar10-ddpm.yaml"))
+register_family(
+    Family(
+        "ddpm",
+        DDPMModelConfig,
+        "autophagy.models.ddpm:DDPMModel",
+        "image",
+        pretrained_formats=("diffusers",),
+        paper_config="configs/cifar10-ddpm.yaml",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -177,8 +195,10 @@ class OTCFMModelConfig(ImageNetworkConfig):
         positive("model.head_channels", self.head_channels)
         widths = [self.model_channels * mult for mult in self.channel_mult]
         if self.network == "unet" and any(width % self.head_channels for width in widths):
-            raise ConfigError(f"model.head_channels={self.head_channels} must divide every level's width "
-                              f"(model_channels x channel_mult = {widths}) into whole attention heads")
+            raise ConfigError(
+                f"model.head_channels={self.head_channels} must divide every level's width "
+                f"(model_channels x channel_mult = {widths}) into whole attention heads"
+            )
         non_negative("model.sigma", self.sigma)
         choice("model.coupling", self.coupling, ("ot", "independent"))
         choice("model.sampler", self.sampler, OTCFM_SAMPLERS)
@@ -186,5 +206,13 @@ class OTCFMModelConfig(ImageNetworkConfig):
         positive("model.tol", self.tol)
 
 
-register_family(Family("otcfm", OTCFMModelConfig, "autophagy.models.otcfm:OTCFMModel", "image",
-                       pretrained_formats=("torchcfm", "diffusers"), paper_config="configs/cifar10-otcfm.yaml"))
+register_family(
+    Family(
+        "otcfm",
+        OTCFMModelConfig,
+        "autophagy.models.otcfm:OTCFMModel",
+        "image",
+        pretrained_formats=("torchcfm", "diffusers"),
+        paper_config="configs/cifar10-otcfm.yaml",
+    )
+)

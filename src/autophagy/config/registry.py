@@ -32,8 +32,10 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
     def register(self, entry: Entry) -> Entry:
         """Add ``entry`` under ``entry.name`` (refused if the name is taken); returns it."""
         if not entry.name or entry.name in self._entries:
-            raise ConfigError(f"{self.option}: cannot register {entry.name!r}: "
-                              f"{'the name is empty' if not entry.name else 'the name is registered already'}")
+            raise ConfigError(
+                f"{self.option}: cannot register {entry.name!r}: "
+                f"{'the name is empty' if not entry.name else 'the name is registered already'}"
+            )
         self._entries[entry.name] = entry
         return entry
 

@@ -156,8 +156,10 @@ class TrainConfig:
 
     def warn_if_ema_is_stale(self) -> None:
         """Warn when a generation's budget barely moves the EMA (the sampled model) off its start."""
-        for budget_option, budget in (("train.budget_kimg", self.budget_kimg),
-                                      ("train.gen0_budget_kimg", self.first_budget_kimg)):
+        for budget_option, budget in (
+            ("train.budget_kimg", self.budget_kimg),
+            ("train.gen0_budget_kimg", self.first_budget_kimg),
+        ):
             kept = ema_start_weight(budget, self.ema_halflife_kimg)
             if budget > 0 and kept > EMA_STALE_WEIGHT:
                 warnings.warn(
@@ -165,7 +167,9 @@ class TrainConfig:
                     f"the generation the EMA (the sampled model) still weighs its starting point by "
                     f"0.5 ** ({budget:g} / {self.ema_halflife_kimg:g}) = {kept:.2f} and barely moves; a half-life of "
                     f"at most {budget / 3:.3g} kimg (budget / 3) lets it follow the training",
-                    ConfigWarning, stacklevel=4)
+                    ConfigWarning,
+                    stacklevel=4,
+                )
                 break
 
     @property
@@ -279,6 +283,12 @@ class TrackingConfig:
     log_samples: bool = True  # each generation's sample grid as a run image (step = generation)
 
     def validate(self) -> None:
-        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
-            raise ConfigError("tracking.keep_checkpoints must be a whole number >= 0 (log generation 0, the last and "
-                              f"every k-th; 1: all, 0: the first and last only), got {self.keep_checkpoints!r}")
+        if (
+            isinstance(self.keep_checkpoints, bool)
+            or not isinstance(self.keep_checkpoints, int)
+            or self.keep_checkpoints < 0
+        ):
+            raise ConfigError(
+                "tracking.keep_checkpoints must be a whole number >= 0 (log generation 0, the last and "
+                f"every k-th; 1: all, 0: the first and last only), got {self.keep_checkpoints!r}"
+            )

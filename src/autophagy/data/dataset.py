@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class NewShard:
 
     origin: Mapping[str, Any]
     array: np.ndarray | None = None
-    source: tuple["Dataset", Shard] | None = None
+    source: tuple[Dataset, Shard] | None = None
     name: str | None = None
 
 
@@ -143,12 +144,15 @@ def open_dataset(path: str | Path, verify_hash: bool = True, kind: str | None = 
             raise DatasetError(f"{manifest_path} lists shard {shard.file} twice (its rows would count twice)")
         seen.add(shard.file)
         if shard.rows < 1:
-            raise DatasetError(f"{manifest_path}: shard {shard.file} has {shard.rows} rows; every shard needs at least one")
+            raise DatasetError(
+                f"{manifest_path}: shard {shard.file} has {shard.rows} rows; every shard needs at least one"
+            )
     if not shards:
         raise DatasetError(f"{manifest_path} lists no shards")
     if dtype not in KINDS[dataset_kind]:
-        raise DatasetError(f"{manifest_path}: {dataset_kind} data must be {' or '.join(KINDS[dataset_kind])}, "
-                           f"got dtype {dtype!r}")
+        raise DatasetError(
+            f"{manifest_path}: {dataset_kind} data must be {' or '.join(KINDS[dataset_kind])}, got dtype {dtype!r}"
+        )
     dataset = Dataset(path, dataset_kind, item_shape, shards, manifest.get("provenance", {}), np.dtype(dtype))
     for shard in shards:
         _verify_shard(dataset, shard, verify_hash)
@@ -173,8 +177,10 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
         if actual != shard.sha256:
             raise DatasetError(f"shard {file} is corrupted: sha256 {actual[:12]}... != manifest {shard.sha256[:12]}...")
         if bad is not None:
-            raise DatasetError(f"shard {file} holds NaN or infinite values (first at row {bad // math.prod(dataset.item_shape)}); "
-                               "vectors must be finite")
+            raise DatasetError(
+                f"shard {file} holds NaN or infinite values (first at row {bad // math.prod(dataset.item_shape)}); "
+                "vectors must be finite"
+            )
 
 
 def _hash_and_find_non_finite(file: Path, data_offset: int, floats: np.dtype | None) -> tuple[str, int | None]:
@@ -197,7 +203,7 @@ def _first_non_finite(values: np.ndarray) -> int | None:
     """The flat index of the first NaN/inf in ``values`` (None: all finite), checked in chunks."""
     flat = values.reshape(-1)
     for start in range(0, len(flat), _CHECK_CHUNK):
-        finite = np.isfinite(flat[start:start + _CHECK_CHUNK])
+        finite = np.isfinite(flat[start : start + _CHECK_CHUNK])
         if not finite.all():
             return start + int(np.argmin(finite))
     return None
@@ -209,8 +215,10 @@ def kind_of(array: np.ndarray) -> str:
         return "image"
     if array.dtype.name in KINDS["vector"] and array.ndim == 2:
         return "vector"
-    raise DatasetError(f"rows must be uint8 [N, H, W, C] images or float32/float64 [N, D] vectors, "
-                       f"got {array.dtype}{list(array.shape)}")
+    raise DatasetError(
+        f"rows must be uint8 [N, H, W, C] images or float32/float64 [N, D] vectors, "
+        f"got {array.dtype}{list(array.shape)}"
+    )
 
 
 def write_dataset(
@@ -232,8 +240,10 @@ def write_dataset(
             kinds.add(kind_of(shard.array))
             shapes.add(tuple(shard.array.shape[1:]))
             dtypes.add(shard.array.dtype)
-            _check_new_rows(f"cannot write {out_dir}: shard {shard.name or _default_name(index)} ({dict(shard.origin)})",
-                            shard.array)
+            _check_new_rows(
+                f"cannot write {out_dir}: shard {shard.name or _default_name(index)} ({dict(shard.origin)})",
+                shard.array,
+            )
         elif shard.source is not None:
             kinds.add(shard.source[0].kind)
             shapes.add(shard.source[0].item_shape)
@@ -247,8 +257,11 @@ def write_dataset(
     with atomic.staging_dir(out_dir) as stage:
         for index, shard in enumerate(shards):
             if shard.source is not None and shard.source[0].dtype != dtype:  # float32 rows in a float64 set
-                shard = NewShard(origin=shard.origin, array=shard.source[0].shard_array(shard.source[1]),
-                                 name=shard.name or shard.source[1].file)
+                shard = NewShard(
+                    origin=shard.origin,
+                    array=shard.source[0].shard_array(shard.source[1]),
+                    name=shard.name or shard.source[1].file,
+                )
             if shard.source is not None:
                 source_dataset, source_shard = shard.source
                 name = shard.name or source_shard.file
@@ -287,8 +300,10 @@ def _check_new_rows(what: str, array: np.ndarray) -> None:
         bad = _first_non_finite(array)
         if bad is not None:
             count = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
-            raise DatasetError(f"{what} holds NaN or infinite values in {count} of {len(array)} rows (first at row "
-                               f"{bad // array[0].size}); vectors must be finite")
+            raise DatasetError(
+                f"{what} holds NaN or infinite values in {count} of {len(array)} rows (first at row "
+                f"{bad // array[0].size}); vectors must be finite"
+            )
 
 
 def origins_summary(shards: Iterable[Shard]) -> list[dict[str, Any]]:

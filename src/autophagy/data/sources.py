@@ -49,7 +49,9 @@ def load_split(cfg: DataConfig, split: str) -> np.ndarray:
     rows = loaders[cfg.source](cfg, split)
     if limit is not None:
         if limit > len(rows):
-            raise DataSourceError(f"data.n_{split}={limit} but the {cfg.source} {split} split has only {len(rows)} items")
+            raise DataSourceError(
+                f"data.n_{split}={limit} but the {cfg.source} {split} split has only {len(rows)} items"
+            )
         rows = rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
     return np.ascontiguousarray(rows)
 
@@ -63,9 +65,7 @@ def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     target = load_digits().target
-    train, test = train_test_split(
-        np.arange(len(target)), test_size=DIGITS_TEST_SIZE, random_state=0, stratify=target
-    )
+    train, test = train_test_split(np.arange(len(target)), test_size=DIGITS_TEST_SIZE, random_state=0, stratify=target)
     return np.sort(train), np.sort(test)
 
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,9 @@ def compose(
     chosen = STRATEGIES[strategy]
     check_lambda(lam)
     if not synthetic and lam > 0:
-        raise DatasetError(f"strategy {strategy} with lambda = {format_lambda(lam)} needs synthetic data; "
-                           "none was given")
+        raise DatasetError(
+            f"strategy {strategy} with lambda = {format_lambda(lam)} needs synthetic data; none was given"
+        )
     return chosen.compose(lam, real, synthetic, Path(out_dir), seed, {"strategy": strategy, **(provenance or {})})
 
 
@@ -175,8 +177,9 @@ def mix(
     shards = [] if math.isinf(lam) else real_shards(real)
     if k > 0:
         if synthetic is None:
-            raise DatasetError(f"lambda = {format_lambda(lam)} needs {k} synthetic samples "
-                               "but no synthetic data set was given")
+            raise DatasetError(
+                f"lambda = {format_lambda(lam)} needs {k} synthetic samples but no synthetic data set was given"
+            )
         if synthetic.kind != real.kind or synthetic.item_shape != real.item_shape:
             raise DatasetError(
                 f"synthetic data {synthetic.path} holds {synthetic.kind} {list(synthetic.item_shape)}, "
@@ -195,14 +198,18 @@ def mix(
 def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, generation: int) -> Dataset:
     """n real items drawn without replacement from ``pool`` for one generation (fresh-real loop)."""
     if n > pool.rows:
-        raise DatasetError(f"fresh-real needs data.n_train = {n} new items per generation "
-                           f"but the pool {pool.path} has {pool.rows}")
+        raise DatasetError(
+            f"fresh-real needs data.n_train = {n} new items per generation but the pool {pool.path} has {pool.rows}"
+        )
     rng = np.random.default_rng([seed, generation, 0xF8E5])
     index = np.sort(rng.choice(pool.rows, size=n, replace=False))
     rows = pool.load()[index]
     origin = {**pool.shards[0].origin, "type": "real", "fresh_draw": generation}
-    return write_dataset(out_dir, [NewShard(origin=origin, array=rows, name=f"real-gen-{generation:03d}.npy")],
-                         {"pool": str(pool.path), "generation": generation})
+    return write_dataset(
+        out_dir,
+        [NewShard(origin=origin, array=rows, name=f"real-gen-{generation:03d}.npy")],
+        {"pool": str(pool.path), "generation": generation},
+    )
 
 
 # ------------------------------------------------------------------------------ shards
@@ -211,8 +218,10 @@ def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, gener
 def check_like(dataset: Dataset, real: Dataset, k: int) -> None:
     """Refuse a sample set of another kind or shape than the real data, or with fewer than ``k`` rows."""
     if dataset.kind != real.kind or dataset.item_shape != real.item_shape:
-        raise DatasetError(f"synthetic data {dataset.path} ({dataset.kind} {list(dataset.item_shape)}) does not match "
-                           f"the real data ({real.kind} {list(real.item_shape)})")
+        raise DatasetError(
+            f"synthetic data {dataset.path} ({dataset.kind} {list(dataset.item_shape)}) does not match "
+            f"the real data ({real.kind} {list(real.item_shape)})"
+        )
     if dataset.rows < k:
         raise DatasetError(f"{dataset.path} has {dataset.rows} samples, {k} are needed")
 

@@ -75,10 +75,12 @@ class FeatureExtractor(abc.ABC):
         """Features of ``items`` (uint8 ``[N, H, W, C]`` or float ``[N, D]``): float32 ``[N, F]``,
         with progress on stderr named ``label`` (:mod:`autophagy.progress`)."""
         _check_items(items)
-        return np.concatenate([
-            self._features(items[i : i + self.batch_size])
-            for i in batches(f"{label} ({self.name})", len(items), self.batch_size, "item")
-        ]).astype(np.float32, copy=False)
+        return np.concatenate(
+            [
+                self._features(items[i : i + self.batch_size])
+                for i in batches(f"{label} ({self.name})", len(items), self.batch_size, "item")
+            ]
+        ).astype(np.float32, copy=False)
 
     @abc.abstractmethod
     def _features(self, batch: np.ndarray) -> np.ndarray:
@@ -143,7 +145,9 @@ class InceptionExtractor(FeatureExtractor):
         self._matrices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_weights(cls, weights: Path, device: str | torch.device = "cpu", batch_size: int = 64) -> "InceptionExtractor":
+    def from_weights(
+        cls, weights: Path, device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> InceptionExtractor:
         """clean-fid's TorchScript Inception-v3 (``inception-2015-12-05.pt``)."""
         from cleanfid.inception_torchscript import InceptionV3W
 

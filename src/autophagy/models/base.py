@@ -14,9 +14,10 @@ A family turns dataset rows into a trained model and a trained model into fresh 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,8 +52,13 @@ class TrainReport:
 
     def settings(self) -> dict[str, object]:
         """The resolved speed settings (recorded in the checkpoint's config.json)."""
-        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last,
-                "compiled": self.compiled, "world_size": self.world_size}
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compiled": self.compiled,
+            "world_size": self.world_size,
+        }
 
     def as_metrics(self) -> dict[str, float]:
         rate = self.images_seen / self.seconds if self.seconds > 0 else float("nan")
@@ -88,8 +94,16 @@ class GenerativeModel(ABC):
         """Train on ``rows`` ``[N, *item_shape]`` until ``budget_kimg`` thousand images are seen."""
 
     @abstractmethod
-    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               start: int = 0, **options: Any) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int = 1024,
+        device: str = "auto",
+        temperature: float = 1.0,
+        start: int = 0,
+        **options: Any,
+    ) -> np.ndarray:
         """Draw rows ``start .. start + n - 1`` ``[n, *item_shape]``; row ``i`` depends only on ``(seed, i)``,
         so pieces drawn on different workers concatenate to the one-piece draw.
 

@@ -12,8 +12,9 @@ import hashlib
 import json
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -45,7 +46,9 @@ def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mappin
     write_id = _write_id(model, meta)
     for name, tensors in model.tensors().items():
         with atomic.temp_path(directory / f"{name}.safetensors") as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={WRITE_ID: write_id})
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={WRITE_ID: write_id}
+            )
     state = model.train_state()
     if state:
         with atomic.temp_path(directory / TRAIN_STATE) as tmp:
@@ -111,8 +114,10 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
         except (SafetensorError, OSError) as err:
             raise ModelError(f"checkpoint file {file} is corrupted: {err}") from None
         if write_id is not None and file_id != write_id:
-            raise ModelError(f"checkpoint {path} is inconsistent: {file.name} and {CONFIG} come from different writes "
-                             "(interrupted while saving?)")
+            raise ModelError(
+                f"checkpoint {path} is inconsistent: {file.name} and {CONFIG} come from different writes "
+                "(interrupted while saving?)"
+            )
     if "model" not in tensors:
         raise ModelError(f"checkpoint {path} has no model.safetensors")
     model.load_tensors(tensors)
@@ -120,8 +125,10 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
     if with_train_state and state_file.is_file():
         state = load_plain_tensors(state_file, f"checkpoint file {state_file}", "a train state autophagy wrote")
         if not isinstance(state, dict) or (write_id is not None and state.get(WRITE_ID) != write_id):
-            raise ModelError(f"checkpoint {path} is inconsistent: {TRAIN_STATE} and {CONFIG} come from different writes "
-                             "(interrupted while saving?)")
+            raise ModelError(
+                f"checkpoint {path} is inconsistent: {TRAIN_STATE} and {CONFIG} come from different writes "
+                "(interrupted while saving?)"
+            )
         model.load_train_state(state)
     return model
 
@@ -135,8 +142,10 @@ def load_plain_tensors(source: str | Path | BinaryIO, what: str, expected: str =
     except pickle.UnpicklingError as err:
         detail = _refusal_detail(err)
         if re.search(r"global|class|function", detail, re.IGNORECASE):
-            raise ModelError(f"{what} is not {expected}: it asks for objects that only code could build ({detail}). "
-                             "It was altered or made by other software; autophagy does not load such files") from None
+            raise ModelError(
+                f"{what} is not {expected}: it asks for objects that only code could build ({detail}). "
+                "It was altered or made by other software; autophagy does not load such files"
+            ) from None
         raise ModelError(f"{what} is corrupted or not {expected}: {detail}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

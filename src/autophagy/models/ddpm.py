@@ -19,7 +19,8 @@ Images are encoded to [-1, 1] in NCHW.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,13 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...]
 
 def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMScheduler | DDIMScheduler:
     """The diffusers scheduler of ``sampler`` (default ``cfg.sampler``) with ``cfg.num_steps`` timesteps set."""
-    common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                  beta_schedule="linear", clip_sample=cfg.clip_denoised)
+    common = dict(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule="linear",
+        clip_sample=cfg.clip_denoised,
+    )
     if (sampler or cfg.sampler) == "ancestral":
         scheduler = DDPMScheduler(**common, variance_type=cfg.ancestral_variance)
     else:
@@ -49,8 +55,9 @@ def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMSche
 ANCESTRAL_VARIANCES = ("fixed_large", "fixed_small")
 
 
-def ancestral_step(scheduler: DDPMScheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
-                   noise: torch.Tensor | None) -> torch.Tensor:
+def ancestral_step(
+    scheduler: DDPMScheduler, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor, noise: torch.Tensor | None
+) -> torch.Tensor:
     """x_{t'} from x_t by Ho et al. Alg. 2, line 4, with the given ``noise`` z [B, ...] (unused, may be
     None, at t = 0, where Alg. 2 adds none); ``eps``, ``x`` [B, ...]. t' = the scheduler's previous
     timestep (t - 1 with all T steps), abar_{t'} = 1 below 0, alpha = abar_t / abar_{t'}, beta = 1 - alpha:
@@ -65,8 +72,10 @@ def ancestral_step(scheduler: DDPMScheduler, eps: torch.Tensor, t: torch.Tensor,
     config = scheduler.config
     variance_type = config.variance_type
     if config.prediction_type != "epsilon" or config.thresholding or variance_type not in ANCESTRAL_VARIANCES:
-        raise ValueError(f"ancestral_step supports epsilon prediction, no thresholding and variance {ANCESTRAL_VARIANCES}; "
-                         f"got {config.prediction_type!r}, thresholding={config.thresholding}, {variance_type!r}")
+        raise ValueError(
+            f"ancestral_step supports epsilon prediction, no thresholding and variance {ANCESTRAL_VARIANCES}; "
+            f"got {config.prediction_type!r}, thresholding={config.thresholding}, {variance_type!r}"
+        )
     prev_t = scheduler.previous_timestep(t)
     abar_t = scheduler.alphas_cumprod[t]
     abar_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else abar_t.new_ones(())
@@ -83,8 +92,9 @@ def ancestral_step(scheduler: DDPMScheduler, eps: torch.Tensor, t: torch.Tensor,
     return mean + variance**0.5 * noise.to(x)
 
 
-def ancestral_sample(eps_model: EpsModel, latents: torch.Tensor, scheduler: DDPMScheduler,
-                     step_noise: Callable[[int], torch.Tensor]) -> torch.Tensor:
+def ancestral_sample(
+    eps_model: EpsModel, latents: torch.Tensor, scheduler: DDPMScheduler, step_noise: Callable[[int], torch.Tensor]
+) -> torch.Tensor:
     """Ho et al. Alg. 2 from x_T = ``latents`` [B, ...]; ``step_noise(i)`` [B, ...] is the z of step i
     (asked for only where t > 0). Returns x_0 [B, ...]."""
     x = latents
@@ -94,8 +104,13 @@ def ancestral_sample(eps_model: EpsModel, latents: torch.Tensor, scheduler: DDPM
     return x
 
 
-def ddim_sample(eps_model: EpsModel, latents: torch.Tensor, scheduler: DDIMScheduler, eta: float,
-                step_noise: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
+def ddim_sample(
+    eps_model: EpsModel,
+    latents: torch.Tensor,
+    scheduler: DDIMScheduler,
+    eta: float,
+    step_noise: Callable[[int], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Song et al. (2021) Eq. 12 from x_T = ``latents`` [B, ...]; ``step_noise(i)`` [B, ...] is needed
     when ``eta > 0``. The clipped x_0 also gives the eps of the direction term, so eta = 1 with
     all T steps is exactly the ancestral sampler with ``fixed_small``. Returns x_0 [B, ...]."""
@@ -103,8 +118,9 @@ def ddim_sample(eps_model: EpsModel, latents: torch.Tensor, scheduler: DDIMSched
     for i, t in enumerate(scheduler.timesteps):
         eps = eps_model(x, t.to(x.device).expand(x.shape[0]))
         noise = step_noise(i).to(x) if eta > 0 else None
-        x = scheduler.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise,
-                           return_dict=False)[0]
+        x = scheduler.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise, return_dict=False)[
+            0
+        ]
     return x
 
 
@@ -121,8 +137,15 @@ class DDPMModel(ImageModel):
         cfg: DDPMModelConfig = self.cfg
         if cfg.network == "mlp":
             return self.build_mlp()
-        return HFUNet(self.image_shape, cfg.model_channels, cfg.channel_mult, cfg.num_blocks, cfg.attn_resolutions,
-                      cfg.dropout, style="ddpm")
+        return HFUNet(
+            self.image_shape,
+            cfg.model_channels,
+            cfg.channel_mult,
+            cfg.num_blocks,
+            cfg.attn_resolutions,
+            cfg.dropout,
+            style="ddpm",
+        )
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg: DDPMModelConfig = self.cfg

@@ -91,9 +91,14 @@ class EDMModel(ImageModel):
             network = self.build_mlp()
         else:
             network = SongUNet(
-                img_resolution=resolution, in_channels=channels, out_channels=channels,
-                model_channels=cfg.model_channels, channel_mult=cfg.channel_mult, num_blocks=cfg.num_blocks,
-                attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout,
+                img_resolution=resolution,
+                in_channels=channels,
+                out_channels=channels,
+                model_channels=cfg.model_channels,
+                channel_mult=cfg.channel_mult,
+                num_blocks=cfg.num_blocks,
+                attn_resolutions=cfg.attn_resolutions,
+                dropout=cfg.dropout,
             )
         return EDMPrecond(network, cfg.sigma_data)
 

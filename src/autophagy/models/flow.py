@@ -26,7 +26,9 @@ class FlowModel(TorchGenerativeModel):
     def build_network(self) -> nn.Module:
         cfg: FlowModelConfig = self.cfg
         (dim,) = self.item_shape
-        return zuko.flows.NSF(features=dim, transforms=cfg.transforms, hidden_features=cfg.hidden_features, bins=cfg.bins)
+        return zuko.flows.NSF(
+            features=dim, transforms=cfg.transforms, hidden_features=cfg.hidden_features, bins=cfg.bins
+        )
 
     @property
     def noise_shape(self) -> tuple[int, ...]:

@@ -9,8 +9,9 @@ around a mean of order 1 cannot resolve a spread below about 1e-7, where the cha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,15 @@ class GaussianModel(GenerativeModel):
         self.mean = torch.zeros(dim, dtype=torch.float64)
         self.std = torch.ones(dim, dtype=torch.float64)
 
-    def fit(self, rows: np.ndarray, budget_kimg: float, train: TrainConfig, seed: int,
-            scratch_dir: Path | None = None, log: LogFn | None = None) -> TrainReport:
+    def fit(
+        self,
+        rows: np.ndarray,
+        budget_kimg: float,
+        train: TrainConfig,
+        seed: int,
+        scratch_dir: Path | None = None,
+        log: LogFn | None = None,
+    ) -> TrainReport:
         x = torch.from_numpy(np.asarray(rows, dtype=np.float64))
         if len(x) < 2:
             raise ModelError(f"the gaussian family needs at least 2 rows to fit a variance, got {len(x)}")
@@ -41,8 +49,16 @@ class GaussianModel(GenerativeModel):
         self.std = x.std(dim=0, correction=0 if self.cfg.estimator == "mle" else 1)
         return TrainReport(steps=1, images_seen=len(x), loss=float("nan"), seconds=0.0)
 
-    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               start: int = 0, **options: Any) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int = 1024,
+        device: str = "auto",
+        temperature: float = 1.0,
+        start: int = 0,
+        **options: Any,
+    ) -> np.ndarray:
         z = index_noise(seed, start, n, self.item_shape, dtype=torch.float64) * temperature
         return (self.mean + self.std * z).numpy()
 

@@ -32,9 +32,17 @@ STYLES = {
 class HFUNet(nn.Module):
     """``UNet2DModel`` behind the ``(x, labels) -> output`` signature the families call."""
 
-    def __init__(self, image_shape: tuple[int, int, int], model_channels: int, channel_mult: tuple[int, ...],
-                 num_blocks: int, attn_resolutions: tuple[int, ...], dropout: float, style: str,
-                 head_channels: int | None = None):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        model_channels: int,
+        channel_mult: tuple[int, ...],
+        num_blocks: int,
+        attn_resolutions: tuple[int, ...],
+        dropout: float,
+        style: str,
+        head_channels: int | None = None,
+    ):
         super().__init__()
         channels, resolution, _ = image_shape
         levels = [resolution >> level for level in range(len(channel_mult))]

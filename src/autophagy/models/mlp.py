@@ -38,8 +38,14 @@ class ResidualBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """Flatten, ``num_blocks`` residual blocks of ``width`` conditioned on the noise level, unflatten."""
 
-    def __init__(self, item_shape: tuple[int, int, int], width: int = 256, num_blocks: int = 3, dropout: float = 0.0,
-                 emb_channels: int = 64):
+    def __init__(
+        self,
+        item_shape: tuple[int, int, int],
+        width: int = 256,
+        num_blocks: int = 3,
+        dropout: float = 0.0,
+        emb_channels: int = 64,
+    ):
         super().__init__()
         channels, height, width_px = item_shape
         self.shape = (channels, height, width_px)

@@ -79,8 +79,15 @@ def philox_key(seed: int, stream: int) -> tuple[int, int]:
     return int(k0), int(k1)
 
 
-def index_noise(seed: int, start: int, count: int, shape: tuple[int, ...], stream: int = 0,
-                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def index_noise(
+    seed: int,
+    start: int,
+    count: int,
+    shape: tuple[int, ...],
+    stream: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal noise ``[count, *shape]`` where row ``j`` depends only on ``(seed, start + j, stream)``.
 
     Made on ``device`` (default CPU) in ``dtype``; the uniforms and Box-Muller run in float64 when

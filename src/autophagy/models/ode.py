@@ -12,7 +12,7 @@ batchings to within the tolerance, not bit for bit.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchdiffeq import odeint
@@ -21,7 +21,9 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METHODS = ("euler", "midpoint", "dopri5")
 
 
-def integrate(velocity: Velocity, x0: torch.Tensor, method: str, num_steps: int = 100, tol: float = 1e-5) -> torch.Tensor:
+def integrate(
+    velocity: Velocity, x0: torch.Tensor, method: str, num_steps: int = 100, tol: float = 1e-5
+) -> torch.Tensor:
     """x(1) from x(0) = ``x0`` [B, ...]."""
     batch = x0.shape[0]
     at = lambda t: torch.full((batch,), float(t), dtype=x0.dtype, device=x0.device)  # noqa: E731

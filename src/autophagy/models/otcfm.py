@@ -52,8 +52,16 @@ class OTCFMModel(ImageModel):
         cfg: OTCFMModelConfig = self.cfg
         if cfg.network == "mlp":
             return self.build_mlp()
-        return HFUNet(self.image_shape, cfg.model_channels, cfg.channel_mult, cfg.num_blocks, cfg.attn_resolutions,
-                      cfg.dropout, style="adm", head_channels=cfg.head_channels)
+        return HFUNet(
+            self.image_shape,
+            cfg.model_channels,
+            cfg.channel_mult,
+            cfg.num_blocks,
+            cfg.attn_resolutions,
+            cfg.dropout,
+            style="adm",
+            head_channels=cfg.head_channels,
+        )
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg: OTCFMModelConfig = self.cfg

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,8 +136,14 @@ class TorchGenerativeModel(GenerativeModel):
         """
         from autophagy.distributed import rank_and_world
         from autophagy.models.training import (
-            check_ranks_agree, compile_failure, compile_network, learning_rate, match_layout, noise_seed,
-            resolve_speed, weights_fingerprint,
+            check_ranks_agree,
+            compile_failure,
+            compile_network,
+            learning_rate,
+            match_layout,
+            noise_seed,
+            resolve_speed,
+            weights_fingerprint,
         )
 
         rank, world = rank_and_world()
@@ -154,8 +161,10 @@ class TorchGenerativeModel(GenerativeModel):
         batch = min(train.batch_size, len(data))  # global images per step
         if world > 1:
             if train.batch_size % world:
-                raise ModelError(f"train.batch_size={train.batch_size} (the global batch) must be divisible by the "
-                                 f"{world} data-parallel processes")
+                raise ModelError(
+                    f"train.batch_size={train.batch_size} (the global batch) must be divisible by the "
+                    f"{world} data-parallel processes"
+                )
             batch -= batch % world
             if batch == 0:
                 raise ModelError(f"{len(data)} training rows cannot fill one batch on each of {world} processes")
@@ -300,8 +309,16 @@ class TorchGenerativeModel(GenerativeModel):
     # ------------------------------------------------------------------ sampling
 
     @torch.inference_mode()
-    def sample(self, n: int, seed: int, batch_size: int = 1024, device: str = "auto", temperature: float = 1.0,
-               start: int = 0, **options: Any) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        seed: int,
+        batch_size: int = 1024,
+        device: str = "auto",
+        temperature: float = 1.0,
+        start: int = 0,
+        **options: Any,
+    ) -> np.ndarray:
         """Rows ``start .. start + n - 1`` ``[n, *item_shape]`` from base noise scaled by ``temperature``
         (1 = unbiased)."""
         target = resolve_device(device)

@@ -70,14 +70,17 @@ def check_compiler(device: torch.device) -> None:
     """Raise :class:`ModelError` when ``torch.compile`` cannot work here (train.compile=true)."""
     hint = "set train.compile=false"
     if not torch._dynamo.is_dynamo_supported():
-        raise ModelError(f"train.compile=true but torch.compile is not supported by this Python/torch "
-                         f"({torch.__version__}); {hint}")
+        raise ModelError(
+            f"train.compile=true but torch.compile is not supported by this Python/torch ({torch.__version__}); {hint}"
+        )
     if device.type == "cuda":
         from torch.utils._triton import has_triton
 
         if not has_triton():
-            raise ModelError(f"train.compile=true on {device} needs Triton, which this torch cannot use; {hint} "
-                             "or install the triton matching torch")
+            raise ModelError(
+                f"train.compile=true on {device} needs Triton, which this torch cannot use; {hint} "
+                "or install the triton matching torch"
+            )
     elif device.type == "cpu":
         try:
             from torch._inductor.cpp_builder import get_cpp_compiler
@@ -86,8 +89,10 @@ def check_compiler(device: torch.device) -> None:
         try:
             get_cpp_compiler()
         except Exception as err:  # noqa: BLE001 - InvalidCxxCompiler and friends, reported plainly
-            raise ModelError(f"train.compile=true on CPU needs a C++ compiler (g++ or $CXX), none works here "
-                             f"({type(err).__name__}); {hint}") from None
+            raise ModelError(
+                f"train.compile=true on CPU needs a C++ compiler (g++ or $CXX), none works here "
+                f"({type(err).__name__}); {hint}"
+            ) from None
 
 
 def compile_network(module: nn.Module, device: torch.device) -> nn.Module:
@@ -99,8 +104,10 @@ def compile_network(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def compile_failure(err: Exception) -> ModelError:
-    return ModelError(f"train.compile=true but torch.compile failed on this machine ({type(err).__name__}: "
-                      f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); set train.compile=false")
+    return ModelError(
+        f"train.compile=true but torch.compile failed on this machine ({type(err).__name__}: "
+        f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); set train.compile=false"
+    )
 
 
 def noise_seed(seed: int, rank: int) -> int:
@@ -133,5 +140,6 @@ def check_ranks_agree(fingerprint: torch.Tensor, world: int) -> None:
     dist.all_gather(gathered, fingerprint)
     differ = [rank for rank, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
     if differ:
-        raise ModelError(f"data-parallel training went wrong: rank(s) {differ} ended with weights or EMA that differ "
-                         "from rank 0's")
+        raise ModelError(
+            f"data-parallel training went wrong: rank(s) {differ} ended with weights or EMA that differ from rank 0's"
+        )

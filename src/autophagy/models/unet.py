@@ -29,9 +29,18 @@ def _weight_init(shape: list[int], mode: str, fan_in: int, fan_out: int) -> torc
 
 
 class Linear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_mode: str = "kaiming_normal", init_weight: float = 1.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init_mode: str = "kaiming_normal",
+        init_weight: float = 1.0,
+    ):
         super().__init__()
-        self.weight = nn.Parameter(_weight_init([out_features, in_features], init_mode, in_features, out_features) * init_weight)
+        self.weight = nn.Parameter(
+            _weight_init([out_features, in_features], init_mode, in_features, out_features) * init_weight
+        )
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,14 +50,25 @@ class Linear(nn.Module):
 class Conv2d(nn.Module):
     """3x3/1x1 convolution with optional 2x up/down-sampling before it (kernel 0: resample only)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, up: bool = False, down: bool = False,
-                 init_mode: str = "kaiming_normal", init_weight: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        up: bool = False,
+        down: bool = False,
+        init_mode: str = "kaiming_normal",
+        init_weight: float = 1.0,
+    ):
         super().__init__()
         self.in_channels, self.out_channels, self.up, self.down = in_channels, out_channels, up, down
         fan_in, fan_out = in_channels * kernel * kernel, out_channels * kernel * kernel
         self.weight = (
-            nn.Parameter(_weight_init([out_channels, in_channels, kernel, kernel], init_mode, fan_in, fan_out) * init_weight)
-            if kernel else None
+            nn.Parameter(
+                _weight_init([out_channels, in_channels, kernel, kernel], init_mode, fan_in, fan_out) * init_weight
+            )
+            if kernel
+            else None
         )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if kernel else None
 
@@ -70,8 +90,16 @@ def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
 class UNetBlock(nn.Module):
     """Residual block: GN-SiLU-conv, additive noise embedding, GN-SiLU-dropout-conv, skip, optional self-attention."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, up: bool = False, down: bool = False,
-                 attention: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_channels: int,
+        up: bool = False,
+        down: bool = False,
+        attention: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         init = dict(init_mode="xavier_uniform")
         init_zero = dict(init_mode="xavier_uniform", init_weight=1e-5)
@@ -86,7 +114,8 @@ class UNetBlock(nn.Module):
         self.conv1 = Conv2d(out_channels, out_channels, 3, **init_zero)
         self.skip = (
             Conv2d(in_channels, out_channels, 1, up=up, down=down, **init)
-            if out_channels != in_channels or up or down else None
+            if out_channels != in_channels or up or down
+            else None
         )
         self.attention = attention
         if attention:
@@ -126,9 +155,18 @@ class PositionalEmbedding(nn.Module):
 class SongUNet(nn.Module):
     """DDPM++ UNet (Song et al. 2021, as re-implemented by Karras et al. 2022)."""
 
-    def __init__(self, img_resolution: int, in_channels: int, out_channels: int, model_channels: int = 128,
-                 channel_mult: tuple[int, ...] = (1, 2, 2, 2), channel_mult_emb: int = 4, num_blocks: int = 4,
-                 attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.10):
+    def __init__(
+        self,
+        img_resolution: int,
+        in_channels: int,
+        out_channels: int,
+        model_channels: int = 128,
+        channel_mult: tuple[int, ...] = (1, 2, 2, 2),
+        channel_mult_emb: int = 4,
+        num_blocks: int = 4,
+        attn_resolutions: tuple[int, ...] = (16,),
+        dropout: float = 0.10,
+    ):
         super().__init__()
         emb_channels = model_channels * channel_mult_emb
         init = dict(init_mode="xavier_uniform")

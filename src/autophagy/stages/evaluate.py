@@ -11,8 +11,9 @@ by content hash and extractor id. Writes a sample grid, logs to MLflow, and then
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,11 @@ from autophagy import atomic, collapse
 from autophagy.cache import cache_dir
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
-from autophagy.models.torch_model import resolve_device
 from autophagy.metrics import build_extractor, compute_metrics, compute_toy_metrics, save_image_grid, save_scatter
+from autophagy.models.torch_model import resolve_device
 from autophagy.seeding import derive_seed
 from autophagy.tracking import open_tracker
+
 
 def run(
     cfg: ExperimentConfig,
@@ -50,36 +52,56 @@ def run(
     refs = {name: open_dataset(path) for name, path in references.items()}
     for name, ref in refs.items():
         if ref.kind != samples_set.kind or ref.item_shape != samples_set.item_shape:
-            raise DatasetError(f"samples {samples_dir} ({samples_set.kind} {list(samples_set.item_shape)}) and reference "
-                               f"{name} ({ref.kind} {list(ref.item_shape)}) do not match")
+            raise DatasetError(
+                f"samples {samples_dir} ({samples_set.kind} {list(samples_set.item_shape)}) and reference "
+                f"{name} ({ref.kind} {list(ref.item_shape)}) do not match"
+            )
     if samples_set.rows < cfg.sample.n_eval:
-        raise DatasetError(f"evaluate needs sample.n_eval={cfg.sample.n_eval} samples, {samples_dir} has {samples_set.rows}")
+        raise DatasetError(
+            f"evaluate needs sample.n_eval={cfg.sample.n_eval} samples, {samples_dir} has {samples_set.rows}"
+        )
     samples = samples_set.load()[: cfg.sample.n_eval]
-    extractor = build_extractor(cfg.evaluate.features, weights_path=cfg.evaluate.inception_weights,
-                                cache_dir=Path(features_dir) if features_dir else None, device=cfg.train.device)
+    extractor = build_extractor(
+        cfg.evaluate.features,
+        weights_path=cfg.evaluate.inception_weights,
+        cache_dir=Path(features_dir) if features_dir else None,
+        device=cfg.train.device,
+    )
     sample_features = extractor(samples, label=f"evaluate gen {generation} (seed {seed}): samples")
     ref_features = {name: _reference_features(ref, extractor, cfg, seed, name) for name, ref in refs.items()}
-    metrics: dict[str, Any] = compute_metrics(sample_features, ref_features, k=cfg.evaluate.k,
-                                              device=resolve_device(cfg.train.device))
+    metrics: dict[str, Any] = compute_metrics(
+        sample_features, ref_features, k=cfg.evaluate.k, device=resolve_device(cfg.train.device)
+    )
     if samples_set.kind == "vector":
-        metrics.update(compute_toy_metrics(samples, {name: _subsample(ref.load(), cfg, seed) for name, ref in refs.items()}))
-    metrics.update({
-        "generation": generation,
-        "lambda": None if lam is None else format_lambda(lam),
-        "seed": seed,
-        "features": extractor.id,
-        "n_samples": int(len(samples)),
-        **{f"n_reference_{name}": int(len(f)) for name, f in ref_features.items()},
-        "evaluate_seconds": time.perf_counter() - started,
-    })
+        metrics.update(
+            compute_toy_metrics(samples, {name: _subsample(ref.load(), cfg, seed) for name, ref in refs.items()})
+        )
+    metrics.update(
+        {
+            "generation": generation,
+            "lambda": None if lam is None else format_lambda(lam),
+            "seed": seed,
+            "features": extractor.id,
+            "n_samples": int(len(samples)),
+            **{f"n_reference_{name}": int(len(f)) for name, f in ref_features.items()},
+            "evaluate_seconds": time.perf_counter() - started,
+        }
+    )
     if baseline is not None:
         metrics.update(collapse.assess(cfg.loop, metrics, baseline, previous))
     # metrics.json is written last: once it exists, the grid and the tracking records exist too
     if grid_path is not None:
         _save_grid(cfg, samples, refs.get("train"), Path(grid_path))
     atomic.kill_point(Path(out_path).parent, "evaluate:grid")
-    _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed=bool(
-        metrics.get("collapsed") and not (previous or {}).get("collapsed")))
+    _track(
+        cfg,
+        lam,
+        seed,
+        generation,
+        metrics,
+        grid_path,
+        newly_collapsed=bool(metrics.get("collapsed") and not (previous or {}).get("collapsed")),
+    )
     atomic.kill_point(Path(out_path).parent, "evaluate:tracked")
     atomic.write_json(out_path, metrics)
     return metrics
@@ -93,7 +115,9 @@ def _subsample(rows: np.ndarray, cfg: ExperimentConfig, seed: int) -> np.ndarray
     return rows[np.sort(index)]
 
 
-def _reference_features(ref: Dataset, extractor, cfg: ExperimentConfig, seed: int, name: str = "reference") -> np.ndarray:
+def _reference_features(
+    ref: Dataset, extractor, cfg: ExperimentConfig, seed: int, name: str = "reference"
+) -> np.ndarray:
     """Features of (a capped subsample of) a reference set, cached by content hash + extractor id."""
     cap = cfg.evaluate.max_reference
     key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
@@ -122,10 +146,12 @@ def _track(cfg, lam, seed, generation, metrics, grid_path, newly_collapsed: bool
     tracker = open_tracker(cfg)
     if tracker is None:
         return
-    for chain_lam in (cfg.loop.lambdas if lam is None else (lam,)):
+    for chain_lam in cfg.loop.lambdas if lam is None else (lam,):
         run_id = tracker.child_run(chain_lam, seed)
         tracker.log_generation(run_id, generation, metrics, tag=f"gen-{generation}-evaluate")
         if cfg.tracking.log_samples and grid_path is not None and Path(grid_path).is_file():
             tracker.log_image(run_id, Path(grid_path), "samples", step=generation)
         if newly_collapsed:
-            tracker.set_tags(run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)})
+            tracker.set_tags(
+                run_id, {"autophagy.collapsed": "true", "autophagy.collapsed_at_generation": str(generation)}
+            )

@@ -17,8 +17,9 @@ from autophagy.metrics import build_extractor
 def run(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    extractor = build_extractor(cfg.evaluate.features, weights_path=cfg.evaluate.inception_weights,
-                                cache_dir=out_dir, device=cfg.train.device)
+    extractor = build_extractor(
+        cfg.evaluate.features, weights_path=cfg.evaluate.inception_weights, cache_dir=out_dir, device=cfg.train.device
+    )
     info = {"name": cfg.evaluate.features, "id": extractor.id, "dim": extractor.dim}  # dim: None for raw
     atomic.write_json(out_dir / "extractor.json", info)
     return info

@@ -4,8 +4,9 @@ strategies of later work, :mod:`autophagy.data.strategies`)."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from autophagy.config import ExperimentConfig, check_lambda
 from autophagy.curation import correct_nearest_real
@@ -14,8 +15,15 @@ from autophagy.data.strategies import compose
 from autophagy.seeding import derive_seed
 
 
-def run(cfg: ExperimentConfig, real_dir: str | Path, synthetic_dirs: str | Path | Sequence[str | Path] | None,
-        lam: float, out_dir: str | Path, generation: int, seed: int = 0) -> dict[str, Any]:
+def run(
+    cfg: ExperimentConfig,
+    real_dir: str | Path,
+    synthetic_dirs: str | Path | Sequence[str | Path] | None,
+    lam: float,
+    out_dir: str | Path,
+    generation: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Compose generation ``generation``'s training set with ``loop.strategy``.
 
     ``synthetic_dirs``: the latest sample set, or for the accumulate strategies the sample sets of
@@ -31,8 +39,15 @@ def run(cfg: ExperimentConfig, real_dir: str | Path, synthetic_dirs: str | Path 
     with tempfile.TemporaryDirectory(prefix="autophagy-correct-") as scratch:
         if cfg.loop.correction is not None:
             synthetic = [_corrected(cfg, d, real, Path(scratch) / str(i)) for i, d in enumerate(synthetic)]
-        dataset = compose(cfg.loop.strategy, lam, real, synthetic, out_dir, derive_seed(seed, "mix", generation) % 2**63,
-                          provenance={"generation": generation, "correction": cfg.loop.correction})
+        dataset = compose(
+            cfg.loop.strategy,
+            lam,
+            real,
+            synthetic,
+            out_dir,
+            derive_seed(seed, "mix", generation) % 2**63,
+            provenance={"generation": generation, "correction": cfg.loop.correction},
+        )
     counts = dataset.counts_by_origin()
     return {"train_set_real": counts.get("real", 0), "train_set_synthetic": counts.get("synthetic", 0)}
 
@@ -41,8 +56,11 @@ def _corrected(cfg: ExperimentConfig, dataset: Dataset, real: Dataset, out_dir: 
     """A copy of ``dataset`` with every row self-corrected (Gillman et al. 2024); origins kept."""
     reference = real.load()
     shards = [
-        NewShard(origin={**s.origin, "corrected": cfg.loop.correction},
-                 array=correct_nearest_real(dataset.shard_array(s), reference, cfg.loop.correction_strength), name=s.file)
+        NewShard(
+            origin={**s.origin, "corrected": cfg.loop.correction},
+            array=correct_nearest_real(dataset.shard_array(s), reference, cfg.loop.correction_strength),
+            name=s.file,
+        )
         for s in dataset.shards
     ]
     return write_dataset(out_dir, shards, {"corrected_from": str(dataset.path)})

@@ -8,8 +8,8 @@ from typing import Any
 
 from autophagy.config import DataConfig, ExperimentConfig, to_dict
 from autophagy.data.dataset import NewShard, write_dataset
-from autophagy.data.strategies import STRATEGIES
 from autophagy.data.sources import load_split
+from autophagy.data.strategies import STRATEGIES
 
 
 def pool_config(cfg: ExperimentConfig) -> DataConfig:
@@ -28,8 +28,11 @@ def run(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
     for split in ("train", "test"):
         rows = load_split(pool_config(cfg) if split == "train" else cfg.data, split)
         origin = {"type": "real", "source": cfg.data.source, "split": split}
-        dataset = write_dataset(out_dir / split, [NewShard(origin=origin, array=rows, name=f"real-{split}.npy")],
-                                {"data": to_dict(cfg.data)})
+        dataset = write_dataset(
+            out_dir / split,
+            [NewShard(origin=origin, array=rows, name=f"real-{split}.npy")],
+            {"data": to_dict(cfg.data)},
+        )
         result[f"n_{split}"] = dataset.rows
         result["item_shape"] = list(dataset.item_shape)
         result["kind"] = dataset.kind

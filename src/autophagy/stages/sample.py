@@ -17,15 +17,23 @@ import numpy as np
 
 from autophagy import curation
 from autophagy.config import ConfigError, ExperimentConfig
-from autophagy.data.dataset import open_dataset
-from autophagy.data.dataset import NewShard, write_dataset
+from autophagy.data.dataset import NewShard, open_dataset, write_dataset
 from autophagy.models.checkpoint import load_checkpoint, read_checkpoint_config
 from autophagy.progress import batches
 from autophagy.seeding import derive_seed
 
 
-def run(cfg: ExperimentConfig, model_dir: str | Path, out_dir: str | Path, n: int, seed: int, generation: int,
-        features_dir: str | Path | None = None, real_dir: str | Path | None = None, start: int = 0) -> dict[str, Any]:
+def run(
+    cfg: ExperimentConfig,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    generation: int,
+    features_dir: str | Path | None = None,
+    real_dir: str | Path | None = None,
+    start: int = 0,
+) -> dict[str, Any]:
     """Write samples ``start .. start + n - 1`` of the model in ``model_dir`` to the dataset directory ``out_dir``.
 
     With ``sample.curation_k = K > 1`` it draws K n candidates and keeps n of them
@@ -41,29 +49,53 @@ def run(cfg: ExperimentConfig, model_dir: str | Path, out_dir: str | Path, n: in
     started = time.perf_counter()
     k = cfg.sample.curation_k
     size, draw_seed = cfg.sample.batch_size, derive_seed(seed, "sample", generation)
-    rows = np.concatenate([
-        model.sample(min(size, n * k - first), draw_seed, batch_size=size, device=cfg.train.device,
-                     temperature=cfg.sample.temperature, start=start * k + first)
-        for first in batches(f"sample gen {generation} (seed {seed})", n * k, size, "sample")
-    ])
+    rows = np.concatenate(
+        [
+            model.sample(
+                min(size, n * k - first),
+                draw_seed,
+                batch_size=size,
+                device=cfg.train.device,
+                temperature=cfg.sample.temperature,
+                start=start * k + first,
+            )
+            for first in batches(f"sample gen {generation} (seed {seed})", n * k, size, "sample")
+        ]
+    )
     curated = {}
     if k > 1:
         real = open_dataset(real_dir).load() if real_dir is not None else None
         reward = curation.build_reward(cfg.sample.curation_reward, Path(features_dir) if features_dir else None, real)
         rewards = reward(rows)
-        keep = curation.select(rewards, k, cfg.sample.curation_beta, derive_seed(seed, "curate", generation) % 2**63,
-                               first_group=start)
+        keep = curation.select(
+            rewards, k, cfg.sample.curation_beta, derive_seed(seed, "curate", generation) % 2**63, first_group=start
+        )
         rows = rows[keep]
-        curated = {"curation_reward_mean": float(rewards.mean()), "curation_kept_reward_mean": float(rewards[keep].mean())}
+        curated = {
+            "curation_reward_mean": float(rewards.mean()),
+            "curation_kept_reward_mean": float(rewards[keep].mean()),
+        }
     seconds = time.perf_counter() - started
-    origin = {"type": "synthetic", "generation": generation, "seed": seed, "lambda": meta.get("lambda"),
-              "temperature": cfg.sample.temperature, "curation_k": k,
-              "model_data_hash": meta.get("data_hash"), "first_index": start}
+    origin = {
+        "type": "synthetic",
+        "generation": generation,
+        "seed": seed,
+        "lambda": meta.get("lambda"),
+        "temperature": cfg.sample.temperature,
+        "curation_k": k,
+        "model_data_hash": meta.get("data_hash"),
+        "first_index": start,
+    }
     name = f"synthetic-gen-{generation:03d}" + (f"-from-{start:09d}" if start else "") + ".npy"
-    write_dataset(out_dir, [NewShard(origin=origin, array=rows, name=name)],
-                  {"model": str(model_dir), "family": cfg.model.family})
-    return {"sample_count": n, "sample_seconds": seconds,
-            "sample_images_per_second": n * k / seconds if seconds else float("nan"), **curated}
+    write_dataset(
+        out_dir, [NewShard(origin=origin, array=rows, name=name)], {"model": str(model_dir), "family": cfg.model.family}
+    )
+    return {
+        "sample_count": n,
+        "sample_seconds": seconds,
+        "sample_images_per_second": n * k / seconds if seconds else float("nan"),
+        **curated,
+    }
 
 
 def merge(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
@@ -92,6 +124,9 @@ def merge(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
             what = "overlaps the previous piece" if first < expected else f"leaves rows {expected}..{first - 1} missing"
             raise ConfigError(f"merge-samples: {dataset.path} starts at row {first}, which {what}")
         expected += shard.rows
-    write_dataset(out_dir, [NewShard(origin=shard.origin, source=(dataset, shard)) for _, dataset, shard in pieces],
-                  {"merged_from": [str(dataset.path) for _, dataset, _ in pieces]})
+    write_dataset(
+        out_dir,
+        [NewShard(origin=shard.origin, source=(dataset, shard)) for _, dataset, shard in pieces],
+        {"merged_from": [str(dataset.path) for _, dataset, _ in pieces]},
+    )
     return {"sample_count": expected, "pieces": len(pieces)}

@@ -67,13 +67,23 @@ def run(
         return _run(cfg, train_set, out_dir, generation, seed, lam, init, group)
 
 
-def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, generation: int, seed: int,
-         lam: float | None, init: str | Path | None, group: Group) -> dict[str, Any]:
+def _run(
+    cfg: ExperimentConfig,
+    train_set: str | Path,
+    out_dir: str | Path,
+    generation: int,
+    seed: int,
+    lam: float | None,
+    init: str | Path | None,
+    group: Group,
+) -> dict[str, Any]:
     out_dir = Path(out_dir)
     dataset = open_dataset(train_set)
     family_kind = _family_kind(cfg)
     if dataset.kind != family_kind:
-        raise DatasetError(f"model.family={cfg.model.family} trains on {family_kind} data, {train_set} holds {dataset.kind} data")
+        raise DatasetError(
+            f"model.family={cfg.model.family} trains on {family_kind} data, {train_set} holds {dataset.kind} data"
+        )
     init = init if generation > 0 and cfg.train.init == "previous" else None
     if generation == 0 and cfg.train.init_checkpoint:
         from autophagy.models.pretrained import resolve_init
@@ -101,8 +111,13 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
         group.barrier()  # every rank has read it
         if group.is_main:
             with atomic.staging_dir(out_dir) as stage:
-                shutil.copytree(scratch / FINISHED, stage, copy_function=atomic.link_or_copy, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(FINISHED_RESULT))
+                shutil.copytree(
+                    scratch / FINISHED,
+                    stage,
+                    copy_function=atomic.link_or_copy,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(FINISHED_RESULT),
+                )
             records = train_log.read_records(scratch / train_log.LOG_NAME)
             train_log.publish(records, out_dir)
             _track(tracker, cfg, lam, seed, generation, finished, out_dir, records)
@@ -128,11 +143,23 @@ def _run(cfg: ExperimentConfig, train_set: str | Path, out_dir: str | Path, gene
             report = model.fit(rows, budget, cfg.train, train_seed, scratch, log=reporter)
     else:
         report = model.fit(rows, budget, cfg.train, train_seed, scratch)
-    meta = {"generation": generation, "seed": seed, "lambda": fingerprint["lambda"], "data_hash": dataset.content_hash,
-            "init": fingerprint["init"], "train": to_dict(cfg.train), "budget_kimg": budget,
-            "train_set_counts": dataset.counts_by_origin(), "trained_with": report.settings()}
-    result = {**report.as_metrics(), "resumed_from_kimg": report.resumed_from_kimg, "parameters": model.parameter_count(),
-              "train_world_size": report.world_size}
+    meta = {
+        "generation": generation,
+        "seed": seed,
+        "lambda": fingerprint["lambda"],
+        "data_hash": dataset.content_hash,
+        "init": fingerprint["init"],
+        "train": to_dict(cfg.train),
+        "budget_kimg": budget,
+        "train_set_counts": dataset.counts_by_origin(),
+        "trained_with": report.settings(),
+    }
+    result = {
+        **report.as_metrics(),
+        "resumed_from_kimg": report.resumed_from_kimg,
+        "parameters": model.parameter_count(),
+        "train_world_size": report.world_size,
+    }
     if group.is_main:
         save_checkpoint(model, out_dir, meta)
         train_log.publish(log.records, out_dir)
@@ -195,10 +222,16 @@ def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str
     if init is not None:
         config = read_checkpoint_config(init)
         if tuple(config["item_shape"]) != tuple(item_shape):
-            raise ModelError(f"checkpoint {init} was trained on items of shape {config['item_shape']}, the data has {list(item_shape)}")
+            raise ModelError(
+                f"checkpoint {init} was trained on items of shape {config['item_shape']}, "
+                f"the data has {list(item_shape)}"
+            )
         model = load_checkpoint(init, family=cfg.model.family)
-        model.start_generation(carry_optimizer=cfg.train.carry_optimizer, carry_ema=cfg.train.carry_ema,
-                               finetune_from=cfg.train.finetune_from)
+        model.start_generation(
+            carry_optimizer=cfg.train.carry_optimizer,
+            carry_ema=cfg.train.carry_ema,
+            finetune_from=cfg.train.finetune_from,
+        )
         return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
@@ -209,15 +242,27 @@ class _Reporter:
     """``fit``'s ``log`` callback on the main process: each tick becomes a training-log record,
     moves the progress bar and joins the live MLflow curve of the generation's chains."""
 
-    def __init__(self, log: train_log.TrainLog, tracker: Tracker | None, cfg: ExperimentConfig, lam: float | None,
-                 seed: int, generation: int, budget_kimg: float):
+    def __init__(
+        self,
+        log: train_log.TrainLog,
+        tracker: Tracker | None,
+        cfg: ExperimentConfig,
+        lam: float | None,
+        seed: int,
+        generation: int,
+        budget_kimg: float,
+    ):
         lams = _chains(cfg, lam)
         self.log = log
-        self.live = train_log.LiveCurve(tracker, lambda: [tracker.child_run(chain, seed) for chain in lams],
-                                        train_log.chain_offset(cfg.train, generation))
+        self.live = train_log.LiveCurve(
+            tracker,
+            lambda: [tracker.child_run(chain, seed) for chain in lams],
+            train_log.chain_offset(cfg.train, generation),
+        )
         where = f"seed {seed}" if lam is None else f"lam {format_lambda(lam)}, seed {seed}"
-        self.progress = Progress(f"train gen {generation} ({where})", int(round(budget_kimg * 1000)), "img",
-                                 initial=log.last_images)
+        self.progress = Progress(
+            f"train gen {generation} ({where})", int(round(budget_kimg * 1000)), "img", initial=log.last_images
+        )
 
     def __call__(self, tick) -> None:
         before = self.log.last_images
@@ -226,7 +271,7 @@ class _Reporter:
         self.live.add(record)
         atomic.kill_point(self.log.path.parent, f"train:tick-{record['images_seen']}")  # tests: a kill mid-training
 
-    def __enter__(self) -> "_Reporter":
+    def __enter__(self) -> _Reporter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,8 +283,16 @@ def _chains(cfg: ExperimentConfig, lam: float | None) -> tuple[float, ...]:
     return tuple(cfg.loop.lambdas) if lam is None else (lam,)
 
 
-def _track(tracker: Tracker | None, cfg: ExperimentConfig, lam: float | None, seed: int, generation: int,
-           result: dict[str, Any], out_dir: Path, records: list[dict[str, Any]]) -> None:
+def _track(
+    tracker: Tracker | None,
+    cfg: ExperimentConfig,
+    lam: float | None,
+    seed: int,
+    generation: int,
+    result: dict[str, Any],
+    out_dir: Path,
+    records: list[dict[str, Any]],
+) -> None:
     if tracker is None:
         return
     lams = _chains(cfg, lam)

@@ -34,8 +34,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -45,9 +46,20 @@ from autophagy.models.base import ModelError
 from autophagy.models.pretrained.convert_diffusers import convert_diffusers
 from autophagy.models.pretrained.convert_edm import convert_edm_pickle
 from autophagy.models.pretrained.convert_torchcfm import convert_torchcfm
-from autophagy.models.pretrained.sources import (FORMATS, cache_root, check_sha256, check_source, detect_format,
-                                                  download_path, fetch, hf_snapshot, is_autophagy_checkpoint, scheme,
-                                                  split_sha256, weights_file)
+from autophagy.models.pretrained.sources import (
+    FORMATS,
+    cache_root,
+    check_sha256,
+    check_source,
+    detect_format,
+    download_path,
+    fetch,
+    hf_snapshot,
+    is_autophagy_checkpoint,
+    scheme,
+    split_sha256,
+    weights_file,
+)
 from autophagy.models.pretrained.unpickler import Record, SafeUnpickler, UnsafePickleError, safe_load_pickle
 
 CONVERTER_VERSION = 2  # part of the cache key: bump when a conversion changes (2: the hardened unpickler)
@@ -57,9 +69,22 @@ CONVERTERS: dict[str, Callable] = {
     "torchcfm": convert_torchcfm,
 }
 
-__all__ = ["CONVERTERS", "FORMATS", "Record", "SafeUnpickler", "UnsafePickleError", "cache_root",
-           "check_source", "detect_format", "download_path", "fetch", "is_autophagy_checkpoint", "resolve_init",
-           "safe_load_pickle", "split_sha256"]
+__all__ = [
+    "CONVERTERS",
+    "FORMATS",
+    "Record",
+    "SafeUnpickler",
+    "UnsafePickleError",
+    "cache_root",
+    "check_source",
+    "detect_format",
+    "download_path",
+    "fetch",
+    "is_autophagy_checkpoint",
+    "resolve_init",
+    "safe_load_pickle",
+    "split_sha256",
+]
 
 
 def resolve_init(spec: str | Path, model_cfg: Any, item_shape: tuple[int, ...]) -> Path:
@@ -84,18 +109,31 @@ def resolve_init(spec: str | Path, model_cfg: Any, item_shape: tuple[int, ...]) 
     formats = FAMILIES[family].pretrained_formats  # each family's registration lists the formats it converts
     if fmt not in formats:
         allowed = ", ".join(formats) or "none"
-        raise ModelError(f"train.init_checkpoint={spec} is a {fmt} checkpoint; model.family={family} can start from "
-                         f"an autophagy checkpoint or: {allowed}")
+        raise ModelError(
+            f"train.init_checkpoint={spec} is a {fmt} checkpoint; model.family={family} can start from "
+            f"an autophagy checkpoint or: {allowed}"
+        )
     weights = weights_file(source, fmt)
-    key = {"converter": CONVERTER_VERSION, "format": fmt, "sha256": atomic.sha256_file(weights),
-           "model": to_dict(model_cfg), "item_shape": list(item_shape)}
+    key = {
+        "converter": CONVERTER_VERSION,
+        "format": fmt,
+        "sha256": atomic.sha256_file(weights),
+        "model": to_dict(model_cfg),
+        "item_shape": list(item_shape),
+    }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     target = cache_root() / "converted" / f"{family}-{fmt}-{digest}"
     if is_autophagy_checkpoint(target):
         return target
     model_sd, ema_sd, notes = CONVERTERS[fmt](weights, model_cfg, item_shape)
-    _publish(target, model_cfg, item_shape, model_sd, ema_sd,
-             {"pretrained": {"source": text, "format": fmt, "sha256": key["sha256"], "notes": notes}})
+    _publish(
+        target,
+        model_cfg,
+        item_shape,
+        model_sd,
+        ema_sd,
+        {"pretrained": {"source": text, "format": fmt, "sha256": key["sha256"], "notes": notes}},
+    )
     return target
 
 
@@ -127,8 +165,11 @@ def _publish(target: Path, model_cfg, item_shape, model_sd, ema_sd, meta) -> Non
 def _check_state(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)}, network {expected[k]}"
-             for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != expected[k]]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)}, network {expected[k]}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != expected[k]
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -137,6 +178,8 @@ def _check_state(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, 
             parts.append(f"{len(missing)} missing ({', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})")
-        raise ModelError(f"the weights of {source} do not fit the configured network: {'; '.join(parts)}. "
-                         "Check model.model_channels, channel_mult, num_blocks and attn_resolutions against the "
-                         "checkpoint's network")
+        raise ModelError(
+            f"the weights of {source} do not fit the configured network: {'; '.join(parts)}. "
+            "Check model.model_channels, channel_mult, num_blocks and attn_resolutions against the "
+            "checkpoint's network"
+        )

@@ -8,8 +8,9 @@ the SongUNet's constructor arguments against the config and renames the tensors.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,22 @@ from autophagy.models.pretrained.unpickler import Record, safe_load_pickle
 
 #: SongUNet's constructor defaults in NVlabs/edm training/networks.py (the pickles keep only the
 #: keyword arguments that were passed).
-SONG_UNET_DEFAULTS = dict(label_dim=0, augment_dim=0, model_channels=128, channel_mult=[1, 2, 2, 2], channel_mult_emb=4,
-                          num_blocks=4, attn_resolutions=[16], dropout=0.10, label_dropout=0,
-                          embedding_type="positional", channel_mult_noise=1, encoder_type="standard",
-                          decoder_type="standard", resample_filter=[1, 1])
+SONG_UNET_DEFAULTS = dict(
+    label_dim=0,
+    augment_dim=0,
+    model_channels=128,
+    channel_mult=[1, 2, 2, 2],
+    channel_mult_emb=4,
+    num_blocks=4,
+    attn_resolutions=[16],
+    dropout=0.10,
+    label_dropout=0,
+    embedding_type="positional",
+    channel_mult_noise=1,
+    encoder_type="standard",
+    decoder_type="standard",
+    resample_filter=[1, 1],
+)
 MAX_DEPTH = 64  # module nesting of a network (SongUNet's is 5)
 
 
@@ -54,8 +67,11 @@ def module_records(root: Record) -> dict[str, Record]:
         seen.add(id(record))
         out[name] = record
         children = _named(_module_state(record, name).get("_modules"), "sub-modules", name)
-        todo.extend((f"{name}.{child}" if name else child, value, depth + 1)
-                    for child, value in reversed(children.items()) if value is not None)
+        todo.extend(
+            (f"{name}.{child}" if name else child, value, depth + 1)
+            for child, value in reversed(children.items())
+            if value is not None
+        )
     return out
 
 
@@ -94,15 +110,19 @@ def convert_edm_pickle(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise ModelError(f"{path} holds no 'ema' network (found: {found})")
     if net.class_name != "EDMPrecond":
-        raise ModelError(f"{path}: the network is a {net.class_name}; the edm family reproduces EDMPrecond "
-                         "(VPPrecond/VEPrecond/iDDPMPrecond snapshots use another parameterisation)")
+        raise ModelError(
+            f"{path}: the network is a {net.class_name}; the edm family reproduces EDMPrecond "
+            "(VPPrecond/VEPrecond/iDDPMPrecond snapshots use another parameterisation)"
+        )
     with _naming(path):
         records = module_records(net)
     unet = records.get("model")
     if unet is None or unet.class_name != "SongUNet":
         found = unet.class_name if unet is not None else "nothing"
-        raise ModelError(f"{path}: EDMPrecond wraps {found}; the edm family's network=unet is SongUNet (DDPM++); "
-                         "DhariwalUNet (ADM) snapshots are not supported")
+        raise ModelError(
+            f"{path}: EDMPrecond wraps {found}; the edm family's network=unet is SongUNet (DDPM++); "
+            "DhariwalUNet (ADM) snapshots are not supported"
+        )
     init_kwargs = unet.state.get("_init_kwargs") or {}
     if not isinstance(init_kwargs, dict):
         raise ModelError(f"{path}: the SongUNet's _init_kwargs are a {type(init_kwargs).__name__}, not a dict")
@@ -124,20 +144,31 @@ def convert_edm_pickle(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
         name = name.replace(f"model.dec.{res}x{res}_aux_conv.", "model.out_conv.")
         state[name] = tensor.float()
     if kwargs.get("augment_dim"):
-        notes.append(f"dropped map_augment ({kwargs['augment_dim']} augmentation labels; equivalent to no augmentation)")
+        notes.append(
+            f"dropped map_augment ({kwargs['augment_dim']} augmentation labels; equivalent to no augmentation)"
+        )
     return state, state, notes
 
 
 def _check_edm_arch(path: Path, precond: dict[str, Any], kwargs: dict[str, Any], cfg: Any, item_shape) -> list[str]:
     resolution, channels = item_shape[0], item_shape[-1]
-    fixed = {"label_dim": 0, "embedding_type": "positional", "channel_mult_noise": 1, "encoder_type": "standard",
-             "decoder_type": "standard", "resample_filter": [1, 1], "channel_mult_emb": 4}
+    fixed = {
+        "label_dim": 0,
+        "embedding_type": "positional",
+        "channel_mult_noise": 1,
+        "encoder_type": "standard",
+        "decoder_type": "standard",
+        "resample_filter": [1, 1],
+        "channel_mult_emb": 4,
+    }
     unsupported = [f"{k}={kwargs.get(k)!r} (ours: {v!r})" for k, v in fixed.items() if kwargs.get(k) != v]
     if unsupported:
         raise ModelError(f"{path}: a SongUNet variant the edm family does not implement: {', '.join(unsupported)}")
     if cfg.network != "unet":
-        raise ModelError(f"{path} holds a SongUNet; set model.network=unet (the file's network is described by "
-                         f"model_channels={kwargs['model_channels']}, channel_mult={kwargs['channel_mult']})")
+        raise ModelError(
+            f"{path} holds a SongUNet; set model.network=unet (the file's network is described by "
+            f"model_channels={kwargs['model_channels']}, channel_mult={kwargs['channel_mult']})"
+        )
     theirs = {
         "data resolution": kwargs.get("img_resolution", plain(precond.get("img_resolution"))),
         "data channels": kwargs.get("in_channels", plain(precond.get("img_channels"))),
@@ -148,14 +179,20 @@ def _check_edm_arch(path: Path, precond: dict[str, Any], kwargs: dict[str, Any],
         "model.sigma_data": plain(precond.get("sigma_data")),
     }
     ours = {
-        "data resolution": resolution, "data channels": channels, "model.model_channels": cfg.model_channels,
-        "model.channel_mult": list(cfg.channel_mult), "model.num_blocks": cfg.num_blocks,
-        "model.attn_resolutions": list(cfg.attn_resolutions), "model.sigma_data": cfg.sigma_data,
+        "data resolution": resolution,
+        "data channels": channels,
+        "model.model_channels": cfg.model_channels,
+        "model.channel_mult": list(cfg.channel_mult),
+        "model.num_blocks": cfg.num_blocks,
+        "model.attn_resolutions": list(cfg.attn_resolutions),
+        "model.sigma_data": cfg.sigma_data,
     }
     diff = [f"{k}: checkpoint {theirs[k]!r}, config {ours[k]!r}" for k in theirs if theirs[k] != ours[k]]
     if diff:
-        raise ModelError(f"the network in {path} differs from the configured one: {'; '.join(diff)} "
-                         "(NVlabs' CIFAR-10 network is configs/cifar10-edm.yaml, FFHQ-64's configs/ffhq64-edm.yaml)")
+        raise ModelError(
+            f"the network in {path} differs from the configured one: {'; '.join(diff)} "
+            "(NVlabs' CIFAR-10 network is configs/cifar10-edm.yaml, FFHQ-64's configs/ffhq64-edm.yaml)"
+        )
     notes = []
     if kwargs.get("dropout") != cfg.dropout:
         notes.append(f"trained with dropout {kwargs.get('dropout')}, fine-tuned with model.dropout={cfg.dropout}")

@@ -81,18 +81,22 @@ def adm_to_diffusers_names(model_cfg: Any, resolution: int) -> list[tuple[str, s
     return rows
 
 
-def adm_to_diffusers(state: dict[str, torch.Tensor], model_cfg: Any, resolution: int, source: str) -> dict[str, torch.Tensor]:
+def adm_to_diffusers(
+    state: dict[str, torch.Tensor], model_cfg: Any, resolution: int, source: str
+) -> dict[str, torch.Tensor]:
     """torchcfm/guided-diffusion UNet weights under our ``HFUNet`` names (``unet.`` prefix)."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}  # saved from DataParallel
     rows = adm_to_diffusers_names(model_cfg, resolution)
     missing = [adm for adm, _, _ in rows if adm not in state]
     unexpected = sorted(set(state) - {adm for adm, _, _ in rows})
     if missing or unexpected:
-        raise ModelError(f"the torchcfm weights in {source} do not fit the configured network: "
-                         f"{len(missing)} missing ({', '.join(missing[:3])}), {len(unexpected)} unexpected "
-                         f"({', '.join(unexpected[:3])}). Check model.model_channels, channel_mult, num_blocks and "
-                         "attn_resolutions (torchcfm's CIFAR-10 network is configs/cifar10-otcfm.yaml)")
+        raise ModelError(
+            f"the torchcfm weights in {source} do not fit the configured network: "
+            f"{len(missing)} missing ({', '.join(missing[:3])}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:3])}). Check model.model_channels, channel_mult, num_blocks and "
+            "attn_resolutions (torchcfm's CIFAR-10 network is configs/cifar10-otcfm.yaml)"
+        )
     out: dict[str, torch.Tensor] = {}
     for adm, hf, kind in rows:
         tensor = state[adm].float()
@@ -103,8 +107,10 @@ def adm_to_diffusers(state: dict[str, torch.Tensor], model_cfg: Any, resolution:
         else:  # qkv: [3C, C, 1] (or [3C]) laid out per head as [heads, (q, k, v), C / heads]
             width = tensor.shape[0] // 3
             if width % model_cfg.head_channels:
-                raise ModelError(f"{source}: {adm} has {width} channels, not divisible into heads of "
-                                 f"model.head_channels={model_cfg.head_channels}")
+                raise ModelError(
+                    f"{source}: {adm} has {width} channels, not divisible into heads of "
+                    f"model.head_channels={model_cfg.head_channels}"
+                )
             heads = width // model_cfg.head_channels
             split = tensor.reshape(heads, 3, width // heads, *tensor.shape[1:]).transpose(0, 1)
             base, leaf = hf.rsplit(".", 1)
@@ -130,6 +136,8 @@ def convert_torchcfm(path: Path, model_cfg: Any, item_shape: tuple[int, ...]):
             states[key] = adm_to_diffusers(dict(weights), model_cfg, item_shape[0], f"{path} [{key}]")
     ema = states.get("ema_model", states.get("net_model"))
     notes = [f"step {data['step']}"] if isinstance(data.get("step"), int) else []
-    notes.append(f"attention heads of model.head_channels={model_cfg.head_channels} channels (not recorded in the file; "
-                 "torchcfm's CIFAR-10 script uses 64)")
+    notes.append(
+        f"attention heads of model.head_channels={model_cfg.head_channels} channels (not recorded in the file; "
+        "torchcfm's CIFAR-10 script uses 64)"
+    )
     return states.get("net_model", ema), ema, notes

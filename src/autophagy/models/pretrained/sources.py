@@ -34,7 +34,7 @@ def split_sha256(spec: str) -> tuple[str, str | None]:
         return spec, None
     if not fragment.startswith("sha256="):
         raise ModelError(f"train.init_checkpoint={spec}: the only fragment understood is #sha256=<64 hex digits>")
-    digest = fragment[len("sha256="):].lower()
+    digest = fragment[len("sha256=") :].lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ModelError(f"train.init_checkpoint={spec}: #sha256= needs 64 hex digits")
     return text, digest
@@ -52,11 +52,15 @@ def check_source(spec: str) -> tuple[str, str | None]:
     text, sha256 = split_sha256(str(spec))
     kind = scheme(text)
     if kind is not None and kind not in SCHEMES:
-        raise ModelError(f"train.init_checkpoint={spec}: unsupported URL scheme {kind}:// (use https://, "
-                         "http://...#sha256=<hex>, hf://owner/name or a local path)")
+        raise ModelError(
+            f"train.init_checkpoint={spec}: unsupported URL scheme {kind}:// (use https://, "
+            "http://...#sha256=<hex>, hf://owner/name or a local path)"
+        )
     if kind == "http" and sha256 is None:
-        raise ModelError(f"train.init_checkpoint={spec}: a plain http:// download can be replaced by anyone on the "
-                         "network path; use https:// or append #sha256=<64 hex digits> of the file")
+        raise ModelError(
+            f"train.init_checkpoint={spec}: a plain http:// download can be replaced by anyone on the "
+            "network path; use https:// or append #sha256=<64 hex digits> of the file"
+        )
     return text, sha256
 
 
@@ -77,8 +81,10 @@ class HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if scheme(newurl) != "https":
-            raise ModelError(f"download of {req.full_url}: the server redirects to {newurl}, which is not https; "
-                             "append #sha256=<64 hex digits> of the file to allow it")
+            raise ModelError(
+                f"download of {req.full_url}: the server redirects to {newurl}, which is not https; "
+                "append #sha256=<64 hex digits> of the file to allow it"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -99,33 +105,43 @@ def fetch(url: str, sha256: str | None = None, timeout: float = 60.0) -> Path:
                     digest.update(block)
                     handle.write(block)
             if sha256 is not None and digest.hexdigest() != sha256:
-                raise ModelError(f"download of {url}: sha256 mismatch, expected {sha256}, got {digest.hexdigest()} "
-                                 "(nothing was kept)")
+                raise ModelError(
+                    f"download of {url}: sha256 mismatch, expected {sha256}, got {digest.hexdigest()} "
+                    "(nothing was kept)"
+                )
     except urllib.error.HTTPError as err:
-        raise ModelError(f"cannot download {url}: HTTP {err.code} {err.reason}. Check the URL, or put the file at "
-                         f"{target}") from None
+        raise ModelError(
+            f"cannot download {url}: HTTP {err.code} {err.reason}. Check the URL, or put the file at {target}"
+        ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
-        raise ModelError(f"cannot download {url}: {reason}. Offline? Fetch the file elsewhere and put it at {target}, "
-                         "or set train.init_checkpoint to a local copy") from None
+        raise ModelError(
+            f"cannot download {url}: {reason}. Offline? Fetch the file elsewhere and put it at {target}, "
+            "or set train.init_checkpoint to a local copy"
+        ) from None
     return target
 
 
 def hf_snapshot(ref: str) -> Path:
     """``hf://owner/name[@revision]`` -> a local diffusers model directory (huggingface_hub's cache)."""
-    repo, _, revision = ref[len("hf://"):].partition("@")
+    repo, _, revision = ref[len("hf://") :].partition("@")
     if repo.count("/") != 1:
         raise ModelError(f"train.init_checkpoint={ref}: expected hf://owner/name[@revision]")
     try:
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(repo, revision=revision or None, cache_dir=str(cache_root() / "hf"),
-                                 allow_patterns=["config.json", "diffusion_pytorch_model.safetensors",
-                                                 "diffusion_pytorch_model.bin"])
+        path = snapshot_download(
+            repo,
+            revision=revision or None,
+            cache_dir=str(cache_root() / "hf"),
+            allow_patterns=["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"],
+        )
     except Exception as err:  # noqa: BLE001 (offline, unknown repo, gated: all end the same way)
-        raise ModelError(f"cannot fetch {ref} from the Hugging Face Hub ({type(err).__name__}: {err}). Offline? "
-                         f"Download the repository's config.json and diffusion_pytorch_model.safetensors elsewhere "
-                         "and set train.init_checkpoint to that directory") from None
+        raise ModelError(
+            f"cannot fetch {ref} from the Hugging Face Hub ({type(err).__name__}: {err}). Offline? "
+            f"Download the repository's config.json and diffusion_pytorch_model.safetensors elsewhere "
+            "and set train.init_checkpoint to that directory"
+        ) from None
     return Path(path)
 
 
@@ -146,9 +162,11 @@ def detect_format(path: Path) -> str:
             return "autophagy"
         if diffusers_dir(path) is not None:
             return "diffusers"
-        raise ModelError(f"{path} is neither an autophagy checkpoint directory (config.json with format "
-                         "autophagy.checkpoint/v1) nor a diffusers UNet2DModel directory (config.json + "
-                         "diffusion_pytorch_model.safetensors or .bin)")
+        raise ModelError(
+            f"{path} is neither an autophagy checkpoint directory (config.json with format "
+            "autophagy.checkpoint/v1) nor a diffusers UNet2DModel directory (config.json + "
+            "diffusion_pytorch_model.safetensors or .bin)"
+        )
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head.startswith(b"PK\x03\x04"):
@@ -163,7 +181,8 @@ def detect_format(path: Path) -> str:
 def diffusers_dir(path: Path) -> Path | None:
     for candidate in (path, path / "unet"):
         if (candidate / "config.json").is_file() and any(
-                (candidate / f"diffusion_pytorch_model.{ext}").is_file() for ext in ("safetensors", "bin")):
+            (candidate / f"diffusion_pytorch_model.{ext}").is_file() for ext in ("safetensors", "bin")
+        ):
             return candidate
     return None
 

@@ -36,8 +36,9 @@ import pickle
 import pickletools
 import reprlib
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,8 +86,18 @@ TORCH_MODULES = {
 _RECORD_CLASSES: dict[str, type] = {}
 _NUMPY_DTYPES = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"}
 #: storage dtypes a network's tensors may have
-TENSOR_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32,
-                 torch.int64, torch.uint8, torch.bool}
+TENSOR_DTYPES = {
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+}
 MAX_NDIM = 32
 
 
@@ -112,7 +123,9 @@ def _persistent_record(meta: Any) -> Record:
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """``copyreg._reconstructor`` (protocol 0/1 objects), for record classes only."""
-    if not (isinstance(cls, type) and (issubclass(cls, Record) or cls is _EasyDict) and base is object and state is None):
+    if not (
+        isinstance(cls, type) and (issubclass(cls, Record) or cls is _EasyDict) and base is object and state is None
+    ):
         raise UnsafePickleError(f"copyreg._reconstructor of {cls!r}")
     return cls.__new__(cls)
 
@@ -127,8 +140,10 @@ def _load_storage(data: Any) -> Any:
         raise UnsafePickleError(f"torch.storage._load_from_bytes gave a {type(storage).__name__}, not a storage")
     with _typed_storage():
         if storage.device.type != "cpu" or storage.dtype not in TENSOR_DTYPES:
-            raise UnsafePickleError(f"a tensor storage of dtype {storage.dtype} on {storage.device} (network weights "
-                                    "are float, int or bool tensors)")
+            raise UnsafePickleError(
+                f"a tensor storage of dtype {storage.dtype} on {storage.device} (network weights "
+                "are float, int or bool tensors)"
+            )
     return storage
 
 
@@ -165,8 +180,11 @@ def _check_storage_sizes(data: bytes) -> None:
             opcodes = list(pickletools.genops(stream))
     except ValueError:
         return
-    declared = [arg for op, arg, _ in opcodes if op.name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1",
-                                                              "LONG4") and type(arg) is int]
+    declared = [
+        arg
+        for op, arg, _ in opcodes
+        if op.name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4") and type(arg) is int
+    ]
     if any(n > len(data) for n in declared):
         raise UnsafePickleError(f"a tensor storage declares {max(declared)} elements in a blob of {len(data)} bytes")
 
@@ -180,16 +198,22 @@ def _plain_int(value: Any, what: str) -> int:
 def _check_view(elements: int, offset: Any, size: Any, stride: Any) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """A tensor view that lies inside a storage of ``elements`` elements and does not repeat them."""
     offset = _plain_int(offset, "tensor offset")
-    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and len(size) == len(stride)
-            and len(size) <= MAX_NDIM):
+    if not (
+        isinstance(size, (tuple, list))
+        and isinstance(stride, (tuple, list))
+        and len(size) == len(stride)
+        and len(size) <= MAX_NDIM
+    ):
         raise UnsafePickleError(f"tensor size {size!r} and stride {stride!r} do not describe a tensor")
     size = tuple(_plain_int(n, "tensor size") for n in size)
     stride = tuple(_plain_int(n, "tensor stride") for n in stride)
     numel = math.prod(size)
     end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else offset
     if end > elements or numel > elements:
-        raise UnsafePickleError(f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) over a storage "
-                                f"of {elements} elements (it would read or allocate past the storage)")
+        raise UnsafePickleError(
+            f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) over a storage "
+            f"of {elements} elements (it would read or allocate past the storage)"
+        )
     return offset, size, stride
 
 
@@ -209,8 +233,13 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 
 def _numeric_dtype(dtype: Any) -> np.dtype:
-    if not (isinstance(dtype, np.dtype) and dtype.kind in "biufc" and dtype.fields is None
-            and dtype.subdtype is None and not dtype.hasobject):
+    if not (
+        isinstance(dtype, np.dtype)
+        and dtype.kind in "biufc"
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and not dtype.hasobject
+    ):
         raise UnsafePickleError(f"numpy dtype {dtype!r} (only plain numeric dtypes are allowed)")
     return dtype
 
@@ -231,8 +260,9 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
 def _latin1_bytes(text: Any, encoding: Any) -> bytes:
     """``_codecs.encode(text, "latin1")``: how protocols 0-2 write bytes."""
     if type(text) is not str or encoding != "latin1":
-        raise UnsafePickleError(f"_codecs.encode with {type(text).__name__} and {encoding!r} (protocol 2 writes bytes as "
-                                "latin1 text)")
+        raise UnsafePickleError(
+            f"_codecs.encode with {type(text).__name__} and {encoding!r} (protocol 2 writes bytes as latin1 text)"
+        )
     return text.encode("latin1")
 
 
@@ -244,8 +274,10 @@ def _empty_bytes() -> bytes:
 def _numpy_array(cls: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``: an empty array that BUILD then fills."""
     if cls is not np.ndarray or not _exactly(shape, (0,)) or not _exactly(dtype_code, b"b"):
-        raise UnsafePickleError(f"numpy _reconstruct({cls!r}, {shape!r}, {dtype_code!r}) (numpy writes "
-                                "_reconstruct(ndarray, (0,), b'b') and fills the array from its own bytes)")
+        raise UnsafePickleError(
+            f"numpy _reconstruct({cls!r}, {shape!r}, {dtype_code!r}) (numpy writes "
+            "_reconstruct(ndarray, (0,), b'b') and fills the array from its own bytes)"
+        )
     return np.ndarray.__new__(np.ndarray, (0,), np.int8)
 
 
@@ -273,9 +305,22 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 #: what REDUCE may call: the allow-listed functions and containers (numpy.ndarray and object only
 #: ever appear as arguments)
-CALLABLE: tuple[Callable, ...] = (_persistent_record, _EasyDict, collections.OrderedDict, _reconstructor, set, frozenset,
-                                  _load_storage, _rebuild_tensor, _rebuild_parameter, _numpy_dtype, _numpy_scalar,
-                                  _numpy_array, _latin1_bytes, _empty_bytes)
+CALLABLE: tuple[Callable, ...] = (
+    _persistent_record,
+    _EasyDict,
+    collections.OrderedDict,
+    _reconstructor,
+    set,
+    frozenset,
+    _load_storage,
+    _rebuild_tensor,
+    _rebuild_parameter,
+    _numpy_dtype,
+    _numpy_scalar,
+    _numpy_array,
+    _latin1_bytes,
+    _empty_bytes,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,8 +338,10 @@ def _build_array(array: np.ndarray, state: Any) -> None:
         raise UnsafePickleError(f"numpy array shape {shape!r}")
     shape = tuple(_plain_int(n, "numpy array size") for n in shape)
     if type(raw) is not bytes or len(raw) != math.prod(shape) * dtype.itemsize:
-        raise UnsafePickleError(f"a numpy array of shape {list(shape)} and dtype {dtype} without exactly its "
-                                f"{math.prod(shape) * dtype.itemsize} bytes of data (a foreign buffer?)")
+        raise UnsafePickleError(
+            f"a numpy array of shape {list(shape)} and dtype {dtype} without exactly its "
+            f"{math.prod(shape) * dtype.itemsize} bytes of data (a foreign buffer?)"
+        )
     if array.size or array.base is not None:
         raise UnsafePickleError("BUILD on a numpy array that is not a fresh _reconstruct")
     np.ndarray.__setstate__(array, (1, shape, dtype, fortran, raw))
@@ -302,16 +349,21 @@ def _build_array(array: np.ndarray, state: Any) -> None:
 
 def _build_dtype(dtype: np.dtype, state: Any) -> None:
     """numpy's state of a plain dtype: its byte order only (no fields, offsets or flags)."""
-    if not (type(state) is tuple and len(state) == 8 and any(_exactly(state, (3, order, None, None, None, -1, -1, 0))
-                                                              for order in "<>|=")):
+    if not (
+        type(state) is tuple
+        and len(state) == 8
+        and any(_exactly(state, (3, order, None, None, None, -1, -1, 0)) for order in "<>|=")
+    ):
         raise UnsafePickleError(f"BUILD on numpy dtype {dtype} with the state {state!r} (only a byte order is allowed)")
     np.dtype.__setstate__(_numeric_dtype(dtype), state)
 
 
 def _build(obj: Any, state: Any) -> None:
     if isinstance(obj, type):
-        raise UnsafePickleError(f"pickle BUILD on the class {obj.__module__}.{obj.__qualname__} (it would set "
-                                "attributes of the class itself, e.g. its __setstate__)")
+        raise UnsafePickleError(
+            f"pickle BUILD on the class {obj.__module__}.{obj.__qualname__} (it would set "
+            "attributes of the class itself, e.g. its __setstate__)"
+        )
     if isinstance(obj, Record):
         Record.__setstate__(obj, state)
     elif type(obj) is np.ndarray:
@@ -321,8 +373,10 @@ def _build(obj: Any, state: Any) -> None:
     elif type(obj) is _EasyDict and _empty(state) and type(state) is not collections.OrderedDict:
         pass  # an EasyDict keeps its data in its items: its __dict__ is empty
     else:
-        raise UnsafePickleError(f"pickle BUILD on an object of {type(obj).__module__}.{type(obj).__qualname__} (only "
-                                "records, numpy arrays and dtypes take a state)")
+        raise UnsafePickleError(
+            f"pickle BUILD on an object of {type(obj).__module__}.{type(obj).__qualname__} (only "
+            "records, numpy arrays and dtypes take a state)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,8 +399,10 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
             return _module_record_class(f"{module}.{name}")
         if module == "torch" and name in _TORCH_DTYPES:
             return getattr(torch, name)
-        raise UnsafePickleError(f"refusing to unpickle the global {module}.{name}: it is not on the allow-list of "
-                                "autophagy.models.pretrained (loading it could run code from the file)")
+        raise UnsafePickleError(
+            f"refusing to unpickle the global {module}.{name}: it is not on the allow-list of "
+            "autophagy.models.pretrained (loading it could run code from the file)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError("refusing a pickle with persistent ids (not a network snapshot)")
@@ -355,8 +411,9 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         args = self.stack.pop()
         func = self.stack[-1]
         if not any(func is allowed for allowed in CALLABLE):
-            raise UnsafePickleError(f"refusing to call {_name(func)} while unpickling (only the allow-listed "
-                                    "functions are called)")
+            raise UnsafePickleError(
+                f"refusing to call {_name(func)} while unpickling (only the allow-listed functions are called)"
+            )
         if type(args) is not tuple:
             raise UnsafePickleError(f"{_name(func)} called with {type(args).__name__} arguments")
         self.stack[-1] = func(*args)
@@ -389,8 +446,10 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
     dispatch[pickle.OBJ[0]] = load_instance_opcode
 
     def load_buffer_opcode(self) -> None:
-        raise UnsafePickleError("refusing the protocol-5 buffer opcodes (a network snapshot has none; BYTEARRAY8 "
-                                "allocates its declared length before reading it)")
+        raise UnsafePickleError(
+            "refusing the protocol-5 buffer opcodes (a network snapshot has none; BYTEARRAY8 "
+            "allocates its declared length before reading it)"
+        )
 
     for _opcode in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
         dispatch[_opcode[0]] = load_buffer_opcode
