@@ -227,7 +227,8 @@ def test_loop_logs_to_mlflow_on_postgres(mlflow_server, tmp_path):
         assert sorted(m["step"] for m in history) == [0, 1, 2]
         assert all(m["value"] >= 0 for m in history)
         listed = rest(uri, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
-        assert {"checkpoints", "samples"} <= {f["path"] for f in listed.get("files", [])}
+        # Checkpoints as artifacts; the sample grid as an MLflow image (step = generation), under images/.
+        assert {"checkpoints", "images"} <= {f["path"] for f in listed.get("files", [])}
     # Artifacts went through the server (--serve-artifacts) into --artifacts-destination.
     stored = {p.name for p in mlflow_server["artifacts"].rglob("*.safetensors")}
     assert "model.safetensors" in stored
