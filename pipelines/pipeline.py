@@ -83,6 +83,20 @@ class _Builder:
         tasks = {"train_set_dvc": mix, "model_dvc": train, "samples_dvc": sample}
         return {name: task.outputs["Output"] for name, task in tasks.items() if task is not None}
 
+    def handoff(self, key: Any, **outputs: Any) -> Any:
+        """The run's last task: records ``outputs``' URIs under ``key`` for the next run (never cached)."""
+        from kfp import dsl
+
+        return self.task("handoff", None, key=key, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **outputs)
+
+    def real_inputs(self, real_train_uri: Any, real_test_uri: Any, extractor_uri: Any) -> tuple[Any, Any, Any]:
+        """Importers of what the data run handed off: the real train and test sets and the extractor."""
+        return (
+            self.importer("real-train", real_train_uri, "dataset"),
+            self.importer("real-test", real_test_uri, "dataset"),
+            self.importer("extractor", extractor_uri, "artifact"),
+        )
+
     def importer(self, name: str, uri: Any, kind: str) -> Any:
         from kfp import dsl
 
@@ -197,11 +211,8 @@ def data_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> 
 
             kubernetes.mount_pvc(prepare, pvc_name=cluster.data_pvc.name, mount_path=cluster.data_pvc.mount_path)
         features = b.task("features", None, options=options_features)
-        b.task(
-            "handoff",
-            None,
-            key=handoff_key,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        b.handoff(
+            handoff_key,
             real_train=prepare.outputs["train"],
             real_test=prepare.outputs["test"],
             extractor=features.outputs["extractor"],
@@ -231,9 +242,7 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
         real_test_uri: str,
         extractor_uri: str,
     ):
-        real_train = b.importer("real-train", real_train_uri, "dataset")
-        real_test = b.importer("real-test", real_test_uri, "dataset")
-        extractor = b.importer("extractor", extractor_uri, "artifact")
+        real_train, real_test, extractor = b.real_inputs(real_train_uri, real_test_uri, extractor_uri)
         train_set, mix = real_train, None
         if "mix" in step.steps:  # fresh-real: generation 0 trains on its own draw from the pool
             mix = b.task(
@@ -266,11 +275,8 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
             lam="",
             **b.pointers(mix, train, sample),
         )
-        b.task(
-            "handoff",
-            None,
-            key=handoff_key,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        b.handoff(
+            handoff_key,
             model=train.outputs["model"],
             samples=sample.outputs["samples"],
             history=evaluate.outputs["history"],
@@ -312,9 +318,7 @@ def chain_pipeline(
         history_uri: str,
         pooled_uri: str = "",
     ):
-        real_train = b.importer("real-train", real_train_uri, "dataset")
-        real_test = b.importer("real-test", real_test_uri, "dataset")
-        extractor = b.importer("extractor", extractor_uri, "artifact")
+        real_train, real_test, extractor = b.real_inputs(real_train_uri, real_test_uri, extractor_uri)
         model = b.importer("model", model_uri, "model")
         samples = b.importer("samples", samples_uri, "dataset")
         history = b.importer("history", history_uri, "artifact")
@@ -368,11 +372,8 @@ def chain_pipeline(
             )
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]
         kept = {"pooled": pooled} if pooled is not None else {}
-        b.task(
-            "handoff",
-            None,
-            key=handoff_key,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        b.handoff(
+            handoff_key,
             model=model,
             samples=samples,
             history=history,
@@ -393,11 +394,8 @@ def collect_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) 
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
         collect = b.task("collect", None, fragments=dsl.Collected(fragment))
-        b.task(
-            "handoff",
-            None,
-            key=handoff_key,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        b.handoff(
+            handoff_key,
             history=collect.outputs["merged"],
         )
 
@@ -415,11 +413,8 @@ def report_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -
         with dsl.ParallelFor(items=fragment_uris, name="fragments") as uri:
             fragment = b.importer("fragment", uri, "artifact")
         report = b.task("report", None, config=config, fragments=dsl.Collected(fragment), data_dvc=data_dvc)
-        b.task(
-            "handoff",
-            None,
-            key=handoff_key,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        b.handoff(
+            handoff_key,
             run_dir=report.outputs["run_dir"],
         )
 

@@ -26,10 +26,8 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +35,7 @@ from pathlib import Path
 
 import k8s_helpers as h
 import pytest
-from test_mlflow_postgres import as_postgres_user, free_port, pg_bin
+from postgres_cluster import free_port, postgres_cluster
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -53,75 +51,25 @@ def database():
     pg = _values("StatefulSet", "postgres", "postgres")
     objects = h.render("base")
     script = h.find(objects, "ConfigMap", "postgres-init")["data"]["app-role.sh"]
-    bindir = pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="autophagy-pg-auth-"))
-    data, sockets, pwfile = root / "data", root / "sock", root / "pwfile"
-    sockets.mkdir()
-    pwfile.write_text(pg["POSTGRES_PASSWORD"] + "\n")
-    if os.geteuid() == 0:
-        for path in (root, sockets, pwfile):
-            shutil.chown(path, "postgres")
-    port = free_port()
-    subprocess.run(
-        as_postgres_user(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--pwfile",
-                str(pwfile),
-                "--auth-host=scram-sha-256",
-                "--auth-local=trust",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    subprocess.run(
-        as_postgres_user(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (root / "app-role.sh").write_text(script)
-    init = subprocess.run(
-        ["bash", str(root / "app-role.sh")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
-            "PGHOST": str(sockets),
-            "PGPORT": str(port),
-            "POSTGRES_USER": "postgres",
-            **{k: pg[k] for k in ("MLFLOW_DB_USER", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME", "MLFLOW_DB_PASSWORD")},
-        },
-    )
-    try:
-        assert init.returncode == 0, init.stderr
-        yield {"port": port, "sockets": sockets, "pg": pg, "root": root}
-    finally:
-        subprocess.run(
-            as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+    with postgres_cluster(
+        superuser="postgres", password=pg["POSTGRES_PASSWORD"], prefix="autophagy-pg-auth-"
+    ) as cluster:
+        (cluster.root / "app-role.sh").write_text(script)
+        init = subprocess.run(
+            ["bash", str(cluster.root / "app-role.sh")],
             capture_output=True,
+            text=True,
             timeout=60,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+                "PGHOST": str(cluster.sockets),
+                "PGPORT": str(cluster.port),
+                "POSTGRES_USER": "postgres",
+                **{k: pg[k] for k in ("MLFLOW_DB_USER", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME", "MLFLOW_DB_PASSWORD")},
+            },
         )
-        shutil.rmtree(root, ignore_errors=True)
+        assert init.returncode == 0, init.stderr
+        yield {"port": cluster.port, "sockets": cluster.sockets, "pg": pg, "root": cluster.root}
 
 
 def psql(

@@ -2,8 +2,7 @@
 command and flags as the Kubernetes Deployment in k8s/base (read from the rendered manifest).
 
 A tiny loop logs to it over HTTP; the runs, metrics and artifacts are read back through the
-REST API. PostgreSQL comes from Debian's packages (`.ci/run` installs it when missing); it
-refuses to run as root, so as root the test runs it as the `postgres` system user.
+REST API. PostgreSQL runs as a throwaway cluster (tests/postgres_cluster.py).
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from k8s_helpers import mlflow_auth_settings, mlflow_server_args_from_manifest, mlflow_server_env_from_manifest
+from postgres_cluster import free_port, postgres_cluster
 
 BIN = Path(sys.executable).parent
 PASSWORD = "s3cret:@/pw"  # characters that would break a URI: the password travels in PGPASSWORD
@@ -29,86 +27,19 @@ PASSWORD = "s3cret:@/pw"  # characters that would break a URI: the password trav
 ADMIN_AUTH: dict[str, str] = {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bin() -> Path:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    assert candidates, "PostgreSQL server binaries are missing: apt-get install postgresql (.ci/run does)"
-    return candidates[-1].parent
-
-
-def as_postgres_user(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    bindir = pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="autophagy-pg-"))
-    data, sockets, pwfile = root / "data", root / "sock", root / "pwfile"
-    sockets.mkdir()
-    pwfile.write_text(PASSWORD + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        shutil.chown(pwfile, "postgres")
-    port = free_port()
-    subprocess.run(
-        as_postgres_user(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "mlflow",
-                "--pwfile",
-                str(pwfile),
-                "--auth-host=scram-sha-256",
-                "--auth-local=trust",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    subprocess.run(
-        as_postgres_user(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    env = {**os.environ, "PGPASSWORD": PASSWORD}
-    for database in ("mlflow", "mlflow_auth"):  # runs; MLflow's users (k8s/base/mlflow-auth/basic_auth.ini)
-        subprocess.run(
-            ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database],
-            check=True,
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-    yield {"port": port}
-    subprocess.run(
-        as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-        capture_output=True,
-        timeout=60,
-    )
-    shutil.rmtree(root, ignore_errors=True)
+    with postgres_cluster(superuser="mlflow", password=PASSWORD) as cluster:
+        env = {**os.environ, "PGPASSWORD": PASSWORD}
+        for database in ("mlflow", "mlflow_auth"):  # runs; MLflow's users (k8s/base/mlflow-auth/basic_auth.ini)
+            subprocess.run(
+                ["createdb", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "mlflow", database],
+                check=True,
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+        yield {"port": cluster.port}
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from autophagy.config import DDPMModelConfig
-from autophagy.models.hf_unet import HFUNet
 from autophagy.models.image import ImageModel
 from autophagy.models.noise import index_noise
 
@@ -137,15 +136,7 @@ class DDPMModel(ImageModel):
         cfg: DDPMModelConfig = self.cfg
         if cfg.network == "mlp":
             return self.build_mlp()
-        return HFUNet(
-            self.image_shape,
-            cfg.model_channels,
-            cfg.channel_mult,
-            cfg.num_blocks,
-            cfg.attn_resolutions,
-            cfg.dropout,
-            style="ddpm",
-        )
+        return self.build_hf_unet("ddpm")
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg: DDPMModelConfig = self.cfg

@@ -4,6 +4,7 @@ and the choice of network F(x [B, C, H, W], labels [B]) -> [B, C, H, W]."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,3 +60,20 @@ class ImageModel(TorchGenerativeModel):
         """The residual-MLP network of ``self.cfg`` (``model_channels`` wide, ``num_blocks`` deep)."""
         cfg = self.cfg
         return MLPDenoiser(self.image_shape, width=cfg.model_channels, num_blocks=cfg.num_blocks, dropout=cfg.dropout)
+
+    def build_hf_unet(self, style: str, **options: Any) -> nn.Module:
+        """diffusers' ``UNet2DModel`` laid out as ``style`` (``ddpm``: Ho et al.; ``adm``: torchcfm's) from
+        ``self.cfg``'s ``model_channels``, ``channel_mult``, ``num_blocks``, ``attn_resolutions``, ``dropout``."""
+        from autophagy.models.hf_unet import HFUNet
+
+        cfg = self.cfg
+        return HFUNet(
+            self.image_shape,
+            cfg.model_channels,
+            cfg.channel_mult,
+            cfg.num_blocks,
+            cfg.attn_resolutions,
+            cfg.dropout,
+            style=style,
+            **options,
+        )

@@ -28,7 +28,6 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from autophagy.config import OTCFMModelConfig
-from autophagy.models.hf_unet import HFUNet
 from autophagy.models.image import ImageModel
 from autophagy.models.ode import integrate
 
@@ -52,16 +51,7 @@ class OTCFMModel(ImageModel):
         cfg: OTCFMModelConfig = self.cfg
         if cfg.network == "mlp":
             return self.build_mlp()
-        return HFUNet(
-            self.image_shape,
-            cfg.model_channels,
-            cfg.channel_mult,
-            cfg.num_blocks,
-            cfg.attn_resolutions,
-            cfg.dropout,
-            style="adm",
-            head_channels=cfg.head_channels,
-        )
+        return self.build_hf_unet("adm", head_channels=cfg.head_channels)
 
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         cfg: OTCFMModelConfig = self.cfg
