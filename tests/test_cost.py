@@ -57,3 +57,18 @@ def test_run_prints_the_line_before_work(capsys, tmp_path, monkeypatch):
     code = main(["run", *sum((["-S", o] for o in TINY), []), "-S", "tracking.enabled=false", "--root", str(blocker)])
     out, _ = capsys.readouterr()
     assert code == 2 and out.startswith("estimated training cost: ") and "GPU-hours" in out.splitlines()[0]
+
+
+def test_pipeline_compile_and_submit_print_the_line_first(capsys, tmp_path, monkeypatch):
+    """Compiling or submitting a GPU preset states its cost before anything is compiled or sent."""
+    from autophagy.cli import main
+
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    config = ["--config", "configs/cifar10-edm.yaml", "--image", "registry.example/autophagy:0123abc"]
+    assert main(["pipeline", "compile", *config, "-o", str(tmp_path / "packages")]) == 0
+    compile_out = capsys.readouterr().out.splitlines()
+    assert compile_out[0].startswith("estimated training cost: ") and "GPU-hours" in compile_out[0]
+    assert compile_out[1].startswith("compiled ")
+    assert main(["pipeline", "submit", *config]) == 2  # no host: refused after the cost line
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == compile_out[0] and "no Kubeflow Pipelines host" in err

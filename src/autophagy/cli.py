@@ -179,13 +179,15 @@ def _print_cost(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     """One line, before any work: the training compute in GPU-hours (:mod:`autophagy.cost`)."""
     from autophagy import cost
 
-    estimate = cost.estimate(cfg, args.gpu_tflops, args.gpu_utilisation)
-    print(
-        estimate.line()
-        if estimate
-        else "estimated training cost: unknown until the image folder is read (set data.resolution)",
-        flush=True,
-    )
+    print(cost.describe(cfg, args.gpu_tflops, args.gpu_utilisation), flush=True)
+
+
+def _print_pipeline_cost(args: argparse.Namespace) -> None:
+    """:func:`_print_cost` of a config that may hold a ``cluster:`` section."""
+    from autophagy.pipelines.cluster import load_pipeline_config
+
+    cfg, _ = load_pipeline_config(args.config, args.set)
+    _print_cost(cfg, args)
 
 
 def cmd_report(args):
@@ -234,12 +236,14 @@ def cmd_dvc_params(args):
 def cmd_pipeline_compile(args):
     from autophagy.pipelines import cli_compile
 
+    _print_pipeline_cost(args)
     print(cli_compile(args.config, args.set, args.out, image=args.image))
 
 
 def cmd_pipeline_submit(args):
     from autophagy.pipelines import cli_submit
 
+    _print_pipeline_cost(args)
     print(
         cli_submit(
             args.host,
@@ -485,18 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start in a new run directory: ROOT/<name> if it does not exist, else the first "
         "free ROOT/<name>-2, -3, ...",
     )
-    p.add_argument(
-        "--gpu-tflops",
-        type=float,
-        default=989.0,
-        help="stated GPU throughput for the printed cost estimate, TFLOP/s (989: H100 SXM dense bf16; A100: 312)",
-    )
-    p.add_argument(
-        "--gpu-utilisation",
-        type=float,
-        default=0.35,
-        help="share of --gpu-tflops a training step sustains, for the cost estimate",
-    )
+    _add_cost_options(p)
     p = command("report", cmd_report, "figures and a markdown table from a finished run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument(
@@ -564,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="project image of every task (default: cluster.image, then "
             "$AUTOPHAGY_IMAGE, then ghcr.io/autophagy/autophagy:<version>); pinned, never latest",
         )
+        _add_cost_options(q)
         q.set_defaults(func=func)
         return q
 
@@ -623,6 +617,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host to answer (default: 10)")
     _finish(parser)
     return parser
+
+
+def _add_cost_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the cost line printed before work starts (:func:`_print_cost`)."""
+    from autophagy.cost import DEFAULT_TFLOPS, DEFAULT_UTILISATION
+
+    parser.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=DEFAULT_TFLOPS,
+        help="stated GPU throughput for the printed cost estimate, TFLOP/s (989: H100 SXM dense bf16; A100: 312)",
+    )
+    parser.add_argument(
+        "--gpu-utilisation",
+        type=float,
+        default=DEFAULT_UTILISATION,
+        help="share of --gpu-tflops a training step sustains, for the cost estimate",
+    )
 
 
 def _version() -> str:

@@ -88,3 +88,11 @@ def estimate(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_U
     return CostEstimate(
         images, per_image, images * per_image / (tflops * 1e12 * utilisation) / 3600.0, tflops, utilisation
     )
+
+
+def describe(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_UTILISATION) -> str:
+    """The one line printed before a run, a compile or a submit starts."""
+    found = estimate(cfg, tflops, utilisation)
+    if found is None:
+        return "estimated training cost: unknown until the image folder is read (set data.resolution)"
+    return found.line()
