@@ -10,7 +10,7 @@ from importlib.metadata import version
 import pytest
 
 from autophagy.cli import _parsers, build_parser, main
-from autophagy.config import ConfigError, load_config
+from autophagy.config import FAMILIES, ConfigError, load_config
 from autophagy.option_reference import options
 
 
@@ -50,6 +50,22 @@ def test_config_list_is_every_option_with_type_default_help(capsys):
     assert line.split()[1:3] == ["int", "2000"] and "samples per generation" in line
     code, out, _ = run_main(capsys, "config", "--list", "-S", "model.family=ddpm")
     assert "model.ancestral_variance" in out
+
+
+#: Overrides that give a family of each data kind a config that validates (vector families need vector data).
+KIND_DATA = {
+    "image": [],
+    "vector": ["data.source=toy2d", "data.name=moons", "data.n_train=100", "data.n_test=100", "evaluate.features=raw"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_config_list_has_help_for_every_option_of_every_family(family):
+    """No option of `config --list` is listed with help `-`: each field has a trailing comment."""
+    cfg = load_config(None, [f"model.family={family}", *KIND_DATA[FAMILIES[family].kind]])
+    assert cfg.model.family == family
+    missing = [option.key for option in options(cfg) if option.help == "-"]
+    assert not missing, f"model.family={family}: no help (a trailing # comment on the field's line) for {missing}"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from autophagy.config.sections import DataConfig, EvaluateConfig, LoopConfig, Sa
 class ExperimentConfig:
     """A whole experiment: one model family on one data set over a grid of lambdas and seeds."""
 
-    name: str = "digits-edm"
+    name: str = "digits-edm"  # the experiment: its run directory runs/<name> and its MLflow experiment
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=default_model, metadata=parsed_by(model_section))
     train: TrainConfig = field(default_factory=TrainConfig)

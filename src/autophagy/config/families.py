@@ -29,7 +29,7 @@ class ModelConfig:
     """The ``model:`` section. Each family's config subclasses it, with
     ``family: Literal["<name>"] = "<name>"``, its options (all with defaults) and ``validate``."""
 
-    family: str = ""
+    family: str = ""  # the model family, a name registered in FAMILIES; the model.* options below are its own
 
     def validate(self) -> None:
         """Range checks of the family's options; errors name ``model.<option>``."""

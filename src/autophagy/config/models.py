@@ -39,9 +39,9 @@ class FlowModelConfig(ModelConfig):
     """Neural spline flow for vectors (Durkan et al. 2019), built with ``zuko``."""
 
     family: Literal["flow"] = "flow"
-    transforms: int = 4
-    hidden_features: tuple[int, ...] = (64, 64)
-    bins: int = 8
+    transforms: int = 4  # autoregressive spline transforms stacked in the flow (zuko NSF, a MAF with splines)
+    hidden_features: tuple[int, ...] = (64, 64)  # hidden-layer widths of each transform's masked MLP (MADE)
+    bins: int = 8  # bins K of each monotonic rational-quadratic spline (Durkan et al. 2019)
 
     def validate(self) -> None:
         positive("model.transforms", self.transforms)
@@ -60,12 +60,12 @@ class ImageNetworkConfig(ModelConfig):
     ``attn_resolutions``) or ``mlp`` (a residual MLP of width ``model_channels`` and depth
     ``num_blocks``, for tiny images on CPU)."""
 
-    network: str = "mlp"
-    model_channels: int = 256
-    channel_mult: tuple[int, ...] = (1, 2)
-    num_blocks: int = 3
-    attn_resolutions: tuple[int, ...] = ()
-    dropout: float = 0.0
+    network: str = "mlp"  # unet (the family's paper UNet) | mlp (a residual MLP, for tiny images on CPU)
+    model_channels: int = 256  # unet: channels of the first level; mlp: the width
+    channel_mult: tuple[int, ...] = (1, 2)  # unet: channels of each level as multiples of model_channels
+    num_blocks: int = 3  # unet: residual blocks per level; mlp: residual blocks (the depth)
+    attn_resolutions: tuple[int, ...] = ()  # unet: self-attention at the levels of these resolutions (pixels)
+    dropout: float = 0.0  # dropout probability in the residual blocks
 
     def validate(self) -> None:
         choice("model.network", self.network, IMAGE_NETWORKS)
@@ -86,14 +86,14 @@ class EDMModelConfig(ImageNetworkConfig):
     """
 
     family: Literal["edm"] = "edm"
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    sigma_data: float = 0.5
-    P_mean: float = -1.2
-    P_std: float = 1.2
-    rho: float = 7.0
+    sigma_min: float = 0.002  # lowest noise level of the sampler's schedule (Karras et al. 2022, Table 1)
+    sigma_max: float = 80.0  # highest noise level; sampling starts at N(0, sigma_max^2 I) (Karras et al. 2022, Table 1)
+    sigma_data: float = 0.5  # data std in the preconditioning and loss weight (Karras et al. 2022, Table 1)
+    P_mean: float = -1.2  # training noise levels: ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, Table 1)
+    P_std: float = 1.2  # see P_mean (Karras et al. 2022, Table 1)
+    rho: float = 7.0  # exponent of the sampler's noise-level schedule, Eq. 5 (Karras et al. 2022, Table 1)
     num_steps: int = 18  # Heun steps; 2 * num_steps - 1 network evaluations
-    S_churn: float = 0.0
+    S_churn: float = 0.0  # stochasticity of the Heun sampler at every step (Karras et al. 2022, Alg. 2); 0: none
 
     def validate(self) -> None:
         super().validate()
@@ -132,13 +132,13 @@ class DDPMModelConfig(ImageNetworkConfig):
     """
 
     family: Literal["ddpm"] = "ddpm"
-    num_train_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    sampler: str = "ddim"
-    num_steps: int = 50
+    num_train_timesteps: int = 1000  # T, the diffusion steps of the forward process (Ho et al. 2020: 1000)
+    beta_start: float = 1e-4  # beta_1 of the linear beta schedule (Ho et al. 2020, Sec. 4)
+    beta_end: float = 0.02  # beta_T of the linear beta schedule (Ho et al. 2020, Sec. 4)
+    sampler: str = "ddim"  # ancestral (Ho et al. 2020, Alg. 2) | ddim (Song et al. 2021, Eq. 12)
+    num_steps: int = 50  # sampling steps (network evaluations), evenly spaced over the T timesteps
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 the DDPM posterior variance
-    ancestral_variance: str = "fixed_large"
+    ancestral_variance: str = "fixed_large"  # ancestral: fixed_large (sigma_t^2 = beta_t) | fixed_small (posterior)
     clip_denoised: bool = True  # clip the predicted x_0 to [-1, 1] while sampling (Ho et al.'s sampler)
 
     def validate(self) -> None:
@@ -183,11 +183,11 @@ class OTCFMModelConfig(ImageNetworkConfig):
     """
 
     family: Literal["otcfm"] = "otcfm"
-    head_channels: int = 64
-    sigma: float = 0.0
-    coupling: str = "ot"
-    sampler: str = "euler"
-    num_steps: int = 50
+    head_channels: int = 64  # unet: channels per attention head
+    sigma: float = 0.0  # std of the Gaussian path around t x1 + (1 - t) x0 (Tong et al.); 0: no noise
+    coupling: str = "ot"  # ot (exact minibatch OT pairing: OT-CFM) | independent (I-CFM)
+    sampler: str = "euler"  # ODE solver from t = 0 to 1: euler | midpoint (num_steps) | dopri5 (adaptive, tol)
+    num_steps: int = 50  # euler/midpoint steps (dopri5 ignores it)
     tol: float = 1e-5  # dopri5 atol and rtol
 
     def validate(self) -> None:

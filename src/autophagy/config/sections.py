@@ -28,10 +28,10 @@ class DataConfig:
     ``n_test``); ``digits`` and ``cifar10`` have fixed splits and ``seed`` only picks a subset.
     """
 
-    source: str = "digits"
+    source: str = "digits"  # the real data: digits | toy2d | gaussian | cifar10 | image-folder
     name: str = ""  # toy2d: one of TOY2D_NAMES
-    n_train: int | None = None
-    n_test: int | None = None
+    n_train: int | None = None  # n, the size of D_real drawn from the train split (None: the whole split)
+    n_test: int | None = None  # items of the test split, the *_test metrics' reference (None: whole split)
     dim: int = 2  # gaussian: dimension d of N(mean, std^2 I)
     mean: float = 0.0  # gaussian
     std: float = 1.0  # gaussian
@@ -39,7 +39,7 @@ class DataConfig:
     resolution: int | None = None  # image-folder: square resize (None: keep, all must match)
     test_fraction: float = 0.1  # image-folder: share of files held out as the test split
     n_pool: int | None = None  # loop.strategy=fresh-real: real pool size (None: whole split; toy/gaussian: 10 n_train)
-    seed: int = 0
+    seed: int = 0  # draws toy2d/gaussian data and the n_train/n_test subsets (the chains use loop.seeds)
 
     def validate(self) -> None:
         choice("data.source", self.source, DATA_SOURCES)
@@ -107,18 +107,18 @@ class TrainConfig:
     ``batch_size`` is then the global batch, split evenly across the processes.
     """
 
-    budget_kimg: float = 100.0
+    budget_kimg: float = 100.0  # training of each generation t >= 1, in kimg (thousands of items seen)
     gen0_budget_kimg: float | None = None  # None: same as budget_kimg
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_warmup_kimg: float = 0.0
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    ema_halflife_kimg: float = 10.0
+    batch_size: int = 128  # items per optimiser step, global over all GPUs (capped at the training-set size)
+    lr: float = 1e-3  # Adam learning rate (after the warmup)
+    lr_warmup_kimg: float = 0.0  # linear learning-rate warmup in kimg, restarted every generation (0: none)
+    weight_decay: float = 0.0  # Adam's L2 penalty (torch.optim.Adam weight_decay, not AdamW's decoupled one)
+    grad_clip: float | None = None  # clip the gradients' global L2 norm to this (None: no clipping)
+    ema_halflife_kimg: float = 10.0  # half-life of the weights' EMA in kimg (EDM, Karras et al. 2022); 0: no averaging
     init: str = "previous"  # previous | scratch
     # generation 0 from a checkpoint: an autophagy checkpoint directory, or a pretrained one (a path, an
     # http(s) URL with an optional #sha256=<hex>, or hf://owner/name) converted by autophagy.models.pretrained
-    init_checkpoint: str | None = None
+    init_checkpoint: str | None = None  # gen. 0 starts here: a checkpoint path, URL or hf://owner/name; None: scratch
     carry_optimizer: bool = True  # fine-tuning: keep Adam moments from generation t-1
     carry_ema: bool = True  # fine-tuning: the EMA continues from t-1's EMA (false: restarts from the starting weights)
     finetune_from: str = "net"  # net | ema: the weights generation t's training starts from
@@ -181,15 +181,11 @@ class TrainConfig:
 class SampleConfig:
     """Sampling: batch size and the number of samples kept per generation for evaluation."""
 
-    batch_size: int = 1024
+    batch_size: int = 1024  # samples per sampling batch (memory only: each sample's noise is seeded by its index)
     n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
-    # Sampling bias (Alemohammad et al. 2024): the base noise is scaled by the temperature;
-    # < 1 trades diversity for fidelity (like truncation), 1 is unbiased sampling.
-    temperature: float = 1.0
-    # Curation (Ferbach et al. 2024): keep 1 of curation_k candidates with probability
-    # proportional to exp(r(x) / curation_beta); curation_k = 1 disables it.
-    curation_k: int = 1
-    curation_beta: float = 1.0
+    temperature: float = 1.0  # base-noise scale (sampling bias, Alemohammad et al. 2024); 1: unbiased, < 1: less varied
+    curation_k: int = 1  # curation (Ferbach et al. 2024): keep 1 of curation_k candidates per sample; 1: off
+    curation_beta: float = 1.0  # curation: a candidate is kept with probability ~ exp(reward / curation_beta)
     curation_reward: str = "digits-confidence"  # digits-confidence | toy-nearest-real
 
     def validate(self) -> None:
@@ -231,21 +227,21 @@ class LoopConfig:
     samples of generation t-1 and no real data.
     """
 
-    lambdas: tuple[float, ...] = field(default=(0.0, 0.5, 1.0, math.inf), metadata=parsed_by(parse_lambda))
-    seeds: tuple[int, ...] = (0,)
+    lambdas: tuple[float, ...] = field(  # λ (Bertrand et al. 2024): synthetic items per real item; inf: no real data
+        default=(0.0, 0.5, 1.0, math.inf), metadata=parsed_by(parse_lambda)
+    )
+    seeds: tuple[int, ...] = (0,)  # one chain per seed and λ; a seed's generation 0 is shared by its λs
     generations: int = 5  # generations after generation 0
     strategy: str = "replace"  # a name in autophagy.data.strategies.STRATEGIES
     # Collapse detection: a chain is marked collapsed at the first generation where
     # collapse_metric is worse than at generation 0 by the factor collapse_ratio (larger for
     # distances such as fd_*/swd_*, smaller for precision_*/recall_*: autophagy.metric_keys);
     # null disables it.
-    collapse_metric: str = "fd_train"
-    collapse_ratio: float | None = None
+    collapse_metric: str = "fd_train"  # collapse detection: the metric (autophagy.metric_keys) compared with gen. 0's
+    collapse_ratio: float | None = None  # collapsed once collapse_metric is this factor worse than at gen. 0; null: off
     stop_on_collapse: bool = False  # skip the chain's remaining generations (locally and in the pipeline)
-    # Self-correction (Gillman et al. 2024) of synthetic samples before mixing: null or
-    # nearest-real (vectors: move each sample correction_strength of the way to its nearest real item).
-    correction: str | None = None
-    correction_strength: float = 0.5
+    correction: str | None = None  # self-correction (Gillman et al. 2024) before mixing: null | nearest-real (vectors)
+    correction_strength: float = 0.5  # nearest-real: move each sample this fraction of the way to its nearest real item
 
     def validate(self) -> None:
         if self.correction is not None:
@@ -276,10 +272,9 @@ class TrackingConfig:
     """MLflow logging. The tracking URI comes from the standard ``MLFLOW_TRACKING_URI``
     (default: the embedded ``sqlite:///mlflow.db`` in the working directory)."""
 
-    enabled: bool = True
+    enabled: bool = True  # log runs to MLflow at MLFLOW_TRACKING_URI; false: no tracking
     log_checkpoints: bool = True  # the checkpoints keep_checkpoints keeps, as run artifacts
-    # which generations' checkpoints are logged: 0, the last and every k-th (1: all, 0: the first and last only)
-    keep_checkpoints: int = 10
+    keep_checkpoints: int = 10  # log generation 0's, the last's and every k-th's checkpoint (1: all, 0: first, last)
     log_samples: bool = True  # each generation's sample grid as a run image (step = generation)
 
     def validate(self) -> None:
