@@ -115,7 +115,9 @@ def estimate_package(path: str | Path, arguments: Mapping[str, Any] | None = Non
     """The estimate for the compiled package at ``path``; ``chains``: iterations of its loop (report)."""
     import yaml
 
-    documents = list(yaml.safe_load_all(Path(path).read_text()))
+    # libyaml's safe loader: the same documents as yaml.SafeLoader, ~10x faster (a package is ~1 MB of YAML).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    documents = list(yaml.load_all(Path(path).read_text(), Loader=loader))
     spec = documents[0]
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(documents) > 1 else {}
     return estimate(spec, platform, arguments or {}, chains)
