@@ -879,3 +879,26 @@ def test_a_dvc_remote_reaches_only_the_tasks_that_push(cfg, tmp_path):
     assert pushing == {"prepare", "mix", "train", "sample"}
     with pytest.raises(PipelineConfigError, match="cluster.dvc_remote.url is required"):
         load_pipeline_config(None, ["cluster.dvc_remote={endpoint_url: http://x:9000}"])
+
+
+def test_task_setters_skip_source_lookups_only_while_compiling_and_still_name_themselves():
+    """kfp's task setters call inspect.stack() to name themselves in an error; while autophagy
+    compiles, that stack reads no source (the cost grows with sys.modules), and errors are unchanged."""
+    import inspect
+
+    from autophagy.pipelines.packages import _fast_task_setters
+    from kfp import dsl
+    from kfp.dsl import pipeline_task
+
+    with _fast_task_setters():
+        assert pipeline_task.inspect is not inspect
+        assert all(frame.code_context is None for frame in pipeline_task.inspect.stack())
+        assert pipeline_task.inspect.getmodule(inspect) is inspect  # everything else is the real module
+
+        def importer_with_a_cpu_limit():
+            task = dsl.importer(artifact_uri="gs://bucket/x", artifact_class=dsl.Dataset)
+            task.set_cpu_limit("1")
+
+        with pytest.raises(ValueError, match="^set_cpu_limit can only be used on single-step components"):
+            dsl.pipeline(name="setter-on-an-importer")(importer_with_a_cpu_limit)  # built when decorated
+    assert pipeline_task.inspect is inspect
