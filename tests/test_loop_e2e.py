@@ -107,7 +107,12 @@ def test_mlflow_parent_and_child_runs(finished_run):
     history = client.get_metric_history(child.info.run_id, "fd_train")
     assert sorted({m.step for m in history}) == [0, 1, 2]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"checkpoints", "images"} <= artifacts
+    assert "images" in artifacts and "checkpoints" not in artifacts
+    # kept checkpoints are the chain's Logged Models: the last generation here (generation 0 went to lambda 0's chain)
+    models = client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'"
+    )
+    assert [m.tags["autophagy.generation"] for m in models] == ["2"]
     grids = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
     assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in grids if "/samples+" in p) == [0, 1, 2]
     assert "report" in {a.path for a in client.list_artifacts(parent_id)}

@@ -158,8 +158,15 @@ def test_loop_logs_to_mlflow_on_postgres(mlflow_server, tmp_path):
         assert sorted(m["step"] for m in history) == [0, 1, 2]
         assert all(m["value"] >= 0 for m in history)
         listed = rest(uri, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}")
-        # Checkpoints as artifacts; the sample grid as an MLflow image (step = generation), under images/.
-        assert {"checkpoints", "images"} <= {f["path"] for f in listed.get("files", [])}
+        # The sample grid as an MLflow image (step = generation), under images/; kept checkpoints as Logged
+        # Models of the chain's run, their files uploaded through the server.
+        assert "images" in {f["path"] for f in listed.get("files", [])}
+        found = rest(
+            uri,
+            "/api/2.0/mlflow/logged-models/search",
+            {"experiment_ids": [experiment["experiment_id"]], "filter": f"source_run_id = '{run_id}'"},
+        )
+        assert {m["info"]["status"] for m in found["models"]} == {"LOGGED_MODEL_READY"}
     # Artifacts went through the server (--serve-artifacts) into --artifacts-destination.
     stored = {p.name for p in mlflow_server["artifacts"].rglob("*.safetensors")}
     assert "model.safetensors" in stored

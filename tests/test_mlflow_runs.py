@@ -10,11 +10,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from autophagy import loop, report, tracking
 from autophagy.config import ConfigError
+from autophagy.models.checkpoint import load_checkpoint
 from autophagy.tracking import NOT_METRICS, Tracker
 
 
@@ -65,9 +68,33 @@ def test_an_execution_ends_its_runs_and_a_second_run_directory_gets_new_runs(gau
         # one value per generation: steps 0..3, each once
         assert [m.step for m in client.get_metric_history(run.info.run_id, "fd_train")] == [0, 1, 2, 3]
 
-    # checkpoints: generation 0, every 2nd and the last
-    logged = {a.path for run in chains.values() for a in client.list_artifacts(run.info.run_id, "checkpoints")}
-    assert logged == {f"checkpoints/gen-00{g}" for g in (0, 2, 3)}
+    # checkpoints: generation 0 (in the first chain), every 2nd and the last, as Logged Models of the
+    # chain's run, linked to it at step = generation; none as plain run artifacts
+    models = client.search_logged_models([experiment.experiment_id])
+    kept = {(m.tags["autophagy.lambda"], int(m.tags["autophagy.generation"])) for m in models}
+    assert kept == {("0.5", 0), ("0.5", 2), ("0.5", 3), ("inf", 2), ("inf", 3)}
+    assert {(str(m.status), m.model_type) for m in models} == {("READY", "autophagy-checkpoint")}
+    for lam, run in chains.items():
+        linked = {(o.model_id, o.step) for o in client.get_run(run.info.run_id).outputs.model_outputs}
+        own = {(m.model_id, int(m.tags["autophagy.generation"])) for m in models if m.source_run_id == run.info.run_id}
+        assert linked == own and {g for _, g in own} == {g for chain, g in kept if chain == lam}
+        assert not client.list_artifacts(run.info.run_id, "checkpoints")
+    # a model loads as a pyfunc and draws the rows the checkpoint in the run directory draws
+    [last_inf] = [m for m in models if m.tags["autophagy.lambda"] == "inf" and m.tags["autophagy.generation"] == "3"]
+    sampler = mlflow.pyfunc.load_model(f"models:/{last_inf.model_id}")
+    drawn = sampler.predict({"n": 5, "start": 2}, params={"seed": 7})
+    direct = load_checkpoint(first.generation(float("inf"), 0, 3) / "model", with_train_state=False)
+    np.testing.assert_array_equal(drawn, direct.sample(5, 7, start=2))
+    assert sampler.predict(5, params={"seed": 7}).shape == (5, *direct.item_shape)
+    with pytest.raises(ValueError, match="row count"):
+        sampler.predict({"rows": 5})
+    # the checkpoint directory comes back whole (resume or fine-tune from it)
+    fetched = Path(
+        mlflow.artifacts.download_artifacts(f"{last_inf.artifact_location}/checkpoint", dst_path=str(tmp_path / "dl"))
+    )
+    source = first.generation(float("inf"), 0, 3) / "model"
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert all((fetched / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
 
     # sample figures as images with step = generation (the UI's step slider)
     images = [a.path for a in client.list_artifacts(chains["0.5"].info.run_id, "images")]

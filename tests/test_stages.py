@@ -279,9 +279,12 @@ def test_train_logs_to_mlflow_child_runs(tmp_path, tiny_cfg, tracking_uri, monke
         fd = client.get_metric_history(child.info.run_id, "fd_train")
         assert [m.step for m in fd] == [0]  # generation 0's evaluation, shared by both chains
         assert fd[0].value == pytest.approx(json.loads((tmp_path / "m.json").read_text())["fd_train"])
-    # checkpoints as artifacts: generation 1 in its own chain
-    artifacts = [a.path for a in client.list_artifacts(children["1"].info.run_id, "checkpoints")]
-    assert "checkpoints/gen-001" in artifacts
+    # checkpoints as Logged Models of their chain's run: generation 0 in the first chain, 1 in lambda 1's
+    models = client.search_logged_models([experiment.experiment_id])
+    assert {(m.source_run_id, m.tags["autophagy.generation"]) for m in models} == {
+        (children["0"].info.run_id, "0"),
+        (children["1"].info.run_id, "1"),
+    }
     # a second process (a DVC stage, a pod) finds the same runs instead of creating new ones
     train.run(
         cfg, tmp_path / "train_set", tmp_path / "gen-001b", generation=1, seed=0, lam=1.0, init=tmp_path / "gen-000"

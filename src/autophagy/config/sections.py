@@ -179,9 +179,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling: batch size and the number of samples kept per generation for evaluation."""
+    """Sampling: batch size, the number of samples kept per generation for evaluation, and speed
+    (``precision``, ``compile``: :mod:`autophagy.models.sampling`)."""
 
     batch_size: int = 1024  # samples per sampling batch (memory only: each sample's noise is seeded by its index)
+    precision: str = "auto"  # fp64 (float64 sampler state, the reference) | fp32 | bf16 (CUDA autocast) | auto
+    compile: bool = False  # torch.compile the network for sampling (image families; compiling first takes minutes)
     n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
     temperature: float = 1.0  # base-noise scale (sampling bias, Alemohammad et al. 2024); 1: unbiased, < 1: less varied
     curation_k: int = 1  # curation (Ferbach et al. 2024): keep 1 of curation_k candidates per sample; 1: off
@@ -193,11 +196,13 @@ class SampleConfig:
         positive("sample.curation_k", self.curation_k)
         positive("sample.curation_beta", self.curation_beta)
         choice("sample.curation_reward", self.curation_reward, ("digits-confidence", "toy-nearest-real"))
+        choice("sample.precision", self.precision, SAMPLE_PRECISIONS)
         positive("sample.batch_size", self.batch_size)
         positive("sample.n_eval", self.n_eval)
 
 
 FEATURE_EXTRACTORS = ("raw", "digits-net", "inception")
+SAMPLE_PRECISIONS = ("auto", "fp64", "fp32", "bf16")  # auto: bf16 on CUDA (image families), the reference elsewhere
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,7 @@ class TrackingConfig:
     (default: the embedded ``sqlite:///mlflow.db`` in the working directory)."""
 
     enabled: bool = True  # log runs to MLflow at MLFLOW_TRACKING_URI; false: no tracking
-    log_checkpoints: bool = True  # the checkpoints keep_checkpoints keeps, as run artifacts
+    log_checkpoints: bool = True  # the checkpoints keep_checkpoints keeps, as MLflow Logged Models of the chain's run
     keep_checkpoints: int = 10  # log generation 0's, the last's and every k-th's checkpoint (1: all, 0: first, last)
     log_samples: bool = True  # each generation's sample grid as a run image (step = generation)
 

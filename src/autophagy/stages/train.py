@@ -302,4 +302,4 @@ def _track(
         tracker.log_generation(run_id, generation, result, tag=f"gen-{generation}-train")
         train_log.log_curve(tracker, run_id, records, offset)
         if keeps_checkpoint(cfg, generation) and (lam is not None or chain_lam == lams[0]):
-            tracker.log_artifact(run_id, out_dir, f"checkpoints/gen-{generation:03d}")
+            tracker.log_checkpoint(run_id, out_dir, generation)
