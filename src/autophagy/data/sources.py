@@ -7,16 +7,19 @@ digits         uint8 [N, 8, 8, 1]           sklearn's 1797 digits: 1497 train / 
 toy2d          float32 [N, 2]               drawn with the seed (train and test streams)
 gaussian       float32 [N, d]               N(mean, std^2 I) drawn with the seed
 cifar10        uint8 [N, 32, 32, 3]         torchvision: 50000 train / 10000 test
-image-folder   uint8 [N, R, R, 3]           a folder or .zip of PNG/JPEG, held-out share
+image-folder   uint8 [N, R, R, 3]           a folder or .zip of PNG/JPEG, held-out share;
+                                            local, or s3://bucket/prefix, s3://bucket/key.zip
 =============  ==========================  =========================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import zipfile
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -130,47 +133,188 @@ def cifar10(cfg: DataConfig, split: str) -> np.ndarray:
 
 
 def image_folder(cfg: DataConfig, split: str) -> np.ndarray:
-    """PNG/JPEG files from a folder or .zip (e.g. FFHQ-64): uint8 [N, R, R, 3], sorted by name.
+    """PNG/JPEG files from a folder or .zip (e.g. FFHQ-64): uint8 [N, R, R, 3], sorted by path.
 
-    The test split is a fixed share (``test_fraction``) of the files chosen with seed 0, so it
-    does not move when ``data.seed`` changes.
+    ``data.path`` is a local folder or .zip, or the same in an object store: ``s3://bucket/prefix``
+    (the image objects under ``prefix/``, in any sub-"folder") or ``s3://bucket/key.zip`` (see
+    :func:`_s3_image_files`); a local copy of the same files gives the same rows. The test split is a
+    fixed share (``test_fraction``) of the files chosen with seed 0, so it does not move when
+    ``data.seed`` changes.
     """
     from PIL import Image
 
-    path = Path(cfg.path)
-    if not path.exists():
-        raise DataSourceError(f"data.path {path} does not exist (expected a folder or .zip of PNG/JPEG files)")
-    files = list(_image_files(path))
-    if not files:
-        raise DataSourceError(f"no PNG/JPEG files in {path}")
-    test_count = max(1, int(round(len(files) * cfg.test_fraction)))
-    order = np.random.default_rng(0).permutation(len(files))
-    chosen = np.sort(order[:test_count] if split == "test" else order[test_count:])
-    images = []
-    for index in chosen:
-        name, read = files[index]
-        try:
-            image = Image.open(io.BytesIO(read())).convert("RGB")
-        except OSError as err:
-            raise DataSourceError(f"cannot decode image {name} in {path}: {err}") from None
-        if cfg.resolution is not None and image.size != (cfg.resolution, cfg.resolution):
-            image = image.resize((cfg.resolution, cfg.resolution), Image.Resampling.LANCZOS)
-        images.append(np.asarray(image, dtype=np.uint8))
+    path = str(cfg.path)
+    with contextlib.ExitStack() as stack:
+        names, read = _s3_image_files(path, stack) if path.startswith(S3_SCHEME) else _image_files(Path(path), stack)
+        if not names:
+            raise DataSourceError(f"no PNG/JPEG files in {path}")
+        test_count = max(1, int(round(len(names) * cfg.test_fraction)))
+        order = np.random.default_rng(0).permutation(len(names))
+        chosen = [names[i] for i in np.sort(order[:test_count] if split == "test" else order[test_count:])]
+        images = []
+        for name, data in zip(chosen, read(chosen), strict=True):
+            try:
+                image = Image.open(io.BytesIO(data)).convert("RGB")
+            except OSError as err:
+                raise DataSourceError(f"cannot decode image {name} in {path}: {err}") from None
+            if cfg.resolution is not None and image.size != (cfg.resolution, cfg.resolution):
+                image = image.resize((cfg.resolution, cfg.resolution), Image.Resampling.LANCZOS)
+            images.append(np.asarray(image, dtype=np.uint8))
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DataSourceError(f"images in {path} have different sizes {sorted(shapes)[:3]}...; set data.resolution")
     return np.stack(images)
 
 
-def _image_files(path: Path):
-    """Yield ``(name, read)`` for each image file, sorted by name."""
+#: The image files of a folder or archive: their names in row order, and a reader that yields the
+#: bytes of the given names in the order given.
+ImageFiles = tuple[list[str], Callable[[list[str]], Iterator[bytes]]]
+
+
+def _is_image(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _image_files(path: Path, stack: contextlib.ExitStack) -> ImageFiles:
+    """The image files of a local folder or .zip, sorted by path (component by component: ``a/b.png``
+    before ``a-c.png``), so that a folder, its .zip and their copies in an object store give the same rows."""
+    if not path.exists():
+        raise DataSourceError(f"data.path {path} does not exist (expected a folder or .zip of PNG/JPEG files)")
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise DataSourceError(f"data.path {path} is a file but not a .zip archive")
-        archive = zipfile.ZipFile(path)
-        names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
-        for name in names:
-            yield name, (lambda name=name: archive.read(name))
-        return
-    for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        yield str(file), file.read_bytes
+        return _zip_members(stack.enter_context(zipfile.ZipFile(path)))
+    files = sorted(p for p in path.rglob("*") if _is_image(p.name))
+    return [str(file) for file in files], lambda names: (Path(name).read_bytes() for name in names)
+
+
+def _zip_members(archive: zipfile.ZipFile) -> ImageFiles:
+    """The image members of ``archive``, sorted by path as the same files in a folder are."""
+    names = sorted((n for n in archive.namelist() if _is_image(n)), key=PurePosixPath)
+    return names, lambda chosen: (archive.read(name) for name in chosen)
+
+
+# ---------------------------------------------------------------------------- object store (s3://)
+
+S3_SCHEME = "s3://"
+#: Seconds to open a connection to the object store and to wait for a response, and attempts per
+#: request (botocore's "standard" retries: refused connections, timeouts, 5xx, throttling): an
+#: unreachable endpoint fails after about S3_ATTEMPTS * S3_CONNECT_TIMEOUT_S instead of hanging.
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_READ_TIMEOUT_S = 60.0
+S3_ATTEMPTS = 3
+#: Objects fetched concurrently per batch of a folder read (s3fs ``cat``): bounds the bytes held at once.
+S3_BATCH = 256
+#: Range reads of a .zip in the object store (members are read in name order, mostly sequential).
+S3_ZIP_BLOCK_BYTES = 32 * 2**20
+
+
+def _s3_image_files(url: str, stack: contextlib.ExitStack) -> ImageFiles:
+    """The image objects under ``s3://bucket/prefix`` (sorted by path, as a local copy would be), or
+    the members of the archive ``s3://bucket/key.zip``, read with s3fs.
+
+    The endpoint and the credentials are the standard AWS ones botocore reads: ``AWS_ENDPOINT_URL_S3``
+    (or ``AWS_ENDPOINT_URL``) for S3-compatible servers (MinIO, SeaweedFS), ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` (on Kubeflow: ``cluster.data_s3``).
+    """
+    bucket, _, key = url[len(S3_SCHEME) :].partition("/")
+    key = key.strip("/")
+    if not bucket:
+        raise DataSourceError(f"data.path {url!r} names no bucket (expected s3://bucket/prefix or s3://bucket/key.zip)")
+    fs = _s3_filesystem(url)
+    endpoint = fs.s3.meta.endpoint_url
+    root = f"{bucket}/{key}" if key else bucket
+    with _s3_errors(url, endpoint):
+        try:
+            listed = fs.find(root)  # the object `root` itself, or every object under `root/`
+        except FileNotFoundError:
+            raise DataSourceError(f"data.path {url}: bucket {bucket!r} does not exist at {endpoint}") from None
+        if key and root in listed:  # an object: a .zip
+            handle = stack.enter_context(fs.open(root, "rb", block_size=S3_ZIP_BLOCK_BYTES))
+            if not _is_zip(handle):
+                raise DataSourceError(f"data.path {url} is an object but not a .zip archive")
+            archive = stack.enter_context(zipfile.ZipFile(handle))
+            names, read_members = _zip_members(archive)
+            return names, lambda chosen: _s3_reads(url, endpoint, read_members(chosen))
+    if not listed:
+        raise DataSourceError(
+            f"data.path {url} does not exist: no objects under {S3_SCHEME}{root}/ at {endpoint} "
+            "(expected a prefix of PNG/JPEG objects or a .zip object)"
+        )
+    keys = sorted((k for k in listed if _is_image(k)), key=PurePosixPath)
+
+    def read(chosen: list[str]) -> Iterator[bytes]:
+        for start in range(0, len(chosen), S3_BATCH):
+            batch = [name[len(S3_SCHEME) :] for name in chosen[start : start + S3_BATCH]]
+            with _s3_errors(url, endpoint):
+                contents = fs.cat(batch)
+            yield from (contents[k] for k in batch)
+
+    return [S3_SCHEME + k for k in keys], read
+
+
+def _is_zip(handle) -> bool:
+    """``zipfile.is_zipfile`` of an s3fs file, which raises ValueError (not OSError) on a seek before its start."""
+    try:
+        return zipfile.is_zipfile(handle)
+    except ValueError:  # shorter than a zip's end-of-archive record
+        return False
+
+
+def _s3_reads(url: str, endpoint: str, reads: Iterator[bytes]) -> Iterator[bytes]:
+    """``reads`` with the object store's errors as :class:`DataSourceError`."""
+    with _s3_errors(url, endpoint):
+        yield from reads
+
+
+def _s3_filesystem(url: str):
+    """A fresh s3fs file system (no cached listings or credentials) with bounded timeouts and retries."""
+    try:
+        import s3fs
+    except ImportError as err:
+        raise DataSourceError(
+            f"data.path {url} is in an object store, which is read with s3fs ({err}): "
+            "pip install 'autophagy[dvc]' (dvc-s3 installs it) or pip install s3fs"
+        ) from None
+    fs = s3fs.S3FileSystem(
+        skip_instance_cache=True,
+        config_kwargs={
+            "connect_timeout": S3_CONNECT_TIMEOUT_S,
+            "read_timeout": S3_READ_TIMEOUT_S,
+            "retries": {"mode": "standard", "max_attempts": S3_ATTEMPTS},
+        },
+    )
+    fs.retries = 1  # botocore retries each request (above); s3fs's own 5 would multiply the attempts
+    fs.connect()  # builds the client (no request): its endpoint names the store in errors
+    return fs
+
+
+@contextlib.contextmanager
+def _s3_errors(url: str, endpoint: str) -> Iterator[None]:
+    """What s3fs and botocore raise, as a :class:`DataSourceError` naming ``url``, the endpoint and the problem."""
+    from botocore.exceptions import BotoCoreError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import ReadTimeoutError as BotoReadTimeout
+    from fsspec.exceptions import FSTimeoutError
+
+    try:
+        yield
+    except PermissionError as err:
+        raise DataSourceError(
+            f"the object store at {endpoint} refused access to {url} ({err}): check AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, and that this identity may list and read the bucket"
+        ) from None
+    except NoCredentialsError:
+        raise DataSourceError(
+            f"no credentials to read {url} at {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(on Kubeflow: cluster.data_s3.credentials_secret)"
+        ) from None
+    except (EndpointConnectionError, ConnectTimeoutError, BotoReadTimeout, FSTimeoutError, TimeoutError) as err:
+        raise DataSourceError(
+            f"cannot reach the object store at {endpoint} to read {url} ({S3_ATTEMPTS} attempts, "
+            f"{S3_CONNECT_TIMEOUT_S:g} s to connect, {S3_READ_TIMEOUT_S:g} s to answer): {err}. Set "
+            "AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) to the address of an S3-compatible server"
+        ) from None
+    except FileNotFoundError as err:  # an object deleted between the listing and its read
+        raise DataSourceError(f"data.path {url}: an object is gone at {endpoint}: {err}") from None
+    except (BotoCoreError, OSError) as err:
+        raise DataSourceError(f"cannot read {url} at {endpoint}: {err}") from None
