@@ -69,3 +69,93 @@ def test_compute_toy_metrics_rejects_mismatched_dims():
 def test_public_names():
     for name in metrics.__all__:
         assert hasattr(metrics, name), name
+
+
+# ------------------------------------------------------------------ reference statistics, cached
+
+
+def _sets(seed=3):
+    rng = np.random.default_rng(seed)
+    samples = (1.1 * rng.standard_normal((400, 16)) + 0.2).astype(np.float32)
+    return samples, rng.standard_normal((500, 16)).astype(np.float32), rng.standard_normal((120, 16)).astype(np.float32)
+
+
+def test_given_reference_statistics_give_the_plain_numbers():
+    """compute_metrics with cached reference statistics = without them = the plain computation
+    (numpy mean/cov of float64 copies, precision/recall from scratch): FD to 1e-9 relative, P/R exactly."""
+    samples, train, test = _sets()
+    refs = {"train": train, "test": test}
+    computed = compute_metrics(samples, refs, k=3)
+    statistics = {name: metrics.feature_statistics(x, k=3) for name, x in refs.items()}
+    assert compute_metrics(samples, refs, k=3, reference_statistics=statistics) == computed
+    for name, x in refs.items():
+        plain = [(s.astype(np.float64).mean(axis=0), np.cov(s.astype(np.float64), rowvar=False)) for s in (samples, x)]
+        assert computed[f"fd_{name}"] == pytest.approx(metrics.frechet_distance(*plain[0], *plain[1]), rel=1e-9)
+        assert (computed[f"precision_{name}"], computed[f"recall_{name}"]) == metrics.precision_recall(x, samples)
+    assert 0.05 < computed["precision_train"] < 0.95 and 0.05 < computed["recall_train"] < 0.95
+
+
+@pytest.mark.parametrize(
+    "statistics, message",
+    [({"valid": 3}, "not among the reference sets"), ({"train": 5}, "k-NN radii for k=5, not k=3")],
+)
+def test_compute_metrics_rejects_mismatched_statistics(statistics, message):
+    samples, train, _ = _sets()
+    given = {name: metrics.feature_statistics(train, k=k) for name, k in statistics.items()}
+    with pytest.raises(ValueError, match=message):
+        compute_metrics(samples, {"train": train}, k=3, reference_statistics=given)
+
+
+def _equal(a, b) -> bool:
+    return a.k == b.k and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("mu", "sigma", "radii2"))
+
+
+def test_cached_statistics_are_written_then_read(tmp_path):
+    _, train, _ = _sets()
+    path = tmp_path / "train.stats-k3.npz"
+    first = metrics.cached_statistics(path, train, k=3)
+    assert path.is_file() and _equal(first, metrics.feature_statistics(train, k=3))
+    written = path.stat().st_mtime_ns
+    assert _equal(metrics.cached_statistics(path, train, k=3), first)
+    assert path.stat().st_mtime_ns == written  # read, not recomputed and rewritten
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_cached_statistics_follow_the_features_not_the_path(tmp_path):
+    """The same path with other features (one value changed), another k, or a damaged file: the
+    statistics are recomputed for what is asked and the file rewritten; the old ones are never served."""
+    _, train, _ = _sets()
+    path = tmp_path / "train.stats.npz"
+    old = metrics.cached_statistics(path, train, k=3)
+    changed = train.copy()
+    changed[7, 3] += 5.0
+    new = metrics.cached_statistics(path, changed, k=3)
+    assert _equal(new, metrics.feature_statistics(changed, k=3)) and not np.array_equal(new.mu, old.mu)
+    assert _equal(metrics.cached_statistics(path, changed, k=3), new)
+    other_k = metrics.cached_statistics(path, changed, k=5)
+    assert other_k.k == 5 and _equal(other_k, metrics.feature_statistics(changed, k=5))
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert _equal(metrics.cached_statistics(path, train, k=3), old)
+
+
+def test_cached_statistics_are_written_atomically(tmp_path, monkeypatch):
+    """Fault injection (a stand-in for np.savez that writes half an archive, then fails like a full
+    disk): the cache file keeps its previous content, no temporary file stays behind, and the next
+    call writes a whole file."""
+    _, train, _ = _sets()
+    path = tmp_path / "train.stats.npz"
+    old = metrics.cached_statistics(path, train, k=3)
+    before = path.read_bytes()
+    real_savez = np.savez
+
+    def savez_that_fails_half_way(handle, **arrays):
+        handle.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_that_fails_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        metrics.cached_statistics(path, train, k=5)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert _equal(metrics.cached_statistics(path, train, k=3), old)
+    assert metrics.cached_statistics(path, train, k=5).k == 5

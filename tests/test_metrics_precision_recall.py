@@ -7,7 +7,7 @@ from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 from autophagy.metrics import precision_recall
-from autophagy.metrics.precision_recall import knn_radii_squared
+from autophagy.metrics.precision_recall import knn_radii, knn_radii_squared
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,3 +147,61 @@ def test_duplicated_points_have_radius_zero_and_cover_their_copies(offset, row_c
             col_chunk=col_chunk,
         )
         assert got == expected, (dtype, got, expected)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("row_chunk, col_chunk", [(10_000, 10_000), (7, 13), (1, 300), (64, 5)])
+def test_duplicated_generated_points_cover_their_real_copies(offset, row_chunk, col_chunk):
+    """A collapsed model repeats samples: every generated point four times (radius 0 with k = 3),
+    half the real points exact copies of them. Recall counts those copies (0.5) at every tiling and
+    offset, as the float64 reference does; it did not when the generated radii were computed in the
+    generated set's own frame and compared with tiles in the real set's frame (0.40 to 0.45)."""
+    rng = np.random.default_rng(11)
+    points = rng.standard_normal((120, 16))
+    points[:60, 0] += 30.0
+    generated = np.repeat(points, 4, axis=0)
+    real = np.concatenate([points[:50], points[50:80] + 0.5, rng.standard_normal((20, 16))])
+    expected = _dense_reference(real, generated, k=3)
+    assert expected[1] == 0.5
+    for dtype in (np.float64, np.float32):
+        got = precision_recall(
+            (real + offset).astype(dtype),
+            (generated + offset).astype(dtype),
+            k=3,
+            row_chunk=row_chunk,
+            col_chunk=col_chunk,
+        )
+        assert got == expected, (dtype, got, expected)
+
+
+@pytest.mark.parametrize("row_chunk, col_chunk", [(10_000, 10_000), (7, 13), (64, 5)])
+def test_given_real_radii_give_the_numbers_computed_here(row_chunk, col_chunk):
+    """Radii computed beforehand (as cached with reference features, at the default tiling) give
+    the P/R computed from scratch and the dense reference's, also far from the origin."""
+    real, generated = _clouds(np.float32)
+    dense = _dense_reference(real.astype(np.float64), generated.astype(np.float64), k=3)
+    for offset in (0.0, 1e3):
+        r, g = real + np.float32(offset), generated + np.float32(offset)
+        plain = precision_recall(r, g, row_chunk=row_chunk, col_chunk=col_chunk)
+        given = precision_recall(r, g, row_chunk=row_chunk, col_chunk=col_chunk, real_radii2=knn_radii(r, 3))
+        assert given == plain
+        if offset == 0.0:
+            assert plain == dense
+
+
+def test_knn_radii_match_sklearn_far_from_the_origin():
+    x = np.random.default_rng(5).standard_normal((300, 12)) + 1e4
+    distances, _ = NearestNeighbors(n_neighbors=4).fit(x - 1e4).kneighbors(x - 1e4)
+    radii2 = knn_radii(x, 3, row_chunk=64, col_chunk=100)
+    assert radii2.dtype == np.float32 and radii2.shape == (300,)
+    np.testing.assert_allclose(np.sqrt(radii2), distances[:, 3], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "radii2, message",
+    [(np.ones(9), r"real radii must be \[10\]"), (-np.ones(10), "non-negative"), (np.full(10, np.nan), "finite")],
+)
+def test_rejects_bad_radii(radii2, message):
+    x = np.random.default_rng(6).standard_normal((10, 3))
+    with pytest.raises(ValueError, match=message):
+        precision_recall(x, x, real_radii2=radii2)

@@ -15,6 +15,7 @@ import torch
 
 from autophagy.metric_keys import computed
 from autophagy.metrics.digits_net import load_digits_net, train_digits_net
+from autophagy.metrics.feature_stats import FeatureStatistics, cached_statistics, feature_statistics
 from autophagy.metrics.features import (
     EXTRACTORS,
     FeatureExtractor,
@@ -31,10 +32,13 @@ __all__ = [
     "EXTRACTORS",
     "FeatureExtractor",
     "FeatureExtractorUnavailable",
+    "FeatureStatistics",
     "build_extractor",
+    "cached_statistics",
     "compute_metrics",
     "compute_toy_metrics",
     "covariance_error",
+    "feature_statistics",
     "frechet_distance",
     "gaussian_statistics",
     "gaussian_summary",
@@ -55,26 +59,43 @@ def compute_metrics(
     *,
     k: int = 3,
     device: str | torch.device = "cpu",
+    reference_statistics: Mapping[str, FeatureStatistics] | None = None,
 ) -> dict[str, float]:
     """Frechet distance and improved precision/recall of the samples against each reference set.
+
+    Every set's mean and covariance are computed once, in one chunked pass (:mod:`.frechet`); a
+    reference set's statistics and k-NN radii (:mod:`.feature_stats`) may come from a cache. Each
+    samples-reference distance is computed once for precision and recall. The samples' k-NN radii
+    are computed in each reference set's frame (:mod:`.precision_recall`).
 
     Args:
         samples_features: float ``[N, F]``, features of the generation's samples.
         reference_features: name -> float ``[M, F]`` (e.g. ``{"train": ..., "test": ...}``).
         k: the k of the k-NN balls for precision/recall (Kynkaanniemi et al. 2019).
-        device: torch device for the distance computations.
+        device: torch device for the statistics and the distance computations.
+        reference_statistics: name -> the statistics of that reference set for this ``k``
+            (e.g. from :func:`.feature_stats.cached_statistics`); computed here for the others.
 
     Returns:
         ``{"fd_<name>": ..., "precision_<name>": ..., "recall_<name>": ...}`` for every reference,
         then ``<metric>_<name>`` of every registered ``features`` metric with a compute function.
     """
-    _check_sets(samples_features, reference_features, min_rows=max(2, k + 1), why=f"k-NN radii with k={k}")
-    mu, sigma = gaussian_statistics(samples_features)
+    # NaN/inf are found by the statistics' chunked passes, which name the set.
+    _check_sets(
+        samples_features, reference_features, min_rows=max(2, k + 1), why=f"k-NN radii with k={k}", check_finite=False
+    )
+    given = dict(reference_statistics or {})
+    for name, statistics in given.items():
+        if name not in reference_features:
+            raise ValueError(f"statistics of reference {name!r}, which is not among the reference sets")
+        if statistics.k != k:
+            raise ValueError(f"the statistics of reference {name!r} have k-NN radii for k={statistics.k}, not k={k}")
+    mu, sigma = gaussian_statistics(samples_features, device=device, name="samples")
     metrics: dict[str, float] = {}
     for name, reference in reference_features.items():
-        mu_ref, sigma_ref = gaussian_statistics(reference)
-        precision, recall = precision_recall(reference, samples_features, k=k, device=device)
-        metrics[f"fd_{name}"] = frechet_distance(mu, sigma, mu_ref, sigma_ref, device=device)
+        ref = given.get(name) or feature_statistics(reference, k=k, device=device, name=f"reference {name!r}")
+        precision, recall = precision_recall(reference, samples_features, k=k, device=device, real_radii2=ref.radii2)
+        metrics[f"fd_{name}"] = frechet_distance(mu, sigma, ref.mu, ref.sigma, device=device)
         metrics[f"precision_{name}"] = precision
         metrics[f"recall_{name}"] = recall
         for metric in computed("features"):
@@ -105,8 +126,11 @@ def compute_toy_metrics(
     return metrics
 
 
-def _check_sets(samples: np.ndarray, references: Mapping[str, np.ndarray], *, min_rows: int, why: str) -> None:
-    """Samples and references: 2-D, the same width, at least ``min_rows`` rows, finite; errors name the set."""
+def _check_sets(
+    samples: np.ndarray, references: Mapping[str, np.ndarray], *, min_rows: int, why: str, check_finite: bool = True
+) -> None:
+    """Samples and references: 2-D, the same width, at least ``min_rows`` rows, finite unless
+    ``check_finite`` is False; errors name the set."""
     if not references:
         raise ValueError("at least one reference set is needed")
     for name in references:
@@ -121,5 +145,5 @@ def _check_sets(samples: np.ndarray, references: Mapping[str, np.ndarray], *, mi
             )
         if len(x) < min_rows:
             raise ValueError(f"{label}: {why} needs at least {min_rows} rows, got {len(x)}")
-        if not np.isfinite(x).all():
+        if check_finite and not np.isfinite(x).all():
             raise ValueError(f"{label}: contains NaN or infinite values")

@@ -19,26 +19,57 @@ import numpy as np
 import torch
 
 
-def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance of a feature set, as clean-fid computes them.
+def gaussian_statistics(
+    features: np.ndarray,
+    *,
+    device: str | torch.device = "cpu",
+    chunk_rows: int = 4096,
+    name: str = "features",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of a feature set, as clean-fid computes them, in one pass.
+
+    The rows are read ``chunk_rows`` at a time, moved to ``device`` and accumulated in float64
+    (a float32 feature is exact in float64, and so is the product of two): the sum of the rows and
+    the sum of their outer products, both shifted by the mean of the first chunk so that a large
+    common offset cancels before it is squared (the "shifted data" algorithm; Chan, Golub &
+    LeVeque 1983). Each chunk is checked for NaN/inf as it arrives. No float64 copy of the whole
+    set is made: memory is one chunk plus the ``[F, F]`` accumulator.
 
     Args:
         features: float array ``[N, F]``, one row per item; N >= 2.
+        device: torch device of the accumulation (``"cuda"`` is much faster for F = 2048).
+        chunk_rows: rows per chunk.
+        name: the set's name in error messages (e.g. ``"reference 'train'"``).
 
     Returns:
         ``(mu, sigma)``: float64 ``[F]`` and ``[F, F]``; ``sigma`` equals
-        ``np.cov(features, rowvar=False)`` (divides by N - 1), as a ``[1, 1]`` matrix for 1-D data.
+        ``np.cov(features, rowvar=False)`` (divides by N - 1) up to float64 rounding, and is a
+        ``[1, 1]`` matrix for 1-D data.
     """
     features = np.asarray(features)
     if features.ndim != 2:
-        raise ValueError(f"features must be a 2-D array [N, F], got shape {features.shape}")
-    if features.shape[0] < 2:
-        raise ValueError(f"a covariance needs at least 2 samples, got {features.shape[0]}")
-    features = features.astype(np.float64, copy=False)
-    if not np.isfinite(features).all():
-        raise ValueError("features contain NaN or infinite values")
-    # np.cov of one column is 0-d: atleast_2d keeps sigma [F, F] when F = 1 (1-D data).
-    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
+        raise ValueError(f"{name} must be a 2-D array [N, F], got shape {features.shape}")
+    n, f = features.shape
+    if n < 2:
+        raise ValueError(f"{name}: a covariance needs at least 2 samples, got {n}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    t = {"dtype": torch.float64, "device": torch.device(device)}
+    total, outer = torch.zeros(f, **t), torch.zeros(f, f, **t)
+    shift = None
+    for start in range(0, n, chunk_rows):
+        chunk = torch.as_tensor(np.ascontiguousarray(features[start : start + chunk_rows])).to(**t)
+        if not bool(torch.isfinite(chunk).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values (in rows {start}..{start + len(chunk) - 1})")
+        if shift is None:
+            shift = chunk.mean(dim=0)
+        chunk = chunk - shift  # not in place: a float64 chunk on the CPU shares the caller's memory
+        total += chunk.sum(dim=0)
+        outer.addmm_(chunk.T, chunk)
+    mean = total / n  # of the shifted rows
+    sigma = (outer - n * torch.outer(mean, mean)) / (n - 1)
+    sigma = 0.5 * (sigma + sigma.T)  # a matrix product of X^T and X is not bitwise symmetric
+    return (shift + mean).cpu().numpy(), sigma.cpu().numpy()
 
 
 def frechet_distance(

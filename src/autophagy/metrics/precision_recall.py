@@ -10,16 +10,21 @@ radius NND_k(x_i), the distance to the k-th nearest *other* point of the same se
 Distances are float32, computed in tiles of ``row_chunk x col_chunk`` so that 50k x 50k sets never
 materialise the full distance matrix: the k-NN radii merge per-tile ``topk`` results, and the
 coverage test ORs per-tile ball memberships. Squared distances are compared with squared radii
-(the square root is monotone).
+(the square root is monotone). Each generated-real tile is computed once and serves both
+precision (is the generated row inside some real ball?) and recall (is the real column inside
+some generated ball?). A tile is one ``addmm`` into a reused buffer, then in-place operations.
 
 A tile computes ||a||^2 - 2 a.b + ||b||^2, whose float32 rounding error grows with the norms, not
 with the distance: features far from the origin (a common offset of 10^4 on unit clouds) would
 lose every digit of the distances. Both sets are therefore first moved, in float64, by the mean of
-the real features (a translation changes no distance), so the norms are those of the spread.
+the real features (a translation changes no distance), so the norms are those of the spread; the
+real set's radii may be computed beforehand, in that same frame (:func:`knn_radii`), and passed
+in: they serve every generation. The generated set's radii are computed in the real set's frame
+for each real set, so that the tiles they are compared with carry the same rounding.
 What float32 still cannot resolve are distances below about 5e-4 times a point's distance from
 that mean (two points 0.01 apart in a mode 150 away from it). Exact copies of a duplicated point,
 whose k-NN radius is 0, are covered by its ball at every tiling the tests try, as in the float64
-reference.
+reference, whether the duplicated point is real or generated (a collapsed model repeats samples).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def precision_recall(
     device: str | torch.device = "cpu",
     row_chunk: int = 2048,
     col_chunk: int = 8192,
+    real_radii2: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Improved precision and recall of ``generated`` with respect to ``real``.
 
@@ -44,7 +50,9 @@ def precision_recall(
         generated: float ``[M, F]`` features of the model's samples, M > k.
         k: neighbourhood size for the radii (the paper uses k = 3).
         device: torch device for the distance tiles.
-        row_chunk, col_chunk: tile shape; memory is about ``4 * row_chunk * col_chunk`` bytes.
+        row_chunk, col_chunk: tile shape; memory is about ``5 * row_chunk * col_chunk`` bytes.
+        real_radii2: float ``[N]``, the real set's squared k-NN radii as :func:`knn_radii` returns
+            them for this ``k`` (e.g. cached with the real features); computed here when not given.
 
     Returns:
         ``(precision, recall)``, each in [0, 1].
@@ -56,13 +64,33 @@ def precision_recall(
     real, generated = _checked("real", real, k), _checked("generated", generated, k)
     if real.shape[1] != generated.shape[1]:
         raise ValueError(f"real features have {real.shape[1]} dimensions, generated features have {generated.shape[1]}")
+    tiles = {"row_chunk": row_chunk, "col_chunk": col_chunk}
     centre = real.mean(axis=0, dtype=np.float64)
-    r, g = _centred(real, centre, device, row_chunk), _centred(generated, centre, device, row_chunk)
-    r_radii2 = knn_radii_squared(r, k, row_chunk=row_chunk, col_chunk=col_chunk)
-    g_radii2 = knn_radii_squared(g, k, row_chunk=row_chunk, col_chunk=col_chunk)
-    precision = _coverage(g, r, r_radii2, row_chunk=row_chunk, col_chunk=col_chunk)
-    recall = _coverage(r, g, g_radii2, row_chunk=row_chunk, col_chunk=col_chunk)
-    return precision, recall
+    r = _centred("real", real, centre, device, row_chunk)
+    g = _centred("generated", generated, centre, device, row_chunk)
+    if real_radii2 is None:
+        r_radii2 = knn_radii_squared(r, k, **tiles)
+    else:
+        r_radii2 = _radii_tensor("real", real_radii2, len(real), r.device)
+    g_radii2 = knn_radii_squared(g, k, **tiles)
+    return _coverage_both_ways(g, r, g_radii2, r_radii2, **tiles)
+
+
+def knn_radii(
+    features: np.ndarray,
+    k: int,
+    *,
+    device: str | torch.device = "cpu",
+    row_chunk: int = 2048,
+    col_chunk: int = 8192,
+    name: str = "features",
+) -> np.ndarray:
+    """Squared k-NN radii of a feature set ``[N, F]`` (N > k), computed with the set moved by its own
+    mean, the frame :func:`precision_recall` uses for a real set: float32 ``[N]`` (see
+    :func:`knn_radii_squared`). ``name`` names the set in error messages."""
+    features = _checked(name, features, k)
+    x = _centred(name, features, features.mean(axis=0, dtype=np.float64), device, row_chunk)
+    return knn_radii_squared(x, k, row_chunk=row_chunk, col_chunk=col_chunk).cpu().numpy()
 
 
 def knn_radii_squared(x: torch.Tensor, k: int, *, row_chunk: int = 2048, col_chunk: int = 8192) -> torch.Tensor:
@@ -70,63 +98,104 @@ def knn_radii_squared(x: torch.Tensor, k: int, *, row_chunk: int = 2048, col_chu
 
     The k+1 smallest distances of a row include the row itself (distance 0, the minimum), so the
     (k+1)-th smallest is the k-th nearest other point; duplicates of the row count as neighbours.
+    Each tile's k+1 smallest are merged with those of the tiles before (``[rows, 2k + 2]``).
     """
     n = x.shape[0]
     radii = torch.empty(n, dtype=x.dtype, device=x.device)
     x_sq = _squared_norms(x)
+    buffer = torch.empty(min(row_chunk, n) * min(col_chunk, n), dtype=x.dtype, device=x.device)
     for i in range(0, n, row_chunk):
         rows, rows_sq = x[i : i + row_chunk], x_sq[i : i + row_chunk]
         best = None  # [rows, <= k + 1] smallest squared distances so far
         for j in range(0, n, col_chunk):
-            d2 = _squared_distances(rows, rows_sq, x[j : j + col_chunk], x_sq[j : j + col_chunk])
+            d2 = _squared_distances(rows, rows_sq, x[j : j + col_chunk], x_sq[j : j + col_chunk], buffer)
+            smallest = torch.topk(d2, min(k + 1, d2.shape[1]), dim=1, largest=False).values
             if best is not None:
-                d2 = torch.cat([best, d2], dim=1)
-            best = torch.topk(d2, min(k + 1, d2.shape[1]), dim=1, largest=False).values
+                merged = torch.cat([best, smallest], dim=1)
+                smallest = torch.topk(merged, min(k + 1, merged.shape[1]), dim=1, largest=False).values
+            best = smallest
         radii[i : i + row_chunk] = best[:, k]
     return radii
 
 
-def _coverage(
-    queries: torch.Tensor, centres: torch.Tensor, radii2: torch.Tensor, *, row_chunk: int, col_chunk: int
-) -> float:
-    """Fraction of ``queries`` ``[M, F]`` inside some ball (``centres`` ``[N, F]``, ``radii2`` ``[N]``)."""
-    q_sq, c_sq = _squared_norms(queries), _squared_norms(centres)
-    covered = 0
-    for i in range(0, queries.shape[0], row_chunk):
-        rows, rows_sq = queries[i : i + row_chunk], q_sq[i : i + row_chunk]
-        inside = torch.zeros(rows.shape[0], dtype=torch.bool, device=queries.device)
-        for j in range(0, centres.shape[0], col_chunk):
-            d2 = _squared_distances(rows, rows_sq, centres[j : j + col_chunk], c_sq[j : j + col_chunk])
-            inside |= (d2 <= radii2[j : j + col_chunk]).any(dim=1)
-        covered += int(inside.sum())
-    return covered / queries.shape[0]
+def _coverage_both_ways(
+    g: torch.Tensor,
+    r: torch.Tensor,
+    g_radii2: torch.Tensor,
+    r_radii2: torch.Tensor,
+    *,
+    row_chunk: int,
+    col_chunk: int,
+) -> tuple[float, float]:
+    """``(precision, recall)``: the fraction of generated rows ``g`` ``[M, F]`` inside some real ball
+    (``r`` ``[N, F]``, ``r_radii2`` ``[N]``) and of real rows inside some generated ball, from one
+    pass over the ``[M, N]`` squared distances, a tile at a time."""
+    m, n = g.shape[0], r.shape[0]
+    g_sq, r_sq = _squared_norms(g), _squared_norms(r)
+    g_covered = torch.zeros(m, dtype=torch.bool, device=g.device)
+    r_covered = torch.zeros(n, dtype=torch.bool, device=g.device)
+    size = min(row_chunk, m) * min(col_chunk, n)
+    buffer = torch.empty(size, dtype=g.dtype, device=g.device)
+    inside = torch.empty(size, dtype=torch.bool, device=g.device)
+    for i in range(0, m, row_chunk):
+        rows, rows_sq, rows_radii2 = g[i : i + row_chunk], g_sq[i : i + row_chunk], g_radii2[i : i + row_chunk, None]
+        for j in range(0, n, col_chunk):
+            cols, cols_sq, cols_radii2 = (
+                r[j : j + col_chunk],
+                r_sq[j : j + col_chunk],
+                r_radii2[None, j : j + col_chunk],
+            )
+            d2 = _squared_distances(rows, rows_sq, cols, cols_sq, buffer)
+            mask = inside[: d2.numel()].view(d2.shape)
+            g_covered[i : i + row_chunk] |= torch.le(d2, cols_radii2, out=mask).any(dim=1)
+            r_covered[j : j + col_chunk] |= torch.le(d2, rows_radii2, out=mask).any(dim=0)
+    return int(g_covered.sum()) / m, int(r_covered.sum()) / n
 
 
 def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(dim=1)
 
 
-def _squared_distances(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    """||a_i - b_j||^2 = ||a_i||^2 - 2 a_i.b_j + ||b_j||^2, clamped at 0 against rounding: ``[A, B]``."""
-    return (a_sq[:, None] - 2.0 * (a @ b.T) + b_sq[None, :]).clamp_(min=0)
+def _squared_distances(
+    a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor, buffer: torch.Tensor
+) -> torch.Tensor:
+    """||a_i - b_j||^2 = ||b_j||^2 - 2 a_i.b_j + ||a_i||^2, clamped at 0 against rounding: ``[A, B]``,
+    written into the first ``A * B`` elements of ``buffer`` (one ``addmm``, then in place)."""
+    out = buffer[: a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
+    torch.addmm(b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0, out=out)
+    return out.add_(a_sq[:, None]).clamp_(min=0)
 
 
 def _checked(which: str, x: np.ndarray, k: int) -> np.ndarray:
-    """``x`` as an array, refused unless it is ``[N, F]`` with N > k and finite."""
+    """``x`` as an array, refused unless it is ``[N, F]`` with N > k (finiteness: :func:`_centred`)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{which} features must be a 2-D array [N, F], got shape {x.shape}")
     if x.shape[0] <= k:
         raise ValueError(f"{which} features: k-NN radii with k={k} need more than {k} samples, got {x.shape[0]}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{which} features contain NaN or infinite values")
     return x
 
 
-def _centred(x: np.ndarray, centre: np.ndarray, device: str | torch.device, row_chunk: int) -> torch.Tensor:
+def _centred(which: str, x: np.ndarray, centre: np.ndarray, device: str | torch.device, row_chunk: int) -> torch.Tensor:
     """``x - centre`` as float32 on ``device``: ``[N, F]``. The subtraction is float64, a block of
-    ``row_chunk`` rows at a time, so that no full float64 copy of ``x`` exists."""
+    ``row_chunk`` rows at a time, so that no full float64 copy of ``x`` exists; each block is
+    checked for NaN/inf on the way (a NaN would also make ``centre`` NaN)."""
     out = torch.empty(x.shape, dtype=torch.float32, device=torch.device(device))
+    if not np.isfinite(centre).all():
+        raise ValueError(f"{which} features contain NaN or infinite values")
     for i in range(0, x.shape[0], row_chunk):
-        out[i : i + row_chunk] = torch.from_numpy(np.subtract(x[i : i + row_chunk], centre, dtype=np.float64))
+        block = np.subtract(x[i : i + row_chunk], centre, dtype=np.float64)
+        if not np.isfinite(block).all():
+            raise ValueError(f"{which} features contain NaN or infinite values")
+        out[i : i + row_chunk] = torch.from_numpy(block)
     return out
+
+
+def _radii_tensor(which: str, radii2: np.ndarray, rows: int, device: torch.device) -> torch.Tensor:
+    """Given squared radii as float32 ``[rows]`` on ``device``, refused unless finite and >= 0."""
+    radii2 = np.asarray(radii2)
+    if radii2.shape != (rows,):
+        raise ValueError(f"{which} radii must be [{rows}] (one per row of the {which} features), got {radii2.shape}")
+    if not (np.isfinite(radii2).all() and (radii2 >= 0).all()):
+        raise ValueError(f"{which} radii must be finite and non-negative")
+    return torch.as_tensor(radii2, dtype=torch.float32, device=device)

@@ -4,8 +4,10 @@ Images: Fréchet distance and precision/recall (Kynkäänniemi et al. 2019, k = 
 features of ``evaluate.features``; the paper compares against the *training* set, and autophagy
 also reports the held-out test set. Vectors: the same on raw coordinates plus sliced Wasserstein
 distance and mean/covariance errors. The reference sets' features are computed once and cached
-by content hash and extractor id. Writes a sample grid, logs to MLflow, and then, last, ``metrics.json``
-(atomically), with the collapse verdict of :mod:`autophagy.collapse` for generations >= 1.
+by content hash and extractor id; beside them, their mean, covariance and k-NN radii, valid for
+the very features they were computed from (:mod:`autophagy.metrics.feature_stats`). Writes a
+sample grid, logs to MLflow, and then, last, ``metrics.json`` (atomically), with the collapse
+verdict of :mod:`autophagy.collapse` for generations >= 1.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from autophagy import atomic, collapse
 from autophagy.cache import cache_dir
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
-from autophagy.metrics import build_extractor, compute_metrics, compute_toy_metrics, save_image_grid, save_scatter
+from autophagy.metrics import (
+    build_extractor,
+    cached_statistics,
+    compute_metrics,
+    compute_toy_metrics,
+    save_image_grid,
+    save_scatter,
+)
 from autophagy.models.torch_model import resolve_device
 from autophagy.seeding import derive_seed
 from autophagy.tracking import open_tracker
@@ -69,8 +78,19 @@ def run(
     )
     sample_features = extractor(samples, label=f"evaluate gen {generation} (seed {seed}): samples")
     ref_features = {name: _reference_features(ref, extractor, cfg, seed, name) for name, ref in refs.items()}
+    device, k = resolve_device(cfg.train.device), cfg.evaluate.k
+    ref_statistics = {
+        name: cached_statistics(
+            _features_cache_path(ref, extractor, cfg, seed).with_suffix(f".stats-k{k}.npz"),
+            ref_features[name],
+            k=k,
+            device=device,
+            name=f"reference {name!r}",
+        )
+        for name, ref in refs.items()
+    }
     metrics: dict[str, Any] = compute_metrics(
-        sample_features, ref_features, k=cfg.evaluate.k, device=resolve_device(cfg.train.device)
+        sample_features, ref_features, k=k, device=device, reference_statistics=ref_statistics
     )
     if samples_set.kind == "vector":
         metrics.update(
@@ -119,9 +139,7 @@ def _reference_features(
     ref: Dataset, extractor, cfg: ExperimentConfig, seed: int, name: str = "reference"
 ) -> np.ndarray:
     """Features of (a capped subsample of) a reference set, cached by content hash + extractor id."""
-    cap = cfg.evaluate.max_reference
-    key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
-    path = cache_dir("features", key)
+    path = _features_cache_path(ref, extractor, cfg, seed)
     if path.is_file():
         try:
             return np.load(path, allow_pickle=False)
@@ -132,6 +150,14 @@ def _reference_features(
         with open(tmp, "wb") as handle:
             np.save(handle, features, allow_pickle=False)
     return features
+
+
+def _features_cache_path(ref: Dataset, extractor, cfg: ExperimentConfig, seed: int) -> Path:
+    """Where a reference set's features are cached: keyed by its content hash, the extractor's id and
+    the subsample (cap and seed)."""
+    cap = cfg.evaluate.max_reference
+    key = f"{ref.content_hash[:24]}-{extractor.id.replace(':', '-')}-{cap}-{derive_seed('reference', seed) % 10**8}.npy"
+    return cache_dir("features", key)
 
 
 def _save_grid(cfg: ExperimentConfig, samples: np.ndarray, train: Dataset | None, path: Path) -> None:
