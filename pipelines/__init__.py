@@ -2,7 +2,7 @@
 
 ``cluster``   :class:`ClusterConfig` (the ``cluster:`` section of an experiment YAML) and
               :func:`load_pipeline_config`
-``data_source`` ``data.path`` as the pods read it (an image folder on ``cluster.data_pvc``)
+``data_source`` ``data.path`` as the pods read it (an image folder on ``cluster.data_pvc`` or in ``cluster.data_s3``)
 ``pipeline``  the four kinds of KFP run of an experiment (data, generation 0, chain window, report)
 ``runs``      which runs an experiment takes, what each is given, what can start next (pure)
 ``budget``    the size of a run on the backend, estimated from its package, against the limits

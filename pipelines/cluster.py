@@ -24,6 +24,7 @@ MLflow NetworkPolicy admits, the GPU pool of ``k8s/components/gpu-scheduling``):
       parallelism: 8            # KFP runs in flight at once (0: no limit)
       window: null              # generations per chain run (null: as many as fit the backend's limits)
       data_pvc: {name: ffhq, mount_path: /var/lib/autophagy/data}  # image-folder data on a PVC (prepare-data mounts)
+      data_s3: {endpoint_url: http://minio-service.kubeflow:9000}  # or in an object store (data.path: s3://...)
       dvc_remote:               # push every generation's data sets and models here (autophagy pull fetches them)
         url: s3://mlpipeline/autophagy-dvc
         endpoint_url: http://minio-service.kubeflow:9000
@@ -183,6 +184,60 @@ class DataPvc:
             )
 
 
+#: The credentials a pod may take from a Secret as environment variables (botocore reads them).
+S3_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@dataclass(frozen=True)
+class DataS3:
+    """The object store an ``image-folder`` source is read from when ``data.path`` is an ``s3://`` URL
+    (``s3://bucket/prefix`` of PNG/JPEG objects, or ``s3://bucket/key.zip``; autophagy.data.sources).
+    The ``prepare-data`` task, the only one that reads it, gets ``endpoint_url`` as ``AWS_ENDPOINT_URL_S3``,
+    ``region`` as ``AWS_DEFAULT_REGION`` and the credentials from ``credentials_secret``, never from the
+    config: the conventions of :class:`DvcRemote`, whose default Secret it shares (one object store
+    usually holds both; with ``cluster.dvc_remote`` set the two must name the same Secret and keys)."""
+
+    endpoint_url: str | None = None  # S3-compatible servers, as the pods reach them: http://minio-service.kubeflow:9000
+    region: str | None = None
+    # None: no Secret, the pod's own identity (e.g. IAM roles for service accounts on EKS)
+    credentials_secret: str | None = "autophagy-dvc-credentials"
+    # environment variable -> key of credentials_secret; for the object store KFP deploys:
+    # credentials_secret: mlpipeline-minio-artifact, {AWS_ACCESS_KEY_ID: accesskey, AWS_SECRET_ACCESS_KEY: secretkey}
+    credentials_keys: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+        metadata=parsed_by(yaml_boolean_as_text),
+    )
+
+    def validate(self) -> None:
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise PipelineConfigError(
+                f"cluster.data_s3.endpoint_url must be an http(s):// URL, got {self.endpoint_url!r}"
+            )
+        if self.credentials_secret is None:
+            return
+        if not _DNS_SUBDOMAIN.match(self.credentials_secret) or len(self.credentials_secret) > 253:
+            raise PipelineConfigError(
+                "cluster.data_s3.credentials_secret must be the name of a Secret (lowercase letters, digits, "
+                f"'-', '.') or null, got {self.credentials_secret!r}"
+            )
+        unknown = sorted(set(self.credentials_keys) - set(S3_CREDENTIAL_VARIABLES))
+        missing = [name for name in S3_CREDENTIAL_VARIABLES[:2] if not self.credentials_keys.get(name)]
+        if unknown or missing:
+            raise PipelineConfigError(
+                f"cluster.data_s3.credentials_keys maps environment variables to keys of the Secret "
+                f"{self.credentials_secret}: {', '.join(S3_CREDENTIAL_VARIABLES[:2])} are required, "
+                f"{S3_CREDENTIAL_VARIABLES[2]} may be added; got {dict(self.credentials_keys)}"
+            )
+
+    def environment(self) -> dict[str, str]:
+        """The variables botocore reads for the endpoint and region (the credentials come from the Secret)."""
+        values = {"AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_DEFAULT_REGION": self.region}
+        return {name: value for name, value in values.items() if value}
+
+
 def _default_node_selector() -> dict[str, str]:
     return {"nvidia.com/gpu.present": "true"}
 
@@ -243,6 +298,9 @@ class ClusterConfig:
     # Real data on a PVC, mounted into the prepare-data task (data.source: image-folder); None: data.path
     # must be something the pods reach without it (docs/kubeflow.md, "Real data the pods read").
     data_pvc: DataPvc | None = None
+    # Real data in an object store (data.path: s3://...), read by the prepare-data task with these
+    # endpoint and credentials; None: an s3:// data.path is refused (docs/kubeflow.md, same section).
+    data_s3: DataS3 | None = None
     tracking_config_map: str = "autophagy-tracking"
     tracking_config_map_keys: tuple[str, ...] = TRACKING_CONFIG_MAP_KEYS
     tracking_secret: str = "autophagy-tracking-credentials"
@@ -308,6 +366,8 @@ class ClusterConfig:
             self.dvc_remote.validate()
         if self.data_pvc is not None:
             self.data_pvc.validate()
+        if self.data_s3 is not None:
+            self.data_s3.validate()
         if self.scratch_pvc is not None and not self.scratch_mount_path.startswith("/"):
             raise PipelineConfigError(
                 f"cluster.scratch_mount_path must be an absolute path, got {self.scratch_mount_path!r}"

@@ -38,6 +38,7 @@ from typing import Any
 
 from autophagy.components.dvc_remote import REMOTE_ENV
 from autophagy.pipelines.cluster import ClusterConfig
+from autophagy.pipelines.data_source import give_prepare_its_data
 
 from autophagy import plan
 from autophagy.config import ExperimentConfig
@@ -206,10 +207,7 @@ def data_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: str) -> 
     @dsl.pipeline(name=PIPELINE_NAMES["data"], description="autophagy: real train/test sets and the feature extractor")
     def autophagy_data(handoff_key: str, options_prepare: str, options_features: str):
         prepare = b.task("prepare", None, options=options_prepare)
-        if cluster.data_pvc is not None:  # image-folder data on a claim (pipelines.data_source resolves data.path)
-            from kfp import kubernetes
-
-            kubernetes.mount_pvc(prepare, pvc_name=cluster.data_pvc.name, mount_path=cluster.data_pvc.mount_path)
+        give_prepare_its_data(prepare, cfg, cluster)  # image-folder data on a claim or in an object store
         features = b.task("features", None, options=options_features)
         b.handoff(
             handoff_key,
