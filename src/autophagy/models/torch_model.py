@@ -71,6 +71,17 @@ class TorchGenerativeModel(GenerativeModel):
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of one sample's base noise in the encoded space."""
 
+    def wants_next_batch(self) -> bool:
+        """Whether :meth:`fit` should call :meth:`prepare_next` every step (default: no)."""
+        return False
+
+    def prepare_next(self, x_next: torch.Tensor, noise: torch.Generator) -> None:
+        """Start the next step's loss work while this step runs (e.g. otcfm's OT pairing).
+
+        ``x_next`` [B, ...] is the next step's encoded batch and ``noise`` a copy of the
+        loss-noise generator as the next :meth:`loss` will find it: drawing from it changes nothing.
+        Called after this step's loss, before its backward, when :meth:`wants_next_batch`."""
+
     # ------------------------------------------------------------------ data on the device
 
     def stage_rows(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -139,8 +150,10 @@ class TorchGenerativeModel(GenerativeModel):
             check_ranks_agree,
             compile_failure,
             compile_network,
+            generator_copy,
             learning_rate,
             match_layout,
+            next_batch_rows,
             noise_seed,
             resolve_speed,
             weights_fingerprint,
@@ -208,24 +221,30 @@ class TorchGenerativeModel(GenerativeModel):
         loss_count = 0  # steps summed in loss_sum since the last check
         losses: list[float] = []
         lr = learning_rate(seen, batch, budget, train)
-        started = time.perf_counter()
-        while seen < budget:
-            if position + batch > len(order):
-                order, position = torch.randperm(len(data), generator=generator, device=device), 0
-            rows_of_step = order[position : position + batch]
-            flip = torch.rand(batch, generator=generator, device=device) < 0.5 if train.xflip else None
-            position += batch
-            mine = slice(rank * local, (rank + 1) * local)
+        mine = slice(rank * local, (rank + 1) * local)
+        look_ahead = self.wants_next_batch()
+
+        def local_batch(rows_of_step: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
             x = data[rows_of_step[mine]]
             if flip is not None:
                 x = self.flip_batch(x, flip[mine])
-            x = self.encode_batch(x, speed.channels_last)
+            return self.encode_batch(x, speed.channels_last)
+
+        started = time.perf_counter()
+        while seen < budget:
+            order, position, rows_of_step, flip = next_batch_rows(order, position, batch, generator, train.xflip)
+            x = local_batch(rows_of_step, flip)
             lr = learning_rate(seen, batch, budget, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
                 with autocast:
                     loss = self.loss(train_net, x, noise)
+                if look_ahead and seen + batch < budget:  # from copies: the real streams do not move
+                    _, _, rows_next, flip_next = next_batch_rows(
+                        order, position, batch, generator_copy(generator), train.xflip
+                    )
+                    self.prepare_next(local_batch(rows_next, flip_next), generator_copy(noise))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             except torch._dynamo.exc.TorchDynamoException as err:

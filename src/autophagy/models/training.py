@@ -1,6 +1,7 @@
 """The pure pieces of the shared trainer (:meth:`TorchGenerativeModel.fit`): the learning-rate
 schedule, the resolved speed options, ``torch.compile`` with a clear error, the EMA/weights
-fingerprint used to check that data-parallel ranks agree, and per-rank noise seeds.
+fingerprint used to check that data-parallel ranks agree, per-rank noise seeds, and the draw of
+each step's data rows.
 """
 
 from __future__ import annotations
@@ -108,6 +109,27 @@ def compile_failure(err: Exception) -> ModelError:
         f"train.compile=true but torch.compile failed on this machine ({type(err).__name__}: "
         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); set train.compile=false"
     )
+
+
+def next_batch_rows(
+    order: torch.Tensor, position: int, batch: int, generator: torch.Generator, xflip: bool
+) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor | None]:
+    """The next step's rows of the data order: ``(order, position, rows [batch], flip [batch] | None)``,
+    the order and position after the step. A new permutation of ``len(order)`` rows is drawn from
+    ``generator`` when fewer than ``batch`` are left; ``xflip`` draws a flip per row after it."""
+    if position + batch > len(order):
+        order, position = torch.randperm(len(order), generator=generator, device=order.device), 0
+    rows = order[position : position + batch]
+    flip = torch.rand(batch, generator=generator, device=order.device) < 0.5 if xflip else None
+    return order, position + batch, rows, flip
+
+
+def generator_copy(generator: torch.Generator) -> torch.Generator:
+    """A new generator on ``generator``'s device in its current state (drawing from it leaves
+    ``generator`` as it is)."""
+    copy = torch.Generator(generator.device)
+    copy.set_state(generator.get_state())
+    return copy
 
 
 def noise_seed(seed: int, rank: int) -> int:
