@@ -12,15 +12,19 @@ or with ``--paper`` the paper networks of their registrations' ``paper_config``
 of its shape, which cost the same), for a GPU. ``-S key=value`` overrides every
 paper config (e.g. ``-S model.model_channels=32`` for a quick run).
 
-References, in the same run:
+References, in the same run, each paired with the project's run: one untimed warm-up, then
+``--repeat`` rounds alternating project and reference (A, B, A, B, ...); the ratios are the
+medians of the per-round ratios, which a machine shared with other work moves much less than the
+medians of the rates do (``paired.py``):
 
 * **training**: autophagy's trainer (EMA, warmup, NaN checks, data on the device) in each speed
   variant of ``train.precision`` / ``train.channels_last`` (fp32; bf16 autocast; bf16 +
   channels-last, the CUDA default) beside a plain fp32 PyTorch loop of the same network and loss
-  (Adam, zero_grad, backward, step). On a CPU bf16 is usually *slower* (no bf16 matrix units);
-  the columns say what this machine does;
-* **sampling**: the family's sampler (images/s; its reference is the trainer's forward cost, which
-  ``gpu_check.py`` turns into FLOPs and MFU);
+  (Adam, zero_grad, backward, step), all four in each round. On a CPU bf16 is usually *slower*
+  (no bf16 matrix units); the columns say what this machine does;
+* **sampling**: the family's sampler (images/s) beside a plain float32 loop of the same network,
+  steps and update rule (``plain_sampling.py``; none for adaptive or stochastic samplers), whose
+  samples from the same noise agree with the sampler's (the largest difference is reported);
 * **evaluation**: the family's ``--eval-n`` samples against as many real images, embedded by one
   Inception-v3 network (clean-fid's weights from ``--weights``, else ``bench_eval.py``'s
   random-weight stand-in), by autophagy's evaluator (FD + precision/recall) beside clean-fid's
@@ -35,14 +39,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import resource
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_eval import inception_network, median_seconds, side_by_side
+from bench_eval import inception_network, side_by_side
+from paired import interleaved, load_average, median, paired_speedup, timed
+from plain_sampling import largest_difference, plain_loop, plain_sample
 
 from autophagy.config import FAMILIES, TrainConfig, load_config
 from autophagy.data.sources import digits_images_and_labels
@@ -74,54 +80,91 @@ def load_rows(cfg, cifar10: str | None, count: int) -> tuple[np.ndarray, str]:
     return rng.integers(0, 256, (count, resolution, resolution, 3), dtype=np.uint8), "random uint8 stand-in"
 
 
-def trainer_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: int) -> float:
-    """Images/s through autophagy's trainer: the ``fit`` call only, after an untimed warm-up fit
-    (imports, first kernels, lazy initialisation)."""
-    build_model(cfg, rows.shape[1:]).fit(rows, min(kimg, 0.512), train, seed=0)
-    seconds = []
-    for _ in range(repeat):
-        torch.manual_seed(0)
-        model = build_model(cfg, rows.shape[1:])
-        started = time.perf_counter()
-        model.fit(rows, kimg, train, seed=0)
-        seconds.append(time.perf_counter() - started)
-    return kimg * 1000 / statistics.median(seconds)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def plain_loop_seconds(cfg, rows: np.ndarray, steps: int, batch_size: int, lr: float, device: torch.device) -> float:
-    """Seconds of ``steps`` steps of the plainest loop of ``cfg``'s network and loss: fp32 Adam,
-    zero_grad, backward, step, on float data already on ``device`` (model building not timed)."""
-    torch.manual_seed(0)
-    model = build_model(cfg, rows.shape[1:])
-    net, data = model.net.to(device).train(), model.encode(rows).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator(device).manual_seed(0)
-    started = time.perf_counter()
-    for _ in range(steps):
-        batch = data[torch.randint(0, len(data), (batch_size,), generator=generator, device=device)]
-        loss = model.loss(net, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    float(loss.detach())  # wait for the device
-    return time.perf_counter() - started
-
-
-def plain_rate(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: int) -> float:
-    """Images/s of the same network and loss in :func:`plain_loop_seconds` (after an untimed warm-up)."""
+def trainer_run(cfg, rows: np.ndarray, kimg: float, train: TrainConfig):
+    """A run: build the model (untimed), then the seconds of one ``fit`` of ``kimg`` thousand images."""
     device = torch.device(train.device)
 
-    def loop(steps: int) -> float:
-        return plain_loop_seconds(cfg, rows, steps, train.batch_size, train.lr, device)
+    def run() -> float:
+        torch.manual_seed(0)
+        model = build_model(cfg, rows.shape[1:])
+        synchronize(device)
+        started = time.perf_counter()
+        model.fit(rows, kimg, train, seed=0)
+        synchronize(device)
+        return time.perf_counter() - started
 
-    steps = max(1, int(kimg * 1000) // train.batch_size)
-    loop(min(steps, 2))
-    return steps * train.batch_size / statistics.median(loop(steps) for _ in range(repeat))
+    return run
 
 
-def sample_rate(model, n: int, repeat: int, batch_size: int, device: str) -> float:
-    model.sample(min(n, batch_size), seed=0, batch_size=batch_size, device=device)  # warm-up
-    return n / median_seconds(lambda: model.sample(n, seed=0, batch_size=batch_size, device=device), repeat)
+def plain_run(cfg, rows: np.ndarray, steps: int, batch_size: int, lr: float, device: torch.device):
+    """A run: ``steps`` steps of the plainest loop of ``cfg``'s network and loss: fp32 Adam,
+    zero_grad, backward, step, on float data already on ``device`` (model building not timed)."""
+
+    def run() -> float:
+        torch.manual_seed(0)
+        model = build_model(cfg, rows.shape[1:])
+        net, data = model.net.to(device).train(), model.encode(rows).to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        generator = torch.Generator(device).manual_seed(0)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            batch = data[torch.randint(0, len(data), (batch_size,), generator=generator, device=device)]
+            loss = model.loss(net, batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        float(loss.detach())  # wait for the device
+        return time.perf_counter() - started
+
+    return run
+
+
+def training(cfg, rows: np.ndarray, kimg: float, train: TrainConfig, repeat: int) -> dict:
+    """Images/s of each trainer variant and of the plain loop, interleaved, and the paired ratios."""
+    batch = min(train.batch_size, len(rows))
+    steps = math.ceil(kimg * 1000 / batch)  # fit takes whole batches until the budget is reached
+    runs = {
+        name: trainer_run(cfg, rows, kimg, dataclasses.replace(train, **options)) for name, options in VARIANTS.items()
+    }
+    runs["plain"] = plain_run(cfg, rows, steps, batch, train.lr, torch.device(train.device))
+    short = min(kimg, 2 * batch / 1000)  # warm-ups: imports, first kernels, lazy initialisation
+    warmups = {name: trainer_run(cfg, rows, short, dataclasses.replace(train, **o)) for name, o in VARIANTS.items()}
+    warmups["plain"] = plain_run(cfg, rows, 2, batch, train.lr, torch.device(train.device))
+    seconds = interleaved(runs, repeat, warmups=warmups)
+    images = steps * batch
+    return {
+        "train_images_per_s": images / median(seconds["fp32"]),
+        "plain_train_images_per_s": images / median(seconds["plain"]),
+        "trainer_over_plain": paired_speedup(seconds, "fp32", "plain"),
+        "trainer_images_per_s_by_variant": {name: images / median(seconds[name]) for name in VARIANTS},
+        "trainer_over_plain_by_variant": {name: paired_speedup(seconds, name, "plain") for name in VARIANTS},
+        "train_seconds": seconds,
+    }
+
+
+def sampling(model, n: int, repeat: int, batch_size: int, device: str) -> dict:
+    """Images/s of the family's sampler and of its plain loop (where it has one), interleaved."""
+    runs = {"project": timed(lambda: model.sample(n, seed=0, batch_size=batch_size, device=device))}
+    warmups = {"project": lambda: model.sample(min(n, batch_size), seed=0, batch_size=batch_size, device=device)}
+    loop = plain_loop(model.cfg)
+    out: dict = {}
+    if loop is not None:
+        shape = model.noise_shape
+        runs["plain"] = timed(lambda: plain_sample(loop, model.ema, n, batch_size, shape, device))
+        warmups["plain"] = lambda: plain_sample(loop, model.ema, min(n, batch_size), batch_size, shape, device)
+        out["plain_reference_largest_difference"] = largest_difference(model, loop, min(n, 16), device)
+    seconds = interleaved(runs, repeat, warmups=warmups)
+    out["sample_images_per_s"] = n / median(seconds["project"])
+    if loop is not None:
+        out["plain_sample_images_per_s"] = n / median(seconds["plain"])
+        out["sampler_over_plain"] = paired_speedup(seconds, "project", "plain")
+    return out
 
 
 def presets(args) -> dict[str, tuple]:
@@ -180,8 +223,10 @@ def main() -> None:
     trainer_columns = " ".join(f"{'trainer ' + name:>15}" for name in VARIANTS)
     print(
         f"{'family':8} {trainer_columns} {'plain img/s':>12} {'fp32/plain':>10} {'sample img/s':>13} "
-        f"{'eval img/s':>11} {'clean-fid':>10} {'eval ratio':>10} {'peak MiB':>9}"
+        f"{'plain img/s':>12} {'samp/plain':>10} {'eval img/s':>11} {'clean-fid':>10} {'eval ratio':>10} "
+        f"{'peak MiB':>9}"
     )
+    results["load_average_1min"] = [load_average()]
     if args.eval_n:
         network, extractor, results["evaluation_network"] = inception_network(
             args.weights, args.eval_n, device, eval_batch
@@ -189,26 +234,18 @@ def main() -> None:
     for family, (cfg, train, rows, data) in presets(args).items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        rates = {
-            name: trainer_rate(cfg, rows, args.kimg, dataclasses.replace(train, **options), args.repeat)
-            for name, options in VARIANTS.items()
-        }
-        ours = rates["fp32"]
-        plain = plain_rate(cfg, rows, args.kimg, train, args.repeat)
+        trained = training(cfg, rows, args.kimg, train, args.repeat)
         model = build_model(cfg, rows.shape[1:])
         sample_batch = min(args.samples, 1024)
-        sampling = sample_rate(model, args.samples, args.repeat, sample_batch, args.device)
+        sampled = sampling(model, args.samples, args.repeat, sample_batch, args.device)
         peak = peak_memory_mib(device)
         results[family] = {
             "data": data,
             "parameters": model.parameter_count(),
             "sampler": getattr(cfg, "sampler", "heun"),
             "num_steps": cfg.num_steps,
-            "train_images_per_s": ours,
-            "plain_train_images_per_s": plain,
-            "trainer_over_plain": ours / plain,
-            "trainer_images_per_s_by_variant": rates,
-            "sample_images_per_s": sampling,
+            **trained,
+            **sampled,
             "peak_memory_mib": peak,
             "peak_memory_kind": "cuda allocator" if device.type == "cuda" else "rss",
         }
@@ -221,14 +258,26 @@ def main() -> None:
                 f"{compared['autophagy_images_per_s']:11.1f} {compared['cleanfid_images_per_s']:10.1f} "
                 f"{compared['speedup']:10.2f}"
             )
+        rates = trained["trainer_images_per_s_by_variant"]
         columns = " ".join(f"{rates[name]:15.0f}" for name in VARIANTS)
-        print(f"{family:8} {columns} {plain:12.0f} {ours / plain:10.2f} {sampling:13.0f} {evaluation:>32} {peak:9.0f}")
+        plain_sampling_columns = (
+            f"{sampled['plain_sample_images_per_s']:12.0f} {sampled['sampler_over_plain']:10.2f}"
+            if "sampler_over_plain" in sampled
+            else f"{'-':>12} {'-':>10}"
+        )
+        print(
+            f"{family:8} {columns} {trained['plain_train_images_per_s']:12.0f} {trained['trainer_over_plain']:10.2f} "
+            f"{sampled['sample_images_per_s']:13.0f} {plain_sampling_columns} {evaluation:>32} {peak:9.0f}"
+        )
+    results["load_average_1min"].append(load_average())
     if args.eval_n:
         print(
             f"evaluation: {args.eval_n} samples + {args.eval_n} real images per family, {results['evaluation_network']}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

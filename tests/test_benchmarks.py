@@ -53,6 +53,52 @@ def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
     assert 0 <= result["evaluate"]["recall_train"] <= 1
 
 
+@pytest.mark.slow
+def test_bench_default_pairs_each_figure_with_its_reference(tmp_path):
+    out = tmp_path / "default.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_default.py"),
+            *("--repeat", "2", "--images", "512", "--samples", "64", "--json", str(out)),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.read_text())
+    for key in ("trainer_over_plain_speedup", "mlp_over_unet_speedup", "sampler_over_plain_speedup"):
+        assert result[key] > 0, key
+    for key in (
+        "train_mlp_trainer",
+        "train_mlp_plain_loop",
+        "train_unet_tiny_trainer",
+        "sample_mlp",
+        "sample_mlp_plain_loop",
+    ):
+        assert result[f"{key}_images_per_s"] > 0, key
+    assert result["repeat"] == 2 and len(result["load_average_1min"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_otcfm_pairing_measures_the_stall(tmp_path):
+    out = tmp_path / "pairing.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_otcfm_pairing.py"),
+            *("--kimg", "0.768", "--repeat", "1", "--pair-calls", "3", "--json", str(out)),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.read_text())
+    assert result["steps_per_fit"] == 3 and set(result["step_ms"]) == {"overlapped", "synchronous", "independent"}
+    assert result["overlapped_over_synchronous_speedup"] > 0 and result["independent_over_synchronous_speedup"] > 0
+    assert result["pairing_ms"] > 0 and result["pairing_share_of_synchronous_step"] > 0
+
+
 def _bench_families(tmp_path, *arguments: str) -> dict:
     out = tmp_path / "families.json"
     subprocess.run(
@@ -79,7 +125,13 @@ def test_bench_families_measures_training_sampling_and_evaluation_beside_referen
     ddpm = result["ddpm"]
     assert set(ddpm["trainer_images_per_s_by_variant"]) == {"fp32", "bf16", "bf16+cl"}
     assert ddpm["train_images_per_s"] > 0 and ddpm["plain_train_images_per_s"] > 0 and ddpm["sample_images_per_s"] > 0
-    assert ddpm["trainer_over_plain"] == pytest.approx(ddpm["train_images_per_s"] / ddpm["plain_train_images_per_s"])
+    # Paired figures: the median of per-round ratios of interleaved project and reference runs.
+    assert ddpm["trainer_over_plain"] > 0 and set(ddpm["trainer_over_plain_by_variant"]) == {"fp32", "bf16", "bf16+cl"}
+    assert all(ratio > 0 for ratio in ddpm["trainer_over_plain_by_variant"].values())
+    assert {len(times) for times in ddpm["train_seconds"].values()} == {1}  # --repeat 1: one round of each
+    assert ddpm["plain_sample_images_per_s"] > 0 and ddpm["sampler_over_plain"] > 0
+    assert ddpm["plain_reference_largest_difference"] < 1e-3  # the plain loop computes what the sampler does
+    assert len(result["load_average_1min"]) == 2
     evaluation = ddpm["evaluation"]  # autophagy's evaluator and clean-fid's compute_fid on the same images
     assert evaluation["autophagy_images_per_s"] > 0 and evaluation["cleanfid_images_per_s"] > 0
     assert evaluation["fd_relative_difference"] < 1e-3, evaluation
