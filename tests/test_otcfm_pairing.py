@@ -101,3 +101,14 @@ def test_a_resumed_fit_solving_ahead_ends_as_the_uninterrupted_one(digits, tmp_p
     report = resumed.fit(digits, 2.56, train_config(checkpoint_every_kimg=1.2), seed=0)
     assert report.resumed_from_kimg == pytest.approx(1.28) and report.steps == 10
     assert_same_weights(resumed, uninterrupted)
+
+
+@pytest.mark.gpu
+def test_on_cuda_solving_ahead_trains_as_solving_in_the_step(digits):
+    """The device path: pinned copies, a CUDA event, no blocking copy (bf16 autocast, channels-last)."""
+    ahead, report = fit(digits, overlap=True, device="cuda")
+    inline, _ = fit(digits, overlap=False, device="cuda")
+    assert report.precision == "bf16" and report.channels_last and ahead.prepared == report.steps - 1
+    for group in ("model", "ema"):
+        for key, value in ahead.tensors()[group].items():
+            torch.testing.assert_close(value, inline.tensors()[group][key], rtol=1e-5, atol=1e-7)

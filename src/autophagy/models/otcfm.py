@@ -109,7 +109,10 @@ class PendingPairing:
         or None when the loss-noise generator is not in the state this pairing was drawn from."""
         if not torch.equal(noise_state, self.noise_state):
             return None
-        return torch.from_numpy(self.order.result()).to(device)
+        order = torch.from_numpy(self.order.result())
+        if device.type == "cuda":  # from pinned memory without blocking: a pageable copy would wait for the device
+            return order.pin_memory().to(device, non_blocking=True)
+        return order.to(device)
 
 
 class OTCFMModel(ImageModel):
