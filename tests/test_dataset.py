@@ -313,3 +313,78 @@ def test_float64_vectors_round_trip_and_widen_float32_shards(tmp_path):
     (wide.path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match=r"holds NaN or infinite values \(first at row 4\)"):
         open_dataset(wide.path)
+
+
+# ---------------------------------------------------------------------------- hashing once per process
+
+
+@pytest.fixture
+def hash_calls(monkeypatch):
+    """Count the sha256 passes over shard files, starting from an empty per-process cache."""
+    from autophagy.data import dataset
+
+    calls = []
+    hash_file = dataset._hash_and_find_non_finite
+    monkeypatch.setattr(dataset, "_VERIFIED", {})
+    monkeypatch.setattr(
+        dataset, "_hash_and_find_non_finite", lambda file, *a: calls.append(file) or hash_file(file, *a)
+    )
+    return calls
+
+
+def _settle(path, seconds: float = 10.0) -> None:
+    """Backdate every file under ``path`` (as a shard written by an earlier stage is)."""
+    for file in path.rglob("*"):
+        stamp = os.stat(file).st_mtime - seconds
+        os.utime(file, (stamp, stamp))
+
+
+def _flip_last_byte(file) -> None:
+    with open(file, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 0xFF]))
+
+
+def test_a_settled_shard_is_hashed_once_per_process_even_through_a_hard_link(tmp_path, hash_calls):
+    real = write_dataset(tmp_path / "real", [NewShard({"type": "real"}, images(40))])
+    _settle(tmp_path / "real")
+    real = open_dataset(tmp_path / "real")
+    mixed = write_dataset(
+        tmp_path / "mix",
+        [NewShard({"type": "real"}, source=(real, real.shards[0])), NewShard({"type": "synthetic"}, images(8, 1))],
+    )
+    open_dataset(tmp_path / "real")
+    assert [f.parent.name for f in hash_calls] == ["real"]  # the mix's link is the same file: not hashed again
+    open_dataset(mixed.path)
+    open_dataset(mixed.path)
+    # the fresh synthetic shard is hashed on every open (its mtime is too recent to vouch for its bytes)
+    assert [f.name for f in hash_calls] == ["shard-000.npy", "shard-001.npy", "shard-001.npy"]
+
+
+def test_a_shard_changed_after_it_was_verified_is_caught_in_the_same_process(tmp_path, hash_calls):
+    write_dataset(tmp_path / "d", [NewShard({"type": "real"}, images(40))])
+    _settle(tmp_path / "d", seconds=100)
+    data = open_dataset(tmp_path / "d")
+    shard = tmp_path / "d" / data.shards[0].file
+    _flip_last_byte(shard)  # the same size, new bytes, written now
+    with pytest.raises(DatasetError, match="corrupted: sha256"):
+        open_dataset(tmp_path / "d")
+    assert len(hash_calls) == 2
+
+
+def test_a_new_process_hashes_again_whatever_the_file_times_say(tmp_path, monkeypatch):
+    from autophagy.data import dataset
+
+    write_dataset(tmp_path / "d", [NewShard({"type": "real"}, images(40))])
+    _settle(tmp_path / "d")
+    data = open_dataset(tmp_path / "d")
+    shard = tmp_path / "d" / data.shards[0].file
+    before = os.stat(shard)
+    _flip_last_byte(shard)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))  # the time forged back: this process trusts it
+    open_dataset(tmp_path / "d")
+    monkeypatch.setattr(dataset, "_VERIFIED", {})  # what a new process starts from
+    with pytest.raises(DatasetError, match="corrupted: sha256"):
+        open_dataset(tmp_path / "d")

@@ -10,6 +10,16 @@ with its sha256, row count and origin (``{"type": "real", ...}`` or ``{"type": "
 Readers verify the manifest and fail with a :class:`DatasetError` that names the problem. A
 dataset holds at least one row, every shard at least one, each listed once; vectors are finite
 (no NaN or infinity: a model fitted on them, or one that sampled them, would carry them on).
+
+A shard's sha256 is read once per process: a file this process has hashed and found to match is
+not hashed again while its device, inode, size and modification time are the ones it had then
+(:data:`_VERIFIED`). Only files last modified more than :data:`_SETTLED_NS` before the hash are
+remembered: the kernel stamps mtimes with a coarse clock (a few ms), so a rewrite just after a
+fresh file was hashed could keep its mtime, while one after a settled file's hash cannot. One
+generation opens the real training shard in the mix, in training (a hard link in the mix
+directory: same inode) and in evaluation; an ``autophagy run`` opens it in every generation. A new
+process (each DVC stage, each Kubeflow pod) verifies again, and every other check (manifest,
+header, shape, row count) runs on every open.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +42,9 @@ FORMAT = "autophagy.dataset/v1"
 KINDS = {"image": ("uint8",), "vector": ("float32", "float64")}  # the dtypes each kind may hold
 _READ_CHUNK = 1 << 22  # bytes per read of the hash pass (a multiple of every item size)
 _CHECK_CHUNK = 1 << 20  # values per finiteness check of rows in memory
+#: Shard files this process found matching their manifest: (device, inode, size, mtime_ns) -> sha256.
+_VERIFIED: dict[tuple[int, int, int, int], str] = {}
+_SETTLED_NS = 2_000_000_000  # a file's mtime this far in the past: any later rewrite gets a new one
 
 
 class DatasetError(ValueError):
@@ -172,7 +186,8 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
         raise DatasetError(
             f"shard {file} holds {array.dtype}{list(array.shape)}, the manifest says {dataset.dtype}{list(expected)}"
         )
-    if verify_hash:
+    identity = _file_identity(file)
+    if verify_hash and _VERIFIED.get(identity) != shard.sha256:
         actual, bad = _hash_and_find_non_finite(file, array.offset, dataset.dtype if dataset.kind == "vector" else None)
         if actual != shard.sha256:
             raise DatasetError(f"shard {file} is corrupted: sha256 {actual[:12]}... != manifest {shard.sha256[:12]}...")
@@ -181,6 +196,14 @@ def _verify_shard(dataset: Dataset, shard: Shard, verify_hash: bool) -> None:
                 f"shard {file} holds NaN or infinite values (first at row {bad // math.prod(dataset.item_shape)}); "
                 "vectors must be finite"
             )
+        if time.time_ns() - identity[3] > _SETTLED_NS and _file_identity(file) == identity:
+            _VERIFIED[identity] = actual
+
+
+def _file_identity(file: Path) -> tuple[int, int, int, int]:
+    """What ties a hash to a file's bytes within one process: device, inode, size, mtime (ns)."""
+    stat = file.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _hash_and_find_non_finite(file: Path, data_offset: int, floats: np.dtype | None) -> tuple[str, int | None]:
