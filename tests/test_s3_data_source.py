@@ -196,7 +196,7 @@ def test_a_refused_endpoint_fails_at_once(store, monkeypatch):
 
 def test_a_silent_endpoint_times_out_instead_of_hanging(store, monkeypatch):
     # A port that accepts connections and never answers; the timeouts are shortened for the test
-    # (the defaults, 10 s to connect and 60 s to answer, S3_ATTEMPTS times, work the same way).
+    # (the defaults, 10 s to connect and 30 s to answer, S3_ATTEMPTS times, work the same way).
     monkeypatch.setattr(sources, "S3_CONNECT_TIMEOUT_S", 1.0)
     monkeypatch.setattr(sources, "S3_READ_TIMEOUT_S", 1.0)
     with socket.socket() as silent:
@@ -230,3 +230,28 @@ def test_an_image_read_from_the_store_is_the_uploaded_file(store, prefix, tmp_pa
     rows = load_split(cfg(f"s3://{store.bucket}/{prefix}", test_fraction=0.5), "train")
     assert rows.shape == (1, 4, 4, 3)
     np.testing.assert_array_equal(rows[0], image)
+
+
+def test_an_endpoint_that_is_not_an_s3_server_is_named(store):
+    # A real HTTP server that answers 404 to everything (a wrong port, a web server): not "no such bucket".
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_error(404)
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+            with pytest.raises(DataSourceError, match=rf"^{endpoint} answered 'not found' to a listing of s3://"):
+                load_split(cfg(f"s3://{store.bucket}/faces"), "train")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -197,11 +197,12 @@ def _zip_members(archive: zipfile.ZipFile) -> ImageFiles:
 # ---------------------------------------------------------------------------- object store (s3://)
 
 S3_SCHEME = "s3://"
-#: Seconds to open a connection to the object store and to wait for a response, and attempts per
-#: request (botocore's "standard" retries: refused connections, timeouts, 5xx, throttling): an
-#: unreachable endpoint fails after about S3_ATTEMPTS * S3_CONNECT_TIMEOUT_S instead of hanging.
+#: Seconds to open a connection to the object store and to wait for its next bytes, and attempts per
+#: request, the first included (botocore's "standard" retries: refused connections, timeouts, 5xx,
+#: throttling): an endpoint that drops packets fails after about S3_ATTEMPTS * S3_CONNECT_TIMEOUT_S,
+#: one that accepts connections and never answers after S3_ATTEMPTS * S3_READ_TIMEOUT_S, never hangs.
 S3_CONNECT_TIMEOUT_S = 10.0
-S3_READ_TIMEOUT_S = 60.0
+S3_READ_TIMEOUT_S = 30.0
 S3_ATTEMPTS = 3
 #: Objects fetched concurrently per batch of a folder read (s3fs ``cat``): bounds the bytes held at once.
 S3_BATCH = 256
@@ -227,8 +228,13 @@ def _s3_image_files(url: str, stack: contextlib.ExitStack) -> ImageFiles:
     with _s3_errors(url, endpoint):
         try:
             listed = fs.find(root)  # the object `root` itself, or every object under `root/`
-        except FileNotFoundError:
-            raise DataSourceError(f"data.path {url}: bucket {bucket!r} does not exist at {endpoint}") from None
+        except FileNotFoundError as err:
+            if _s3_error_code(err) == "NoSuchBucket":
+                raise DataSourceError(f"data.path {url}: bucket {bucket!r} does not exist at {endpoint}") from None
+            raise DataSourceError(
+                f"{endpoint} answered 'not found' to a listing of {url} ({err}) without naming a missing bucket: "
+                "is it the address of an S3 server? Set AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) to one"
+            ) from None
         if key and root in listed:  # an object: a .zip
             handle = stack.enter_context(fs.open(root, "rb", block_size=S3_ZIP_BLOCK_BYTES))
             if not _is_zip(handle):
@@ -267,6 +273,12 @@ def _s3_reads(url: str, endpoint: str, reads: Iterator[bytes]) -> Iterator[bytes
         yield from reads
 
 
+def _s3_error_code(err: Exception) -> str | None:
+    """The S3 error code (``NoSuchBucket``, ``AccessDenied``...) of what s3fs raised, if the server sent one."""
+    response = getattr(err.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
 def _s3_filesystem(url: str):
     """A fresh s3fs file system (no cached listings or credentials) with bounded timeouts and retries."""
     try:
@@ -281,7 +293,7 @@ def _s3_filesystem(url: str):
         config_kwargs={
             "connect_timeout": S3_CONNECT_TIMEOUT_S,
             "read_timeout": S3_READ_TIMEOUT_S,
-            "retries": {"mode": "standard", "max_attempts": S3_ATTEMPTS},
+            "retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS},
         },
     )
     fs.retries = 1  # botocore retries each request (above); s3fs's own 5 would multiply the attempts
