@@ -12,7 +12,8 @@ Generalizing Flow-Based Generative Models with Minibatch Optimal Transport" (TML
   device every step. The trainer hands :meth:`OTCFMModel.prepare_next` the next step's batch and
   a copy of the loss-noise generator while this step runs; the next step's cost matrix is queued
   on the device behind this step's forward, copied to pinned memory without blocking, and the
-  assignment solved in a worker thread (scipy releases the GIL) during this step's backward. The
+  assignment solved in a worker thread (scipy releases the GIL) during this step's backward (on a
+  CPU the worker computes the cost matrix as well). The
   pairing is the same assignment of the same noise (same generator state, same cost), so training
   is unchanged bit for bit; ``benchmarks/bench_otcfm_pairing.py`` measures the stall.
 * Path and target (Eq. 14-15): x_t = t x1 + (1 - t) x0 + sigma eps, u_t = x1 - x0, t ~ U[0, 1];
@@ -75,10 +76,13 @@ def pairing_solver() -> ThreadPoolExecutor:
         return _solver
 
 
-def _solve_when_copied(cost: torch.Tensor, copied: torch.cuda.Event | None) -> np.ndarray:
-    if copied is not None:
-        copied.synchronize()  # waits for the device work queued up to the copy, not for later steps
+def _solve_when_copied(cost: torch.Tensor, copied: torch.cuda.Event) -> np.ndarray:
+    copied.synchronize()  # waits for the device work queued up to the copy, not for later steps
     return assignment_order(cost.numpy())
+
+
+def _solve_on_host(x0: torch.Tensor, x1: torch.Tensor) -> np.ndarray:
+    return assignment_order(ot_cost(x0, x1).numpy())
 
 
 class PendingPairing:
@@ -87,22 +91,27 @@ class PendingPairing:
 
     ``x1`` [B, ...] is that step's encoded data batch; ``noise`` is a copy of the loss-noise
     generator as that step's :meth:`OTCFMModel.loss` will find it. The noise the loss will draw is
-    drawn here from the copy, its cost matrix (:func:`ot_cost`) queued on the device, and the
-    assignment (:func:`assignment_order`) solved on the host once the matrix has arrived.
+    drawn here from the copy. On CUDA its cost matrix (:func:`ot_cost`) is queued on the device,
+    copied to pinned memory without blocking, and the assignment (:func:`assignment_order`) solved
+    by the worker once the copy has landed; on the CPU the worker computes the cost matrix too
+    (torch and scipy release the GIL), beside this step's backward.
     """
 
     def __init__(self, x1: torch.Tensor, noise: torch.Generator):
         self.noise_state = noise.get_state()
         x0 = torch.randn(x1.shape, generator=noise, device=x1.device)  # what the loss will draw
+        if x1.device.type == "cpu":
+            self.order: Future[np.ndarray] = pairing_solver().submit(_solve_on_host, x0, x1)
+            return
         cost = ot_cost(x0, x1)
-        copied = None
-        if cost.device.type == "cuda":
-            host = torch.empty(cost.shape, dtype=cost.dtype, pin_memory=True)
-            host.copy_(cost, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(torch.cuda.current_stream(cost.device))
-            cost = host
-        self.order: Future[np.ndarray] = pairing_solver().submit(_solve_when_copied, cost, copied)
+        if cost.device.type != "cuda":  # another accelerator: a plain (blocking) copy
+            self.order = pairing_solver().submit(assignment_order, cost.cpu().numpy())
+            return
+        host = torch.empty(cost.shape, dtype=cost.dtype, pin_memory=True)
+        host.copy_(cost, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(cost.device))
+        self.order = pairing_solver().submit(_solve_when_copied, host, copied)
 
     def order_for(self, noise_state: torch.Tensor, device: torch.device) -> torch.Tensor | None:
         """The noise order ``[B]`` on ``device`` (waiting for the solver if it has not finished),
