@@ -195,7 +195,7 @@ def test_a_dvc_remote_that_disagrees_with_the_data_store_is_refused(remote, mess
             "{credentials_keys: {AWS_ACCESS_KEY_ID: a, AWS_SECRET_ACCESS_KEY: b, PASSWORD: c}}",
             "cluster.data_s3.credentials_keys maps environment variables",
         ),
-        ("{bucket: ffhq}", "cluster.data_s3"),  # unknown option
+        ("{bucket: ffhq}", "unknown option(s) cluster.data_s3.bucket; allowed: credentials_keys"),
     ],
 )
 def test_a_bad_data_s3_is_refused(spec, message):

@@ -25,6 +25,7 @@ from autophagy.data import sources
 from autophagy.data.sources import DataSourceError, load_split
 
 pytestmark = pytest.mark.timeout(S3_TEST_TIMEOUT_S)
+FFHQ = Path(__file__).resolve().parents[1] / "configs" / "ffhq64-edm.yaml"
 #: Names that sort differently by text ("a-c.png" < "a/b.png") and by path ("a/b.png" < "a-c.png"):
 #: the object store must order them as a local folder does. One JPEG, one grayscale PNG, one non-image.
 FILES = ["a/b.png", "a-c.png", "img-00.png", "img-01.jpg", "img-02.png", "gray.png", "z/deep/img-03.png"]
@@ -255,3 +256,28 @@ def test_an_endpoint_that_is_not_an_s3_server_is_named(store):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_autophagy_prepare_writes_the_data_sets_of_the_local_copy(store, prefix, tmp_path, autophagy_exe):
+    # The command the prepare-data pod and `dvc repro` run, in a process of its own given only AWS_*.
+    import os
+    import subprocess
+
+    from autophagy.data import open_dataset
+
+    local = write_images(tmp_path / "images")
+    url = upload(store, local, prefix)
+    common = ["--config", str(FFHQ), "-S", "data.test_fraction=0.25"]  # 6x6 images resized to 64x64
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    for name, path in (("s3", url), ("local", str(local))):
+        done = subprocess.run(
+            [autophagy_exe, "prepare", *common, "-S", f"data.path={path}", "--out", str(tmp_path / name)],
+            env={**env, **store.env()} if name == "s3" else env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+    for split in ("train", "test"):
+        ours, theirs = open_dataset(tmp_path / "s3" / split).load(), open_dataset(tmp_path / "local" / split).load()
+        assert ours.shape[0] > 0 and ours.tobytes() == theirs.tobytes(), split
