@@ -4,11 +4,16 @@ of 6 standard errors, so they are deterministic and far from their limits."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+from autophagy.models import noise
 from autophagy.models.noise import _mulhilo_, index_noise, philox4x32_10
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,7 +62,7 @@ def test_mulhilo_is_the_exact_64_bit_product():
     multiplier = 0xD2511F53
     values = [0, 1, 0xFFFF, 0x10000, 0xFFFFFFFF, *np.random.default_rng(0).integers(0, 2**32, 100).tolist()]
     word = torch.tensor(values, dtype=torch.int64)
-    lo = _mulhilo_(multiplier, word, torch.empty_like(word), torch.empty_like(word))
+    lo = _mulhilo_(multiplier, word, torch.empty_like(word))
     assert word.tolist() == [(multiplier * v) >> 32 for v in values]
     assert lo.tolist() == [(multiplier * v) & 0xFFFFFFFF for v in values]
 
@@ -70,6 +75,37 @@ def test_rows_do_not_depend_on_how_the_range_is_split():
         whole, torch.cat([index_noise(7, 0, 4, (3, 5)), index_noise(7, 4, 1, (3, 5)), index_noise(7, 5, 5, (3, 5))])
     )
     assert len({row.numpy().tobytes() for row in whole}) == 10
+
+
+def test_chunked_rows_are_the_one_pass_rows(monkeypatch):
+    """On a CPU the rows are made a cache-sized chunk at a time: any chunk size gives the same bits."""
+    one_pass = index_noise(11, 5, 37, (3, 4, 4), stream=2)
+    for words in (1, 12, 13, 64):  # a row per chunk, rows split across the 12-block row, several rows
+        monkeypatch.setattr(noise, "CHUNK_WORDS", words)
+        assert torch.equal(index_noise(11, 5, 37, (3, 4, 4), stream=2), one_pass)
+
+
+FUSED_CHECK = """
+import torch
+from autophagy.models.noise import index_noise
+cases = [(0, 0, 5, (3, 4, 4), 1), (7, 2**40, 3, (7,), 999), (1, 2**33 - 2, 4, (2,), 5)]
+for seed, start, count, shape, stream in cases:
+    fused = index_noise(seed, start, count, shape, stream=stream, fused=True)
+    assert fused.shape == (count, *shape) and fused.dtype == torch.float32
+    eager = index_noise(seed, start, count, shape, stream=stream, fused=False)
+    torch.testing.assert_close(fused, eager, rtol=0, atol=1e-6)
+    assert torch.equal(fused[1:], index_noise(seed, start + 1, count - 1, shape, stream=stream, fused=True))
+print("ok")
+"""
+
+
+def test_the_fused_triton_kernel_is_the_torch_noise():
+    """The CUDA kernel, run by Triton's interpreter on the CPU: the same Philox words (so the normals
+    agree to float32 rounding of log/cos/sin) and the same split invariance."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", FUSED_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 def test_values_depend_only_on_the_flat_element_position():
@@ -113,11 +149,14 @@ def test_dtypes_and_device():
 
 
 @pytest.mark.gpu
-def test_cuda_noise_is_the_cpu_noise():
-    """The integer words are bit-identical; log/cos/sin may differ in the last float bits."""
-    on_gpu = index_noise(5, 100, 256, (3, 8, 8), stream=9, device="cuda")
+@pytest.mark.parametrize("fused", [False, True])
+def test_cuda_noise_is_the_cpu_noise(fused):
+    """The integer words are bit-identical; log/cos/sin may differ in the last float bits. On CUDA
+    the default is the fused Triton kernel."""
+    on_gpu = index_noise(5, 100, 256, (3, 8, 8), stream=9, device="cuda", fused=fused)
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), index_noise(5, 100, 256, (3, 8, 8), stream=9), rtol=0, atol=1e-5)
+    torch.testing.assert_close(index_noise(5, 100, 256, (3, 8, 8), stream=9, device="cuda"), on_gpu, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +167,7 @@ def test_cuda_noise_is_the_cpu_noise():
         (dict(stream=1.5), "stream"),
         (dict(start=2**63 - 1, count=1), "2\\^63"),
         (dict(dtype=torch.int64), "floating-point"),
+        (dict(dtype=torch.float64, fused=True), "float32"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, message):

@@ -63,6 +63,7 @@ class DataConfig:
 FINETUNE_FROM = ("net", "ema")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
+SAMPLE_PRECISIONS = ("auto", "fp64", "fp32", "bf16")  # auto: bf16 on CUDA (image families), the reference elsewhere
 #: Validation warns when the EMA would still weigh its starting point by more than this after a generation.
 EMA_STALE_WEIGHT = 0.9
 
@@ -202,7 +203,6 @@ class SampleConfig:
 
 
 FEATURE_EXTRACTORS = ("raw", "digits-net", "inception")
-SAMPLE_PRECISIONS = ("auto", "fp64", "fp32", "bf16")  # auto: bf16 on CUDA (image families), the reference elsewhere
 
 
 @dataclass(frozen=True)

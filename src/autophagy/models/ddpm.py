@@ -95,10 +95,12 @@ def ancestral_sample(
     eps_model: EpsModel, latents: torch.Tensor, scheduler: DDPMScheduler, step_noise: Callable[[int], torch.Tensor]
 ) -> torch.Tensor:
     """Ho et al. Alg. 2 from x_T = ``latents`` [B, ...]; ``step_noise(i)`` [B, ...] is the z of step i
-    (asked for only where t > 0). Returns x_0 [B, ...]."""
+    (asked for only where t > 0). Returns x_0 [B, ...]. The timesteps reach the device once, not
+    once per step (a host-to-device copy that would wait for the device every step)."""
     x = latents
+    on_device = scheduler.timesteps.to(x.device)
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_model(x, t.to(x.device).expand(x.shape[0]))
+        eps = eps_model(x, on_device[i].expand(x.shape[0]))
         x = ancestral_step(scheduler, eps, t, x, step_noise(i) if t > 0 else None)
     return x
 
@@ -114,8 +116,9 @@ def ddim_sample(
     when ``eta > 0``. The clipped x_0 also gives the eps of the direction term, so eta = 1 with
     all T steps is exactly the ancestral sampler with ``fixed_small``. Returns x_0 [B, ...]."""
     x = latents
+    on_device = scheduler.timesteps.to(x.device)  # once, as in ancestral_sample
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_model(x, t.to(x.device).expand(x.shape[0]))
+        eps = eps_model(x, on_device[i].expand(x.shape[0]))
         noise = step_noise(i).to(x) if eta > 0 else None
         x = scheduler.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise, return_dict=False)[
             0

@@ -53,14 +53,18 @@ def edm_sigma_steps(cfg: EDMModelConfig, device: torch.device | str = "cpu") -> 
     return torch.cat([steps, torch.zeros_like(steps[:1])])
 
 
-def heun_sample(denoiser, latents: torch.Tensor, cfg: EDMModelConfig, churn_noise=None) -> torch.Tensor:
+def heun_sample(
+    denoiser, latents: torch.Tensor, cfg: EDMModelConfig, churn_noise=None, state_dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Karras et al. (2022) Alg. 2. ``latents`` [B, ...] ~ N(0, I); returns x_0 [B, ...] in float32.
 
-    ``denoiser(x, sigma [B]) -> D(x; sigma)``. ``churn_noise(i) -> [B, ...]`` supplies the noise of
-    step ``i`` when ``S_churn > 0`` (per-index seeded by the caller).
+    ``denoiser(x float32, sigma [B]) -> D(x; sigma)``. ``churn_noise(i) -> [B, ...]`` supplies the
+    noise of step ``i`` when ``S_churn > 0`` (per-index seeded by the caller). The iterate and the
+    schedule are held in ``state_dtype``: float64 is the reference (as Karras et al.'s sampler),
+    float32 the fast path (the schedule is computed in float64 and rounded once).
     """
-    t_steps = edm_sigma_steps(cfg, latents.device)
-    x_next = latents.to(torch.float64) * t_steps[0]
+    t_steps = edm_sigma_steps(cfg, latents.device).to(state_dtype)
+    x_next = latents.to(state_dtype) * t_steps[0]
     batch = latents.shape[0]
     for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
         x_cur = x_next
@@ -69,11 +73,11 @@ def heun_sample(denoiser, latents: torch.Tensor, cfg: EDMModelConfig, churn_nois
         x_hat = x_cur
         if gamma > 0:
             x_hat = x_cur + (t_hat**2 - t_cur**2).sqrt() * churn_noise(i).to(x_cur)
-        denoised = denoiser(x_hat.to(torch.float32), t_hat.expand(batch)).to(torch.float64)
+        denoised = denoiser(x_hat.to(torch.float32), t_hat.expand(batch)).to(state_dtype)
         d_cur = (x_hat - denoised) / t_hat
         x_next = x_hat + (t_next - t_hat) * d_cur
         if i < cfg.num_steps - 1:
-            denoised = denoiser(x_next.to(torch.float32), t_next.expand(batch)).to(torch.float64)
+            denoised = denoiser(x_next.to(torch.float32), t_next.expand(batch)).to(state_dtype)
             d_prime = (x_next - denoised) / t_next
             x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next.to(torch.float32)
@@ -83,6 +87,7 @@ class EDMModel(ImageModel):
     """EDM with the DDPM++ UNet on uint8 images ``[N, H, W, C]`` (H = W)."""
 
     family = "edm"
+    sampling_state_dtype = torch.float64  # the Heun iterate under sample.precision=auto off CUDA (the reference)
 
     def build_network(self) -> nn.Module:
         channels, resolution, _ = self.image_shape
@@ -112,9 +117,10 @@ class EDMModel(ImageModel):
         return (weight.reshape(-1, 1, 1, 1) * (denoised - x) ** 2).mean()
 
     def sample_batch(self, net: nn.Module, noise: torch.Tensor, seed: int, start: int, **options: Any) -> torch.Tensor:
+        """The Heun sampler from ``noise`` [B, C, H, W], its iterate in ``noise``'s dtype (float64 or float32)."""
         cfg: EDMModelConfig = self.cfg
 
         def churn(i: int) -> torch.Tensor:
             return index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i, device=noise.device)
 
-        return heun_sample(net, noise, cfg, churn_noise=churn)
+        return heun_sample(net, noise, cfg, churn_noise=churn, state_dtype=noise.dtype)

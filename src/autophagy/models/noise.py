@@ -9,8 +9,8 @@ no host-to-device copy).
   SC 2011, Sec. 4.2): a 10-round bijection of a 128-bit counter ``(c0, c1, c2, c3)`` under a 64-bit
   key ``(k0, k1)``. Each round is ``hi0, lo0 = mulhilo(M0, c0)``, ``hi1, lo1 = mulhilo(M1, c2)``,
   ``c = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)``; the key is bumped by the Weyl constants
-  ``(W0, W1)`` between rounds. Words are held in int64 tensors; a 32x32-bit product is formed from
-  two 32x16-bit products (16-bit limbs) so that nothing overflows signed int64.
+  ``(W0, W1)`` between rounds. Words are held in int64 tensors; a 32x32-bit product is one int64
+  multiply (its 64 bits, modulo 2^64), split into its high and low words.
 * Key: two 32-bit words of ``numpy.random.SeedSequence([seed, stream])``.
 * Counter: ``(block, block >> 32, index, index >> 32)`` (low 32 bits of each), where ``index`` is
   the sample index and ``block`` numbers the groups of 4 elements of one row.
@@ -21,6 +21,7 @@ no host-to-device copy).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -34,25 +35,24 @@ PHILOX_ROUNDS = 10
 Words = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _mulhilo_(multiplier: int, word: torch.Tensor, scratch: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+def _mulhilo_(multiplier: int, word: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
     """``multiplier * word`` (both 32-bit) in place: ``word`` becomes the high 32 bits, ``lo`` the low ones.
 
-    With ``word = a1 2^16 + a0`` (16-bit limbs), ``p = M a0`` and ``q = M a1`` are below 2^48, so no
-    int64 overflows: the product is ``q 2^16 + p``, its high word ``(q + (p >> 16)) >> 16`` and its
-    low word ``((q mod 2^16) 2^16 + p) mod 2^32``. ``scratch`` is overwritten. Returns ``lo``.
+    The product is below 2^64; torch's int64 multiply keeps it modulo 2^64 in two's complement
+    (as every CPU and CUDA integer unit does), so its bits are the exact unsigned product: the high
+    word is ``(p >> 32) & (2^32 - 1)`` (the mask undoes the arithmetic shift's sign fill) and the
+    low word ``p & (2^32 - 1)``. Four passes over the words. Returns ``lo``.
     """
-    torch.bitwise_and(word, 0xFFFF, out=scratch).mul_(multiplier)  # p
-    word.bitwise_right_shift_(16).mul_(multiplier)  # q
-    torch.bitwise_and(word, 0xFFFF, out=lo).bitwise_left_shift_(16).add_(scratch).bitwise_and_(MASK32)
-    word.add_(scratch.bitwise_right_shift_(16)).bitwise_right_shift_(16)
-    return lo
+    torch.mul(word, multiplier, out=lo)
+    torch.bitwise_right_shift(lo, 32, out=word).bitwise_and_(MASK32)
+    return lo.bitwise_and_(MASK32)
 
 
 def philox4x32_10(counter: Words, key: tuple[int, int]) -> Words:
     """Philox-4x32-10 of ``counter`` (4 broadcastable int64 tensors holding 32-bit words) under ``key``.
 
     Returns the 4 output words: int64 tensors of the broadcast shape, values in [0, 2^32). The
-    rounds run in place in 6 buffers of that shape (allocating is what costs most on a CPU).
+    rounds run in place in 5 buffers of that shape (allocating is what costs most on a CPU).
     """
     if any(c.dtype != torch.int64 for c in counter):
         raise TypeError("philox4x32_10 needs int64 counter words")
@@ -60,14 +60,14 @@ def philox4x32_10(counter: Words, key: tuple[int, int]) -> Words:
         raise ValueError(f"philox4x32_10 needs a key of two 32-bit words, got {key}")
     shape = torch.broadcast_shapes(*(c.shape for c in counter))
     c0, c1, c2, c3 = (c.expand(shape).clone(memory_format=torch.contiguous_format) for c in counter)
-    scratch, free = torch.empty_like(c0), torch.empty_like(c0)
+    free = torch.empty_like(c0)
     k0, k1 = key
     for round_ in range(PHILOX_ROUNDS):
         if round_:
             k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
-        lo0 = _mulhilo_(PHILOX_M[0], c0, scratch, free)  # c0 := hi0
+        lo0 = _mulhilo_(PHILOX_M[0], c0, free)  # c0 := hi0
         c0.bitwise_xor_(c3).bitwise_xor_(k1)  # the next c2 = hi0 ^ c3 ^ k1; c3 is free now
-        lo1 = _mulhilo_(PHILOX_M[1], c2, scratch, c3)  # c2 := hi1
+        lo1 = _mulhilo_(PHILOX_M[1], c2, c3)  # c2 := hi1
         c2.bitwise_xor_(c1).bitwise_xor_(k0)  # the next c0 = hi1 ^ c1 ^ k0; c1 is free now
         c0, c1, c2, c3, free = c2, lo1, c0, lo0, c1
     return c0, c1, c2, c3
@@ -87,13 +87,19 @@ def index_noise(
     stream: int = 0,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """Standard normal noise ``[count, *shape]`` where row ``j`` depends only on ``(seed, start + j, stream)``.
 
     Made on ``device`` (default CPU) in ``dtype``; the uniforms and Box-Muller run in float64 when
     ``dtype`` is float64 and in float32 otherwise, so the values agree across dtypes to rounding.
     ``seed``, ``start``, ``count`` and ``stream`` are non-negative integers with ``start + count < 2^63``.
-    Peak memory is about 18 bytes per element in float32 (6 int64 words and 6 floats per 4 elements).
+
+    ``fused`` (None: on CUDA when Triton is installed, for float32 work) makes the noise in one
+    Triton kernel (:mod:`autophagy.models.noise_kernel`): the same integer words, its log/cos/sin
+    may differ from torch's in the last float bits. Otherwise torch ops run over chunks of about
+    ``CHUNK_WORDS`` words (on a CPU the chunk's buffers stay in cache: the same values, ~3x faster
+    than one pass over the whole batch); peak memory is then the output plus ~2 MB.
     """
     for name, value in (("seed", seed), ("start", start), ("count", count), ("stream", stream)):
         if int(value) != value or value < 0:
@@ -102,16 +108,48 @@ def index_noise(
         raise ValueError(f"index_noise needs start + count below 2^63 (int64), got start={start} count={count}")
     if not dtype.is_floating_point:
         raise ValueError(f"index_noise makes floating-point noise, got dtype {dtype}")
+    device = torch.device("cpu" if device is None else device)
     size = math.prod(shape)
     work = torch.float64 if dtype == torch.float64 else torch.float32
+    key = philox_key(seed, stream)
+    if fused is None:
+        fused = device.type == "cuda" and work == torch.float32 and _triton_available()
+    if fused:
+        if work != torch.float32:
+            raise ValueError(f"the fused noise kernel makes float32 noise, got dtype {dtype}")
+        from autophagy.models.noise_kernel import fused_index_noise
+
+        return fused_index_noise(key, start, count, size, device).reshape(count, *shape).to(dtype)
     blocks = -(-size // 4)
-    block = torch.arange(blocks, dtype=torch.int64, device=device).unsqueeze(0)  # [1, blocks]
-    index = torch.arange(start, start + count, dtype=torch.int64, device=device).unsqueeze(1)  # [count, 1]
-    words = philox4x32_10((block & MASK32, block >> 32, index & MASK32, index >> 32), philox_key(seed, stream))
     z = torch.empty((count, blocks, 2, 2), dtype=work, device=device)  # [row, block, pair, (cos, sin)]
+    block = torch.arange(blocks, dtype=torch.int64, device=device).unsqueeze(0)  # [1, blocks]
+    block_words = (block & MASK32, block >> 32)
+    rows = count if device.type != "cpu" else max(1, CHUNK_WORDS // max(blocks, 1))
+    for first in range(0, count, rows):
+        chunk = z[first : first + rows]
+        index = torch.arange(start + first, start + first + len(chunk), dtype=torch.int64, device=device)
+        index = index.unsqueeze(1)  # [rows, 1]
+        _box_muller_into(chunk, philox4x32_10((*block_words, index & MASK32, index >> 32), key))
+    return z.reshape(count, 4 * blocks)[:, :size].reshape(count, *shape).to(dtype)
+
+
+CHUNK_WORDS = 1 << 15  # words per Philox buffer on a CPU (256 KiB of int64): 5 of them stay in cache
+
+
+def _box_muller_into(z: torch.Tensor, words: Words) -> None:
+    """4 normals per Philox block into ``z`` [rows, blocks, 2, 2] (pair, (cos, sin)), in ``z``'s dtype."""
+    work = z.dtype
     for pair, (a, b) in enumerate((words[:2], words[2:])):
         radius = a.to(work).add_(0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()  # sqrt(-2 ln u_a)
         angle = b.to(work).add_(0.5).mul_(2 * math.pi * 2.0**-32)  # 2 pi u_b
         torch.cos(angle, out=z[:, :, pair, 0]).mul_(radius)
         torch.sin(angle, out=z[:, :, pair, 1]).mul_(radius)
-    return z.reshape(count, 4 * blocks)[:, :size].reshape(count, *shape).to(dtype)
+
+
+@functools.cache
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True

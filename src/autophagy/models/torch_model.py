@@ -22,6 +22,7 @@ from torch import nn
 from autophagy.config import TrainConfig
 from autophagy.models.base import GenerativeModel, LogFn, ModelError, TrainingDivergedError, TrainReport
 from autophagy.models.noise import index_noise
+from autophagy.models.sampling import SamplingSpeed, compile_for_sampling, resolve_sampling, sampling_network
 
 CHECK_EVERY_STEPS = 25  # how often the loss is synced to the host and checked for NaN
 
@@ -43,6 +44,7 @@ class TorchGenerativeModel(GenerativeModel):
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.optimizer_state: dict[str, Any] | None = None
         self.progress: dict[str, Any] = {}
+        self._compiled_ema: tuple[nn.Module, nn.Module] | None = None  # (ema, torch.compile(ema)) for sampling
 
     # ------------------------------------------------------------------ family hooks
 
@@ -327,6 +329,8 @@ class TorchGenerativeModel(GenerativeModel):
 
     # ------------------------------------------------------------------ sampling
 
+    sampling_state_dtype = torch.float32  # the sampler state's dtype under sample.precision=auto off CUDA
+
     @torch.inference_mode()
     def sample(
         self,
@@ -336,18 +340,53 @@ class TorchGenerativeModel(GenerativeModel):
         device: str = "auto",
         temperature: float = 1.0,
         start: int = 0,
+        precision: str = "auto",
+        compile: bool = False,
         **options: Any,
     ) -> np.ndarray:
         """Rows ``start .. start + n - 1`` ``[n, *item_shape]`` from base noise scaled by ``temperature``
-        (1 = unbiased)."""
+        (1 = unbiased). ``precision`` and ``compile``: :mod:`autophagy.models.sampling`. On CUDA a
+        finished batch is decoded and copied to the host on a side stream while the next one runs."""
         target = resolve_device(device)
+        speed = resolve_sampling(precision, compile, target, self.kind == "image", self.sampling_state_dtype)
         self.ema.to(target).eval()
-        out = []
+        net = self.ema  # a vector family's network is called its own way (flow: net().transform.inv)
+        if self.kind == "image":
+            net = sampling_network(self._sampling_module(speed, target), speed, target)
+        copies = torch.cuda.Stream(target) if target.type == "cuda" else None
+        out: list[np.ndarray] = []
+        pending = None  # the previous batch and the event marking its end on the compute stream
         for first in range(start, start + n, batch_size):
             count = min(batch_size, start + n - first)
             noise = index_noise(seed, first, count, self.noise_shape, device=target) * temperature
-            out.append(self.decode(self.sample_batch(self.ema, noise, seed, first, **options)))
+            x = self.sample_batch(net, noise.to(speed.state_dtype), seed, first, **options).to(torch.float32)
+            if pending is not None:
+                out.append(self._decode_on(copies, *pending))
+            done = None
+            if copies is not None:
+                done = torch.cuda.Event()
+                done.record()
+            pending = (x, done)
+        if pending is not None:
+            out.append(self._decode_on(copies, *pending))
         return np.concatenate(out, axis=0) if out else np.empty((0, *self.item_shape), dtype=np.float32)
+
+    def _sampling_module(self, speed: SamplingSpeed, device: torch.device) -> nn.Module:
+        """The EMA, or its ``torch.compile`` wrapper (made once per EMA module) under ``speed.compile``."""
+        if not speed.compile:
+            return self.ema
+        if self._compiled_ema is None or self._compiled_ema[0] is not self.ema:
+            self._compiled_ema = (self.ema, compile_for_sampling(self.ema, device))
+        return self._compiled_ema[1]
+
+    def _decode_on(self, copies: torch.cuda.Stream | None, x: torch.Tensor, done: Any) -> np.ndarray:
+        """:meth:`decode` of a finished batch ``x``; on the ``copies`` stream (CUDA) after ``done``, so
+        the host waits for this batch only, not for the batch queued behind it."""
+        if copies is None:
+            return self.decode(x)
+        copies.wait_event(done)
+        with torch.cuda.stream(copies):
+            return self.decode(x)
 
     # ------------------------------------------------------------------ state
 

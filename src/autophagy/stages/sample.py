@@ -58,6 +58,8 @@ def run(
                 device=cfg.train.device,
                 temperature=cfg.sample.temperature,
                 start=start * k + first,
+                precision=cfg.sample.precision,
+                compile=cfg.sample.compile,
             )
             for first in batches(f"sample gen {generation} (seed {seed})", n * k, size, "sample")
         ]
