@@ -88,6 +88,7 @@ def training(rows: np.ndarray, images: int, repeat: int, unet_repeat: int) -> di
         "trainer_over_plain_speedup": paired_speedup(seconds, "trainer", "plain"),
         "train_unet_tiny_trainer_images_per_s": work / median(versus_unet["unet"]),
         "mlp_over_unet_speedup": paired_speedup(versus_unet, "mlp", "unet"),
+        "train_seconds": {**seconds, **{f"versus_unet_{name}": times for name, times in versus_unet.items()}},
     }
 
 
@@ -104,6 +105,7 @@ def sampling(rows: np.ndarray, n: int, repeat: int) -> dict:
         "sample_mlp_images_per_s": n / median(seconds["project"]),
         "sample_mlp_plain_loop_images_per_s": n / median(seconds["plain"]),
         "sampler_over_plain_speedup": paired_speedup(seconds, "project", "plain"),
+        "sample_seconds": seconds,
     }
 
 
@@ -142,6 +144,8 @@ def main() -> None:
     results["load_average_1min"].append(load_average())
     width = max(len(k) for k in results)
     for key, value in results.items():
+        if key.endswith("_seconds"):
+            continue  # every round's seconds: in the JSON only
         print(f"{key:<{width}}  {value:,.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
