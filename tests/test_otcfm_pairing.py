@@ -84,6 +84,9 @@ def test_solving_ahead_trains_bit_for_bit_as_solving_in_the_step(digits):
     assert report.steps == 10 and ahead.prepared == report.steps - 1  # every step but the first was solved ahead
     assert inline.prepared == 0
     assert_same_weights(ahead, inline)
+    auto, _ = fit(digits, overlap="auto")
+    assert auto.prepared == 0  # the default overlaps on CUDA only
+    assert_same_weights(auto, inline)
     independent, _ = fit(digits, overlap=True, coupling="independent")
     assert independent.prepared == 0  # nothing to pair
     weights, other = ahead.tensors()["model"], independent.tensors()["model"]

@@ -9,13 +9,14 @@ Generalizing Flow-Based Generative Models with Minibatch Optimal Transport" (TML
   ``ot.emd`` and then draws B pairs from the plan *with replacement*; here each pair is used
   exactly once (the plan itself, without the resampling noise).
 * Overlap: the assignment is solved on the host, and waiting for its cost matrix would stall the
-  device every step. The trainer hands :meth:`OTCFMModel.prepare_next` the next step's batch and
-  a copy of the loss-noise generator while this step runs; the next step's cost matrix is queued
-  on the device behind this step's forward, copied to pinned memory without blocking, and the
-  assignment solved in a worker thread (scipy releases the GIL) during this step's backward (on a
-  CPU the worker computes the cost matrix as well). The
-  pairing is the same assignment of the same noise (same generator state, same cost), so training
-  is unchanged bit for bit; ``benchmarks/bench_otcfm_pairing.py`` measures the stall.
+  device every step. On CUDA (``OTCFMModel.overlap_pairing``) the trainer hands
+  :meth:`OTCFMModel.prepare_next` the next step's batch and a copy of the loss-noise generator
+  while this step runs; the next step's cost matrix is queued on the device behind this step's
+  forward, copied to pinned memory without blocking, and the assignment solved in a worker thread
+  (scipy releases the GIL) during this step's backward (where it is forced on a CPU, the worker
+  computes the cost matrix as well). The pairing is the same assignment of the same noise (same
+  generator state, same cost), so training is unchanged bit for bit;
+  ``benchmarks/bench_otcfm_pairing.py`` measures the stall.
 * Path and target (Eq. 14-15): x_t = t x1 + (1 - t) x0 + sigma eps, u_t = x1 - x0, t ~ U[0, 1];
   loss = ||v_theta(x_t, t) - u_t||^2.
 * Sampling: integrate dx/dt = v_theta(x, t) from x(0) = noise to t = 1 (:mod:`autophagy.models.ode`).
@@ -128,14 +129,18 @@ class OTCFMModel(ImageModel):
     """OT-CFM with torchcfm's CIFAR-10 UNet (or the residual MLP) on uint8 images ``[N, H, W, C]``."""
 
     family = "otcfm"
-    #: Solve the next step's OT pairing while the current step runs (:class:`PendingPairing`);
-    #: false: solve each step's pairing when its loss needs it (the same pairing, later).
-    overlap_pairing: bool = True
+    #: Solve the next step's OT pairing while the current step runs (:class:`PendingPairing`):
+    #: "auto" on CUDA only (on a CPU there is no idle device to keep busy, and the worker competes
+    #: with torch's threads for the cores: ``bench_otcfm_pairing.py`` measured no gain there);
+    #: True or False: always or never (the same pairing either way, solved earlier or later).
+    overlap_pairing: bool | str = "auto"
     _next_pairing: PendingPairing | None = None
 
-    def wants_next_batch(self) -> bool:
+    def wants_next_batch(self, device: torch.device) -> bool:
         cfg: OTCFMModelConfig = self.cfg
-        return cfg.coupling == "ot" and self.overlap_pairing
+        if cfg.coupling != "ot":
+            return False
+        return device.type == "cuda" if self.overlap_pairing == "auto" else bool(self.overlap_pairing)
 
     def prepare_next(self, x_next: torch.Tensor, noise: torch.Generator) -> None:
         self._next_pairing = PendingPairing(x_next, noise)

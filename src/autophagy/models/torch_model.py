@@ -73,8 +73,8 @@ class TorchGenerativeModel(GenerativeModel):
     def noise_shape(self) -> tuple[int, ...]:
         """Shape of one sample's base noise in the encoded space."""
 
-    def wants_next_batch(self) -> bool:
-        """Whether :meth:`fit` should call :meth:`prepare_next` every step (default: no)."""
+    def wants_next_batch(self, device: torch.device) -> bool:
+        """Whether :meth:`fit` on ``device`` should call :meth:`prepare_next` every step (default: no)."""
         return False
 
     def prepare_next(self, x_next: torch.Tensor, noise: torch.Generator) -> None:
@@ -224,7 +224,7 @@ class TorchGenerativeModel(GenerativeModel):
         losses: list[float] = []
         lr = learning_rate(seen, batch, budget, train)
         mine = slice(rank * local, (rank + 1) * local)
-        look_ahead = self.wants_next_batch()
+        look_ahead = self.wants_next_batch(device)
 
         def local_batch(rows_of_step: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
             x = data[rows_of_step[mine]]
