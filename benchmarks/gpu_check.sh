@@ -2,7 +2,8 @@
 # The GPU check of issue 4: one generation of cifar10-edm at reduced counts on one GPU, printing
 # each step's throughput, peak memory and model FLOP utilisation. Sized for < 8 minutes on one
 # H100 (20 kimg of training, 5 kimg of the plain reference loop, 5,000 samples, 2 x 5,000
-# Inception embeddings), plus the CUDA-only tests and the evaluation benchmark against clean-fid.
+# Inception embeddings), plus the CUDA-only tests, the evaluation benchmark against clean-fid, the
+# noise benchmark and the sampling benchmark (each family's sampler options vs a plain fp32 loop).
 #
 #   bash benchmarks/gpu_check.sh [extra gpu_check.py arguments]
 #   CIFAR10=/data/cifar10 INCEPTION=/data/inception-2015-12-05.pt bash benchmarks/gpu_check.sh
@@ -23,3 +24,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 "$PYTHON" benchmarks/bench_eval.py --n 5000 --device cuda ${INCEPTION:+--weights "$INCEPTION"} \
     --json "$OUT/bench_eval.json" | tee "$OUT/bench_eval.txt"
 "$PYTHON" benchmarks/bench_noise.py --json "$OUT/bench_noise.json" | tee "$OUT/bench_noise.txt"
+# Sampling (issue 15 items 3-4): auto (bf16), bf16 + compile, fp32, fp64 (the reference) vs a plain fp32 loop.
+for run in edm:edm ddpm:ddpm-ancestral otcfm:otcfm; do
+    config=${run%%:*} family=${run#*:}
+    "$PYTHON" benchmarks/bench_sampling.py --device cuda --config "configs/cifar10-$config.yaml" --families "$family" \
+        --n 256 --batch-size 256 --repeat 3 --ancestral-steps 50 --json "$OUT/bench_sampling_$config.json" \
+        | tee "$OUT/bench_sampling_$config.txt"
+done
