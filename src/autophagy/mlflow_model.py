@@ -18,16 +18,21 @@ stage does (:meth:`autophagy.models.base.GenerativeModel.sample`: row ``i`` depe
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from autophagy.tracking import Tracker
 
 #: Where the checkpoint directory sits inside the model's artifacts.
 CHECKPOINT_DIR = "checkpoint"
 #: The Logged Model's ``model_type`` (the MLflow UI's "Model type" column).
 MODEL_TYPE = "autophagy-checkpoint"
+GENERATION_TAG = "autophagy.generation"
 
 
 #: ``predict``'s params (name, MLflow type, default): the signature that lets MLflow pass them through.
@@ -83,3 +88,38 @@ def write_mlmodel(directory: Path, model_id: str, run_id: str) -> None:
     model = Model(run_id=run_id, model_id=model_id, artifact_path=None, signature=ModelSignature(params=params))
     mlflow.pyfunc.add_to_model(model, loader_module=__name__, data=CHECKPOINT_DIR)
     model.save(str(directory / "MLmodel"))
+
+
+def log_checkpoint(tracker: Tracker, run_id: str, checkpoint_dir: Path, generation: int) -> str:
+    """Log ``checkpoint_dir`` as a Logged Model ``gen-<g>`` of ``run_id``, linked to the run at step =
+    ``generation``; returns its model id. Once per run and generation: a redo after a crash finds the
+    READY model, and marks FAILED a model whose upload the crash cut short."""
+    from mlflow.entities import LoggedModelOutput
+
+    client = tracker.client
+    found = client.search_logged_models(
+        [tracker.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND tags.`{GENERATION_TAG}` = '{generation}'",
+    )
+    for model in found:
+        if str(model.status) == "READY":
+            return model.model_id
+        client.finalize_logged_model(model.model_id, "FAILED")
+    run_tags = client.get_run(run_id).data.tags
+    tags = {GENERATION_TAG: str(generation)}
+    tags.update({key: run_tags[key] for key in ("autophagy.lambda", "autophagy.seed") if key in run_tags})
+    model = client.create_logged_model(
+        tracker.experiment_id,
+        name=f"gen-{generation:03d}",
+        source_run_id=run_id,
+        tags=tags,
+        params={"family": tracker.cfg.model.family},
+        model_type=MODEL_TYPE,
+    )
+    with tempfile.TemporaryDirectory(prefix="autophagy-mlmodel-") as staging:
+        write_mlmodel(Path(staging), model.model_id, run_id)
+        client.log_model_artifacts(model.model_id, staging)
+    client.log_model_artifacts(model.model_id, str(checkpoint_dir), CHECKPOINT_DIR)
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=generation)])
+    return model.model_id

@@ -12,9 +12,8 @@ run directory continues its own. Every run this process logs into is RUNNING whi
 FINISHED (FAILED on an error, KILLED on Ctrl-C) with an end time when it returns. Runs carry the
 provenance tags git commit, source, user and run directory (and ``kfp.run_id`` from Kubeflow);
 only curves are metrics (:data:`NOT_METRICS` become tags); sample grids are images at
-``step = generation``; kept checkpoints are Logged Models of their chain's run (loadable with
-``mlflow.pyfunc.load_model``, :mod:`autophagy.mlflow_model`); the experiment opens on the runs view
-(``mlflow.experimentKind``).
+``step = generation``; kept checkpoints are Logged Models of their chain's run
+(:mod:`autophagy.mlflow_model`); the experiment opens on the runs view (``mlflow.experimentKind``).
 
 The tracking URI is MLflow's standard ``MLFLOW_TRACKING_URI``; unset, the embedded
 ``sqlite:///mlflow.db`` in the working directory.
@@ -36,7 +35,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -55,7 +53,6 @@ CONFIG_KEY_ENV = "AUTOPHAGY_CONFIG_KEY"  # the config key of a Kubeflow task, wh
 HANDOFF_TAG_PREFIX = "autophagy.handoff."
 EXECUTION_FILE = "mlflow_execution.json"  # in the run directory: {"execution": <id>}
 EXECUTION_TAG = "autophagy.execution"
-GENERATION_TAG = "autophagy.generation"  # a checkpoint Logged Model's generation
 UNBOUND = "none"  # the execution tag of runs made outside :func:`execution` (the Kubeflow submitter's)
 #: The experiment tag MLflow 3's UI reads to open an experiment on its runs view (not GenAI traces).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -511,41 +508,6 @@ class Tracker:
             self.client.log_artifacts(run_id, str(path), artifact_path)
         else:
             self.client.log_artifact(run_id, str(path), artifact_path)
-
-    def log_checkpoint(self, run_id: str, checkpoint_dir: Path, generation: int) -> str:
-        """Log ``checkpoint_dir`` as a Logged Model of ``run_id`` (:mod:`autophagy.mlflow_model`), linked to
-        the run at step = ``generation``; returns its model id. Once per run and generation: a redo after a
-        crash finds the READY model, and marks FAILED a model whose upload the crash cut short."""
-        from mlflow.entities import LoggedModelOutput
-
-        from autophagy import mlflow_model
-
-        tags = {GENERATION_TAG: str(generation)}
-        found = self.client.search_logged_models(
-            [self.experiment_id],
-            filter_string=f"source_run_id = '{run_id}' AND tags.`{GENERATION_TAG}` = '{generation}'",
-        )
-        for model in found:
-            if str(model.status) == "READY":
-                return model.model_id
-            self.client.finalize_logged_model(model.model_id, "FAILED")
-        run_tags = self.client.get_run(run_id).data.tags
-        tags.update({k: run_tags[k] for k in ("autophagy.lambda", "autophagy.seed") if k in run_tags})
-        model = self.client.create_logged_model(
-            self.experiment_id,
-            name=f"gen-{generation:03d}",
-            source_run_id=run_id,
-            tags=tags,
-            params={"family": self.cfg.model.family},
-            model_type=mlflow_model.MODEL_TYPE,
-        )
-        with tempfile.TemporaryDirectory(prefix="autophagy-mlmodel-") as staging:
-            mlflow_model.write_mlmodel(Path(staging), model.model_id, run_id)
-            self.client.log_model_artifacts(model.model_id, staging)
-        self.client.log_model_artifacts(model.model_id, str(checkpoint_dir), mlflow_model.CHECKPOINT_DIR)
-        self.client.finalize_logged_model(model.model_id, "READY")
-        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=generation)])
-        return model.model_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

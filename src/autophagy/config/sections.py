@@ -10,10 +10,10 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+from autophagy import metric_keys  # the module, not its names: metric_keys imports autophagy.config
 from autophagy.config.checks import ConfigError, ConfigWarning, choice, finite, non_negative, positive
 from autophagy.config.coerce import parsed_by
 from autophagy.config.lambdas import check_lambda, format_lambdas, parse_lambda
-from autophagy.metric_keys import collapse_metric
 
 DATA_SOURCES = ("digits", "toy2d", "gaussian", "cifar10", "image-folder")
 TOY2D_NAMES = ("8gaussians", "moons", "spiral")
@@ -255,7 +255,7 @@ class LoopConfig:
             raise ConfigError(f"loop.correction_strength must be in [0, 1], got {self.correction_strength}")
         if self.collapse_ratio is not None and not (math.isfinite(self.collapse_ratio) and self.collapse_ratio > 1):
             raise ConfigError(f"loop.collapse_ratio must be a finite factor > 1 or null, got {self.collapse_ratio}")
-        collapse_metric(self.collapse_metric)  # refuses a key of no registered metric
+        metric_keys.collapse_metric(self.collapse_metric)  # refuses a key of no registered metric
         if not self.lambdas:
             raise ConfigError("loop.lambdas must list at least one value")
         for lam in self.lambdas:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from autophagy import atomic, train_log
+from autophagy import atomic, mlflow_model, train_log
 from autophagy.config import ExperimentConfig, format_lambda, to_dict
 from autophagy.data.dataset import DatasetError, open_dataset
 from autophagy.distributed import Group, process_group
@@ -302,4 +302,4 @@ def _track(
         tracker.log_generation(run_id, generation, result, tag=f"gen-{generation}-train")
         train_log.log_curve(tracker, run_id, records, offset)
         if keeps_checkpoint(cfg, generation) and (lam is not None or chain_lam == lams[0]):
-            tracker.log_checkpoint(run_id, out_dir, generation)
+            mlflow_model.log_checkpoint(tracker, run_id, out_dir, generation)
