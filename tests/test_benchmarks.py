@@ -175,3 +175,44 @@ def test_bench_kfp_compile_plans_every_config(tmp_path):
     for row in rows.values():
         assert row["seconds"] > 0 and row["window"] >= 1 and row["largest_status_kib"] <= 1024
     assert rows["digits-edm"]["runs"] == 1 + 1 + 4 * 1 + 1  # data, generation 0, one window per chain, report
+
+
+def test_bench_metrics_compares_the_evaluation_and_fd_with_their_references_at_equal_values(tmp_path):
+    out = tmp_path / "metrics.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_metrics.py"),
+            *("--samples", "300", "--train", "300", "--test", "100", "--dim", "32", "--repeat", "1"),
+            *("--json", str(out)),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.read_text())
+    evaluation, frechet = result["evaluation"], result["frechet"]
+    assert evaluation["speedup_cold"] > 0 and evaluation["speedup_warm"] > 0 and frechet["speedup"] > 0
+    reference = evaluation["values"]["reference"]
+    for path in ("cold", "warm"):
+        for key, value in evaluation["values"][path].items():
+            assert value == pytest.approx(reference[key], rel=1e-9), (path, key)
+    assert frechet["rel_diff"] < 1e-6
+
+
+def test_bench_dataset_open_hashes_less_with_the_cache(tmp_path):
+    out = tmp_path / "open.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_dataset_open.py"),
+            *("--repeat", "1", "--scale", "0.01", "--dir", str(tmp_path), "--json", str(out)),
+        ],
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    result = json.loads(out.read_text())
+    # cached: the real training set is hashed once, not in the mix, the train step and the evaluation
+    assert 0 < result["cached_mb_hashed"] < result["reference_mb_hashed"]
+    assert result["cached_seconds"] > 0 and result["paired_speedup"] > 0
