@@ -10,12 +10,11 @@ are timed in turn (``paired.py``), the order rotated every round (:func:`rotated
 medians and the geometric mean of the per-round ratios ``project images/s / plain images/s``
 (:func:`paired_ratio`; above 1: the project is faster). Runs:
 
-* ``project``: ``model.sample`` with ``sample.precision=auto`` (CPU: each family's reference state,
-  EDM's float64 Heun iterate; CUDA: bf16 autocast), per-sample-index noise, uint8 rows on the host;
+* ``project``: ``model.sample`` with ``sample.precision=auto`` (each family's reference state,
+  EDM's float64 Heun iterate), per-sample-index noise, uint8 rows on the host;
 * ``project fp32``: the same with ``precision=fp32`` (float32 state; the CPU fast path);
-* on CUDA also ``project bf16+compile`` and ``project fp64`` (the float64 reference path: EDM's
-  arithmetic before this option existed); on CPU with ``--compile``, ``project fp32+compile``
-  (the warm-up round absorbs the compilation);
+* on CUDA also ``project bf16`` and ``project bf16+compile`` (autocast; opt-in); on CPU with
+  ``--compile``, ``project fp32+compile`` (the warm-up round absorbs the compilation);
 * ``plain``: the reference, the simplest float32 PyTorch loop of the same network and update rule
   (``plain_sampling.py``; for DDPM's ancestral sampler :func:`ancestral`), noise from
   ``torch.randn``, rounded to uint8 rows on the host the same way.
@@ -114,8 +113,8 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
     options = {"project": {}, "project fp32": {"precision": "fp32"}}
     if device.type == "cuda":
         options |= {
+            "project bf16": {"precision": "bf16"},
             "project bf16+compile": {"precision": "bf16", "compile": True},
-            "project fp64": {"precision": "fp64"},
         }
     elif args.compile:
         options["project fp32+compile"] = {"precision": "fp32", "compile": True}

@@ -17,14 +17,14 @@ OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv"
-"$PYTHON" -m pytest -q -m gpu tests 2>&1 | tee "$OUT/pytest-gpu.txt"
+"$PYTHON" -m pytest -q -n 0 -m gpu tests 2>&1 | tee "$OUT/pytest-gpu.txt"
 "$PYTHON" benchmarks/gpu_check.py --config configs/cifar10-edm.yaml --train-kimg 20 --plain-kimg 5 --samples 5000 \
     ${CIFAR10:+--cifar10 "$CIFAR10"} ${INCEPTION:+--inception "$INCEPTION"} --json "$OUT/gpu_check.json" "$@" \
     | tee "$OUT/gpu_check.txt"
 "$PYTHON" benchmarks/bench_eval.py --n 5000 --device cuda ${INCEPTION:+--weights "$INCEPTION"} \
     --json "$OUT/bench_eval.json" | tee "$OUT/bench_eval.txt"
 "$PYTHON" benchmarks/bench_noise.py --json "$OUT/bench_noise.json" | tee "$OUT/bench_noise.txt"
-# Sampling (issue 15 items 3-4): auto (bf16), bf16 + compile, fp32, fp64 (the reference) vs a plain fp32 loop.
+# Sampling: auto (each family's reference), bf16, bf16 + compile, fp32, fp64 vs a plain fp32 loop.
 for run in edm:edm ddpm:ddpm-ancestral otcfm:otcfm; do
     config=${run%%:*} family=${run#*:}
     "$PYTHON" benchmarks/bench_sampling.py --device cuda --config "configs/cifar10-$config.yaml" --families "$family" \

@@ -174,3 +174,26 @@ def test_bad_arguments_are_refused(kwargs, message):
     args = dict(seed=0, start=0, count=1, shape=(2,)) | kwargs
     with pytest.raises(ValueError, match=message):
         index_noise(**args)
+
+
+def test_a_fused_kernel_that_fails_falls_back_to_torch_ops_once_with_a_warning(monkeypatch):
+    """The automatic choice (a CUDA device, here stood in for by patching the choice) survives a
+    Triton compiler failure: a warning, the same noise from torch ops, and no second attempt."""
+    from autophagy.models import noise, noise_kernel
+
+    attempts = []
+
+    def failing_kernel(*args):
+        attempts.append(args)
+        raise RuntimeError("stand-in for a Triton compilation error")
+
+    monkeypatch.setattr(noise, "_TRITON_FAILED", [])
+    monkeypatch.setattr(noise, "_fused_by_default", lambda device, work: not noise._TRITON_FAILED)
+    monkeypatch.setattr(noise_kernel, "fused_index_noise", failing_kernel)
+    expected = noise.index_noise(3, 5, 4, (3, 2, 2), fused=False)
+    with pytest.warns(UserWarning, match="fused noise kernel failed .*RuntimeError"):
+        first = noise.index_noise(3, 5, 4, (3, 2, 2))
+    second = noise.index_noise(3, 5, 4, (3, 2, 2))
+    assert torch.equal(first, expected) and torch.equal(second, expected) and len(attempts) == 1
+    with pytest.raises(RuntimeError, match="stand-in"):  # asked for explicitly, the failure is not hidden
+        noise.index_noise(3, 5, 4, (3, 2, 2), fused=True)

@@ -63,7 +63,7 @@ class DataConfig:
 FINETUNE_FROM = ("net", "ema")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
-SAMPLE_PRECISIONS = ("auto", "fp64", "fp32", "bf16")  # auto: bf16 on CUDA (image families), the reference elsewhere
+SAMPLE_PRECISIONS = ("auto", "fp64", "fp32", "bf16")  # auto: the family's reference state (bf16 is opt-in)
 #: Validation warns when the EMA would still weigh its starting point by more than this after a generation.
 EMA_STALE_WEIGHT = 0.9
 

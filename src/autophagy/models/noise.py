@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -112,14 +113,21 @@ def index_noise(
     size = math.prod(shape)
     work = torch.float64 if dtype == torch.float64 else torch.float32
     key = philox_key(seed, stream)
-    if fused is None:
-        fused = device.type == "cuda" and work == torch.float32 and _triton_available()
+    automatic = fused is None
+    if automatic:
+        fused = _fused_by_default(device, work)
     if fused:
         if work != torch.float32:
             raise ValueError(f"the fused noise kernel makes float32 noise, got dtype {dtype}")
         from autophagy.models.noise_kernel import fused_index_noise
 
-        return fused_index_noise(key, start, count, size, device).reshape(count, *shape).to(dtype)
+        try:
+            return fused_index_noise(key, start, count, size, device).reshape(count, *shape).to(dtype)
+        except Exception as err:  # Triton's compiler on a device it has not met: torch ops make the same words
+            if not automatic:
+                raise
+            _TRITON_FAILED.append(err)
+            warnings.warn(f"the fused noise kernel failed ({type(err).__name__}: {err}); using torch ops", stacklevel=2)
     blocks = -(-size // 4)
     z = torch.empty((count, blocks, 2, 2), dtype=work, device=device)  # [row, block, pair, (cos, sin)]
     block = torch.arange(blocks, dtype=torch.int64, device=device).unsqueeze(0)  # [1, blocks]
@@ -133,6 +141,8 @@ def index_noise(
     return z.reshape(count, 4 * blocks)[:, :size].reshape(count, *shape).to(dtype)
 
 
+#: The fused kernel's failure in this process, if it failed: the automatic choice stops using it.
+_TRITON_FAILED: list[Exception] = []
 CHUNK_WORDS = 1 << 15  # words per Philox buffer on a CPU (256 KiB of int64): 5 of them stay in cache
 
 
@@ -144,6 +154,11 @@ def _box_muller_into(z: torch.Tensor, words: Words) -> None:
         angle = b.to(work).add_(0.5).mul_(2 * math.pi * 2.0**-32)  # 2 pi u_b
         torch.cos(angle, out=z[:, :, pair, 0]).mul_(radius)
         torch.sin(angle, out=z[:, :, pair, 1]).mul_(radius)
+
+
+def _fused_by_default(device: torch.device, work: torch.dtype) -> bool:
+    """The fused kernel for float32 noise on CUDA, with Triton installed, unless it failed in this process."""
+    return device.type == "cuda" and work == torch.float32 and _triton_available() and not _TRITON_FAILED
 
 
 @functools.cache
