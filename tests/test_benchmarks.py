@@ -13,36 +13,28 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow
-def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
-    out = tmp_path / "gpu_check.json"
-    steps = 4
+def _bench(tmp_path, script: str, *arguments: str, timeout: int = 600):
+    """Run ``benchmarks/<script>`` with ``arguments`` in ``tmp_path``; its ``--json`` result."""
+    out = tmp_path / f"{Path(script).stem}.json"
     subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "gpu_check.py"),
-            "--config",
-            str(ROOT / "configs" / "digits-edm-unet.yaml"),
-            "--device",
-            "cpu",
-            "--train-kimg",
-            "0.25",
-            "--plain-kimg",
-            "0.25",
-            "--samples",
-            "64",
-            "-S",
-            "evaluate.features=raw",
-            "-S",
-            f"model.num_steps={steps}",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *arguments, "--json", str(out)],
         check=True,
-        timeout=600,
+        timeout=timeout,
         cwd=tmp_path,
     )
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
+    steps = 4
+    result = _bench(
+        tmp_path,
+        "gpu_check.py",
+        *("--config", str(ROOT / "configs" / "digits-edm-unet.yaml"), "--device", "cpu"),
+        *("--train-kimg", "0.25", "--plain-kimg", "0.25", "--samples", "64"),
+        *("-S", "evaluate.features=raw", "-S", f"model.num_steps={steps}"),
+    )
     assert result["data"] == "digits" and result["parameters"] > 100_000
     for step in ("train", "sample", "evaluate"):
         assert result[step]["images_per_s"] > 0 and result[step]["seconds"] > 0
@@ -55,18 +47,7 @@ def test_gpu_check_runs_one_generation_and_counts_flops(tmp_path):
 
 @pytest.mark.slow
 def test_bench_default_pairs_each_figure_with_its_reference(tmp_path):
-    out = tmp_path / "default.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_default.py"),
-            *("--repeat", "2", "--images", "512", "--samples", "64", "--json", str(out)),
-        ],
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    result = json.loads(out.read_text())
+    result = _bench(tmp_path, "bench_default.py", "--repeat", "2", "--images", "512", "--samples", "64")
     for key in ("trainer_over_plain_speedup", "mlp_over_unet_speedup", "sampler_over_plain_speedup"):
         assert result[key] > 0, key
     for key in (
@@ -82,40 +63,14 @@ def test_bench_default_pairs_each_figure_with_its_reference(tmp_path):
 
 @pytest.mark.slow
 def test_bench_otcfm_pairing_measures_the_stall(tmp_path):
-    out = tmp_path / "pairing.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_otcfm_pairing.py"),
-            *("--kimg", "0.768", "--repeat", "1", "--pair-calls", "3", "--json", str(out)),
-        ],
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    result = json.loads(out.read_text())
+    result = _bench(tmp_path, "bench_otcfm_pairing.py", "--kimg", "0.768", "--repeat", "1", "--pair-calls", "3")
     assert result["steps_per_fit"] == 3 and set(result["step_ms"]) == {"overlapped", "synchronous", "independent"}
     assert result["overlapped_over_synchronous_speedup"] > 0 and result["independent_over_synchronous_speedup"] > 0
     assert result["pairing_ms"] > 0 and result["pairing_share_of_synchronous_step"] > 0
 
 
 def _bench_families(tmp_path, *arguments: str) -> dict:
-    out = tmp_path / "families.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_families.py"),
-            *arguments,
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-        ],
-        check=True,
-        timeout=900,
-        cwd=tmp_path,
-    )
-    return json.loads(out.read_text())
+    return _bench(tmp_path, "bench_families.py", *arguments, "--repeat", "1", timeout=900)
 
 
 @pytest.mark.slow
@@ -163,14 +118,7 @@ def test_bench_families_paper_presets_run_at_reduced_width(tmp_path):
 
 
 def test_bench_kfp_compile_plans_every_config(tmp_path):
-    out = tmp_path / "compile.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_kfp_compile.py"), "--repeat", "1", "--json", str(out)],
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    rows = {row["config"]: row for row in json.loads(out.read_text())}
+    rows = {row["config"]: row for row in _bench(tmp_path, "bench_kfp_compile.py", "--repeat", "1")}
     assert set(rows) == {path.stem for path in (ROOT / "configs").glob("*.yaml")}
     for row in rows.values():
         assert row["seconds"] > 0 and row["window"] >= 1 and row["largest_status_kib"] <= 1024
@@ -178,19 +126,11 @@ def test_bench_kfp_compile_plans_every_config(tmp_path):
 
 
 def test_bench_metrics_compares_the_evaluation_and_fd_with_their_references_at_equal_values(tmp_path):
-    out = tmp_path / "metrics.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_metrics.py"),
-            *("--samples", "300", "--train", "300", "--test", "100", "--dim", "32", "--repeat", "1"),
-            *("--json", str(out)),
-        ],
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
+    result = _bench(
+        tmp_path,
+        "bench_metrics.py",
+        *("--samples", "300", "--train", "300", "--test", "100", "--dim", "32", "--repeat", "1"),
     )
-    result = json.loads(out.read_text())
     evaluation, frechet = result["evaluation"], result["frechet"]
     assert evaluation["speedup_cold"] > 0 and evaluation["speedup_warm"] > 0 and frechet["speedup"] > 0
     reference = evaluation["values"]["reference"]
@@ -201,18 +141,7 @@ def test_bench_metrics_compares_the_evaluation_and_fd_with_their_references_at_e
 
 
 def test_bench_dataset_open_hashes_less_with_the_cache(tmp_path):
-    out = tmp_path / "open.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_dataset_open.py"),
-            *("--repeat", "1", "--scale", "0.01", "--dir", str(tmp_path), "--json", str(out)),
-        ],
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    result = json.loads(out.read_text())
+    result = _bench(tmp_path, "bench_dataset_open.py", "--repeat", "1", "--scale", "0.01", "--dir", str(tmp_path))
     # cached: the real training set is hashed once, not in the mix, the train step and the evaluation
     assert 0 < result["cached_mb_hashed"] < result["reference_mb_hashed"]
     assert result["cached_seconds"] > 0 and result["paired_speedup"] > 0
