@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_eval import inception_network  # noqa: E402
-from bench_families import load_rows, plain_loop_seconds  # noqa: E402
+from bench_families import load_rows, plain_run  # noqa: E402
 
 from autophagy.config import load_config  # noqa: E402
 from autophagy.metrics import compute_metrics  # noqa: E402
@@ -143,10 +143,10 @@ def main() -> None:
     seconds, memory = timed(lambda: model.fit(rows, args.train_kimg, train_cfg, seed=1), device)
     train_rate = args.train_kimg * 1000 / seconds
     plain_steps = max(1, int(args.plain_kimg * 1000) // batch)
-    plain_loop_seconds(cfg.model, rows, 1, batch, train_cfg.lr, device)  # warm-up
+    plain_run(cfg.model, rows, 1, batch, train_cfg.lr, device)()  # warm-up
     loop_seconds: list[float] = []  # the loop alone, without building the model
     _, plain_memory = timed(
-        lambda: loop_seconds.append(plain_loop_seconds(cfg.model, rows, plain_steps, batch, train_cfg.lr, device)),
+        lambda: loop_seconds.append(plain_run(cfg.model, rows, plain_steps, batch, train_cfg.lr, device)()),
         device,
     )
     plain_rate = plain_steps * batch / loop_seconds[0]
