@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -361,3 +362,25 @@ def test_stages_chained_through_the_cli(capsys, tmp_path):
     assert open_dataset(gen1 / "samples").rows == 100
     assert (gen1 / "samples.png").is_file()
     assert json.loads((gen1 / "model" / "config.json").read_text())["lambda"] == "0.5"
+
+
+def test_the_command_exits_without_teardown_but_after_threads_hooks_and_flushed_output(tmp_path):
+    """console_main ends the process after CPython's own first steps of finalization: a non-daemon
+    thread finishes, atexit hooks run, piped output arrives whole, and the exit code is main's."""
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from autophagy.cli import console_main\n"
+        "atexit.register(lambda: print('hook ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+        "sys.argv = ['autophagy', *sys.argv[1:]]\n"
+        "console_main()\n"
+    )
+    listed = subprocess.run([sys.executable, "-c", script, "config", "--list"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[-2:] == ["thread done", "hook ran"] and any(line.startswith("tracking.log_samples") for line in lines)
+    refused = subprocess.run(
+        [sys.executable, "-c", script, "run", "--config", str(tmp_path / "nope.yaml")], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "config file not found" in refused.stderr
+    assert refused.stdout.splitlines()[-1] == "hook ran"
