@@ -25,7 +25,8 @@
 #                    evaluation refuses Inception weights with another hash (empty: not checked).
 #   IMAGE_EXTRAS     optional-dependency groups of pyproject.toml installed besides the core
 #                    dependencies (the KFP SDK lives in `pipeline`; DVC with its S3 plugin in `dvc`:
-#                    pipeline tasks push their outputs to cluster.dvc_remote).
+#                    pipeline tasks push their outputs to cluster.dvc_remote; transformers, datasets,
+#                    the packaged MiniLM embedder and MAUVE in `text`, for the causal-lm configs).
 #   SERVER_PACKAGES  extra packages for the MLflow server role of this image: the PostgreSQL
 #                    driver named in k8s/base/mlflow.yaml's backend-store URI (postgresql+psycopg,
 #                    i.e. psycopg 3), boto3 (S3 artifact store, k8s/overlays/s3) and mlflow[auth]
@@ -39,7 +40,7 @@ ARG FETCH_INCEPTION=1
 # The URL clean-fid itself downloads from (cleanfid/downloads_helper.py, clean-fid 0.1.35).
 ARG INCEPTION_URL=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
 ARG INCEPTION_SHA256=f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4
-ARG IMAGE_EXTRAS="pipeline dvc"
+ARG IMAGE_EXTRAS="pipeline dvc text"
 ARG SERVER_PACKAGES="psycopg[binary] boto3 mlflow[auth]"
 ARG REQUIRE_PINNED=1
 

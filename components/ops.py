@@ -74,16 +74,16 @@ def sample(options: str, model: Input[Model], real_train: Input[Dataset], extrac
 def evaluate(options: str, samples: Input[Dataset], real_train: Input[Dataset], real_test: Input[Dataset],
              extractor: Input[Artifact], generation: int, seed: int, lam: str, metrics: Output[Metrics],
              history: Output[Artifact], grid: Output[HTML], previous: Input[Artifact] = None, stoppable: bool = False,
-             train_set_dvc: str = "{}", model_dvc: str = "{}", samples_dvc: str = "{}"):
-    """Metrics of a generation (autophagy.stages.evaluate); history = the chain's run layout so far;
-    stoppable (loop.stop_on_collapse): a chain collapsed in previous passes it on unchanged; *_dvc: the
-    DVC pointers of the generation's outputs, written beside its metrics."""
-    import json
+             train_set_dvc: str = "{}", model_dvc: str = "{}", samples_dvc: str = "{}", model: Input[Model] = None,
+             model_gen0: Input[Model] = None):
+    """Metrics of a generation (autophagy.stages.evaluate) into history, the chain's run layout (runtime.evaluate:
+    stoppable, the *_dvc pointers; model, model_gen0: this generation's and generation 0's, text families only)."""
     from autophagy.components import runtime
-    pointers = {"train_set": json.loads(train_set_dvc), "model": json.loads(model_dvc), "samples": json.loads(samples_dvc)}
+    pointers = {"train_set": train_set_dvc, "model": model_dvc, "samples": samples_dvc}
+    models = {"current": model.path if model else None, "generation0": model_gen0.path if model_gen0 else None}
     for key, value in runtime.evaluate(options, samples.path, real_train.path, real_test.path, extractor.path,
                                        generation, seed, lam, history.path, previous.path if previous else None,
-                                       grid.path, stoppable, pointers).items():
+                                       grid.path, stoppable, pointers, models).items():
         metrics.log_metric(key, value)
 
 

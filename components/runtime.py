@@ -324,15 +324,18 @@ def evaluate(
     history_in: str | None = None,
     grid_html: str | None = None,
     stoppable: bool = False,
-    pointers: Mapping[str, Mapping[str, Any]] | None = None,
+    pointers: Mapping[str, str | Mapping[str, Any]] | None = None,
+    models: Mapping[str, str | None] | None = None,
 ) -> dict[str, float]:
     """``evaluate.run`` into the run layout under ``history_out`` (on a copy of ``history_in``, whose
     generation 0 and generation - 1 give the collapse verdict). ``stoppable``
     (:attr:`autophagy.plan.GenerationPlan.stoppable`): a chain collapsed in ``history_in`` has
     stopped, and its fragment passes on unchanged. Returns the finite numeric metrics (for KFP
     ``Metrics``); writes an HTML page with the sample grid to ``grid_html`` when given. ``pointers``:
-    the DVC pointers of this generation's outputs (``train_set``, ``model``, ``samples``), written
-    beside its metrics as ``<name>.dvc`` and recorded on the chain's MLflow runs."""
+    the DVC pointers of this generation's outputs (``train_set``, ``model``, ``samples``; as JSON text
+    or parsed), written beside its metrics as ``<name>.dvc`` and recorded on the chain's MLflow runs.
+    ``models``: the checkpoints text evaluation reads, by role (:func:`autophagy.plan.evaluation_models`;
+    None: not wired)."""
     from autophagy.layout import RunLayout
     from autophagy.loop import read_metrics
     from autophagy.report import write_html
@@ -369,9 +372,11 @@ def evaluate(
         grid_path=grid,
         baseline=baseline,
         previous=previous,
+        models={role: Path(path) for role, path in (models or {}).items() if path},
     )
+    parsed = {name: json.loads(p) if isinstance(p, str) else p for name, p in (pointers or {}).items()}
     record_pointers(
-        cfg, out, {name: pointer for name, pointer in (pointers or {}).items() if pointer}, lam_float, seed, generation
+        cfg, out, {name: pointer for name, pointer in parsed.items() if pointer}, lam_float, seed, generation
     )
     if grid_html:
         title = f"gen-{generation} seed {seed} " + (f"λ = {lam}" if lam else "(shared by every λ)")

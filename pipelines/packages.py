@@ -153,6 +153,7 @@ def typical_arguments(cfg: ExperimentConfig) -> dict[str, Any]:
                 "samples_uri",
                 "history_uri",
                 "pooled_uri",
+                "gen0_model_uri",
             )
         }
     )

@@ -84,6 +84,12 @@ class _Builder:
         tasks = {"train_set_dvc": mix, "model_dvc": train, "samples_dvc": sample}
         return {name: task.outputs["Output"] for name, task in tasks.items() if task is not None}
 
+    def models(self, generation: int, current: Any, generation0: Any) -> dict[str, Any]:
+        """The checkpoints an evaluate task reads (:func:`autophagy.plan.evaluation_models`: text
+        families only; the others get none, so that no model is downloaded into their evaluate pods)."""
+        given = {"current": ("model", current), "generation0": ("model_gen0", generation0)}
+        return {given[role][0]: given[role][1] for role in plan.evaluation_models(self.cfg, generation)}
+
     def handoff(self, key: Any, **outputs: Any) -> Any:
         """The run's last task: records ``outputs``' URIs under ``key`` for the next run (never cached)."""
         from kfp import dsl
@@ -272,6 +278,7 @@ def generation0_pipeline(cfg: ExperimentConfig, cluster: ClusterConfig, image: s
             seed=seed,
             lam="",
             **b.pointers(mix, train, sample),
+            **b.models(0, train.outputs["model"], train.outputs["model"]),
         )
         b.handoff(
             handoff_key,
@@ -315,12 +322,14 @@ def chain_pipeline(
         samples_uri: str,
         history_uri: str,
         pooled_uri: str = "",
+        gen0_model_uri: str = "",
     ):
         real_train, real_test, extractor = b.real_inputs(real_train_uri, real_test_uri, extractor_uri)
         model = b.importer("model", model_uri, "model")
         samples = b.importer("samples", samples_uri, "dataset")
         history = b.importer("history", history_uri, "artifact")
         pooled = b.importer("pool", pooled_uri, "dataset") if takes_pool else None
+        model_gen0 = b.importer("model-gen0", gen0_model_uri, "model") if plan.evaluation_models(cfg, first) else None
         for step in steps:
             g = step.generation
             chain = {"generation": g, "seed": seed, "lam": lam}
@@ -366,6 +375,7 @@ def chain_pipeline(
                 previous=history,
                 stoppable=step.stoppable,
                 **b.pointers(mix, train, sample),
+                **b.models(g, train.outputs["model"], model_gen0),
                 **chain,
             )
             model, samples, history = train.outputs["model"], sample.outputs["samples"], evaluate.outputs["history"]

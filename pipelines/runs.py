@@ -202,6 +202,7 @@ def arguments(cfg: ExperimentConfig, run: KfpRun, handoffs: Handoffs) -> dict[st
         "samples_uri": previous["samples"],
         "history_uri": previous["history"],
         "pooled_uri": previous.get("pooled", ""),
+        "gen0_model_uri": handoffs[seed_key(run.seed)]["uris"]["model"],
     }
     return {**common, **chain}
 

@@ -52,10 +52,12 @@ def test_config_list_is_every_option_with_type_default_help(capsys):
     assert "model.ancestral_variance" in out
 
 
-#: Overrides that give a family of each data kind a config that validates (vector families need vector data).
+#: Overrides that give a family of each data kind a config that validates (vector families need vector data,
+#: text families token rows).
 KIND_DATA = {
     "image": [],
     "vector": ["data.source=toy2d", "data.name=moons", "data.n_train=100", "data.n_test=100", "evaluate.features=raw"],
+    "text": ["data.source=python-docs", "evaluate.features=minilm"],
 }
 
 

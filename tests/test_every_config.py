@@ -10,7 +10,10 @@ generation 0, one lambda). Data and features that need a download cannot run off
   and read at 16x16.
 * Every config trains generation 0 from scratch (``train.init_checkpoint=null``): the pretrained
   starts are downloads.
-* ``digits-*``, ``gaussian-theory``, ``toy2d-flow``: the data source runs unchanged (offline).
+* ``digits-*``, ``gaussian-theory``, ``toy2d-flow``, ``tinytext-lm``: the data source runs unchanged (offline).
+* ``wikitext2-opt125m``, ``tinystories-gpt2``: their Hugging Face data sets and pretrained networks
+  are downloads: the embedded ``python-docs`` corpus, a byte-level BPE and a tiny GPT from scratch,
+  keeping the loop strategy and the training protocol (``init: scratch``).
 
 A config added to ``configs/`` without an entry in :data:`SHRINK` fails this test.
 """
@@ -49,6 +52,28 @@ SMALL_UNET = [
     "evaluate.features=raw",
     "evaluate.grid_size=16",
     *SMALL_TRAIN,
+]
+SMALL_TEXT = [
+    "data.n_train=64",
+    "data.n_test=32",
+    "data.vocab_size=300",
+    "data.seq_len=16",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "sample.n_eval=32",
+    "sample.batch_size=32",
+    "evaluate.max_reference=32",
+    *SMALL_TRAIN,
+]
+FROM_SCRATCH_TEXT = [
+    "data.source=python-docs",
+    "data.tokenizer=bpe",
+    "model.pretrained=''",
+    "train.precision=fp32",
+    "evaluate.embedding_batch_size=32",
+    "evaluate.nll_batch_size=32",
+    *SMALL_TEXT,
 ]
 IMAGE_FOLDER = "{images}"  # replaced by the folder of generated PNGs of the config's resolution
 #: the generated folder: 96 files, half held out, so the 32-item test split fits; read at 16x16 (data.resolution),
@@ -93,6 +118,10 @@ SHRINK: dict[str, tuple[list[str], int | None]] = {
     ),
     "digits-edm-unet": ([*SMALL_UNET, "evaluate.features=digits-net", "model.num_steps=2", "loop.lambdas=[inf]"], None),
     "gaussian-theory": (["loop.lambdas=[0.5]"], None),
+    "tinytext-lm": (["loop.lambdas=[0.5]", *SMALL_TEXT], None),
+    # the Hugging Face data and pretrained networks are downloads: the embedded corpus, a BPE and a tiny GPT instead
+    "tinystories-gpt2": (["loop.lambdas=[1]", *FROM_SCRATCH_TEXT], None),
+    "wikitext2-opt125m": (["loop.lambdas=[inf]", *FROM_SCRATCH_TEXT], None),
     "toy2d-flow": (
         [
             "data.n_train=64",

@@ -93,7 +93,7 @@ def test_every_name_the_config_module_exported_still_imports():
         "fresh-real",
     )
     assert autophagy.config.IMAGE_FAMILIES == ("edm", "ddpm", "otcfm")
-    assert list(autophagy.config.MODEL_CONFIGS) == ["gaussian", "flow", "edm", "ddpm", "otcfm"]
+    assert list(autophagy.config.MODEL_CONFIGS) == ["gaussian", "flow", "edm", "ddpm", "otcfm", "causal-lm"]
 
 
 def test_a_model_section_that_is_not_a_mapping_is_one_config_error():
@@ -119,7 +119,9 @@ def test_registries_refuse_a_name_twice_and_name_the_registered_ones():
         register_family(Family("gaussian", autophagy.config.GaussianModelConfig, "x:y", "vector"))
     with pytest.raises(ConfigError, match=r"loop.strategy must be one of replace, .*fresh-real, got 'nope'"):
         STRATEGIES["nope"]
-    with pytest.raises(ConfigError, match=r"model.family must be one of gaussian, flow, edm, ddpm, otcfm, got \[1\]"):
+    with pytest.raises(
+        ConfigError, match=r"model.family must be one of gaussian, flow, edm, ddpm, otcfm, causal-lm, got \[1\]"
+    ):
         FAMILIES[[1]]  # a YAML list where a name belongs
     assert "nope" not in STRATEGIES and [1] not in FAMILIES
 
@@ -213,7 +215,7 @@ def _toy_config(tiny_cfg, *overrides):
 
 
 def test_without_their_registrations_the_toys_are_refused(tiny_cfg):
-    with pytest.raises(ConfigError, match="model.family must be one of gaussian, .*otcfm, got 'toy-drift'"):
+    with pytest.raises(ConfigError, match="model.family must be one of gaussian, .*otcfm, causal-lm, got 'toy-drift'"):
         tiny_cfg("gaussian", "model={family: toy-drift}")
     with pytest.raises(ConfigError, match="loop.strategy must be one of .*, got 'last-two'"):
         tiny_cfg("gaussian", "loop.strategy=last-two")

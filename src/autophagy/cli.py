@@ -122,6 +122,14 @@ def cmd_evaluate(args):
         if not sep:
             raise ConfigError(f"--reference must look like NAME=DIR (e.g. train=runs/x/data/train), got {item!r}")
         references[name] = path
+    models = {}
+    for item in args.model or ():
+        name, sep, path = item.partition("=")
+        if not sep or name not in ("current", "generation0"):
+            raise ConfigError(
+                f"--model must look like current=DIR or generation0=DIR (checkpoint directories), got {item!r}"
+            )
+        models[name] = path
     _print(
         evaluate.run(
             _config(args),
@@ -133,6 +141,7 @@ def cmd_evaluate(args):
             args.seed,
             lam=_lam(args.lam),
             grid_path=args.grid,
+            models=models or None,
         )
     )
 
@@ -468,6 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lam", default=None)
     p.add_argument("--grid", type=Path, default=None, help="PNG grid of samples to write")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="current=DIR|generation0=DIR",
+        help="text: the checkpoints of this generation and of generation 0 (perplexities); give both",
+    )
     p = command("generation", cmd_generation, "run one generation (mix, train, sample, evaluate) in a run directory")
     p.add_argument("--root", required=True, type=Path, help="runs/<experiment>")
     p.add_argument("--lam", default=None)

@@ -11,6 +11,12 @@ CPU (matrix products and convolutions; elementwise work is not counted). Samplin
 not included. The throughput is a stated figure (``--gpu-tflops``, default 989: an H100 SXM's dense
 bf16 peak) times a utilisation (``--gpu-utilisation``, default 0.35, typical of a UNet in bf16).
 A stop on collapse can only make the run shorter: the estimate is an upper bound.
+
+For language models (``causal-lm``) an "image" is one row of ``data.seq_len`` tokens, and its FLOPs
+are Kaplan et al. (2020)'s count, per token 3 x (2 N + 2 n_layer n_ctx d_model) with N the
+non-embedding parameters 12 n_layer d_model^2, plus the output projection 2 d_model V, times
+n_ctx = seq_len + 1 tokens (the BOS in front). A pretrained network's shape is read from its
+config (a local directory, or the Hugging Face cache: unknown offline until it is there).
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ class CostEstimate:
     gpu_hours: float
     tflops: float
     utilisation: float
+    unit: str = "image"  # what a budget's "k" counts: images, or rows of tokens for language models
 
     def line(self) -> str:
         return (
-            f"estimated training cost: {self.gpu_hours:.3g} GPU-hours ({self.images:.3g} images x "
-            f"{self.flops_per_image:.3g} FLOP/image = {self.images * self.flops_per_image:.3g} FLOP at "
+            f"estimated training cost: {self.gpu_hours:.3g} GPU-hours ({self.images:.3g} {self.unit}s x "
+            f"{self.flops_per_image:.3g} FLOP/{self.unit} = {self.images * self.flops_per_image:.3g} FLOP at "
             f"{self.tflops:g} TFLOP/s x {self.utilisation:g} utilisation; sampling and evaluation not included)"
         )
 
@@ -50,6 +57,8 @@ def training_images(cfg) -> float:
 
 def item_shape(data) -> tuple[int, ...] | None:
     """The shape of one data item, where the config states it (None: an image folder read as it is)."""
+    if data.is_text:
+        return (data.seq_len,)
     if data.source == "gaussian":
         return (data.dim,)
     if data.source == "image-folder":
@@ -75,6 +84,28 @@ def flops_per_image(model_cfg, shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
+def causal_lm_flops_per_row(model_cfg, data) -> float | None:
+    """Training FLOPs of one row of ``data.seq_len`` tokens (Kaplan et al. 2020, Table 1: forward
+    2 N + 2 n_layer n_ctx d_model per token, backward twice that), the LM head included; None when a
+    pretrained network's config cannot be read (offline and not cached)."""
+    if model_cfg.pretrained:
+        try:
+            from transformers import AutoConfig
+
+            network = AutoConfig.from_pretrained(model_cfg.pretrained, trust_remote_code=False)
+        except (OSError, ValueError):
+            return None
+        n_layer, d_model, vocab = network.num_hidden_layers, network.hidden_size, network.vocab_size
+    else:
+        n_layer, d_model = model_cfg.n_layer, model_cfg.n_embd
+        vocab = data.vocab_size if data.tokenizer == "bpe" else None
+        if vocab is None:
+            return None
+    n_ctx = data.seq_len + 1
+    forward_per_token = 2 * 12 * n_layer * d_model**2 + 2 * n_layer * n_ctx * d_model + 2 * d_model * vocab
+    return float(3 * forward_per_token * n_ctx)
+
+
 def estimate(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_UTILISATION) -> CostEstimate | None:
     """The estimate for ``cfg``, or None when the item shape is not known before the data is read."""
     from autophagy.config import ConfigError
@@ -84,15 +115,25 @@ def estimate(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_U
     shape = item_shape(cfg.data)
     if shape is None:
         return None
-    images, per_image = training_images(cfg), flops_per_image(cfg.model, shape)
-    return CostEstimate(
-        images, per_image, images * per_image / (tflops * 1e12 * utilisation) / 3600.0, tflops, utilisation
-    )
+    if cfg.data.is_text:
+        per_image = causal_lm_flops_per_row(cfg.model, cfg.data)
+        if per_image is None:
+            return None
+    else:
+        per_image = flops_per_image(cfg.model, shape)
+    images = training_images(cfg)
+    gpu_hours = images * per_image / (tflops * 1e12 * utilisation) / 3600.0
+    return CostEstimate(images, per_image, gpu_hours, tflops, utilisation, "row" if cfg.data.is_text else "image")
 
 
 def describe(cfg, tflops: float = DEFAULT_TFLOPS, utilisation: float = DEFAULT_UTILISATION) -> str:
     """The one line printed before a run, a compile or a submit starts."""
     found = estimate(cfg, tflops, utilisation)
+    if found is None and cfg.data.is_text:
+        return (
+            "estimated training cost: unknown until the network config of "
+            f"{cfg.model.pretrained or cfg.data.tokenizer} is available (a local directory, or the Hugging Face cache)"
+        )
     if found is None:
         return "estimated training cost: unknown until the image folder is read (set data.resolution)"
     return found.line()

@@ -36,8 +36,16 @@ import yaml
 from autophagy import atomic
 from autophagy.code_deps import code_deps
 from autophagy.config import ConfigError, ExperimentConfig, format_lambda, load_config, to_dict
-from autophagy.layout import GENERATION_OUTPUTS, GENERATION_RECORD, RunLayout, generation_dir, generation_name
-from autophagy.plan import GenerationPlan, generation_plan
+from autophagy.layout import (
+    GENERATION_OUTPUTS,
+    GENERATION_RECORD,
+    PERPLEXITY_REFERENCE_FILE,
+    PERPLEXITY_SAMPLES_FILE,
+    RunLayout,
+    generation_dir,
+    generation_name,
+)
+from autophagy.plan import GenerationPlan, evaluation_models, generation_plan
 from autophagy.step_config import STEP_OPTIONS
 
 #: The train options only generation 0 reads (trained on D_real, from scratch or from a pretrained
@@ -112,15 +120,18 @@ def generation_params(cfg: ExperimentConfig, plan: GenerationPlan) -> list[str]:
     return [key for key in _keys(cfg, options) if key not in skipped]
 
 
-def generation_outputs(plan: GenerationPlan) -> list[str]:
+def generation_outputs(plan: GenerationPlan, text: bool = False) -> list[str]:
     """What a generation writes in its directory (:data:`autophagy.layout.GENERATION_OUTPUTS`):
-    ``real_set`` under ``fresh-real`` only, ``train_set`` from generation 1 on, and its record."""
+    ``real_set`` under ``fresh-real`` only, ``train_set`` from generation 1 on, the per-text
+    perplexities for ``text`` (language-model) configs, and its record."""
     names = [
         name
         for step in plan.steps
         for name in GENERATION_OUTPUTS.get(step, ())
         if (name != "real_set" or plan.fresh_real) and (name != "train_set" or plan.generation > 0)
     ]
+    if text:
+        names += [PERPLEXITY_SAMPLES_FILE] + [PERPLEXITY_REFERENCE_FILE.format(ref) for ref in ("train", "test")]
     return names + [GENERATION_RECORD]
 
 
@@ -195,7 +206,10 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
             + [generation_dir(layout.root, _LAM, _SEED, g).as_posix() for g in read_generations(plan)]
             + generation_code,
             "params": keyed(generation_params(cfg, plan)),
-            "outs": [(here / name).as_posix() for name in generation_outputs(plan)],
+            "outs": [
+                (here / name).as_posix()
+                for name in generation_outputs(plan, text=bool(evaluation_models(cfg, generation)))
+            ],
         }
     report = f"{root}{REPORT_SUFFIX}"
     stages["report"] = {
@@ -207,9 +221,11 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
         "outs": [report],
         "metrics": [{SUMMARY: {"cache": False}}],
     }
+    text = bool(evaluation_models(cfg, 0))  # language models: perplexity, MAUVE and the perplexity tails too
     lines = [
         {f"{metric}": {"template": "lambda_lines", "x": "generation", "y": {f"{report}/summary.csv": metric}}}
         for metric in ("fd_train", "precision_train", "recall_train")
+        + (("perplexity_test", "mauve_test", "gen0_ppl_q99") if text else ())
     ]
     bars = [
         {
@@ -222,6 +238,7 @@ def pipeline(cfg: ExperimentConfig, project: Path, params_file: str = "params.ya
         for metric in ("fd_train", "recall_train")
     ]
     figures = [f"{report}/fd_train_vs_lambda.png", f"{report}/samples_across_generations.png"]
+    figures += [f"{report}/perplexity_tails.png"] if text else []
     return {"vars": [params_file], "stages": stages, "plots": lines + bars + figures}
 
 

@@ -2,7 +2,7 @@
 palette with lambda = inf set apart, and PNG + PDF + SVG written side by side, byte-identical on a rerun.
 
 * :func:`metric_label`: ``fd_train`` -> ``Frechet distance, train set``, from the metric registry
-  (:mod:`autophagy.metric_keys`); an unregistered key is shown as it is.
+  (:mod:`autophagy.metric_keys`: its label and ``suffix_label``); an unregistered key is shown as it is.
 * :func:`lambda_style`: the colour and marker of each lambda. Finite lambdas take the Okabe-Ito
   colours (Okabe & Ito 2008, safe for the common colour-vision deficiencies) without its yellow,
   which is faint on white; lambda = inf (fully synthetic) is black with its own marker.
@@ -41,17 +41,18 @@ METADATA = {
 
 
 def metric_label(key: str) -> str:
-    """Words for a metric key: ``fd_train`` -> ``Frechet distance, train set``."""
+    """Words for a metric key: ``fd_train`` -> ``Frechet distance, train set``, ``distinct_2`` ->
+    ``distinct n-grams (Li et al. 2016), n = 2``."""
     metric = metric_of(key)
     if metric is None:
         return key
-    return f"{metric.label}, {key[len(metric.name) + 1 :]} set"
+    return f"{metric.label}, {metric.suffix_label.format(key[len(metric.name) + 1 :])}"
 
 
 def direction(key: str) -> str:
-    """``(lower is better)``, ``(higher is better)``, or '' for an unregistered key."""
+    """``(lower is better)``, ``(higher is better)``, or '' for an unregistered key or one without a direction."""
     metric = metric_of(key)
-    if metric is None:
+    if metric is None or metric.lower_is_better is None:
         return ""
     return "(lower is better)" if metric.lower_is_better else "(higher is better)"
 

@@ -41,6 +41,12 @@ GENERATION_OUTPUTS = {
     "sample": ("samples",),
     "evaluate": ("samples.png", "metrics.json"),
 }
+#: What the text branch of the evaluate step also writes beside ``metrics.json``: per-text perplexities,
+#: float64 ``[N]`` ``.npy`` files, which the report's perplexity-tail figure reads. The samples' under
+#: the generation-0 model (Shumailov et al. 2024, Fig. 1), and each reference set's (``{}``: its name,
+#: ``train``/``test``) under the current model (at generation 0: the real data's under that model).
+PERPLEXITY_SAMPLES_FILE = "perplexity_samples_gen0.npy"
+PERPLEXITY_REFERENCE_FILE = "perplexity_{}.npy"
 
 
 def generation_name(generation: int) -> str:

@@ -209,6 +209,10 @@ def run_generation(
             grid_path=out / "samples.png",
             baseline=against.get(0),
             previous=against.get(generation - 1) if generation > 1 else None,
+            models={
+                role: layout.generation(None if g == 0 else lam, seed, g) / "model"
+                for role, g in plan.evaluation_models(cfg, generation).items()
+            },
         )
 
     results = carry_out(

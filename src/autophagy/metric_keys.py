@@ -7,7 +7,10 @@ figures, the console line of ``autophagy run``, the Kubeflow run summary) and wh
 ``loop.collapse_metric``. A metric with a ``compute`` function is computed for every reference set
 by :func:`autophagy.metrics.compute_metrics` (``space="features"``) or
 :func:`~autophagy.metrics.compute_toy_metrics` (``space="vectors"``); the built-in ones
-without it are computed there together (they share work across metrics).
+without it are computed there together (they share work across metrics). Text samples
+(``space="text"``, the text branch of :mod:`autophagy.stages.evaluate`) also get the ``features``
+metrics, on sentence embeddings. A metric's key suffix is a reference set unless its
+``suffix_label`` says otherwise (``distinct_2``: n = 2; ``gen0_ppl_q99``: the 0.99 quantile).
 
 This module imports no numerical library (unlike :mod:`autophagy.metrics`): the config validates
 ``loop.collapse_metric`` with it.
@@ -23,7 +26,7 @@ from typing import Literal
 from autophagy.config.checks import ConfigError
 from autophagy.config.registry import Registry
 
-SPACES = ("features", "vectors")
+SPACES = ("features", "vectors", "text")
 #: The reference sets of the headline keys, in display order.
 REFERENCE_ORDER = ("train", "test")
 
@@ -31,17 +34,21 @@ REFERENCE_ORDER = ("train", "test")
 @dataclass(frozen=True)
 class Metric:
     """One metric. ``name``: the key prefix (``fd`` gives ``fd_train``, ``fd_test``). ``label``: what
-    it is, for figures. ``lower_is_better``: its direction. ``headline``: the reference sets whose
-    keys are shown everywhere. ``space``: ``features`` (images' features, or raw vectors) or
-    ``vectors`` (raw vector samples only). ``compute``: ``f(samples [N, F], reference [M, F]) -> float``
-    or ``"module:function"`` (imported on first use); None for the built-ins computed together."""
+    it is, for figures. ``lower_is_better``: its direction; None for a descriptive statistic that has
+    none (it cannot be ``loop.collapse_metric``). ``headline``: the key suffixes (reference sets)
+    whose keys are shown everywhere. ``space``: ``features`` (images' features, or raw vectors),
+    ``vectors`` (raw vector samples only) or ``text`` (text samples only). ``compute``:
+    ``f(samples [N, F], reference [M, F]) -> float`` or ``"module:function"`` (imported on first
+    use); None for the built-ins computed together. ``suffix_label``: the words for a key's suffix
+    in figures, ``{}`` standing for it."""
 
     name: str
     label: str
-    lower_is_better: bool
-    space: Literal["features", "vectors"]
+    lower_is_better: bool | None
+    space: Literal["features", "vectors", "text"]
     headline: tuple[str, ...] = ("train",)
     compute: Callable | str | None = None
+    suffix_label: str = "{} set"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -90,6 +97,46 @@ register_metric(
 )
 
 
+# Text (space "text": the text branch of autophagy.stages.evaluate; fd_/precision_/recall_ are on
+# all-MiniLM-L6-v2 sentence embeddings there). Shumailov et al. (Nature 2024): the current model's
+# perplexity on the real sets, and the generated texts' perplexities under the generation-0 model.
+register_metric(
+    Metric("perplexity", "perplexity of the current model", lower_is_better=True, space="text", headline=("test",))
+)
+register_metric(
+    Metric(
+        "gen0_ppl",
+        "perplexity of the samples under the generation-0 model",
+        lower_is_better=None,  # a distribution summary: its tails shrink under collapse (Shumailov et al. 2024)
+        space="text",
+        headline=("q50", "q99"),
+        suffix_label="{}",
+    )
+)
+register_metric(
+    Metric("mauve", "MAUVE (Pillutla et al. 2021)", lower_is_better=False, space="text", headline=("train", "test"))
+)
+register_metric(
+    Metric(
+        "distinct",
+        "distinct n-grams (Li et al. 2016)",
+        lower_is_better=False,
+        space="text",
+        headline=("2",),
+        suffix_label="n = {}",
+    )
+)
+register_metric(
+    Metric(
+        "rare_coverage",
+        "share of the rare words in the samples",
+        lower_is_better=False,
+        space="text",
+        headline=("test",),
+    )
+)
+
+
 def metric_of(key: str) -> Metric | None:
     """The registered metric of ``key`` (``mean_err_train`` -> ``mean_err``), or None."""
     matches = [m for m in METRICS.values() if key.startswith(m.name + "_") and len(key) > len(m.name) + 1]
@@ -97,11 +144,14 @@ def metric_of(key: str) -> Metric | None:
 
 
 def collapse_metric(key: str, option: str = "loop.collapse_metric") -> Metric:
-    """The metric of ``key`` as a collapse metric; refused, naming ``option``, if no metric is registered for it."""
+    """The metric of ``key`` as a collapse metric; refused, naming ``option``, if no metric is registered
+    for it or the metric has no direction."""
     metric = metric_of(key)
     if metric is None:
         prefixes = ", ".join(f"{name}_" for name in METRICS)
         raise ConfigError(f"{option} must start with one of {prefixes}, got {key!r}")
+    if metric.lower_is_better is None:
+        raise ConfigError(f"{option}: {key!r} ({metric.label}) has no better direction; choose a distance or a score")
     return metric
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autophagy.config import NO_LAMBDA, ExperimentConfig, format_lambda
+from autophagy.config import FAMILIES, NO_LAMBDA, ExperimentConfig, format_lambda
 from autophagy.data.strategies import STRATEGIES, synthetic_count
 
 #: Every step a generation can take, in the order they run.
@@ -119,6 +119,18 @@ def samples_to_draw(cfg: ExperimentConfig, n_real: int, lam: float | None) -> in
     the largest need over ``loop.lambdas``."""
     lams = cfg.loop.lambdas if lam is None else (lam,)
     return max([cfg.sample.n_eval] + [synthetic_count(x, n_real) for x in lams])
+
+
+def evaluation_models(cfg: ExperimentConfig, generation: int) -> dict[str, int]:
+    """The checkpoints ``evaluate`` reads, by role, as the generations that trained them.
+
+    Text families (``causal-lm``) score text with models: ``current`` (this generation's, the
+    perplexity of the real test set) and ``generation0`` (the model trained on real data, under
+    which the generated texts' perplexities are measured: Shumailov et al. 2024, Fig. 1). Image and
+    vector families are evaluated from their samples alone (``{}``)."""
+    if FAMILIES[cfg.model.family].kind != "text":
+        return {}
+    return {"current": generation, "generation0": 0}
 
 
 def is_collapsed(metrics: Mapping[str, Any]) -> bool:

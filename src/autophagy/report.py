@@ -13,6 +13,8 @@ of a seed) and writes to ``runs/<experiment>/report/``:
   lambda = inf last and set apart; mean and 95% CI error bars;
 * ``samples_across_generations.png``: each lambda's sample grids (or 2-D scatter plots) of the
   first seed at evenly spaced generations, one row per lambda (Bertrand et al. 2024, Fig. 1/4);
+* ``perplexity_tails.png`` (text): the generated texts' perplexities under the generation-0 model,
+  one curve per generation, one column per lambda (Shumailov et al. 2024, Fig. 1: the tails vanish);
 * a PDF and an SVG beside every PNG, for papers (:mod:`autophagy.figures`: axis labels in words
   from the metric registry, colour-blind-safe colours, byte-identical on a rerun);
 * ``report.md``: the last generation per lambda as a markdown table, with the figures.
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from autophagy import atomic, figures
+from autophagy import atomic, figures, layout
 from autophagy.config import ExperimentConfig, parse_lambda
 from autophagy.metric_keys import headline_keys
 
@@ -273,6 +275,85 @@ def plot_samples_across_generations(root: Path, path: Path, title: str, columns:
     return path
 
 
+def perplexity_chains(root: Path) -> dict[str, dict[int, np.ndarray]]:
+    """``{lambda: {generation: per-text perplexities [N]}}`` of the lowest seed of each lambda: the
+    samples' perplexities under the generation-0 model that the text evaluation saved
+    (:data:`autophagy.layout.PERPLEXITY_SAMPLES_FILE`); generation 0 from the seed's shared directory."""
+    chains: dict[str, dict[int, np.ndarray]] = {}
+    for lam_dir in sorted(root.glob("lam-*"), key=lambda p: parse_lambda(p.name.removeprefix("lam-"))):
+        seeds = sorted(lam_dir.glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-")))
+        if not seeds:
+            continue
+        files = {
+            int(f.parent.name.removeprefix("gen-")): f for f in seeds[0].glob(f"gen-*/{layout.PERPLEXITY_SAMPLES_FILE}")
+        }
+        start = root / seeds[0].name / "gen-000" / layout.PERPLEXITY_SAMPLES_FILE
+        if start.is_file():
+            files[0] = start
+        if files:
+            chains[lam_dir.name.removeprefix("lam-")] = {
+                g: np.load(f, allow_pickle=False) for g, f in sorted(files.items())
+            }
+    return chains
+
+
+def perplexity_tails_figure(
+    chains: dict[str, dict[int, np.ndarray]], title: str, reference: np.ndarray | None = None, columns: int = 6
+):
+    """Shumailov et al. (Nature 2024), Fig. 1: the distribution of the generated texts' perplexities
+    under the generation-0 model, one curve per generation (up to ``columns``, evenly spaced from 0 to
+    the last), one column of panels per lambda. Top: the density of log10 perplexity (shared bins);
+    bottom: the share of texts above each perplexity (log scale), where a vanishing tail shows.
+    ``reference``: the real test set's per-text perplexities under the generation-0 model (dashed).
+    Returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [v for chain in chains.values() for v in chain.values()] + ([reference] if reference is not None else [])
+    logs = np.log10(np.concatenate([np.asarray(v, dtype=float) for v in values]))
+    bins = np.linspace(logs.min(), logs.max() if logs.max() > logs.min() else logs.min() + 1, 41)
+    last = max(max(chain) for chain in chains.values())
+    wanted = spaced_generations(last, columns)
+    colours = {g: matplotlib.colormaps["viridis"](i / max(1, len(wanted) - 1) * 0.9) for i, g in enumerate(wanted)}
+    fig, axes = plt.subplots(2, len(chains), figsize=(4 * len(chains), 6), dpi=120, squeeze=False, sharex=True)
+    for column, (lam, chain) in enumerate(chains.items()):
+        top, bottom = axes[0, column], axes[1, column]
+        curves = [(f"generation {g}", chain[g], {"color": colours[g]}) for g in wanted if g in chain]
+        if reference is not None:
+            curves.append(("real test set", reference, {"color": "black", "linestyle": "--"}))
+        for label, ppl, style in curves:
+            x = np.log10(np.asarray(ppl, dtype=float))
+            top.hist(x, bins=bins, density=True, histtype="step", label=label, **style)
+            ordered = np.sort(x)
+            above = 1.0 - np.arange(1, len(ordered) + 1) / len(ordered)
+            bottom.step(ordered[:-1], above[:-1], where="post", **style)
+        top.set_title(figures.lambda_label(lam), fontsize=9)
+        bottom.set_yscale("log")
+        bottom.set_xlabel("log10 perplexity under the generation-0 model")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("density")
+    axes[1, 0].set_ylabel("share of texts above")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"{title}: perplexity of the generated texts under the generation-0 model (first seed)", fontsize=9)
+    return fig
+
+
+def plot_perplexity_tails(root: Path, path: Path, title: str) -> Path | None:
+    """:func:`perplexity_tails_figure` of the run directory ``root`` saved as ``path`` (PNG, with PDF
+    and SVG); ``None`` when the run has no saved perplexities (not a text run)."""
+    chains = perplexity_chains(root)
+    if not chains:
+        return None
+    seeds = sorted(root.glob("seed-*/gen-000"), key=lambda p: int(p.parent.name.removeprefix("seed-")))
+    test = seeds[0] / layout.PERPLEXITY_REFERENCE_FILE.format("test") if seeds else None
+    reference = np.load(test, allow_pickle=False) if test is not None and test.is_file() else None
+    figures.save_figure(perplexity_tails_figure(chains, title, reference), path)
+    return path
+
+
 def markdown_table(summary: list[dict[str, Any]], metrics: Iterable[str]) -> str:
     """The last generation of each lambda: ``mean ± CI95 (n)``."""
     metrics = [m for m in metrics if any(m in r for r in summary)]
@@ -342,6 +423,9 @@ def write_report(
     grids = plot_samples_across_generations(root, out / "samples_across_generations.png", title)
     if grids is not None:
         pngs.append(grids)
+    tails = plot_perplexity_tails(root, out / "perplexity_tails.png", title)
+    if tails is not None:
+        pngs.append(tails)
     table = markdown_table(summary, headline_keys())
     collapsed = collapse_lines(records)
     if collapsed:

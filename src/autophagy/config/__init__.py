@@ -56,6 +56,7 @@ from autophagy.config.models import (
     DDPM_SAMPLERS,
     DDPM_VARIANCES,
     OTCFM_SAMPLERS,
+    CausalLMModelConfig,
     DDPMModelConfig,
     EDMModelConfig,
     FlowModelConfig,
@@ -83,6 +84,7 @@ from autophagy.config.sections import (
 __all__ = [
     "apply_override",
     "build_section",
+    "CausalLMModelConfig",
     "chain_lambda",
     "check_lambda",
     "COLLAPSE_METRIC_PREFIXES",

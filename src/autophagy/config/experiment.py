@@ -9,7 +9,40 @@ from autophagy.config.checks import ConfigError, ConfigWarning
 from autophagy.config.coerce import parsed_by
 from autophagy.config.families import FAMILIES, ModelConfig, default_model, model_section
 from autophagy.config.lambdas import check_lambda, real_items_bound
-from autophagy.config.sections import DataConfig, EvaluateConfig, LoopConfig, SampleConfig, TrackingConfig, TrainConfig
+from autophagy.config.sections import (
+    TEXT_SOURCES,
+    DataConfig,
+    EvaluateConfig,
+    LoopConfig,
+    SampleConfig,
+    TrackingConfig,
+    TrainConfig,
+)
+
+#: The sources of vector data; :data:`~autophagy.config.sections.TEXT_SOURCES` give token rows, the others images.
+VECTOR_SOURCES = ("toy2d", "gaussian")
+#: What each data kind is, in errors.
+KIND_WORDS = {"image": "image", "vector": "vector", "text": "text (token rows)"}
+
+
+def data_kind(source: str) -> str:
+    """The kind of rows ``data.source`` gives: ``vector`` (toy2d, gaussian), ``text`` (TEXT_SOURCES) or ``image``."""
+    if source in VECTOR_SOURCES:
+        return "vector"
+    return "text" if source in TEXT_SOURCES else "image"
+
+
+def _kind_mismatch(family: str, family_kind: str, source: str, kind: str) -> str:
+    """The error of a family trained on another kind of data than ``data.source`` gives."""
+    fitting = " or ".join(sorted(f.name for f in FAMILIES.values() if f.kind == kind))
+    if family_kind == "vector" and kind == "image":  # the messages of before text existed
+        return f"model.family={family} needs vector data (data.source toy2d or gaussian), got data.source={source}"
+    if family_kind == "image" and kind == "vector":
+        return f"model.family={family} needs image data; data.source={source} gives vectors (use {fitting})"
+    return (
+        f"model.family={family} needs {KIND_WORDS[family_kind]} data; data.source={source} "
+        f"gives {KIND_WORDS[kind]} data (use {fitting})"
+    )
 
 
 @dataclass(frozen=True)
@@ -39,17 +72,14 @@ class ExperimentConfig:
         family = FAMILIES[self.model.family]
         if family.ema:  # e.g. the closed-form gaussian family has none
             self.train.warn_if_ema_is_stale()
-        vector_data = self.data.source in ("toy2d", "gaussian")
-        if vector_data and family.kind == "image":
-            vector_families = " or ".join(sorted(f.name for f in FAMILIES.values() if f.kind == "vector"))
+        kind = data_kind(self.data.source)
+        vector_data = kind == "vector"
+        if kind != family.kind:
+            raise ConfigError(_kind_mismatch(self.model.family, family.kind, self.data.source, kind))
+        if (kind == "text") != (self.evaluate.features == "minilm"):
             raise ConfigError(
-                f"model.family={self.model.family} needs image data; data.source={self.data.source} "
-                f"gives vectors (use {vector_families})"
-            )
-        if not vector_data and family.kind == "vector":
-            raise ConfigError(
-                f"model.family={self.model.family} needs vector data (data.source toy2d or gaussian), "
-                f"got data.source={self.data.source}"
+                f"evaluate.features={self.evaluate.features} does not fit data.source={self.data.source}: "
+                "text data is compared as sentence embeddings (evaluate.features=minilm), and only text data is"
             )
         if vector_data and self.evaluate.features != "raw":
             raise ConfigError(
@@ -57,10 +87,11 @@ class ExperimentConfig:
             )
         if self.loop.correction is not None and not vector_data:
             raise ConfigError(f"loop.correction={self.loop.correction} is built for vector data (toy2d, gaussian)")
-        if vector_data and (self.train.xflip or self.train.channels_last):
+        if kind != "image" and (self.train.xflip or self.train.channels_last):
             option = "train.xflip" if self.train.xflip else "train.channels_last"
+            what = "vectors" if vector_data else "token rows (text)"
             raise ConfigError(
-                f"{option}=true applies to images; data.source={self.data.source} gives vectors: set {option}=false"
+                f"{option}=true applies to images; data.source={self.data.source} gives {what}: set {option}=false"
             )
         if self.train.xflip and self.data.source == "digits":
             warnings.warn(

@@ -19,7 +19,7 @@ from autophagy.config.checks import ConfigError
 from autophagy.config.coerce import build_section
 from autophagy.config.registry import Registry
 
-KINDS = ("image", "vector")
+KINDS = ("image", "vector", "text")
 #: The family of a ``model:`` section that names none.
 DEFAULT_FAMILY = "edm"
 
@@ -40,7 +40,8 @@ class Family:
     """One model family.
 
     ``model``: the :class:`~autophagy.models.base.GenerativeModel` subclass, or ``"module:Class"``
-    (imported on first use). ``kind``: ``image`` (uint8 ``[N, H, W, C]``) or ``vector`` data.
+    (imported on first use). ``kind``: ``image`` (uint8 ``[N, H, W, C]``), ``vector`` (float ``[N, D]``)
+    or ``text`` (int32 token ids ``[N, L]``, :mod:`autophagy.data.text`) data.
     ``pretrained_formats``: the foreign checkpoint formats ``train.init_checkpoint`` may convert
     (:data:`autophagy.models.pretrained.CONVERTERS`). ``ema``: the model keeps an EMA of its
     weights (``train.ema_halflife_kimg`` applies). ``paper_config``: the config of the paper's
@@ -50,7 +51,7 @@ class Family:
     name: str
     config: type[ModelConfig]
     model: type | str
-    kind: Literal["image", "vector"]
+    kind: Literal["image", "vector", "text"]
     pretrained_formats: tuple[str, ...] = ()
     ema: bool = True
     paper_config: str | None = None

@@ -2,7 +2,8 @@
 
 The image families (edm, ddpm, otcfm) share their network options through
 :class:`ImageNetworkConfig`; each config's defaults are the one source of that family's defaults
-(the CPU presets for 8x8 digits; ``configs/cifar10-*.yaml`` hold the paper networks).
+(the CPU presets for 8x8 digits; ``configs/cifar10-*.yaml`` hold the paper networks). The
+text family ``causal-lm`` (:class:`CausalLMModelConfig`) defaults to a tiny GPT-2 for CPU.
 """
 
 from __future__ import annotations
@@ -216,3 +217,46 @@ register_family(
         paper_config="configs/cifar10-otcfm.yaml",
     )
 )
+
+
+@dataclass(frozen=True)
+class CausalLMModelConfig(ModelConfig):
+    """A causal (autoregressive) language model on token rows through Hugging Face ``transformers``.
+
+    From scratch (``pretrained: ""``): a GPT-2 (Radford et al. 2019, "Language Models are
+    Unsupervised Multitask Learners") of ``n_layer`` blocks, ``n_head`` heads and width ``n_embd``
+    with the data's tokenizer's vocabulary; the defaults are the tiny CPU preset. Otherwise
+    ``pretrained`` names a Hugging Face hub id (``facebook/opt-125m``, the network of Shumailov et
+    al., Nature 2024; ``gpt2``) or a local directory, loaded from safetensors only, never with
+    remote code; the data must then be tokenized with that checkpoint's tokenizer. A row is
+    trained on and scored conditioned on the tokenizer's BOS token; samples are drawn token by
+    token with ``sample.temperature`` (dividing the logits), ``top_k`` and ``top_p``, after BOS
+    and the tokens of ``prompt``.
+    """
+
+    family: Literal["causal-lm"] = "causal-lm"
+    pretrained: str = ""  # "": a GPT-2 from scratch; else a hub id (gpt2, facebook/opt-125m) or a local directory
+    n_layer: int = 2  # from scratch: transformer blocks of the GPT-2 (gpt2: 12)
+    n_head: int = 4  # from scratch: attention heads per block (gpt2: 12); must divide n_embd
+    n_embd: int = 128  # from scratch: width of the embeddings and residual stream (gpt2: 768)
+    dropout: float | None = None  # every dropout probability of the network; null: 0 from scratch, a checkpoint's own
+    top_k: int = 0  # sampling: keep the k most likely tokens at each step (0: off)
+    top_p: float = 1.0  # sampling: the smallest set of tokens of probability >= top_p (nucleus sampling); 1: off
+    prompt: str = ""  # sampling: a fixed text whose tokens follow BOS before each row (not stored); "": BOS only
+
+    def validate(self) -> None:
+        for option in ("n_layer", "n_head", "n_embd"):
+            positive(f"model.{option}", getattr(self, option))
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_head={self.n_head} must divide model.n_embd={self.n_embd}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1) or null, got {self.dropout}")
+        if self.top_k < 0:
+            raise ConfigError(f"model.top_k must be an integer >= 0 (0: off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"model.top_p must be in (0, 1] (1: off), got {self.top_p}")
+        if self.pretrained != self.pretrained.strip():
+            raise ConfigError(f"model.pretrained has leading or trailing spaces: {self.pretrained!r}")
+
+
+register_family(Family("causal-lm", CausalLMModelConfig, "autophagy.models.causal_lm:CausalLM", "text"))

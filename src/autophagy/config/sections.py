@@ -15,8 +15,10 @@ from autophagy.config.checks import ConfigError, ConfigWarning, choice, finite, 
 from autophagy.config.coerce import parsed_by
 from autophagy.config.lambdas import check_lambda, format_lambdas, parse_lambda
 
-DATA_SOURCES = ("digits", "toy2d", "gaussian", "cifar10", "image-folder")
+TEXT_SOURCES = ("python-docs", "text-folder", "hf-text")  # token rows (kind "text", autophagy.data.text)
+DATA_SOURCES = ("digits", "toy2d", "gaussian", "cifar10", "image-folder", *TEXT_SOURCES)
 TOY2D_NAMES = ("8gaussians", "moons", "spiral")
+BPE_MIN_VOCAB = 259  # a byte-level BPE holds the 256 byte symbols and <bos>, <eos>, <pad>
 
 
 @dataclass(frozen=True)
@@ -26,20 +28,37 @@ class DataConfig:
     ``n_train`` items of the training split form D_real (n in the paper); ``None`` keeps the
     whole split. ``toy2d`` and ``gaussian`` are drawn with ``seed`` (sizes ``n_train`` and
     ``n_test``); ``digits`` and ``cifar10`` have fixed splits and ``seed`` only picks a subset.
+
+    Text sources (:data:`TEXT_SOURCES`, :mod:`autophagy.data.sources`) give rows of ``seq_len``
+    token ids; ``n_train`` / ``n_test`` count rows (sequences), not documents. The tokenizer is a
+    byte-level BPE of ``vocab_size`` tokens trained on the train split (``tokenizer: bpe``) or a
+    pretrained one (a hub id such as ``gpt2`` or a local directory).
     """
 
-    source: str = "digits"  # the real data: digits | toy2d | gaussian | cifar10 | image-folder
+    source: str = "digits"  # digits | toy2d | gaussian | cifar10 | image-folder | python-docs | text-folder | hf-text
     name: str = ""  # toy2d: one of TOY2D_NAMES
     n_train: int | None = None  # n, the size of D_real drawn from the train split (None: the whole split)
     n_test: int | None = None  # items of the test split, the *_test metrics' reference (None: whole split)
     dim: int = 2  # gaussian: dimension d of N(mean, std^2 I)
     mean: float = 0.0  # gaussian
     std: float = 1.0  # gaussian
-    path: str | None = None  # image-folder: folder or .zip; cifar10: download root (None: $AUTOPHAGY_CACHE_DIR/cifar10)
+    path: str | None = None  # image-folder: folder or .zip; text-folder: folder of .txt; cifar10: download root
     resolution: int | None = None  # image-folder: square resize (None: keep, all must match)
-    test_fraction: float = 0.1  # image-folder: share of files held out as the test split
+    test_fraction: float = 0.1  # image-folder, text-folder, python-docs: share of files/documents held out as test
     n_pool: int | None = None  # loop.strategy=fresh-real: real pool size (None: whole split; toy/gaussian: 10 n_train)
     seed: int = 0  # draws toy2d/gaussian data and the n_train/n_test subsets (the chains use loop.seeds)
+    seq_len: int = 64  # text: tokens per row (a BOS token in front is implied, not stored)
+    tokenizer: str = "bpe"  # text: bpe (byte-level BPE trained on the train split) | a hub id (gpt2) | a directory
+    vocab_size: int = 2048  # text, tokenizer=bpe: the BPE vocabulary size (at most; special tokens included)
+    hf_dataset: str = ""  # hf-text: the datasets.load_dataset name (wikitext, roneneldan/TinyStories)
+    hf_config: str | None = None  # hf-text: its configuration (wikitext-2-raw-v1; None: the default)
+    hf_test_split: str = "test"  # hf-text: the split used as the test split (TinyStories: validation)
+    text_column: str = "text"  # hf-text: the column holding the documents' text
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the source gives token rows (kind ``text``)."""
+        return self.source in TEXT_SOURCES
 
     def validate(self) -> None:
         choice("data.source", self.source, DATA_SOURCES)
@@ -58,6 +77,26 @@ class DataConfig:
         positive("data.std", self.std)
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        positive("data.seq_len", self.seq_len)
+        if not self.tokenizer:
+            raise ConfigError("data.tokenizer must be bpe, a Hugging Face hub id (gpt2) or a directory, got ''")
+        if self.tokenizer == "bpe" and self.vocab_size < BPE_MIN_VOCAB:
+            raise ConfigError(
+                f"data.vocab_size must be at least {BPE_MIN_VOCAB} for data.tokenizer=bpe (256 byte symbols "
+                f"and 3 special tokens), got {self.vocab_size}"
+            )
+        if self.source == "text-folder" and not self.path:
+            raise ConfigError("data.path is required for data.source=text-folder (a folder of .txt files)")
+        if self.source == "hf-text":
+            if not self.hf_dataset:
+                raise ConfigError(
+                    "data.hf_dataset is required for data.source=hf-text (e.g. wikitext with "
+                    "data.hf_config=wikitext-2-raw-v1, or roneneldan/TinyStories)"
+                )
+            if not self.hf_test_split or self.hf_test_split == "train":
+                raise ConfigError(f"data.hf_test_split must name a split other than train, got {self.hf_test_split!r}")
+            if not self.text_column:
+                raise ConfigError("data.text_column must name the column holding the text, got ''")
 
 
 FINETUNE_FROM = ("net", "ema")
@@ -202,18 +241,24 @@ class SampleConfig:
         positive("sample.n_eval", self.n_eval)
 
 
-FEATURE_EXTRACTORS = ("raw", "digits-net", "inception")
+#: minilm: sentence embeddings of decoded text (all-MiniLM-L6-v2), the feature space of text data.
+FEATURE_EXTRACTORS = ("raw", "digits-net", "inception", "minilm")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Metrics per generation: Frechet distance and precision/recall on a feature space."""
 
-    features: str = "digits-net"  # raw | digits-net | inception
+    features: str = "digits-net"  # raw | digits-net | inception | minilm (text: all-MiniLM-L6-v2 sentence embeddings)
     k: int = 3  # k-NN radius for precision/recall (Kynkaanniemi et al. 2019)
     max_reference: int | None = 10000  # cap on reference items (subsampled with the seed)
     inception_weights: str | None = None  # path to clean-fid's inception-2015-12-05.pt
     grid_size: int = 64  # samples in the PNG grid per generation (images only)
+    nll_batch_size: int = 32  # text: rows per batch of the perplexity passes (current and generation-0 models)
+    embedding_batch_size: int = 64  # text: texts per batch of the all-MiniLM-L6-v2 sentence embeddings
+    mauve: bool = True  # text: MAUVE (Pillutla et al. 2021; the mauve-text package, GPL-3.0) against each reference
+    mauve_clusters: int | None = None  # text: MAUVE's k-means clusters (null: its auto, min(N, M) / 10)
+    rare_word_count: int = 5  # text: a rare word occurs 1..this many times in the train reference
 
     def validate(self) -> None:
         choice("evaluate.features", self.features, FEATURE_EXTRACTORS)
@@ -221,6 +266,11 @@ class EvaluateConfig:
         if self.max_reference is not None:
             positive("evaluate.max_reference", self.max_reference)
         non_negative("evaluate.grid_size", self.grid_size)
+        positive("evaluate.nll_batch_size", self.nll_batch_size)
+        positive("evaluate.embedding_batch_size", self.embedding_batch_size)
+        if self.mauve_clusters is not None and self.mauve_clusters < 2:
+            raise ConfigError(f"evaluate.mauve_clusters must be >= 2 or null, got {self.mauve_clusters}")
+        positive("evaluate.rare_word_count", self.rare_word_count)
 
 
 @dataclass(frozen=True)

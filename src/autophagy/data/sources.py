@@ -1,4 +1,5 @@
-"""Real-data sources: each returns the rows of one split as uint8 images or float32 vectors.
+"""Real-data sources: each returns the rows of one split as uint8 images, float32 vectors or
+int32 token ids.
 
 =============  ==========================  =========================================
 source         rows                         splits
@@ -9,23 +10,49 @@ gaussian       float32 [N, d]               N(mean, std^2 I) drawn with the seed
 cifar10        uint8 [N, 32, 32, 3]         torchvision: 50000 train / 10000 test
 image-folder   uint8 [N, R, R, 3]           a folder or .zip of PNG/JPEG, held-out share;
                                             local, or s3://bucket/prefix, s3://bucket/key.zip
+python-docs    int32 [N, L]                 the Python documentation's topics, held-out share
+text-folder    int32 [N, L]                 a folder of .txt files (train/ and test/, or a
+                                            held-out share of the files)
+hf-text        int32 [N, L]                 Hugging Face datasets (WikiText-2, TinyStories):
+                                            the train split and data.hf_test_split
 =============  ==========================  =========================================
+
+Text sources (:func:`text_corpus`) give documents; :func:`text_rows` encodes them with the
+tokenizer (:func:`text_tokenizer`) and cuts the EOS-separated token stream into rows of
+``data.seq_len`` tokens (:func:`autophagy.data.text.chunk_rows`). ``n_train`` / ``n_test`` count
+rows: with a count, the documents are taken in an order shuffled with ``data.seed`` until that many
+rows are filled; without one, every row of the split in the documents' order.
+
+The embedded corpus ``python-docs`` is the standard library's ``pydoc_data.topics``: the 80 or so
+topics of the Python language reference that ``help()`` shows (about 0.5 MB of English prose and
+code in ~2,600 distinct paragraphs, each a document; PSF licence), which ships with every CPython,
+so the CPU default needs no download and no package. A search of PyPI for a prose corpus with a
+clear licence inside a wheel found none that was usable (corpora packages download their data at
+run time, or ship fragments, or state no licence). Its documents depend on the Python version,
+which the provenance records with the sha256 of the text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
+import platform
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autophagy.cache import cache_dir
 from autophagy.config import DataConfig
 from autophagy.data.dataset import DatasetError
+
+if TYPE_CHECKING:
+    from autophagy.data.text import TextTokenizer
 
 SPLITS = ("train", "test")
 DIGITS_TEST_SIZE = 300
@@ -38,10 +65,16 @@ class DataSourceError(DatasetError):
     """A real-data source cannot be read (missing files, offline download, bad folder)."""
 
 
-def load_split(cfg: DataConfig, split: str) -> np.ndarray:
-    """Rows of ``split`` for ``cfg``, subsampled to ``n_train`` / ``n_test`` with ``cfg.seed``."""
+def load_split(cfg: DataConfig, split: str, tokenizer: TextTokenizer | None = None) -> np.ndarray:
+    """Rows of ``split`` for ``cfg``, subsampled to ``n_train`` / ``n_test`` with ``cfg.seed``.
+
+    Text sources encode with ``tokenizer`` (None: :func:`text_tokenizer` builds it; pass the same
+    one for both splits)."""
     if split not in SPLITS:
         raise DataSourceError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if cfg.is_text:
+        corpus = text_corpus(cfg)
+        return text_rows(cfg, corpus, split, tokenizer or text_tokenizer(cfg, corpus))
     limit = cfg.n_train if split == "train" else cfg.n_test
     rng = np.random.default_rng([cfg.seed, _SPLIT_STREAM[split]])
     if cfg.source == "toy2d":
@@ -192,6 +225,265 @@ def _zip_members(archive: zipfile.ZipFile) -> ImageFiles:
     """The image members of ``archive``, sorted by path as the same files in a folder are."""
     names = sorted((n for n in archive.namelist() if _is_image(n)), key=PurePosixPath)
     return names, lambda chosen: (archive.read(name) for name in chosen)
+
+
+# ---------------------------------------------------------------------------- text
+
+#: Documents encoded per batch (the tokenizer encodes a batch on all cores).
+_ENCODE_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """The documents of a text source's train and test splits, in their canonical order, and what
+    identifies them (recorded in the datasets' provenance)."""
+
+    train: Sequence[str]
+    test: Sequence[str]
+    provenance: Mapping[str, Any]
+
+    def split(self, split: str) -> Sequence[str]:
+        return self.train if split == "train" else self.test
+
+
+def text_corpus(cfg: DataConfig) -> TextCorpus:
+    """The documents of ``cfg.source`` (a text source), both splits."""
+    loaders = {"python-docs": python_docs, "text-folder": text_folder, "hf-text": hf_text}
+    if cfg.source not in loaders:
+        raise DataSourceError(f"data.source={cfg.source} is not a text source ({', '.join(loaders)})")
+    corpus = loaders[cfg.source](cfg)
+    for split in SPLITS:
+        if not any(_has_text(doc) for doc in _iterate(corpus.split(split))):
+            raise DataSourceError(f"the {cfg.source} {split} split holds no text ({dict(corpus.provenance)})")
+    return corpus
+
+
+def text_tokenizer(cfg: DataConfig, corpus: TextCorpus) -> TextTokenizer:
+    """``data.tokenizer``: a byte-level BPE of ``data.vocab_size`` trained on the corpus's train split
+    (``bpe``), or a pretrained tokenizer (a hub id or a local directory)."""
+    from autophagy.data.text import pretrained_tokenizer, train_bpe
+
+    if cfg.tokenizer == "bpe":
+        texts = [doc for doc in _iterate(corpus.train) if _has_text(doc)]
+        return train_bpe(texts, cfg.vocab_size, name=f"bpe-{cfg.vocab_size}-{cfg.source}")
+    return pretrained_tokenizer(cfg.tokenizer)
+
+
+def text_rows(cfg: DataConfig, corpus: TextCorpus, split: str, tokenizer: TextTokenizer) -> np.ndarray:
+    """int32 ``[N, seq_len]`` token rows of ``split``: ``n_train`` / ``n_test`` rows from documents in
+    an order shuffled with ``cfg.seed``, or (count None) every row in the documents' order."""
+    from autophagy.data.text import chunk_rows
+
+    documents = corpus.split(split)
+    limit = cfg.n_train if split == "train" else cfg.n_test
+    if limit is None:
+        order = np.arange(len(documents))
+    else:
+        order = np.random.default_rng([cfg.seed, _SPLIT_STREAM[split]]).permutation(len(documents))
+    encoded: list[np.ndarray] = []
+    tokens = 0
+    for start in range(0, len(order), _ENCODE_BATCH):
+        texts = [doc for doc in _take(documents, order[start : start + _ENCODE_BATCH]) if _has_text(doc)]
+        for ids in tokenizer.encode(texts):
+            encoded.append(np.asarray(ids, dtype=np.int32))
+            tokens += len(ids) + 1  # and its EOS
+        if limit is not None and tokens >= limit * cfg.seq_len:
+            break
+    rows = chunk_rows(encoded, cfg.seq_len, tokenizer.eos_id)
+    if limit is not None and len(rows) < limit:
+        raise DataSourceError(
+            f"data.n_{split}={limit} but the {cfg.source} {split} split gives only {len(rows)} rows of "
+            f"data.seq_len={cfg.seq_len} tokens ({tokens} tokens with {tokenizer.name})"
+        )
+    if len(rows) == 0:
+        raise DataSourceError(
+            f"the {cfg.source} {split} split has {tokens} tokens with {tokenizer.name}, fewer than one row of "
+            f"data.seq_len={cfg.seq_len}"
+        )
+    return rows[:limit] if limit is not None else rows
+
+
+def _has_text(document: str) -> bool:
+    return bool(document and not document.isspace())
+
+
+def _take(documents: Sequence[str], indices: np.ndarray) -> list[str]:
+    if isinstance(documents, _HFColumn):
+        return documents.take(indices)
+    return [documents[int(i)] for i in indices]
+
+
+def _iterate(documents: Sequence[str]) -> Iterator[str]:
+    return documents.iterate() if isinstance(documents, _HFColumn) else iter(documents)
+
+
+def _held_out(count: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The train and test indices of ``count`` documents: a share ``test_fraction`` (at least one)
+    held out with seed 0, so the split does not move when ``data.seed`` changes; sorted."""
+    if count < 2:
+        raise DataSourceError(f"a train/test split needs at least 2 documents, got {count}")
+    test_count = min(count - 1, max(1, int(round(count * test_fraction))))
+    order = np.random.default_rng(0).permutation(count)
+    return np.sort(order[test_count:]), np.sort(order[:test_count])
+
+
+def _text_sha256(*splits: Sequence[str]) -> str:
+    """sha256 of the UTF-8 text of every document in order (the train split's, then the test split's)."""
+    digest = hashlib.sha256()
+    for documents in splits:
+        for document in documents:
+            digest.update(document.encode())
+    return digest.hexdigest()
+
+
+def python_docs(cfg: DataConfig) -> TextCorpus:
+    """The standard library's ``pydoc_data.topics`` (the language reference topics ``help()`` shows,
+    PSF licence): one document per paragraph (blank-line separated) of the topics sorted by name, a
+    share ``test_fraction`` of the (distinct) paragraphs held out. Paragraphs, not topics: with only ~80 topics a
+    held-out topic is a different subject (the test set would differ from the train set by more than
+    any generation does); thousands of paragraphs split at random give two samples of one distribution."""
+    from pydoc_data.topics import topics
+
+    texts = [topics[key] for key in sorted(topics)]
+    paragraphs = (paragraph.strip("\n") for text in texts for paragraph in text.split("\n\n") if _has_text(paragraph))
+    documents = list(dict.fromkeys(paragraphs))  # each once: a repeated paragraph would be in both splits
+    train, test = _held_out(len(documents), cfg.test_fraction)
+    return TextCorpus(
+        train=[documents[i] for i in train],
+        test=[documents[i] for i in test],
+        provenance={
+            "corpus": "pydoc_data.topics (Python Software Foundation License)",
+            "python": platform.python_version(),
+            "sha256": _text_sha256(texts),  # the topics in key order, concatenated
+            "documents": {"train": len(train), "test": len(test)},
+        },
+    )
+
+
+def text_folder(cfg: DataConfig) -> TextCorpus:
+    """The ``.txt`` files under ``data.path`` (UTF-8), one document per file, sorted by path. With
+    ``train/`` and ``test/`` subfolders those are the splits; otherwise a share ``test_fraction`` of
+    the files (at least one) is held out with seed 0."""
+    root = Path(str(cfg.path)).expanduser()
+    if not root.is_dir():
+        raise DataSourceError(f"data.path {root} is not a folder (data.source=text-folder reads the .txt files in it)")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        files = {split: _txt_files(root / split) for split in SPLITS}
+        layout = "train/ and test/ folders"
+    else:
+        every = _txt_files(root)
+        train, test = _held_out(len(every), cfg.test_fraction)
+        files = {"train": [every[i] for i in train], "test": [every[i] for i in test]}
+        layout = f"test_fraction={cfg.test_fraction:g} of the files held out"
+    texts = {split: [_read_text(file) for file in files[split]] for split in SPLITS}
+    return TextCorpus(
+        train=texts["train"],
+        test=texts["test"],
+        provenance={
+            "path": str(root),
+            "layout": layout,
+            "sha256": _text_sha256(texts["train"], texts["test"]),
+            "documents": {split: len(files[split]) for split in SPLITS},
+        },
+    )
+
+
+def _txt_files(folder: Path) -> list[Path]:
+    files = sorted((p for p in folder.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()), key=lambda p: p.parts)
+    if not files:
+        raise DataSourceError(f"no .txt files in {folder} (data.source=text-folder: one document per .txt file)")
+    return files
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataSourceError(f"{file} is not UTF-8 text: {err}") from None
+    except OSError as err:
+        raise DataSourceError(f"cannot read {file}: {err}") from None
+
+
+@dataclass(frozen=True)
+class _HFColumn(Sequence[str]):
+    """One text column of a Hugging Face ``datasets.Dataset`` (memory-mapped Arrow) as documents."""
+
+    dataset: Any
+    column: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):  # Sequence's protocol; the loaders use take() and iterate()
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        return self.dataset[int(index)][self.column]
+
+    def take(self, indices: np.ndarray) -> list[str]:
+        return list(self.dataset.select(np.asarray(indices, dtype=np.int64))[self.column])
+
+    def iterate(self) -> Iterator[str]:
+        for batch in self.dataset.iter(batch_size=_ENCODE_BATCH):
+            yield from batch[self.column]
+
+
+def hf_text(cfg: DataConfig) -> TextCorpus:
+    """``datasets.load_dataset(data.hf_dataset, data.hf_config)``: its ``train`` split and
+    ``data.hf_test_split``, one document per row of ``data.text_column`` (blank rows skipped).
+
+    WikiText-2 (Merity et al. 2016; Shumailov et al. 2024): ``hf_dataset=wikitext``,
+    ``hf_config=wikitext-2-raw-v1``, each row a paragraph or heading line. TinyStories (Eldan and Li
+    2023; Gerstgrasser et al. 2024): ``hf_dataset=roneneldan/TinyStories``,
+    ``hf_test_split=validation``, each row a story. Downloads into the datasets cache when online.
+    """
+    what = cfg.hf_dataset + (f" ({cfg.hf_config})" if cfg.hf_config else "")
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataSourceError(
+            f"data.source=hf-text needs the datasets library ({err}): pip install 'autophagy[text]'"
+        ) from None
+    from autophagy import progress
+
+    if progress.mode() != "bar":  # AUTOPHAGY_PROGRESS=0 or lines (logs): no tqdm bars from datasets either
+        datasets.disable_progress_bars()
+    splits = {"train": "train", "test": cfg.hf_test_split}
+    loaded = {}
+    for split, name in splits.items():
+        try:
+            loaded[split] = datasets.load_dataset(cfg.hf_dataset, cfg.hf_config, split=name)
+        except ValueError as err:  # an unknown split or configuration
+            raise DataSourceError(
+                f"cannot load split {name!r} of the Hugging Face dataset {what}: {err} "
+                "(data.hf_test_split names the test split, data.hf_config the configuration)"
+            ) from None
+        except (OSError, ConnectionError) as err:  # offline: ConnectionError; not on the hub: FileNotFoundError
+            raise DataSourceError(
+                f"cannot load the Hugging Face dataset {what} (split {name}): {type(err).__name__}: {err}. "
+                f"Offline? Load it once where there is a network (datasets.load_dataset({cfg.hf_dataset!r}"
+                f"{', ' + repr(cfg.hf_config) if cfg.hf_config else ''})) and copy the datasets cache to "
+                f"{datasets.config.HF_DATASETS_CACHE} (set by HF_HOME or HF_DATASETS_CACHE), then run with "
+                "HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1; or save the splits as .txt files in <folder>/train/ "
+                "and <folder>/test/ and use data.source=text-folder with data.path=<folder>"
+            ) from None
+        if cfg.text_column not in loaded[split].column_names:
+            raise DataSourceError(
+                f"the Hugging Face dataset {what} (split {name}) has no column {cfg.text_column!r} "
+                f"(data.text_column); its columns: {', '.join(loaded[split].column_names)}"
+            )
+    columns = {split: _HFColumn(loaded[split], cfg.text_column) for split in SPLITS}
+    return TextCorpus(
+        train=columns["train"],
+        test=columns["test"],
+        provenance={
+            "hf_dataset": cfg.hf_dataset,
+            "hf_config": cfg.hf_config,
+            "splits": splits,
+            "fingerprints": {split: getattr(loaded[split], "_fingerprint", None) for split in SPLITS},
+            "documents": {split: len(loaded[split]) for split in SPLITS},
+            "datasets": datasets.__version__,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- object store (s3://)

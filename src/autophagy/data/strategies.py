@@ -26,7 +26,9 @@ A compose function builds its training set from :func:`real_shards`, :func:`firs
 :func:`combine` and writes it with :func:`~autophagy.data.dataset.write_dataset`.
 
 The real shards are reused byte-for-byte wherever the whole shard is kept; sampled rows are
-sliced or gathered from the memory-mapped shards, never re-encoded.
+sliced or gathered from the memory-mapped shards, never re-encoded. Text sets (token rows) carry
+their tokenizer into the mix (:func:`carried_tokenizer`); a sample set whose tokenizer differs from
+the real set's is refused (:func:`check_like`).
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autophagy.config import check_lambda, format_lambda
 from autophagy.config.registry import Registry
 from autophagy.data.dataset import Dataset, DatasetError, NewShard, write_dataset
+
+if TYPE_CHECKING:
+    from autophagy.data.text import TextTokenizer
 
 #: compose(lam, real, synthetic, out_dir, seed, info) -> the training set written to out_dir
 Compose = Callable[[float, Dataset, Sequence[Dataset], Path, int, dict[str, Any]], Dataset]
@@ -110,7 +115,12 @@ def _fully_synthetic(lam, real, synthetic, out_dir, seed, info) -> Dataset:
     if k == 0:
         raise DatasetError("strategy fully-synthetic with lambda = 0 would train on nothing; use lambda > 0")
     check_like(synthetic[-1], real, k)
-    return write_dataset(out_dir, first_rows(synthetic[-1], k), {"n_real": 0, "n_synthetic": k, **info})
+    return write_dataset(
+        out_dir,
+        first_rows(synthetic[-1], k),
+        {"n_real": 0, "n_synthetic": k, **info},
+        tokenizer=carried_tokenizer(real),
+    )
 
 
 @strategy("accumulate", pooled=True)
@@ -138,7 +148,12 @@ def _accumulated(lam, real, synthetic, out_dir, seed, info, *, subsample: bool) 
     if subsample:
         shards = _subsample(shards, n_real + k, seed)
     rows = sum(_shard_rows(s) for s in shards)
-    return write_dataset(out_dir, shards, {"lambda": format_lambda(lam), "n_real": n_real, "n_rows": rows, **info})
+    return write_dataset(
+        out_dir,
+        shards,
+        {"lambda": format_lambda(lam), "n_real": n_real, "n_rows": rows, **info},
+        tokenizer=carried_tokenizer(real),
+    )
 
 
 # ------------------------------------------------------------------------------ the mixing rule
@@ -185,6 +200,7 @@ def mix(
                 f"synthetic data {synthetic.path} holds {synthetic.kind} {list(synthetic.item_shape)}, "
                 f"real data {real.path} holds {real.kind} {list(real.item_shape)}"
             )
+        check_same_tokenizer(synthetic, real)
         if synthetic.rows < k:
             raise DatasetError(
                 f"lambda = {format_lambda(lam)} with n = {n} real items needs {k} synthetic samples, "
@@ -192,7 +208,7 @@ def mix(
             )
         shards = combine(shards, first_rows(synthetic, k))
     info = {"lambda": format_lambda(lam), "n_real": n, "n_synthetic": k, **(provenance or {})}
-    return write_dataset(out_dir, shards, info)
+    return write_dataset(out_dir, shards, info, tokenizer=carried_tokenizer(real))
 
 
 def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, generation: int) -> Dataset:
@@ -209,6 +225,7 @@ def fresh_real_draw(pool: Dataset, n: int, out_dir: str | Path, seed: int, gener
         out_dir,
         [NewShard(origin=origin, array=rows, name=f"real-gen-{generation:03d}.npy")],
         {"pool": str(pool.path), "generation": generation},
+        tokenizer=carried_tokenizer(pool),
     )
 
 
@@ -222,8 +239,30 @@ def check_like(dataset: Dataset, real: Dataset, k: int) -> None:
             f"synthetic data {dataset.path} ({dataset.kind} {list(dataset.item_shape)}) does not match "
             f"the real data ({real.kind} {list(real.item_shape)})"
         )
+    check_same_tokenizer(dataset, real)
     if dataset.rows < k:
         raise DatasetError(f"{dataset.path} has {dataset.rows} samples, {k} are needed")
+
+
+def check_same_tokenizer(dataset: Dataset, real: Dataset) -> None:
+    """Refuse token rows of another tokenizer than the real data's (their ids would mean other words)."""
+    if dataset.tokenizer is None or real.tokenizer is None:
+        return
+    if dataset.tokenizer["sha256"] != real.tokenizer["sha256"]:
+        raise DatasetError(
+            f"synthetic data {dataset.path} was tokenized by {dataset.tokenizer['name']} "
+            f"(sha256 {dataset.tokenizer['sha256'][:12]}...), the real data {real.path} by "
+            f"{real.tokenizer['name']} (sha256 {real.tokenizer['sha256'][:12]}...)"
+        )
+
+
+def carried_tokenizer(dataset: Dataset) -> TextTokenizer | None:
+    """The tokenizer a set written from ``dataset``'s rows carries (text sets; None for the others)."""
+    if dataset.kind != "text":
+        return None
+    from autophagy.data.text import dataset_tokenizer  # tokenizers: imported for text data only
+
+    return dataset_tokenizer(dataset)
 
 
 def real_shards(real: Dataset) -> list[NewShard]:

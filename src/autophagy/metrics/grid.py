@@ -1,4 +1,5 @@
-"""Pictures of a generation's samples: an image grid (PNG) and a 2-D scatter plot against the data.
+"""Pictures of a generation's samples: an image grid (PNG), a 2-D scatter plot against the data, and
+a card of the first generated texts (PNG).
 
 Both files are written atomically (:func:`autophagy.atomic.temp_path`), so a reader never sees
 half a PNG.
@@ -88,6 +89,43 @@ def save_scatter(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    with temp_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
+
+
+def save_text_samples(
+    texts: list[str], path: str | Path, *, title: str | None = None, width: int = 100, lines_per_text: int = 3
+) -> Path:
+    """A PNG of ``texts`` (decoded samples), one numbered paragraph each in a monospace font: each
+    text's whitespace collapsed, control characters shown as U+FFFD (a sampled byte-level BPE can
+    emit them), wrapped at ``width`` characters and cut to ``lines_per_text`` lines
+    (``…`` marks a cut). The text picture of a text generation, where images get a grid."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not texts:
+        raise ValueError("no texts to draw")
+    paragraphs = []
+    for index, text in enumerate(texts):
+        printable = "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in " ".join(text.split()))
+        lines = textwrap.wrap(printable or "(empty)", width=width) or ["(empty)"]
+        if len(lines) > lines_per_text:
+            lines = lines[:lines_per_text]
+            lines[-1] = lines[-1][: width - 1] + "…"
+        paragraphs.append(
+            "\n".join(f"{f'{index + 1:>2}.' if i == 0 else '   '} {line}" for i, line in enumerate(lines))
+        )
+    body = "\n\n".join(paragraphs)
+    rows = body.count("\n") + 1 + (2 if title else 0)
+    fig = Figure(figsize=(0.075 * (width + 6), 0.16 * rows + 0.3), dpi=100)
+    FigureCanvasAgg(fig)
+    if title:
+        fig.text(0.01, 1 - 0.1 / fig.get_figheight(), title, va="top", fontsize=9, parse_math=False)
+    top = 1 - (0.45 if title else 0.1) / fig.get_figheight()
+    fig.text(0.01, top, body, va="top", family="monospace", fontsize=8, parse_math=False)
     with temp_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)

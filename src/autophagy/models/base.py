@@ -3,12 +3,16 @@
 A family turns dataset rows into a trained model and a trained model into fresh rows:
 
 * ``fit(rows, budget_kimg, train_cfg, seed, scratch_dir)``: train on ``rows`` (uint8
-  ``[N, H, W, C]`` images or float32 ``[N, D]`` vectors; float64 for the Gaussian family) for a
-  budget of images seen, resuming from ``scratch_dir`` if a train state is there;
+  ``[N, H, W, C]`` images, float32 ``[N, D]`` vectors, float64 for the Gaussian family, or int32
+  ``[N, L]`` token ids for text) for a budget of items seen (images, vectors or sequences),
+  resuming from ``scratch_dir`` if a train state is there;
 * ``sample(n, seed, batch_size)``: ``n`` new rows in the same encoding; sample ``i`` depends only
   on ``(seed, i)``, so sample sets can be split across workers and merged;
 * ``tensors()`` / ``load_tensors()``: the weights (and EMA weights) as flat tensor dicts for
-  safetensors; ``train_state()`` / ``load_train_state()``: what a resumed run needs.
+  safetensors; ``train_state()`` / ``load_train_state()``: what a resumed run needs;
+* ``bind_data(tokenizer)``: what the model must know of its data beyond the rows (the text
+  families' tokenizer), before ``fit``; ``files()`` / ``load_files()``: small side files of the
+  checkpoint (a tokenizer, a network config), loaded before the weights. Both are no-ops by default.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class GenerativeModel(ABC):
     """A model family. ``item_shape`` is ``(H, W, C)`` for images and ``(D,)`` for vectors."""
 
     family: ClassVar[str]
-    kind: ClassVar[str]  # "image" or "vector": the rows it trains on and produces
+    kind: ClassVar[str]  # "image", "vector" or "text": the rows it trains on and produces
 
     def __init__(self, cfg: Any, item_shape: tuple[int, ...]):
         self.cfg = cfg
@@ -116,6 +120,25 @@ class GenerativeModel(ABC):
     @abstractmethod
     def load_tensors(self, tensors: Mapping[str, Mapping[str, Any]]) -> None:
         """Inverse of :meth:`tensors`; raises :class:`ModelError` on mismatched shapes."""
+
+    def bind_data(self, tokenizer: Any) -> None:
+        """Learn what the training data's rows mean beyond their values, before :meth:`fit`.
+
+        The train stage calls it with the training set's tokenizer
+        (:class:`autophagy.data.text.TextTokenizer`) for text data. A text family builds its
+        network for that vocabulary, or checks that the tokenizer it already has (from a checkpoint
+        or a pretrained model) is the same one (by sha256) and raises :class:`ModelError` if not.
+        Families of images and vectors have nothing to learn: the default does nothing."""
+
+    def files(self) -> dict[str, bytes]:
+        """Side files of the checkpoint, ``{file name: content}`` (e.g. ``tokenizer.json``): written
+        beside the weights by :mod:`autophagy.models.checkpoint`, listed with their sha256 in its
+        ``config.json``. None by default."""
+        return {}
+
+    def load_files(self, files: Mapping[str, bytes]) -> None:
+        """Inverse of :meth:`files`, called (with the verified contents) before :meth:`load_tensors`:
+        a family may build its network from them. The default ignores them."""
 
     def start_generation(self, carry_optimizer: bool, carry_ema: bool = True, finetune_from: str = "net") -> None:
         """Begin fine-tuning for a new generation (neural families reset their counters and apply

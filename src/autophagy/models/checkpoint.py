@@ -2,8 +2,11 @@
 
 ``model.safetensors`` (+ ``ema.safetensors``), ``config.json`` (family, network config, item
 shape, training config, generation, data hash) and ``train_state.pt`` (optimizer moments,
-counters; loaded with ``torch.load(weights_only=True)``). Nothing is a pickle of code, so
-loading an untrusted checkpoint never executes code.
+counters; loaded with ``torch.load(weights_only=True)``). A family's side files
+(:meth:`~autophagy.models.base.GenerativeModel.files`: a text model's ``tokenizer.json`` and
+network config) lie beside them, listed with their sha256 under ``"files"`` in ``config.json`` and
+verified before the model reads them. Nothing is a pickle of code, so loading an untrusted
+checkpoint never executes code.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from autophagy.models.base import GenerativeModel, ModelError
 FORMAT = "autophagy.checkpoint/v1"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
+SIDE_FILES = "files"  # the config.json key listing the side files: {name: sha256}
+PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a side file's name: one file in the checkpoint directory
 WRITE_ID = "autophagy.write_id"  # ties the files of one write together (safetensors metadata, train state, config)
 
 
@@ -44,6 +49,10 @@ def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mappin
     different writes (a process killed while rewriting a resumable train state).
     """
     write_id = _write_id(model, meta)
+    side_files = model.files()
+    for name, content in side_files.items():
+        _check_side_file_name(model, name)
+        atomic.write_bytes(directory / name, content)
     for name, tensors in model.tensors().items():
         with atomic.temp_path(directory / f"{name}.safetensors") as tmp:
             save_file(
@@ -63,9 +72,45 @@ def write_checkpoint_files(model: GenerativeModel, directory: Path, meta: Mappin
             "model": to_dict(model.cfg),
             "parameters": model.parameter_count(),
             **meta,
+            **(
+                {SIDE_FILES: {name: hashlib.sha256(content).hexdigest() for name, content in side_files.items()}}
+                if side_files
+                else {}
+            ),
             WRITE_ID: write_id,
         },
     )
+
+
+def _check_side_file_name(model: GenerativeModel, name: str) -> None:
+    """A side file is a plain file name that is none of the checkpoint's own files."""
+    if not re.fullmatch(PLAIN_NAME, name) or name in (CONFIG, TRAIN_STATE) or name.endswith(".safetensors"):
+        raise ModelError(
+            f"{model.family}: side file name {name!r} must be a plain file name other than {CONFIG}, "
+            f"{TRAIN_STATE} and *.safetensors"
+        )
+
+
+def read_side_files(path: Path, config: Mapping[str, Any]) -> dict[str, bytes]:
+    """The side files listed in a checkpoint's ``config.json``, each checked against its sha256."""
+    listed = config.get(SIDE_FILES, {})
+    if not isinstance(listed, Mapping):
+        raise ModelError(f"checkpoint {path}: {CONFIG} has a malformed {SIDE_FILES!r} entry")
+    files = {}
+    for name, digest in listed.items():
+        if not isinstance(name, str) or not re.fullmatch(PLAIN_NAME, name):
+            raise ModelError(f"checkpoint {path}: {CONFIG} lists a side file that is no plain file name: {name!r}")
+        file = path / name
+        if not file.is_file():
+            raise ModelError(f"checkpoint {path} is incomplete: {name} (listed in {CONFIG}) is missing")
+        content = file.read_bytes()
+        if hashlib.sha256(content).hexdigest() != digest:
+            raise ModelError(
+                f"checkpoint file {file} is corrupted: its sha256 differs from the one {CONFIG} lists "
+                "(altered, or interrupted while saving?)"
+            )
+        files[name] = content
+    return files
 
 
 def _write_id(model: GenerativeModel, meta: Mapping[str, Any]) -> str:
@@ -120,6 +165,7 @@ def load_checkpoint(path: str | Path, family: str | None = None, with_train_stat
             )
     if "model" not in tensors:
         raise ModelError(f"checkpoint {path} has no model.safetensors")
+    model.load_files(read_side_files(path, config))
     model.load_tensors(tensors)
     state_file = path / TRAIN_STATE
     if with_train_state and state_file.is_file():

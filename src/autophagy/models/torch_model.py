@@ -40,17 +40,28 @@ class TorchGenerativeModel(GenerativeModel):
 
     def __init__(self, cfg: Any, item_shape: tuple[int, ...]):
         super().__init__(cfg, item_shape)
-        self.net = self.build_network()
-        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.optimizer_state: dict[str, Any] | None = None
         self.progress: dict[str, Any] = {}
         self._compiled_ema: tuple[nn.Module, nn.Module] | None = None  # (ema, torch.compile(ema)) for sampling
+        network = self.build_network()
+        if network is None:  # the family installs it once it knows enough (causal-lm: its tokenizer)
+            self.net = self.ema = None
+        else:
+            self.install_network(network)
+
+    def install_network(self, network: nn.Module) -> None:
+        """Make ``network`` the trained network and a copy of it the EMA (the sampled weights)."""
+        self.net = network
+        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
+        self._compiled_ema = None
 
     # ------------------------------------------------------------------ family hooks
 
     @abstractmethod
-    def build_network(self) -> nn.Module:
-        """A freshly initialised network for ``self.cfg`` and ``self.item_shape``."""
+    def build_network(self) -> nn.Module | None:
+        """A freshly initialised network for ``self.cfg`` and ``self.item_shape``, or ``None`` when
+        the family needs more than those and installs its network later (:meth:`install_network`;
+        ``causal-lm`` does so in ``bind_data`` or ``load_files``, once it knows its tokenizer)."""
 
     @abstractmethod
     def loss(self, net: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -89,8 +89,12 @@ def run(
         "first_index": start,
     }
     name = f"synthetic-gen-{generation:03d}" + (f"-from-{start:09d}" if start else "") + ".npy"
+    text = {"tokenizer": model.tokenizer} if model.kind == "text" else {}  # the tokenizer the rows are ids of
     write_dataset(
-        out_dir, [NewShard(origin=origin, array=rows, name=name)], {"model": str(model_dir), "family": cfg.model.family}
+        out_dir,
+        [NewShard(origin=origin, array=rows, name=name)],
+        {"model": str(model_dir), "family": cfg.model.family},
+        **text,
     )
     return {
         "sample_count": n,

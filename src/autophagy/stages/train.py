@@ -124,17 +124,20 @@ def _run(
             shutil.rmtree(scratch, ignore_errors=True)
         group.barrier()
         return finished
+    tokenizer = _data_tokenizer(dataset)
     model = _resume(scratch, fingerprint, cfg.model.family) if group.is_main else None
     if group.is_main and model is None:
         shutil.rmtree(scratch, ignore_errors=True)
-        model = _initial_model(cfg, dataset.item_shape, init, seed)
+        model = _initial_model(cfg, dataset.item_shape, init, seed, tokenizer)
         scratch.mkdir(parents=True, exist_ok=True)
         (scratch / "fingerprint.json").write_text(json.dumps(fingerprint, sort_keys=True))
     group.barrier()  # data parallel: rank 0 has settled the scratch state (resumed or fresh) ...
     if model is None:  # ... and the other ranks start from the very same one
         model = _resume(scratch, fingerprint, cfg.model.family)
         if model is None:
-            model = _initial_model(cfg, dataset.item_shape, init, seed)
+            model = _initial_model(cfg, dataset.item_shape, init, seed, tokenizer)
+    if tokenizer is not None:
+        model.bind_data(tokenizer)  # a resumed model: checks that it was trained with this tokenizer
     rows = dataset.load()
     train_seed = derive_seed(seed, "train", fingerprint["lambda"], generation)
     if group.is_main:
@@ -218,7 +221,21 @@ def _resume(scratch: Path, fingerprint: dict[str, Any], family: str):
         return None  # a scratch state from a crash mid-write is discarded, never trusted
 
 
-def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str | Path | None, seed: int):
+def _data_tokenizer(dataset):
+    """The tokenizer of a text training set (:mod:`autophagy.data.text`); None for other data."""
+    if dataset.kind != "text":
+        return None
+    from autophagy.data.text import dataset_tokenizer
+
+    return dataset_tokenizer(dataset)
+
+
+def _initial_model(
+    cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str | Path | None, seed: int, tokenizer=None
+):
+    """The model training starts from: generation t-1's checkpoint (``init``) or a new one seeded by
+    ``seed``. A text model gets the training set's ``tokenizer`` (``bind_data``): a new one builds its
+    network for it (under the same seed), a loaded one checks it."""
     if init is not None:
         config = read_checkpoint_config(init)
         if tuple(config["item_shape"]) != tuple(item_shape):
@@ -227,6 +244,8 @@ def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str
                 f"the data has {list(item_shape)}"
             )
         model = load_checkpoint(init, family=cfg.model.family)
+        if tokenizer is not None:
+            model.bind_data(tokenizer)
         model.start_generation(
             carry_optimizer=cfg.train.carry_optimizer,
             carry_ema=cfg.train.carry_ema,
@@ -235,7 +254,10 @@ def _initial_model(cfg: ExperimentConfig, item_shape: tuple[int, ...], init: str
         return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init") % (2**63))
-        return build_model(cfg.model, item_shape)
+        model = build_model(cfg.model, item_shape)
+        if tokenizer is not None:
+            model.bind_data(tokenizer)
+        return model
 
 
 class _Reporter:
