@@ -1,4 +1,5 @@
-"""Where the pipeline's pods read real data: ``data.path`` of an ``image-folder`` source, as a pod sees it.
+"""Where the pipeline's pods read real data: ``data.path`` of an ``image-folder`` or ``text-folder``
+source, as a pod sees it.
 
 A pod sees neither this machine's files nor its working directory, so an ``image-folder`` source
 (``configs/ffhq64-edm.yaml``: a folder or .zip of images) is read by the ``prepare-data`` task from
@@ -9,9 +10,10 @@ A pod sees neither this machine's files nor its working directory, so an ``image
   (:class:`autophagy.pipelines.cluster.DataS3`): the task gets its endpoint and the credentials of a
   Secret as the standard ``AWS_*`` variables (:func:`give_prepare_its_data`).
 
-Without either, :func:`for_pods` refuses, naming the way out, before anything is compiled or
-submitted. The other sources generate their data (digits, toy2d, gaussian) or download it (cifar10)
-inside the pod.
+A ``text-folder`` source (``.txt`` files) is read from a claim the same way (not from an object
+store). Without either, :func:`for_pods` refuses, naming the way out, before anything is compiled or
+submitted. The other sources generate their data (digits, toy2d, gaussian, python-docs) or download
+it (cifar10; hf-text, from the Hugging Face hub or the datasets cache of ``HF_HOME``) inside the pod.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from autophagy.pipelines.errors import PipelineConfigError
 from autophagy.config import ExperimentConfig, from_dict, to_dict
 from autophagy.data.sources import S3_SCHEME
 
+#: The sources whose ``data.path`` is a folder the ``prepare-data`` task reads.
+FOLDER_SOURCES = ("image-folder", "text-folder")
+
 
 def in_object_store(cfg: ExperimentConfig) -> bool:
     """Whether ``cfg`` reads an ``image-folder`` source from an ``s3://`` URL."""
@@ -33,12 +38,17 @@ def in_object_store(cfg: ExperimentConfig) -> bool:
 
 def for_pods(cfg: ExperimentConfig, cluster: ClusterConfig) -> ExperimentConfig:
     """``cfg`` with ``data.path`` as the ``prepare-data`` pod reads it (unchanged for other sources)."""
-    if cfg.data.source != "image-folder":
+    if cfg.data.source not in FOLDER_SOURCES:
         return cfg
     path = str(cfg.data.path)
     if in_object_store(cfg):
         _check_object_store(path, cluster)
         return cfg
+    if "://" in path and cfg.data.source == "text-folder":
+        raise PipelineConfigError(
+            f"data.path {path!r}: data.source=text-folder reads a folder of .txt files on a PersistentVolumeClaim "
+            "(cluster.data_pvc), not a URL (docs/kubeflow.md, 'Real data the pods read')"
+        )
     if "://" in path:
         raise PipelineConfigError(
             f"data.path {path!r}: data.source=image-folder reads a folder or .zip on a PersistentVolumeClaim "
@@ -47,7 +57,7 @@ def for_pods(cfg: ExperimentConfig, cluster: ClusterConfig) -> ExperimentConfig:
         )
     if cluster.data_pvc is None:
         raise PipelineConfigError(
-            f"data.path {path!r} is a folder on this machine, which the pipeline's pods cannot reach: copy the images "
+            f"data.path {path!r} is a folder on this machine, which the pipeline's pods cannot reach: copy the files "
             "onto a PersistentVolumeClaim (ReadOnlyMany or ReadWriteMany) in the run namespace and set "
             "cluster.data_pvc: {name: <claim>, mount_path: /var/lib/autophagy/data} (-S 'cluster.data_pvc={name: "
             "<claim>}'); data.path is then read inside the mount (a relative path from the claim's root). Or "

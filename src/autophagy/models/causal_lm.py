@@ -48,6 +48,7 @@ from autophagy.models.base import LogFn, ModelError, TrainReport
 from autophagy.models.noise import index_noise
 from autophagy.models.sampling import resolve_sampling
 from autophagy.models.torch_model import TorchGenerativeModel, resolve_device
+from autophagy.progress import quiet_transformers
 
 TOKENIZER_FILE = "tokenizer.json"
 NETWORK_FILE = "network.json"
@@ -494,9 +495,10 @@ def _load_pretrained(pretrained: str, dropout: float | None) -> nn.Module:
             for name in DROPOUT_ATTRIBUTES:
                 if isinstance(getattr(config, name, None), int | float):
                     setattr(config, name, dropout)
-        return AutoModelForCausalLM.from_pretrained(
-            source, config=config, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
-        )
+        with quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(
+                source, config=config, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
     except (OSError, ValueError) as err:
         detail = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         if local.is_dir():
