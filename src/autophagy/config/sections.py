@@ -226,7 +226,7 @@ class SampleConfig:
     precision: str = "auto"  # fp64 (float64 sampler state, the reference) | fp32 | bf16 (CUDA autocast) | auto
     compile: bool = False  # torch.compile the network for sampling (image families; compiling first takes minutes)
     n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
-    temperature: float = 1.0  # base-noise scale (sampling bias, Alemohammad et al. 2024); 1: unbiased, < 1: less varied
+    temperature: float = 1.0  # base-noise scale; for text a logit divisor (sampling bias, Alemohammad 2024); 1: none
     curation_k: int = 1  # curation (Ferbach et al. 2024): keep 1 of curation_k candidates per sample; 1: off
     curation_beta: float = 1.0  # curation: a candidate is kept with probability ~ exp(reward / curation_beta)
     curation_reward: str = "digits-confidence"  # digits-confidence | toy-nearest-real
