@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from paired import interleaved, load_average, median, paired_speedup, timed  # benchmarks/ is on sys.path
 from PIL import Image
 
 from autophagy.data.sources import digits_images_and_labels
@@ -115,7 +116,8 @@ def side_by_side(
 ) -> dict:
     """Two image sets ``a``, ``b`` (uint8 ``[n, H, W, 3]``, or ``[n, H, W, 1]``, repeated to RGB)
     evaluated by autophagy (FD + precision/recall, k = 3) and by clean-fid's ``compute_fid`` (FD)
-    with one network: seconds, images/s, the ratio and how closely the Frechet distances agree."""
+    with one network, each warmed up once, then alternated ``repeat`` times (:mod:`paired`): median
+    seconds, images/s, the median of the per-pair ratios and how closely the Frechet distances agree."""
     from cleanfid import fid as cleanfid
 
     a, b = (np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x for x in (a, b))
@@ -136,24 +138,30 @@ def side_by_side(
                 verbose=False,
             )
 
-    ours_metrics = autophagy_eval()  # also the warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    ours_seconds = median_seconds(autophagy_eval, repeat)
-    ours_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     with tempfile.TemporaryDirectory() as scratch:
         dir_a, dir_b = Path(scratch) / "a", Path(scratch) / "b"
         write_folder(a, dir_a)
         write_folder(b, dir_b)
-        theirs_fd = cleanfid_eval(dir_a, dir_b)
-        theirs_seconds = median_seconds(lambda: cleanfid_eval(dir_a, dir_b), repeat)
+        ours_metrics, theirs_fd = autophagy_eval(), cleanfid_eval(dir_a, dir_b)  # the warm-ups, and the values
+        seconds = interleaved(
+            {"autophagy": timed(autophagy_eval), "clean-fid": timed(lambda: cleanfid_eval(dir_a, dir_b))},
+            repeat,
+            warmup=0,
+        )
+    ours_peak = None
+    if device.type == "cuda":  # alone: clean-fid's own allocations are not autophagy's peak
+        torch.cuda.reset_peak_memory_stats(device)
+        autophagy_eval()
+        ours_peak = torch.cuda.max_memory_allocated(device) / 2**20
+    ours_seconds, theirs_seconds = median(seconds["autophagy"]), median(seconds["clean-fid"])
     images = len(a) + len(b)
     return {
         "autophagy_seconds": ours_seconds,
         "autophagy_images_per_s": images / ours_seconds,
         "cleanfid_seconds": theirs_seconds,
         "cleanfid_images_per_s": images / theirs_seconds,
-        "speedup": theirs_seconds / ours_seconds,
+        "speedup": paired_speedup(seconds, "autophagy", "clean-fid"),  # median of the per-pair ratios
+        "load_average": load_average(),
         "fd_autophagy": ours_metrics["fd_ref"],
         "fd_cleanfid": float(theirs_fd),
         "fd_relative_difference": abs(ours_metrics["fd_ref"] - theirs_fd) / max(abs(theirs_fd), 1e-12),
