@@ -43,8 +43,13 @@ WORKFLOW_BASE = 16 * 1024
 TASK_OVERHEAD = 1100
 #: One artifact in an executor input: URI, metadata, name and type schema.
 ARTIFACT_BYTES = 1024 + 256 + 192
-#: One imported artifact in an executor input: an importer gives no metadata.
+#: One imported artifact in an executor input when it is a plain ``system.Artifact`` (a run-layout
+#: fragment: its producer gave it no metadata). An imported Model or Dataset counts as
+#: :data:`ARTIFACT_BYTES`: with ``reimport=False`` the importer hands on the artifact recorded for
+#: that URI, with the metadata (DVC pointers) its producer task gave it.
 IMPORTED_ARTIFACT_BYTES = 256 + 192
+#: The imported artifact types that can carry their producer's metadata.
+METADATA_TYPES = ("system.Model", "system.Dataset")
 #: An executor input besides its values: output file locations, field names.
 EXECUTOR_INPUT_OVERHEAD = 640
 #: A parameter whose value is only known when the run starts (an option JSON, a URI).
@@ -234,10 +239,20 @@ def _executor_input(
             {},
         )
         count = iterations if "dag" in producer else 1  # dsl.Collected from a loop
-        size += count * (IMPORTED_ARTIFACT_BYTES if _imports(producer, components) else ARTIFACT_BYTES)
+        plain = _imports(producer, components) and _output_type(producer, components) not in METADATA_TYPES
+        size += count * (IMPORTED_ARTIFACT_BYTES if plain else ARTIFACT_BYTES)
     outputs = component.get("outputDefinitions", {})
     size += len(outputs.get("artifacts", {})) * ARTIFACT_BYTES + len(outputs.get("parameters", {})) * 128
     return size
+
+
+def _output_type(component: Mapping[str, Any], components: Mapping[str, Any]) -> str:
+    """The artifact type (``system.Model``, ...) an importer component (or a loop of them) outputs."""
+    if "dag" in component:
+        first = next(iter(component["dag"]["tasks"].values()))
+        return _output_type(components[first["componentRef"]["name"]], components)
+    artifacts = component.get("outputDefinitions", {}).get("artifacts", {})
+    return next((a["artifactType"]["schemaTitle"] for a in artifacts.values()), "system.Artifact")
 
 
 def _imports(component: Mapping[str, Any], components: Mapping[str, Any]) -> bool:
