@@ -69,6 +69,30 @@ def test_bench_otcfm_pairing_measures_the_stall(tmp_path):
     assert result["pairing_ms"] > 0 and result["pairing_share_of_synchronous_step"] > 0
 
 
+def test_bench_causal_lm_times_sampling_and_training_against_transformers(tmp_path):
+    result = _bench(
+        tmp_path,
+        "bench_causal_lm.py",
+        "--n",
+        "8",
+        "--rows",
+        "128",
+        "--kimg",
+        "0.128",
+        "--repeat",
+        "1",
+        "-S",
+        "model.n_embd=32",
+        "-S",
+        "model.n_layer=1",
+        "-S",
+        "data.vocab_size=300",
+    )
+    assert result["config"] == "tinytext-lm.yaml" and result["network"] == "1x4x32, vocab 300"
+    assert result["sample_tokens_per_s"] > 0 and result["generate_tokens_per_s"] > 0 and result["sampling_ratio"] > 0
+    assert result["train_rows_per_s"] > 0 and result["plain_train_rows_per_s"] > 0 and result["training_ratio"] > 0
+
+
 def _bench_families(tmp_path, *arguments: str) -> dict:
     return _bench(tmp_path, "bench_families.py", *arguments, "--repeat", "1", timeout=900)
 
