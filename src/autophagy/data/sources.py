@@ -25,7 +25,7 @@ rows are filled; without one, every row of the split in the documents' order.
 
 The embedded corpus ``python-docs`` is the standard library's ``pydoc_data.topics``: the 80 or so
 topics of the Python language reference that ``help()`` shows (about 0.5 MB of English prose and
-code in ~2,600 distinct paragraphs, each a document; PSF licence), which ships with every CPython,
+code in ~2,100 distinct paragraphs, each a document; PSF licence), which ships with every CPython,
 so the CPU default needs no download and no package. A search of PyPI for a prose corpus with a
 clear licence inside a wheel found none that was usable (corpora packages download their data at
 run time, or ship fragments, or state no licence). Its documents depend on the Python version,
