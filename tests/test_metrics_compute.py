@@ -1,5 +1,7 @@
 """compute_metrics / compute_toy_metrics: flat ``<metric>_<reference>`` keys, values, input checks."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,9 @@ def test_compute_metrics_keys_and_values():
     assert all(isinstance(v, float) for v in out.values())
     fd = metrics.frechet_distance(*metrics.gaussian_statistics(samples), *metrics.gaussian_statistics(train))
     assert out["fd_train"] == pytest.approx(fd)
-    assert (out["precision_test"], out["recall_test"]) == metrics.precision_recall(test, samples, k=3)
+    pr = metrics.precision_recall_against(samples, {"train": train, "test": test}, k=3)
+    assert (out["precision_test"], out["recall_test"]) == pr["test"]
+    assert (out["precision_train"], out["recall_train"]) == pr["train"] == metrics.precision_recall(train, samples)
 
 
 def test_compute_metrics_of_the_reference_itself():
@@ -86,12 +90,15 @@ def test_given_reference_statistics_give_the_plain_numbers():
     samples, train, test = _sets()
     refs = {"train": train, "test": test}
     computed = compute_metrics(samples, refs, k=3)
-    statistics = {name: metrics.feature_statistics(x, k=3) for name, x in refs.items()}
+    centre = train.mean(axis=0, dtype=np.float64)  # every reference's radii in the first one's frame
+    statistics = {name: metrics.feature_statistics(x, k=3, centre=centre) for name, x in refs.items()}
     assert compute_metrics(samples, refs, k=3, reference_statistics=statistics) == computed
     for name, x in refs.items():
         plain = [(s.astype(np.float64).mean(axis=0), np.cov(s.astype(np.float64), rowvar=False)) for s in (samples, x)]
         assert computed[f"fd_{name}"] == pytest.approx(metrics.frechet_distance(*plain[0], *plain[1]), rel=1e-9)
-        assert (computed[f"precision_{name}"], computed[f"recall_{name}"]) == metrics.precision_recall(x, samples)
+    assert {name: (computed[f"precision_{name}"], computed[f"recall_{name}"]) for name in refs} == (
+        metrics.precision_recall_against(samples, refs)
+    )
     assert 0.05 < computed["precision_train"] < 0.95 and 0.05 < computed["recall_train"] < 0.95
 
 
@@ -107,7 +114,38 @@ def test_compute_metrics_rejects_mismatched_statistics(statistics, message):
 
 
 def _equal(a, b) -> bool:
-    return a.k == b.k and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("mu", "sigma", "radii2"))
+    fields = ("mu", "sigma", "radii2", "centre")
+    return a.k == b.k and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields)
+
+
+def test_statistics_in_another_frame_give_the_numbers_of_the_first_ones_frame():
+    """Statistics of the test set cached in its own frame (not the train set's) are not used as they
+    are: their radii are recomputed in the train set's frame, and the numbers are those computed
+    from scratch; their mean and covariance are kept."""
+    samples, train, test = _sets()
+    refs = {"train": train, "test": test}
+    own_frame = {name: metrics.feature_statistics(x, k=3) for name, x in refs.items()}
+    assert not np.array_equal(own_frame["test"].centre, own_frame["train"].centre)
+    assert compute_metrics(samples, refs, k=3, reference_statistics=own_frame) == compute_metrics(samples, refs, k=3)
+
+
+def test_samples_radii_are_computed_once_for_all_reference_sets(monkeypatch):
+    """Two reference sets: the samples' k-NN radii once (they were computed per reference set), the
+    references' radii once each when not given, not at all when given."""
+    module = importlib.import_module("autophagy.metrics.precision_recall")  # not the function of that name
+
+    calls = []
+    original = module.knn_radii_squared
+    monkeypatch.setattr(module, "knn_radii_squared", lambda x, k, **kw: calls.append(len(x)) or original(x, k, **kw))
+    samples, train, test = _sets()
+    refs = {"train": train, "test": test}
+    compute_metrics(samples, refs, k=3)
+    assert sorted(calls) == sorted([len(samples), len(train), len(test)])
+    centre = train.mean(axis=0, dtype=np.float64)
+    statistics = {name: metrics.feature_statistics(x, k=3, centre=centre) for name, x in refs.items()}
+    calls.clear()
+    compute_metrics(samples, refs, k=3, reference_statistics=statistics)
+    assert calls == [len(samples)]
 
 
 def test_cached_statistics_are_written_then_read(tmp_path):
@@ -135,6 +173,11 @@ def test_cached_statistics_follow_the_features_not_the_path(tmp_path):
     other_k = metrics.cached_statistics(path, changed, k=5)
     assert other_k.k == 5 and _equal(other_k, metrics.feature_statistics(changed, k=5))
     path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert _equal(metrics.cached_statistics(path, train, k=3), old)
+    centre = np.full(train.shape[1], 0.25)  # radii in another frame: recomputed
+    moved = metrics.cached_statistics(path, train, k=3, centre=centre)
+    assert _equal(moved, metrics.feature_statistics(train, k=3, centre=centre))
+    assert not np.array_equal(moved.radii2, old.radii2) and np.array_equal(moved.centre, centre)
     assert _equal(metrics.cached_statistics(path, train, k=3), old)
 
 

@@ -4,9 +4,11 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 
 from autophagy.metrics import frechet_distance, gaussian_statistics
+from autophagy.metrics.frechet import trace_sqrt_product
 
 # clean-fid's reference implementation passes scipy's deprecated ``disp`` argument to sqrtm.
 pytestmark = [
@@ -156,3 +158,29 @@ def test_statistics_name_the_set_and_rows_with_nan():
     x[13, 1] = np.inf
     with pytest.raises(ValueError, match=r"reference 'test': contains NaN or infinite values \(in rows 8\.\.15\)"):
         gaussian_statistics(x, chunk_rows=8, name="reference 'test'")
+
+
+def _eigh_trace_sqrt_product(s1, s2):
+    """tr((S1 S2)^{1/2}) through the eigendecomposition of S1: the route when both are singular."""
+    w, v = np.linalg.eigh(s1)
+    a = v * np.sqrt(np.clip(w, 0, None))
+    return np.sqrt(np.clip(np.linalg.eigvalsh(a.T @ s2 @ a), 0, None)).sum()
+
+
+@pytest.mark.parametrize("rows1, rows2", [(900, 700), (40, 700), (900, 40), (40, 30)])
+def test_trace_through_either_cholesky_factor_or_the_eigendecomposition(rows1, rows2):
+    """Both covariances positive definite (the Cholesky factor of S1), S1 singular (fewer rows than
+    features: S2's factor), S2 singular (S1's), both singular (S1's eigendecomposition): every route
+    gives the eigendecomposition's trace, to 1e-10 relative when both are definite; with a singular
+    one to 1e-7 (the square roots of its zero eigenvalues, +-1e-16 after rounding, are +-1e-8:
+    numpy's and torch's eigendecompositions differ by as much). And sqrtm's (clean-fid's) to 1e-6."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(rows1 + rows2)
+    s1 = np.cov(_features(rng, rows1, 64), rowvar=False)
+    s2 = np.cov(_features(rng, rows2, 64, scale=1.5), rowvar=False)
+    got = float(trace_sqrt_product(torch.as_tensor(s1), torch.as_tensor(s2)))
+    rel = 1e-10 if min(rows1, rows2) > 64 else 1e-7
+    assert got == pytest.approx(_eigh_trace_sqrt_product(s1, s2), rel=rel)
+    if rows1 > 64 or rows2 > 64:
+        assert got == pytest.approx(np.trace(scipy.linalg.sqrtm(s1 @ s2)).real, rel=1e-6)

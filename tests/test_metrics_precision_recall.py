@@ -7,7 +7,7 @@ from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 from autophagy.metrics import precision_recall
-from autophagy.metrics.precision_recall import knn_radii, knn_radii_squared
+from autophagy.metrics.precision_recall import knn_radii, knn_radii_squared, precision_recall_against
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,11 +42,15 @@ def test_matches_dense_reference_other_k(k):
     assert precision_recall(real, generated, k=k, row_chunk=33, col_chunk=50) == _dense_reference(real, generated, k)
 
 
-def test_radii_match_sklearn_with_chunks():
+@pytest.mark.parametrize("k", [1, 3, 6])
+@pytest.mark.parametrize("row_chunk, col_chunk", [(10, 3), (3, 10), (7, 7), (1, 1), (64, 200), (123, 123), (500, 2)])
+def test_radii_match_sklearn_with_chunks(k, row_chunk, col_chunk):
+    """Each pair's distance is computed in one tile only (the upper triangle of blocks) and serves
+    both rows; at every tiling, square or not, dividing the rows or not, the radii are sklearn's."""
     x = np.random.default_rng(1).standard_normal((123, 5))
-    distances, _ = NearestNeighbors(n_neighbors=4).fit(x).kneighbors(x)
-    radii = knn_radii_squared(torch.as_tensor(x, dtype=torch.float32), 3, row_chunk=10, col_chunk=3)
-    np.testing.assert_allclose(radii.sqrt().numpy(), distances[:, 3], rtol=1e-4)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    radii = knn_radii_squared(torch.as_tensor(x, dtype=torch.float32), k, row_chunk=row_chunk, col_chunk=col_chunk)
+    np.testing.assert_allclose(radii.sqrt().numpy(), distances[:, k], rtol=1e-4)
 
 
 def test_identical_sets():
@@ -205,3 +209,65 @@ def test_rejects_bad_radii(radii2, message):
     x = np.random.default_rng(6).standard_normal((10, 3))
     with pytest.raises(ValueError, match=message):
         precision_recall(x, x, real_radii2=radii2)
+
+
+# ------------------------------------------------------------------ several real sets in one frame
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("row_chunk, col_chunk", [(10_000, 10_000), (7, 13), (64, 5)])
+def test_against_two_real_sets_in_the_first_ones_frame(offset, row_chunk, col_chunk):
+    """A collapsed model (every generated point four times, radius 0) against a train and a test
+    set that each hold exact copies of half the generated points: recall 0.5 for both, as the
+    float64 reference says, though the generated radii are computed once, in the train set's frame,
+    and the test set's own mean is elsewhere (its radii are computed in that same frame)."""
+    rng = np.random.default_rng(12)
+    points = rng.standard_normal((120, 16))
+    points[:60, 0] += 30.0
+    generated = np.repeat(points, 4, axis=0)
+    train = np.concatenate([points[:50], points[50:80] + 0.5, rng.standard_normal((20, 16))])
+    test = np.concatenate([points[70:100], rng.standard_normal((30, 16)) - 3.0])
+    for dtype in (np.float64, np.float32):
+        # float32 + 10^4 rounds the points themselves: the reference sees the rounded points
+        g = (generated + offset).astype(dtype)
+        reals = {"train": (train + offset).astype(dtype), "test": (test + offset).astype(dtype)}
+        got = precision_recall_against(g, reals, row_chunk=row_chunk, col_chunk=col_chunk)
+        for name, real in reals.items():
+            expected = _dense_reference(real.astype(np.float64), g.astype(np.float64), k=3)
+            assert got[name] == expected and expected[1] == 0.5, (name, dtype)
+
+
+def test_against_given_radii_in_the_frame_give_the_numbers_computed_here():
+    """Radii computed beforehand with ``centre`` the first set's mean (as cached for every reference
+    after the first) give what computing them here gives; one real set alone is precision_recall."""
+    real, generated = _clouds(np.float32)
+    train, test = real[:400] + np.float32(1e3), real[400:] + np.float32(1e3)
+    generated = generated + np.float32(1e3)
+    centre = train.mean(axis=0, dtype=np.float64)
+    plain = precision_recall_against(generated, {"train": train, "test": test})
+    radii = {"train": knn_radii(train, 3), "test": knn_radii(test, 3, centre=centre)}
+    assert precision_recall_against(generated, {"train": train, "test": test}, real_radii2=radii) == plain
+    assert precision_recall_against(generated, {"test": test}, centre=centre) == {"test": plain["test"]}
+    assert precision_recall_against(generated, {"train": train}) == {"train": precision_recall(train, generated)}
+
+
+def test_knn_radii_in_a_given_frame_are_those_of_the_moved_set():
+    x = np.random.default_rng(7).standard_normal((200, 8)) + 3.0
+    centre = np.full(8, 2.5)
+    np.testing.assert_array_equal(knn_radii(x, 3, centre=centre), knn_radii(x - centre, 3, centre=np.zeros(8)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reals": {}}, "at least one real set"),
+        ({"real_radii2": {"valid": np.ones(10)}}, r"radii of \['valid'\], which are not among the real sets"),
+        ({"centre": np.zeros(4)}, r"the centre must be \[3\]"),
+        ({"reals": {"test": np.zeros((10, 4))}}, "test features have 4 dimensions, generated features have 3"),
+    ],
+)
+def test_against_rejects_bad_input(kwargs, message):
+    x = np.random.default_rng(8).standard_normal((10, 3))
+    arguments = {"reals": {"train": x}} | kwargs
+    with pytest.raises(ValueError, match=message):
+        precision_recall_against(x, **arguments)

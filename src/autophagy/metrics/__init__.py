@@ -25,7 +25,7 @@ from autophagy.metrics.features import (
 )
 from autophagy.metrics.frechet import frechet_distance, gaussian_statistics
 from autophagy.metrics.grid import save_image_grid, save_scatter
-from autophagy.metrics.precision_recall import precision_recall
+from autophagy.metrics.precision_recall import knn_radii, precision_recall, precision_recall_against
 from autophagy.metrics.toy import covariance_error, gaussian_summary, mean_error, sliced_wasserstein
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "load_digits_net",
     "mean_error",
     "precision_recall",
+    "precision_recall_against",
     "save_image_grid",
     "save_scatter",
     "sliced_wasserstein",
@@ -63,10 +64,12 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Frechet distance and improved precision/recall of the samples against each reference set.
 
-    Every set's mean and covariance are computed once, in one chunked pass (:mod:`.frechet`); a
-    reference set's statistics and k-NN radii (:mod:`.feature_stats`) may come from a cache. Each
-    samples-reference distance is computed once for precision and recall. The samples' k-NN radii
-    are computed in each reference set's frame (:mod:`.precision_recall`).
+    Every set's mean and covariance are computed once, in one chunked pass (:mod:`.frechet`), and
+    every set's k-NN radii once, all in one frame: the sets moved by the first reference set's
+    centre (:func:`.precision_recall.precision_recall_against`). A reference set's statistics
+    (:mod:`.feature_stats`) may come from a cache; given radii computed in another frame than the
+    first reference's are recomputed in it. Each samples-reference distance is computed once for
+    precision and recall.
 
     Args:
         samples_features: float ``[N, F]``, features of the generation's samples.
@@ -74,7 +77,8 @@ def compute_metrics(
         k: the k of the k-NN balls for precision/recall (Kynkaanniemi et al. 2019).
         device: torch device for the statistics and the distance computations.
         reference_statistics: name -> the statistics of that reference set for this ``k``
-            (e.g. from :func:`.feature_stats.cached_statistics`); computed here for the others.
+            (e.g. from :func:`.feature_stats.cached_statistics`, with ``centre`` the first
+            reference's for the others); computed here for the rest.
 
     Returns:
         ``{"fd_<name>": ..., "precision_<name>": ..., "recall_<name>": ...}`` for every reference,
@@ -91,16 +95,47 @@ def compute_metrics(
         if statistics.k != k:
             raise ValueError(f"the statistics of reference {name!r} have k-NN radii for k={statistics.k}, not k={k}")
     mu, sigma = gaussian_statistics(samples_features, device=device, name="samples")
+    refs = _reference_statistics(reference_features, given, k=k, device=device)
+    centre = next(iter(refs.values())).centre
+    covered = precision_recall_against(
+        samples_features,
+        reference_features,
+        k=k,
+        device=device,
+        real_radii2={name: ref.radii2 for name, ref in refs.items()},
+        centre=centre,
+    )
     metrics: dict[str, float] = {}
     for name, reference in reference_features.items():
-        ref = given.get(name) or feature_statistics(reference, k=k, device=device, name=f"reference {name!r}")
-        precision, recall = precision_recall(reference, samples_features, k=k, device=device, real_radii2=ref.radii2)
-        metrics[f"fd_{name}"] = frechet_distance(mu, sigma, ref.mu, ref.sigma, device=device)
-        metrics[f"precision_{name}"] = precision
-        metrics[f"recall_{name}"] = recall
+        metrics[f"fd_{name}"] = frechet_distance(mu, sigma, refs[name].mu, refs[name].sigma, device=device)
+        metrics[f"precision_{name}"], metrics[f"recall_{name}"] = covered[name]
         for metric in computed("features"):
             metrics[f"{metric.name}_{name}"] = float(metric.function()(samples_features, reference))
     return metrics
+
+
+def _reference_statistics(
+    reference_features: Mapping[str, np.ndarray],
+    given: Mapping[str, FeatureStatistics],
+    *,
+    k: int,
+    device: str | torch.device,
+) -> dict[str, FeatureStatistics]:
+    """Every reference set's statistics, its radii in the frame of the first set's: ``given`` where
+    it is in that frame, else computed (a given mean and covariance are kept)."""
+    statistics: dict[str, FeatureStatistics] = {}
+    centre = None
+    for name, features in reference_features.items():
+        label = f"reference {name!r}"
+        ref = given.get(name)
+        if ref is None:
+            ref = feature_statistics(features, k=k, device=device, name=label, centre=centre)
+        elif centre is not None and not np.array_equal(ref.centre, centre):
+            radii2 = knn_radii(features, k, device=device, name=label, centre=centre)
+            ref = FeatureStatistics(ref.mu, ref.sigma, radii2, k, np.asarray(centre, dtype=np.float64))
+        centre = ref.centre if centre is None else centre
+        statistics[name] = ref
+    return statistics
 
 
 def compute_toy_metrics(

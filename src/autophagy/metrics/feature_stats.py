@@ -1,14 +1,16 @@
 """What the metrics need of one feature set, computed once: mean, covariance and k-NN radii.
 
 The Frechet distance needs a set's Gaussian statistics (:func:`.frechet.gaussian_statistics`),
-improved precision/recall its squared k-NN radii (:func:`.precision_recall.knn_radii`). Both
-depend on the set alone, so a generation's samples need them once for all reference sets, and a
+improved precision/recall its squared k-NN radii (:func:`.precision_recall.knn_radii`), computed
+in a frame: the set moved by a centre, its own mean or, for every reference set after the first,
+the first one's (:func:`.precision_recall.precision_recall_against`). They depend on the set and
+that centre alone, so a generation's samples need them once for all reference sets, and a
 reference set once for all generations: :func:`cached_statistics` keeps a reference set's
 statistics in a ``.npz`` file beside its cached features.
 
 A cache file is valid for the features it was computed from, not for a path: it records the
-sha256 of the features (:func:`features_digest`: dtype, shape and bytes) and ``k``, and is
-recomputed, then atomically rewritten, when either differs or the file is unreadable.
+sha256 of the features (:func:`features_digest`: dtype, shape and bytes), ``k`` and the centre,
+and is recomputed, then atomically rewritten, when any differs or the file is unreadable.
 """
 
 from __future__ import annotations
@@ -33,23 +35,42 @@ class FeatureStatistics:
     Attributes:
         mu: float64 ``[F]``, the mean.
         sigma: float64 ``[F, F]``, the unbiased covariance (``np.cov``).
-        radii2: float32 ``[N]``, the squared distance of each row to its k-th nearest other row.
+        radii2: float32 ``[N]``, the squared distance of each row to its k-th nearest other row,
+            computed with the rows moved by ``centre``.
         k: the k of ``radii2`` (Kynkaanniemi et al. 2019 use k = 3).
+        centre: float64 ``[F]``, the frame of ``radii2`` (by default the set's own mean).
     """
 
     mu: np.ndarray
     sigma: np.ndarray
     radii2: np.ndarray
     k: int
+    centre: np.ndarray
 
 
 def feature_statistics(
-    features: np.ndarray, *, k: int, device: str | torch.device = "cpu", name: str = "features"
+    features: np.ndarray,
+    *,
+    k: int,
+    device: str | torch.device = "cpu",
+    name: str = "features",
+    centre: np.ndarray | None = None,
 ) -> FeatureStatistics:
     """Mean, covariance and squared k-NN radii of ``features`` ``[N, F]`` (N > k), computed on
-    ``device``; ``name`` names the set in error messages."""
+    ``device``, the radii in the frame of ``centre`` (float ``[F]``; by default the set's own mean);
+    ``name`` names the set in error messages."""
     mu, sigma = gaussian_statistics(features, device=device, name=name)
-    return FeatureStatistics(mu, sigma, knn_radii(features, k, device=device, name=name), k)
+    centre = frame_centre(features, centre)
+    radii2 = knn_radii(features, k, device=device, name=name, centre=centre)
+    return FeatureStatistics(mu, sigma, radii2, k, centre)
+
+
+def frame_centre(features: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """``centre`` as float64 ``[F]``, or, when None, the mean of ``features`` ``[N, F]`` as
+    :func:`.precision_recall.knn_radii` computes it."""
+    if centre is None:
+        return np.asarray(features).mean(axis=0, dtype=np.float64)
+    return np.asarray(centre, dtype=np.float64)
 
 
 def features_digest(features: np.ndarray) -> str:
@@ -61,16 +82,24 @@ def features_digest(features: np.ndarray) -> str:
 
 
 def cached_statistics(
-    path: str | Path, features: np.ndarray, *, k: int, device: str | torch.device = "cpu", name: str = "features"
+    path: str | Path,
+    features: np.ndarray,
+    *,
+    k: int,
+    device: str | torch.device = "cpu",
+    name: str = "features",
+    centre: np.ndarray | None = None,
 ) -> FeatureStatistics:
-    """The statistics of ``features`` from the cache file ``path`` when it holds those of these
-    very features and this ``k``; else computed and written to ``path`` atomically."""
+    """The statistics of ``features`` (:func:`feature_statistics`) from the cache file ``path``
+    when it holds those of these very features, this ``k`` and this ``centre``; else computed and
+    written to ``path`` atomically."""
     path = Path(path)
     digest = features_digest(features)
-    cached = load_statistics(path, digest, k, rows=len(features))
+    centre = frame_centre(features, centre)
+    cached = load_statistics(path, digest, k, rows=len(features), centre=centre)
     if cached is not None:
         return cached
-    statistics = feature_statistics(features, k=k, device=device, name=name)
+    statistics = feature_statistics(features, k=k, device=device, name=name, centre=centre)
     save_statistics(path, statistics, digest)
     return statistics
 
@@ -84,18 +113,24 @@ def save_statistics(path: str | Path, statistics: FeatureStatistics, digest: str
             sigma=statistics.sigma,
             radii2=statistics.radii2,
             k=np.int64(statistics.k),
+            centre=statistics.centre,
             features_sha256=np.str_(digest),
         )
 
 
-def load_statistics(path: str | Path, digest: str, k: int, *, rows: int) -> FeatureStatistics | None:
+def load_statistics(
+    path: str | Path, digest: str, k: int, *, rows: int, centre: np.ndarray
+) -> FeatureStatistics | None:
     """The statistics in ``path`` if they are those of the features with sha256 ``digest`` (``rows``
-    rows) for this ``k``; None when the file is missing, unreadable, malformed or stale."""
+    rows) for this ``k``, their radii in the frame of ``centre``; None when the file is missing,
+    unreadable, malformed or stale."""
     try:
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["features_sha256"]) != digest or int(saved["k"]) != k:
                 return None
-            statistics = FeatureStatistics(saved["mu"], saved["sigma"], saved["radii2"], k)
+            if not np.array_equal(saved["centre"], centre):
+                return None
+            statistics = FeatureStatistics(saved["mu"], saved["sigma"], saved["radii2"], k, saved["centre"])
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
         return None  # missing or damaged: recomputed
     f = statistics.mu.shape[0] if statistics.mu.ndim == 1 else -1

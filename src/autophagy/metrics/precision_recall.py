@@ -19,8 +19,11 @@ with the distance: features far from the origin (a common offset of 10^4 on unit
 lose every digit of the distances. Both sets are therefore first moved, in float64, by the mean of
 the real features (a translation changes no distance), so the norms are those of the spread; the
 real set's radii may be computed beforehand, in that same frame (:func:`knn_radii`), and passed
-in: they serve every generation. The generated set's radii are computed in the real set's frame
-for each real set, so that the tiles they are compared with carry the same rounding.
+in: they serve every generation. The generated set's radii are computed in that frame too, so
+that the tiles they are compared with carry the same rounding. Against several real sets
+(:func:`precision_recall_against`, e.g. train and test) every set is moved by one centre, the
+first real set's mean, so that the generated set is moved and its radii computed once; the other
+real sets' radii must then be computed in that frame (``knn_radii(..., centre=...)``).
 What float32 still cannot resolve are distances below about 5e-4 times a point's distance from
 that mean (two points 0.01 apart in a mode 150 away from it). Exact copies of a duplicated point,
 whose k-NN radius is 0, are covered by its ball at every tiling the tests try, as in the float64
@@ -28,6 +31,8 @@ reference, whether the duplicated point is real or generated (a collapsed model 
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -57,23 +62,70 @@ def precision_recall(
     Returns:
         ``(precision, recall)``, each in [0, 1].
     """
+    given = None if real_radii2 is None else {"real": real_radii2}
+    return precision_recall_against(
+        generated, {"real": real}, k=k, device=device, row_chunk=row_chunk, col_chunk=col_chunk, real_radii2=given
+    )["real"]
+
+
+def precision_recall_against(
+    generated: np.ndarray,
+    reals: Mapping[str, np.ndarray],
+    *,
+    k: int = 3,
+    device: str | torch.device = "cpu",
+    row_chunk: int = 2048,
+    col_chunk: int = 8192,
+    real_radii2: Mapping[str, np.ndarray] | None = None,
+    centre: np.ndarray | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Improved precision and recall of ``generated`` with respect to each of several real sets.
+
+    All sets are moved by one ``centre`` (module docstring), so the generated set is centred and
+    its k-NN radii computed once for all real sets; each generated-real tile is computed once.
+
+    Args:
+        generated: float ``[M, F]`` features of the model's samples, M > k.
+        reals: name -> float ``[N, F]`` real features, N > k; the name labels its errors.
+        k, device, row_chunk, col_chunk: as for :func:`precision_recall`.
+        real_radii2: name -> float ``[N]``, that set's squared k-NN radii computed in the frame of
+            ``centre`` (``knn_radii(real, k, centre=centre)``); computed here for the others.
+        centre: float ``[F]``, the frame's origin; the first real set's mean when not given.
+
+    Returns:
+        name -> ``(precision, recall)``.
+    """
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
     if row_chunk < 1 or col_chunk < 1:
         raise ValueError(f"row_chunk and col_chunk must be positive, got {row_chunk} and {col_chunk}")
-    real, generated = _checked("real", real, k), _checked("generated", generated, k)
-    if real.shape[1] != generated.shape[1]:
-        raise ValueError(f"real features have {real.shape[1]} dimensions, generated features have {generated.shape[1]}")
+    if not reals:
+        raise ValueError("at least one real set is needed")
+    reals = {name: _checked(name, real, k) for name, real in reals.items()}
+    generated = _checked("generated", generated, k)
+    for name, real in reals.items():
+        if real.shape[1] != generated.shape[1]:
+            raise ValueError(
+                f"{name} features have {real.shape[1]} dimensions, generated features have {generated.shape[1]}"
+            )
     tiles = {"row_chunk": row_chunk, "col_chunk": col_chunk}
-    centre = real.mean(axis=0, dtype=np.float64)
-    r = _centred("real", real, centre, device, row_chunk)
+    given = real_radii2 or {}
+    if unknown := sorted(set(given) - set(reals)):
+        raise ValueError(f"radii of {unknown}, which are not among the real sets {sorted(reals)}")
+    if centre is None:
+        centre = next(iter(reals.values())).mean(axis=0, dtype=np.float64)
+    centre = _checked_centre(centre, generated.shape[1])
     g = _centred("generated", generated, centre, device, row_chunk)
-    if real_radii2 is None:
-        r_radii2 = knn_radii_squared(r, k, **tiles)
-    else:
-        r_radii2 = _radii_tensor("real", real_radii2, len(real), r.device)
     g_radii2 = knn_radii_squared(g, k, **tiles)
-    return _coverage_both_ways(g, r, g_radii2, r_radii2, **tiles)
+    result = {}
+    for name, real in reals.items():
+        r = _centred(name, real, centre, device, row_chunk)
+        if given.get(name) is None:
+            r_radii2 = knn_radii_squared(r, k, **tiles)
+        else:
+            r_radii2 = _radii_tensor(name, given[name], len(real), r.device)
+        result[name] = _coverage_both_ways(g, r, g_radii2, r_radii2, **tiles)
+    return result
 
 
 def knn_radii(
@@ -84,12 +136,16 @@ def knn_radii(
     row_chunk: int = 2048,
     col_chunk: int = 8192,
     name: str = "features",
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Squared k-NN radii of a feature set ``[N, F]`` (N > k), computed with the set moved by its own
-    mean, the frame :func:`precision_recall` uses for a real set: float32 ``[N]`` (see
-    :func:`knn_radii_squared`). ``name`` names the set in error messages."""
+    """Squared k-NN radii of a feature set ``[N, F]`` (N > k): float32 ``[N]`` (see
+    :func:`knn_radii_squared`), computed with the set moved by ``centre`` (float ``[F]``; by default
+    its own mean, the frame :func:`precision_recall` uses for a real set). ``name`` names the set in
+    error messages."""
     features = _checked(name, features, k)
-    x = _centred(name, features, features.mean(axis=0, dtype=np.float64), device, row_chunk)
+    if centre is None:
+        centre = features.mean(axis=0, dtype=np.float64)
+    x = _centred(name, features, _checked_centre(centre, features.shape[1]), device, row_chunk)
     return knn_radii_squared(x, k, row_chunk=row_chunk, col_chunk=col_chunk).cpu().numpy()
 
 
@@ -98,24 +154,35 @@ def knn_radii_squared(x: torch.Tensor, k: int, *, row_chunk: int = 2048, col_chu
 
     The k+1 smallest distances of a row include the row itself (distance 0, the minimum), so the
     (k+1)-th smallest is the k-th nearest other point; duplicates of the row count as neighbours.
-    Each tile's k+1 smallest are merged with those of the tiles before (``[rows, 2k + 2]``).
+    Distances are symmetric, so about half the tiles are computed: a block of rows ``[i0, i1)``
+    meets the columns ``[i0, N)`` only; each tile's k+1 smallest per row update those rows, and,
+    for the columns at or after ``i1`` (whose own blocks come later and skip these rows), its k+1
+    smallest per column update the rows of those columns. Every pair of rows is seen once from
+    each side, and each row keeps its k+1 smallest so far (``[N, k + 1]``).
     """
     n = x.shape[0]
-    radii = torch.empty(n, dtype=x.dtype, device=x.device)
+    keep = min(k + 1, n)
+    best = torch.full((n, keep), float("inf"), dtype=x.dtype, device=x.device)
     x_sq = _squared_norms(x)
     buffer = torch.empty(min(row_chunk, n) * min(col_chunk, n), dtype=x.dtype, device=x.device)
     for i in range(0, n, row_chunk):
-        rows, rows_sq = x[i : i + row_chunk], x_sq[i : i + row_chunk]
-        best = None  # [rows, <= k + 1] smallest squared distances so far
-        for j in range(0, n, col_chunk):
+        end = min(i + row_chunk, n)
+        rows, rows_sq = x[i:end], x_sq[i:end]
+        for j in range(i, n, col_chunk):
             d2 = _squared_distances(rows, rows_sq, x[j : j + col_chunk], x_sq[j : j + col_chunk], buffer)
-            smallest = torch.topk(d2, min(k + 1, d2.shape[1]), dim=1, largest=False).values
-            if best is not None:
-                merged = torch.cat([best, smallest], dim=1)
-                smallest = torch.topk(merged, min(k + 1, merged.shape[1]), dim=1, largest=False).values
-            best = smallest
-        radii[i : i + row_chunk] = best[:, k]
-    return radii
+            _merge_smallest(best, slice(i, end), d2, keep)
+            later = max(end - j, 0)  # the tile's columns before ``end`` are rows of this block
+            if later < d2.shape[1]:
+                _merge_smallest(best, slice(j + later, j + d2.shape[1]), d2[:, later:].T, keep)
+    return best[:, k]
+
+
+def _merge_smallest(best: torch.Tensor, rows: slice, d2: torch.Tensor, keep: int) -> None:
+    """``best[rows]`` ``[R, keep]`` becomes the ``keep`` smallest of itself and of ``d2`` ``[R, C]``'s
+    rows."""
+    smallest = torch.topk(d2, min(keep, d2.shape[1]), dim=1, largest=False).values
+    merged = torch.cat([best[rows], smallest], dim=1)
+    best[rows] = torch.topk(merged, keep, dim=1, largest=False).values
 
 
 def _coverage_both_ways(
@@ -189,6 +256,13 @@ def _centred(which: str, x: np.ndarray, centre: np.ndarray, device: str | torch.
             raise ValueError(f"{which} features contain NaN or infinite values")
         out[i : i + row_chunk] = torch.from_numpy(block)
     return out
+
+
+def _checked_centre(centre: np.ndarray, width: int) -> np.ndarray:
+    centre = np.asarray(centre, dtype=np.float64)
+    if centre.shape != (width,):
+        raise ValueError(f"the centre must be [{width}] (one value per feature), got shape {centre.shape}")
+    return centre
 
 
 def _radii_tensor(which: str, radii2: np.ndarray, rows: int, device: torch.device) -> torch.Tensor:

@@ -32,6 +32,7 @@ from autophagy.cache import cache_dir
 from autophagy.config import ExperimentConfig, format_lambda
 from autophagy.data.dataset import Dataset, DatasetError, open_dataset
 from autophagy.metrics import (
+    FeatureStatistics,
     build_extractor,
     cached_statistics,
     compute_metrics,
@@ -143,16 +144,17 @@ def _feature_metrics(
     (cached) statistics; returns the metrics and the reference features."""
     ref_features = {name: _reference_features(ref, extractor, cfg, seed, name) for name, ref in refs.items()}
     device, k = resolve_device(cfg.train.device), cfg.evaluate.k
-    ref_statistics = {
-        name: cached_statistics(
+    ref_statistics: dict[str, FeatureStatistics] = {}
+    for name, ref in refs.items():
+        ref_statistics[name] = cached_statistics(
             _features_cache_path(ref, extractor, cfg, seed).with_suffix(f".stats-k{k}.npz"),
             ref_features[name],
             k=k,
             device=device,
             name=f"reference {name!r}",
+            # every reference's k-NN radii in the first one's frame (compute_metrics)
+            centre=next(iter(ref_statistics.values())).centre if ref_statistics else None,
         )
-        for name, ref in refs.items()
-    }
     metrics: dict[str, Any] = compute_metrics(
         sample_features, ref_features, k=k, device=device, reference_statistics=ref_statistics
     )
