@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from autophagy.config import ConfigError, ExperimentConfig, format_lambda, load_config, parse_lambda, to_dict
 
@@ -681,17 +681,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The ``autophagy`` command: :func:`main`, then an exit without the interpreter's teardown.
+    """The ``autophagy`` command: a stage command through the stage server
+    (:mod:`autophagy.stage_server`: a process that has imported torch and mlflow forks one child
+    per command), else :func:`main` in this process; then :func:`finish_process`."""
+    from autophagy.stage_server import run_through_server
+
+    code = run_through_server(sys.argv[1:])
+    finish_process(main() if code is None else code)
+
+
+def finish_process(code: int) -> NoReturn:
+    """End the process with ``code``, without the interpreter's teardown.
 
     Exiting as CPython's own finalization begins (waiting for non-daemon threads, the atexit hooks:
     logging, MLflow; the standard streams flushed) and then ending the process skips the slow part,
-    the teardown of every imported module: 1-2 s per process once torch and mlflow are loaded, the
-    24 stage processes of the default ``dvc repro`` included. An exception still leaves the normal
-    way, with its traceback."""
+    the teardown of every imported module: 1-2 s per process once torch and mlflow are loaded. An
+    exception raised by :func:`main` still leaves the normal way, with its traceback."""
     import atexit
     import threading
 
-    code = main()
     threading._shutdown()  # what Py_FinalizeEx does first: join non-daemon threads, stop executors
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
