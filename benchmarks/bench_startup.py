@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bench_startup.py [--repeat 2] [-S key=value ...] [--json out.json]
 
 Each run is a fresh copy of this checkout (``git clone`` of HEAD, so commit first) where ``dvc
-repro`` runs the default experiment (``-S`` overrides are applied with ``autophagy dvc-params``);
-stage servers left by earlier runs are stopped first, so an ``on`` run includes its server's own
+repro`` runs the default experiment (``-S`` overrides are applied with ``autophagy dvc-params``).
+The runs' stage servers live in a private ``XDG_RUNTIME_DIR`` (a user's own servers are left
+alone), and those of earlier runs are stopped first, so an ``on`` run includes its server's own
 start. Runs:
 
 * ``off``: ``AUTOPHAGY_STAGE_SERVER=0``, every stage its own process importing torch, mlflow and
@@ -46,7 +47,7 @@ IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+(\d+) \| \S")  # a top-level
 
 
 def stop_servers() -> None:
-    """SIGTERM every stage server of this user (their ``.lock`` files hold their pids)."""
+    """SIGTERM the benchmark's stage servers (their ``.lock`` files hold their pids)."""
     for lock in server_directory().glob("*.lock"):
         pid = lock.read_text().strip()
         if pid.isdigit():
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="ap-bench-")  # short: a socket path's limit
     results: dict[str, dict] = {}
 
     def run(mode: str) -> float:
@@ -132,6 +134,7 @@ def main() -> None:
         print(f"  importtime {mode}: {json.dumps(shares[mode])}", flush=True)
     stop_servers()
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(os.environ["XDG_RUNTIME_DIR"], ignore_errors=True)
     result = {
         "seconds": seconds,
         "median_seconds": {mode: median(s) for mode, s in seconds.items()},

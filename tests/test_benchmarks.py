@@ -169,3 +169,16 @@ def test_bench_dataset_open_hashes_less_with_the_cache(tmp_path):
     # cached: the real training set is hashed once, not in the mix, the train step and the evaluation
     assert 0 < result["cached_mb_hashed"] < result["reference_mb_hashed"]
     assert result["cached_seconds"] > 0 and result["paired_speedup"] > 0
+
+
+@pytest.mark.slow
+def test_bench_startup_measures_the_import_share_with_and_without_the_stage_server(tmp_path):
+    """One generation of one λ at toy budgets (5 stages), each mode once and once under
+    ``-X importtime``: the same metrics both ways, and less of the run spent importing with the
+    server (its imports once, not once per stage)."""
+    small = ["loop.generations=1", "loop.lambdas=[inf]", "train.budget_kimg=1", "train.gen0_budget_kimg=1"]
+    result = _bench(tmp_path, "bench_startup.py", "--repeat", "1", *(x for s in small for x in ("-S", s)), timeout=900)
+    assert result["metrics_identical"] and result["metrics_files"] == 2
+    off, on = result["startup"]["off"], result["startup"]["on"]
+    assert on["import_seconds"] < off["import_seconds"] and on["share"] < off["share"]
+    assert off["processes"] >= 5 and result["speedup"] > 0
