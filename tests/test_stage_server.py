@@ -158,6 +158,19 @@ def test_a_signal_to_the_command_reaches_its_child(autophagy_exe, runtime_dir, t
     assert _gone(child)
 
 
+def test_an_interrupt_while_the_server_imports_reaches_the_child_once_it_runs(autophagy_exe, runtime_dir, tmp_path):
+    """A command that reaches a server still importing waits for it; a Ctrl-C meanwhile is kept
+    and forwarded as soon as the child exists: the command ends as an interrupted one (130)."""
+    command = _train_forever(autophagy_exe, tmp_path)  # the first command: runs alone, starts the server
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "autophagy: interrupted" in stderr, stderr
+    child = _child_pid(runtime_dir, "autophagy train")
+    assert _gone(child)
+
+
 def test_a_command_killed_by_a_signal_ends_its_caller_by_that_signal(autophagy_exe, runtime_dir, tmp_path):
     """A stage that dies by SIGKILL (the crash tests' kill points) is seen by DVC as killed."""
     first = run(autophagy_exe, "prepare", "--out", "data", cwd=tmp_path)

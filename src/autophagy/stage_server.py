@@ -160,14 +160,25 @@ def _connect(path: Path) -> socket.socket | None:
 def _relay(conn: socket.socket, argv: list[str]) -> int | None:
     """Send the command with this process's standard streams; relay signals; the child's exit."""
     frame = _frame({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()})
+    child: list[int] = []  # the child's pid, once the server has sent it
+    pending: list[int] = []  # signals that came before: forwarded as soon as it is known
+
+    def forward(sig: int, _frame) -> None:
+        if child:
+            _kill(child[0], sig)
+        else:
+            pending.append(sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
     try:
-        socket.send_fds(conn, [frame[:4]], list(_STREAMS))  # the length, with the streams
-        conn.sendall(frame[4:])
-        pid = _receive(conn)["pid"]
-    except (OSError, ValueError, KeyError):
-        return None  # the server went away before it forked: run here
-    previous = {sig: signal.signal(sig, lambda sig, _frame: _kill(pid, sig)) for sig in _FORWARDED}
-    try:
+        try:
+            socket.send_fds(conn, [frame[:4]], list(_STREAMS))  # the length, with the streams
+            conn.sendall(frame[4:])
+            child.append(pid := _receive(conn)["pid"])
+        except (OSError, ValueError, KeyError):
+            return None  # the server went away before it forked: run here
+        for sig in pending:
+            _kill(pid, sig)
         result = _receive(conn)
     except (OSError, ValueError):
         print(f"autophagy: error: the stage server ended before the command (process {pid}) did", file=sys.stderr)
@@ -314,8 +325,15 @@ def _start_child(listener: socket.socket, children: dict[int, socket.socket], se
             os.close(fd)
         conn.close()
         return
+    if _closed(conn):  # the client gave up while the server was starting: nothing to run
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return
     for stream in (sys.stdout, sys.stderr):  # nothing of the server's may reach the client's streams
         stream.flush()
+    # a signal the client forwards at once waits until the child can take it (not in fork hooks)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     pid = os.fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
@@ -327,6 +345,7 @@ def _start_child(listener: socket.socket, children: dict[int, socket.socket], se
             other.close()
         conn.close()
         _run_child(request, fds)  # never returns
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     for fd in fds:
         os.close(fd)
     print(f"{_now()} process {pid}: autophagy {' '.join(request['argv'])}", flush=True)
@@ -335,6 +354,16 @@ def _start_child(listener: socket.socket, children: dict[int, socket.socket], se
     except OSError:
         _kill(pid, signal.SIGKILL)
     children[pid] = conn
+
+
+def _closed(conn: socket.socket) -> bool:
+    """Whether the peer has closed ``conn`` (it sends nothing more after its request)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _reap(children: dict[int, socket.socket], block: bool = False) -> None:
@@ -376,7 +405,11 @@ def _run_child(request: dict, fds: list[int]) -> None:
         torch.default_generator.manual_seed(torch.default_generator.initial_seed())
         from autophagy import cli
 
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)  # a Ctrl-C that came meanwhile: here
         code = cli.main(request["argv"])
+    except KeyboardInterrupt:  # a SIGINT forwarded before autophagy.cli.main caught it itself
+        print("autophagy: interrupted", file=sys.stderr)
+        code = 130
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         if isinstance(exit_.code, str):
