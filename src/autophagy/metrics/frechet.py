@@ -27,7 +27,7 @@ def gaussian_statistics(
     features: np.ndarray,
     *,
     device: str | torch.device = "cpu",
-    chunk_rows: int = 4096,
+    chunk_rows: int = 16384,
     name: str = "features",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance of a feature set, as clean-fid computes them, in one pass.
