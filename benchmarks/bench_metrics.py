@@ -3,7 +3,7 @@
 beside clean-fid's.
 
     nice .venv/bin/python benchmarks/bench_metrics.py [--samples 6000 --train 6000 --test 1200]
-        [--dim 2048] [--paper] [--repeat 3] [--device cpu|cuda] [--json out.json]
+        [--dim 2048] [--paper] [--repeat 3] [--device cpu|cuda] [--skip-fd | --fd-only] [--json out.json]
 
 ``--paper`` is the paper's scale: 50k samples against 50k train + 10k test features, 2048-d.
 The features are synthetic float32 (a 32-d Gaussian mapped linearly to ``--dim``, plus noise; the
@@ -27,8 +27,9 @@ Frechet distances (reported: the largest relative difference).
 
 **Frechet distance** of the samples against the train set, statistics included: clean-fid's own
 ``cleanfid.fid.frechet_distance`` (``scipy.linalg.sqrtm``) on ``np.mean`` / ``np.cov`` as clean-fid
-computes them, against :func:`~autophagy.metrics.gaussian_statistics` (one chunked float64 pass
-on ``--device``) and :func:`~autophagy.metrics.frechet_distance` (eigenvalues on ``--device``).
+computes them, against :func:`~autophagy.metrics.gaussian_statistics` (one chunked pass on
+``--device``: float32 products summed in float64 on the CPU, the default, and float64 products)
+and :func:`~autophagy.metrics.frechet_distance` (eigenvalues on ``--device``).
 """
 
 from __future__ import annotations
@@ -198,26 +199,38 @@ def bench_evaluation(samples, references, k, device, repeat, cache_dir: Path) ->
 
 
 def bench_frechet(a, b, device, repeat) -> dict:
-    def ours():
-        return frechet_distance(
-            *gaussian_statistics(a, device=device), *gaussian_statistics(b, device=device), device=device
-        )
+    def ours(float64_products: bool = False):
+        exact = {"device": device, "float64_products": float64_products}
+        return frechet_distance(*gaussian_statistics(a, **exact), *gaussian_statistics(b, **exact), device=device)
 
+    contenders = {
+        "clean-fid": lambda: cleanfid_fd(a, b),
+        "autophagy": ours,
+        "autophagy float64 products": lambda: ours(float64_products=True),
+    }
     ours()  # warm-up
     cleanfid_fd(a[:3000], b[:3000])
-    times = {"autophagy": [], "clean-fid": []}
+    times = {label: [] for label in contenders}
     values = {}
     for _ in range(repeat):
-        for label, fn in (("clean-fid", lambda: cleanfid_fd(a, b)), ("autophagy", ours)):
+        for label, fn in contenders.items():
             seconds, values[label] = timed(fn)
             times[label].append(seconds)
-            print(f"  FD {label:9s} {seconds:8.2f} s", flush=True)
+            print(f"  FD {label:26s} {seconds:8.2f} s", flush=True)
     return {
         "seconds_median": {label: statistics.median(t) for label, t in times.items()},
         "seconds": times,
-        "speedup": statistics.median(c / o for c, o in zip(times["clean-fid"], times["autophagy"], strict=True)),
+        "speedup": {
+            label: statistics.median(c / o for c, o in zip(times["clean-fid"], times[label], strict=True))
+            for label in contenders
+            if label != "clean-fid"
+        },
         "values": values,
-        "rel_diff": abs(values["autophagy"] - values["clean-fid"]) / abs(values["clean-fid"]),
+        "rel_diff_vs_cleanfid": {
+            label: abs(value - values["clean-fid"]) / abs(values["clean-fid"]) for label, value in values.items()
+        },
+        "rel_diff_float32_vs_float64_products": abs(values["autophagy"] - values["autophagy float64 products"])
+        / abs(values["autophagy float64 products"]),
     }
 
 
@@ -232,6 +245,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-fd", action="store_true", help="the evaluation only")
+    parser.add_argument("--fd-only", action="store_true", help="the Frechet distance only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.paper:
@@ -248,8 +262,9 @@ def main() -> None:
         "train": synthetic_features(args.train, args.dim, seed=2),
         "test": synthetic_features(args.test, args.dim, seed=3),
     }
-    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as cache:
-        result["evaluation"] = bench_evaluation(samples, references, args.k, args.device, args.repeat, Path(cache))
+    if not args.fd_only:
+        with tempfile.TemporaryDirectory(prefix="bench-metrics-") as cache:
+            result["evaluation"] = bench_evaluation(samples, references, args.k, args.device, args.repeat, Path(cache))
     if not args.skip_fd:
         result["frechet"] = bench_frechet(samples, references["train"], args.device, args.repeat)
     result["uptime_after"] = uptime()

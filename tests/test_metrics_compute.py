@@ -7,6 +7,7 @@ import pytest
 
 import autophagy.metrics as metrics
 from autophagy.metrics import compute_metrics, compute_toy_metrics
+from autophagy.metrics.feature_stats import features_digest, load_statistics, save_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +87,9 @@ def _sets(seed=3):
 
 def test_given_reference_statistics_give_the_plain_numbers():
     """compute_metrics with cached reference statistics = without them = the plain computation
-    (numpy mean/cov of float64 copies, precision/recall from scratch): FD to 1e-9 relative, P/R exactly."""
+    (numpy mean/cov of float64 copies, precision/recall from scratch): FD to 1e-6 relative (the
+    covariance's float32 products on the CPU; 1e-9 with float64 ones, test_metrics_frechet.py),
+    P/R exactly."""
     samples, train, test = _sets()
     refs = {"train": train, "test": test}
     computed = compute_metrics(samples, refs, k=3)
@@ -95,7 +98,7 @@ def test_given_reference_statistics_give_the_plain_numbers():
     assert compute_metrics(samples, refs, k=3, reference_statistics=statistics) == computed
     for name, x in refs.items():
         plain = [(s.astype(np.float64).mean(axis=0), np.cov(s.astype(np.float64), rowvar=False)) for s in (samples, x)]
-        assert computed[f"fd_{name}"] == pytest.approx(metrics.frechet_distance(*plain[0], *plain[1]), rel=1e-9)
+        assert computed[f"fd_{name}"] == pytest.approx(metrics.frechet_distance(*plain[0], *plain[1]), rel=1e-6)
     assert {name: (computed[f"precision_{name}"], computed[f"recall_{name}"]) for name in refs} == (
         metrics.precision_recall_against(samples, refs)
     )
@@ -179,6 +182,23 @@ def test_cached_statistics_follow_the_features_not_the_path(tmp_path):
     assert _equal(moved, metrics.feature_statistics(train, k=3, centre=centre))
     assert not np.array_equal(moved.radii2, old.radii2) and np.array_equal(moved.centre, centre)
     assert _equal(metrics.cached_statistics(path, train, k=3), old)
+
+
+def test_cached_statistics_follow_the_precision_of_the_products(tmp_path):
+    """A cache whose covariance was multiplied in float64 (as before float32 products became the
+    CPU default for float32 features) is recomputed, not served beside fresh float32-product
+    statistics of the samples; one that records float32 products is read."""
+    _, train, _ = _sets()
+    path = tmp_path / "train.stats.npz"
+    mu, sigma = metrics.gaussian_statistics(train, float64_products=True)
+    fresh = metrics.feature_statistics(train, k=3)
+    assert not np.array_equal(sigma, fresh.sigma)
+    older = metrics.FeatureStatistics(mu, sigma, fresh.radii2, 3, fresh.centre)
+    digest = features_digest(train)
+    save_statistics(path, older, digest, products="float64")
+    assert _equal(metrics.cached_statistics(path, train, k=3), fresh)
+    assert load_statistics(path, digest, 3, rows=len(train), centre=fresh.centre, products="float32") is not None
+    assert load_statistics(path, digest, 3, rows=len(train), centre=fresh.centre, products="float64") is None
 
 
 def test_cached_statistics_are_written_atomically(tmp_path, monkeypatch):

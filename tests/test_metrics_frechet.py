@@ -8,7 +8,7 @@ import torch
 from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 
 from autophagy.metrics import frechet_distance, gaussian_statistics
-from autophagy.metrics.frechet import trace_sqrt_product
+from autophagy.metrics.frechet import covariance_products, trace_sqrt_product
 
 # clean-fid's reference implementation passes scipy's deprecated ``disp`` argument to sqrtm.
 pytestmark = [
@@ -34,7 +34,7 @@ def test_matches_cleanfid(f, n1, n2):
 
 def test_statistics_match_numpy():
     x = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float32)
-    mu, sigma = gaussian_statistics(x)
+    mu, sigma = gaussian_statistics(x, float64_products=True)
     assert mu.dtype == sigma.dtype == np.float64
     np.testing.assert_allclose(mu, x.astype(np.float64).mean(axis=0))
     np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False))
@@ -128,7 +128,7 @@ def test_one_pass_statistics_match_numpy_at_every_chunking(chunk_rows, offset):
     10^4 from the origin (the shift by the first chunk's mean cancels the offset before squaring)."""
     rng = np.random.default_rng(3)
     x = (_features(rng, 300, 24, shift=0.5, scale=2.0) + offset).astype(np.float32)
-    mu, sigma = gaussian_statistics(x, chunk_rows=chunk_rows)
+    mu, sigma = gaussian_statistics(x, chunk_rows=chunk_rows, float64_products=True)
     np.testing.assert_allclose(mu, x.astype(np.float64).mean(axis=0), rtol=1e-12)
     expected = np.cov(x.astype(np.float64), rowvar=False)
     np.testing.assert_allclose(sigma, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
@@ -142,8 +142,48 @@ def test_frechet_distance_of_one_pass_statistics_matches_numpy_statistics():
     a, b = _features(rng, 1500, 128).astype(np.float32), _features(rng, 900, 128, shift=0.05).astype(np.float32)
     numpy_stats = [(x.astype(np.float64).mean(axis=0), np.cov(x.astype(np.float64), rowvar=False)) for x in (a, b)]
     expected = frechet_distance(*numpy_stats[0], *numpy_stats[1])
-    got = frechet_distance(*gaussian_statistics(a, chunk_rows=256), *gaussian_statistics(b, chunk_rows=100))
+    exact = {"float64_products": True}
+    got = frechet_distance(*gaussian_statistics(a, chunk_rows=256, **exact), *gaussian_statistics(b, chunk_rows=100, **exact))
     assert got == pytest.approx(expected, rel=1e-9) and expected > 0.1
+
+
+def test_float32_products_are_the_cpu_default_for_float32_features_only():
+    assert covariance_products(np.float32, "cpu") == np.float32
+    assert covariance_products(np.float32, "cpu", float64_products=True) == np.float64
+    assert covariance_products(np.float64, "cpu") == np.float64
+    assert covariance_products(np.float16, "cpu") == np.float64
+    assert covariance_products(np.float32, "cuda") == np.float64
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, None])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_float32_products_stay_within_their_rounding(chunk_rows, offset):
+    """The CPU default (float32 products within a chunk, float64 sums across chunks): the mean is
+    the float64 one to 1e-12, and each covariance entry is within 2^-24 * 32 = 1.9e-6 of
+    sqrt(sigma_ii sigma_jj) of np.cov's, also 10^4 from the origin. The float64-product path is
+    ~1000x closer, so this bound fails if float32 rounding were lost anywhere larger."""
+    rng = np.random.default_rng(3)
+    x = (_features(rng, 3000, 24, shift=0.5, scale=2.0) + offset).astype(np.float32)
+    mu, sigma = gaussian_statistics(x, chunk_rows=chunk_rows)
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(axis=0), rtol=1e-12)
+    expected = np.cov(x.astype(np.float64), rowvar=False)
+    scale = np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
+    error = np.abs(sigma - expected) / scale
+    assert error.max() < 32 * 2.0**-24
+    assert error.max() > 1e-10  # float32 products, not float64 ones
+    assert np.array_equal(sigma, sigma.T)
+
+
+@pytest.mark.parametrize("f, n1, n2, shift", [(128, 1500, 900, 0.05), (16, 400, 500, 0.2), (512, 3000, 2000, 0.0)])
+def test_frechet_distance_with_float32_products_matches_float64_products(f, n1, n2, shift):
+    """FD from the default statistics equals FD from float64 products to 1e-6 relative (at
+    50k x 2048 Inception-like features, ~2e-8: ``benchmarks/bench_metrics.py``)."""
+    rng = np.random.default_rng(f)
+    a = _features(rng, n1, f).astype(np.float32)
+    b = (_features(rng, n2, f, shift=shift) * 1.1).astype(np.float32)
+    exact = frechet_distance(*gaussian_statistics(a, float64_products=True), *gaussian_statistics(b, float64_products=True))
+    fast = frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
+    assert fast == pytest.approx(exact, rel=1e-6) and fast != exact
 
 
 def test_statistics_leave_float64_input_unchanged():

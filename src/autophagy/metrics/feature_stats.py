@@ -9,8 +9,8 @@ reference set once for all generations: :func:`cached_statistics` keeps a refere
 statistics in a ``.npz`` file beside its cached features.
 
 A cache file is valid for the features it was computed from, not for a path: it records the
-sha256 of the features (:func:`features_digest`: dtype, shape and bytes), ``k`` and the centre,
-and is recomputed, then atomically rewritten, when any differs or the file is unreadable.
+sha256 of the features (:func:`features_digest`: dtype, shape and bytes), ``k``, the centre and
+the precision of the covariance's products (:func:`.frechet.covariance_products`), and is recomputed, then atomically rewritten, when any differs or the file is unreadable.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from autophagy import atomic
-from autophagy.metrics.frechet import gaussian_statistics
+from autophagy.metrics.frechet import covariance_products, gaussian_statistics
 from autophagy.metrics.precision_recall import knn_radii
 
 
@@ -91,21 +91,23 @@ def cached_statistics(
     centre: np.ndarray | None = None,
 ) -> FeatureStatistics:
     """The statistics of ``features`` (:func:`feature_statistics`) from the cache file ``path``
-    when it holds those of these very features, this ``k`` and this ``centre``; else computed and
-    written to ``path`` atomically."""
+    when it holds those of these very features, this ``k`` and this ``centre``, their covariance
+    multiplied in the precision it would be here; else computed and written to ``path`` atomically."""
     path = Path(path)
     digest = features_digest(features)
     centre = frame_centre(features, centre)
-    cached = load_statistics(path, digest, k, rows=len(features), centre=centre)
+    products = covariance_products(np.asarray(features).dtype, device).name
+    cached = load_statistics(path, digest, k, rows=len(features), centre=centre, products=products)
     if cached is not None:
         return cached
     statistics = feature_statistics(features, k=k, device=device, name=name, centre=centre)
-    save_statistics(path, statistics, digest)
+    save_statistics(path, statistics, digest, products=products)
     return statistics
 
 
-def save_statistics(path: str | Path, statistics: FeatureStatistics, digest: str) -> None:
-    """Write ``statistics`` of the features with sha256 ``digest`` to ``path`` (a ``.npz``), atomically."""
+def save_statistics(path: str | Path, statistics: FeatureStatistics, digest: str, *, products: str) -> None:
+    """Write ``statistics`` of the features with sha256 ``digest``, their covariance's products
+    computed in ``products`` (``"float32"`` or ``"float64"``), to ``path`` (a ``.npz``), atomically."""
     with atomic.temp_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
@@ -115,20 +117,21 @@ def save_statistics(path: str | Path, statistics: FeatureStatistics, digest: str
             k=np.int64(statistics.k),
             centre=statistics.centre,
             features_sha256=np.str_(digest),
+            sigma_products=np.str_(products),
         )
 
 
 def load_statistics(
-    path: str | Path, digest: str, k: int, *, rows: int, centre: np.ndarray
+    path: str | Path, digest: str, k: int, *, rows: int, centre: np.ndarray, products: str
 ) -> FeatureStatistics | None:
     """The statistics in ``path`` if they are those of the features with sha256 ``digest`` (``rows``
-    rows) for this ``k``, their radii in the frame of ``centre``; None when the file is missing,
-    unreadable, malformed or stale."""
+    rows) for this ``k``, their radii in the frame of ``centre`` and their covariance's products in
+    ``products``; None when the file is missing, unreadable, malformed or stale."""
     try:
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["features_sha256"]) != digest or int(saved["k"]) != k:
                 return None
-            if not np.array_equal(saved["centre"], centre):
+            if not np.array_equal(saved["centre"], centre) or str(saved["sigma_products"]) != products:
                 return None
             statistics = FeatureStatistics(saved["mu"], saved["sigma"], saved["radii2"], k, saved["centre"])
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
