@@ -2,7 +2,7 @@
 same network and steps (issue 15, items 3, 4, 6).
 
     nice .venv/bin/python benchmarks/bench_sampling.py [--repeat 3] [--device cpu|cuda] [--n 1024]
-        [--families edm ddpm-ancestral otcfm] [--config configs/digits-edm.yaml] [-S key=value ...]
+        [--families edm ddpm ddpm-ancestral otcfm] [--config configs/digits-edm.yaml] [-S key=value ...]
         [--compile] [--json out.json]
 
 Per family, after one warm-up round, rounds of (project default, project options..., plain loop)
@@ -22,7 +22,8 @@ medians and the geometric mean of the per-round ratios ``project images/s / plai
 ``--weight-casts`` instead times the DDPM++ UNet's forward with and without its per-layer
 ``weight.to(x.dtype)`` (item 6; needs an EDM ``unet`` config, e.g. ``configs/digits-edm-unet.yaml``).
 
-Families: ``edm`` (the config's Heun sampler), ``ddpm-ancestral`` (Ho et al. Alg. 2 at
+Families: ``edm`` (the config's Heun sampler), ``ddpm`` (its default sampler: DDIM, 50 steps,
+no per-step noise), ``ddpm-ancestral`` (Ho et al. Alg. 2 at
 ``--ancestral-steps`` steps: per-step noise, the item-4 workload), ``otcfm`` (Euler). The network is
 the config's (default: the default experiment's MLP on 8x8 digits) with random weights: speed does
 not depend on the weights.
@@ -38,14 +39,14 @@ from pathlib import Path
 
 import torch
 from paired import interleaved, load_average, median, timed  # benchmarks/ is on sys.path
-from plain_sampling import Loop, edm_heun, flow_euler, plain_sample
+from plain_sampling import Loop, ddim, edm_heun, flow_euler, plain_sample
 from torch import nn
 
 from autophagy.config import load_config
 from autophagy.models import build_model
 from autophagy.models.ddpm import make_scheduler
 
-FAMILIES = ("edm", "ddpm-ancestral", "otcfm")
+FAMILIES = ("edm", "ddpm", "ddpm-ancestral", "otcfm")
 IMAGE_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3)}  # [H, W, C] of a data source's images
 
 
@@ -100,7 +101,7 @@ def family_config(base: list[str], family: str, ancestral_steps: int) -> list[st
 
 
 def plain_loop_of(family: str, model_cfg) -> Loop:
-    return {"edm": edm_heun, "ddpm-ancestral": ancestral, "otcfm": flow_euler}[family](model_cfg)
+    return {"edm": edm_heun, "ddpm": ddim, "ddpm-ancestral": ancestral, "otcfm": flow_euler}[family](model_cfg)
 
 
 def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict:

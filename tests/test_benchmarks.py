@@ -168,6 +168,16 @@ def test_bench_metrics_compares_the_evaluation_and_fd_with_their_references_at_e
     assert 0 < frechet["rel_diff_float32_vs_float64_products"] < 1e-6
 
 
+def test_bench_sampling_pairs_every_family_with_its_plain_loop(tmp_path):
+    config = str(ROOT / "configs" / "digits-edm.yaml")
+    arguments = ("--config", config, "--n", "16", "--repeat", "1", "--ancestral-steps", "4")
+    rows = {row["family"]: row for row in _bench(tmp_path, "bench_sampling.py", *arguments)}
+    assert set(rows) == {"edm", "ddpm", "ddpm-ancestral", "otcfm"}
+    for row in rows.values():
+        assert row["n"] == 16 and row["plain images/s"] > 0 and row["project images/s"] > 0
+        assert row["project / plain"] > 0 and row["project fp32 / plain"] > 0
+
+
 def test_bench_dataset_open_hashes_less_with_the_cache(tmp_path):
     result = _bench(tmp_path, "bench_dataset_open.py", "--repeat", "1", "--scale", "0.01", "--dir", str(tmp_path))
     # cached: the real training set is hashed once, not in the mix, the train step and the evaluation

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from autophagy.config import ConfigError, DDPMModelConfig, OTCFMModelConfig, TrainConfig, load_config
+from autophagy.config import ConfigError, DDPMModelConfig, EDMModelConfig, OTCFMModelConfig, TrainConfig, load_config
 from autophagy.models import build_model
 from autophagy.models.checkpoint import load_checkpoint, save_checkpoint
 from autophagy.models.ddpm import ancestral_sample, ancestral_step, ddim_sample, make_scheduler
@@ -329,3 +329,60 @@ def test_otcfm_loss_is_zero_for_the_target_on_a_point_mass():
     c = torch.full((64, 1, 8, 8), 0.25)
     net = lambda x, t: (c - x) / (1 - t.reshape(-1, 1, 1, 1))  # noqa: E731
     assert model.loss(net, c, torch.Generator().manual_seed(0)).item() < 1e-8
+
+
+ONE_LEVEL_CASES = {  # family config, the noise level a sampler passes (EDM: sigma; DDPM: timestep; OT-CFM: t)
+    "edm-mlp": (EDMModelConfig(network="mlp", model_channels=32, num_blocks=2), 0.7),
+    "edm-unet": (EDMModelConfig(**TINY_UNET), 2.5),
+    "ddpm-mlp": (DDPMModelConfig(model_channels=32, num_blocks=2), 37),
+    "ddpm-unet": (DDPMModelConfig(**TINY_UNET), 611),
+    "otcfm-mlp": (OTCFMModelConfig(model_channels=32, num_blocks=2), 0.3),
+    "otcfm-unet": (OTCFMModelConfig(**TINY_UNET, head_channels=8), 0.85),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_LEVEL_CASES))
+def test_one_level_for_the_batch_is_that_level_in_every_row(name):
+    """The samplers pass one noise level for the whole batch, labels [1], which the networks
+    broadcast (the level is embedded once per call): the output is the one with the level
+    repeated in every row, labels [B], to float32 rounding. Weights are randomised, since the
+    zero-initialised output layers would make any labels give the same output."""
+    cfg, level = ONE_LEVEL_CASES[name]
+    torch.manual_seed(0)
+    net = build_model(cfg, ITEM_SHAPE).ema.eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 0.2)
+    x = torch.randn(6, 1, 8, 8)
+    labels = torch.tensor([level], dtype=torch.int64 if isinstance(level, int) else torch.float32)
+    with torch.inference_mode():
+        per_row, once = net(x, labels.expand(6)), net(x, labels)
+        other_level = net(x, labels + 1)
+    assert once.shape == per_row.shape == x.shape
+    torch.testing.assert_close(once, per_row, rtol=1e-5, atol=1e-5)
+    assert (once - other_level).abs().max() > 1e-3  # the level matters: the comparison is not vacuous
+
+
+SAMPLERS = {
+    "edm heun": ONE_LEVEL_CASES["edm-mlp"][0],
+    "edm heun + churn": EDMModelConfig(network="mlp", model_channels=32, num_blocks=1, num_steps=4, S_churn=10.0),
+    "ddpm ddim": FAMILIES["ddpm-default"],
+    "ddpm ancestral": FAMILIES["ddpm-unet-ancestral"],
+    "otcfm euler": FAMILIES["otcfm-default"],
+    "otcfm midpoint": FAMILIES["otcfm-unet-midpoint"],
+    "otcfm dopri5": FAMILIES["otcfm-dopri5"],
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_samplers_call_the_network_with_one_level_per_call(name):
+    calls = []
+    model = build_model(SAMPLERS[name], ITEM_SHAPE)
+
+    def network(x, labels):
+        calls.append(tuple(labels.shape))
+        return model.ema(x, labels)
+
+    with torch.inference_mode():
+        model.sample_batch(network, torch.randn(5, 1, 8, 8), seed=0, start=0)
+    assert calls and set(calls) == {(1,)}

@@ -31,7 +31,7 @@ from autophagy.config import DDPMModelConfig
 from autophagy.models.image import ImageModel
 from autophagy.models.noise import index_noise
 
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B]) -> eps [B, ...]
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B] or [1]) -> eps [B, ...]; the samplers pass [1]
 
 
 def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMScheduler | DDIMScheduler:
@@ -100,7 +100,7 @@ def ancestral_sample(
     x = latents
     on_device = scheduler.timesteps.to(x.device)
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_model(x, on_device[i].expand(x.shape[0]))
+        eps = eps_model(x, on_device[i : i + 1])  # one level for the batch: [1]
         x = ancestral_step(scheduler, eps, t, x, step_noise(i) if t > 0 else None)
     return x
 
@@ -118,7 +118,7 @@ def ddim_sample(
     x = latents
     on_device = scheduler.timesteps.to(x.device)  # once, as in ancestral_sample
     for i, t in enumerate(scheduler.timesteps):
-        eps = eps_model(x, on_device[i].expand(x.shape[0]))
+        eps = eps_model(x, on_device[i : i + 1])
         noise = step_noise(i).to(x) if eta > 0 else None
         x = scheduler.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=noise, return_dict=False)[
             0

@@ -27,7 +27,8 @@ from autophagy.models.unet import SongUNet
 
 
 class EDMPrecond(nn.Module):
-    """The denoiser D(x; sigma) around a raw network F. ``x`` [B, C, H, W], ``sigma`` [B]."""
+    """The denoiser D(x; sigma) around a raw network F. ``x`` [B, C, H, W], ``sigma`` [B]
+    or [1] (one level for the whole batch, broadcast)."""
 
     def __init__(self, network: nn.Module, sigma_data: float):
         super().__init__()
@@ -58,14 +59,14 @@ def heun_sample(
 ) -> torch.Tensor:
     """Karras et al. (2022) Alg. 2. ``latents`` [B, ...] ~ N(0, I); returns x_0 [B, ...] in float32.
 
-    ``denoiser(x float32, sigma [B]) -> D(x; sigma)``. ``churn_noise(i) -> [B, ...]`` supplies the
-    noise of step ``i`` when ``S_churn > 0`` (per-index seeded by the caller). The iterate and the
-    schedule are held in ``state_dtype``: float64 is the reference (as Karras et al.'s sampler),
-    float32 the fast path (the schedule is computed in float64 and rounded once).
+    ``denoiser(x float32, sigma [1]) -> D(x; sigma)``: one level per call for the whole batch.
+    ``churn_noise(i) -> [B, ...]`` supplies the noise of step ``i`` when ``S_churn > 0`` (per-index
+    seeded by the caller). The iterate and the schedule are held in ``state_dtype``: float64 is the
+    reference (as Karras et al.'s sampler), float32 the fast path (the schedule is computed in
+    float64 and rounded once).
     """
     t_steps = edm_sigma_steps(cfg, latents.device).to(state_dtype)
     x_next = latents.to(state_dtype) * t_steps[0]
-    batch = latents.shape[0]
     for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
         x_cur = x_next
         gamma = min(cfg.S_churn / cfg.num_steps, math.sqrt(2) - 1) if cfg.S_churn > 0 else 0.0
@@ -73,11 +74,11 @@ def heun_sample(
         x_hat = x_cur
         if gamma > 0:
             x_hat = x_cur + (t_hat**2 - t_cur**2).sqrt() * churn_noise(i).to(x_cur)
-        denoised = denoiser(x_hat.to(torch.float32), t_hat.expand(batch)).to(state_dtype)
+        denoised = denoiser(x_hat.to(torch.float32), t_hat.reshape(1)).to(state_dtype)
         d_cur = (x_hat - denoised) / t_hat
         x_next = x_hat + (t_next - t_hat) * d_cur
         if i < cfg.num_steps - 1:
-            denoised = denoiser(x_next.to(torch.float32), t_next.expand(batch)).to(state_dtype)
+            denoised = denoiser(x_next.to(torch.float32), t_next.reshape(1)).to(state_dtype)
             d_prime = (x_next - denoised) / t_next
             x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next.to(torch.float32)

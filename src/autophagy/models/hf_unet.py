@@ -13,8 +13,9 @@ With ``model_channels=128, channel_mult=(1, 2, 2, 2), num_blocks=2, attn_resolut
 both have 35,746,307 parameters at 32x32: Ho et al.'s "35.7 million" and torchcfm's CIFAR-10
 network (counted in tests/test_families_paper.py against torchcfm's own class where installed).
 
-Shapes: ``forward(x [B, C, H, W], labels [B]) -> [B, C, H, W]``; ``labels`` are the timesteps
-as the family defines them (integers 0..T-1 for ddpm, t in [0, 1] for otcfm, as torchcfm).
+Shapes: ``forward(x [B, C, H, W], labels [B] or [1]) -> [B, C, H, W]`` (diffusers repeats a [1]
+level over the batch); ``labels`` are the timesteps as the family defines them (integers 0..T-1
+for ddpm, t in [0, 1] for otcfm, as torchcfm).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """What the image families (edm, ddpm, otcfm) share: uint8 NHWC rows <-> float32 NCHW in [-1, 1],
-and the choice of network F(x [B, C, H, W], labels [B]) -> [B, C, H, W]."""
+and the choice of network F(x [B, C, H, W], labels [B]) -> [B, C, H, W].
+
+The samplers call F with one noise level for the whole batch, ``labels`` [1]: the networks
+broadcast it, so the level's embedding (sinusoids and MLP) is computed once per call, not once
+per row (the residual MLP: ~11 % of its multiply-adds; ``benchmarks/bench_sampling.py``)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ this project's 2-core CI machine, the tiny DDPM++ UNet (16 channels) trains at ~
 this 484k-parameter MLP at ~11,600 images/s (benchmarks/README.md). The EDM preconditioning,
 loss and sampler are identical for both; only the network F differs.
 
-Shapes: ``forward(x [B, C, H, W], noise_labels [B]) -> [B, C, H, W]``.
+Shapes: ``forward(x [B, C, H, W], noise_labels [B] or [1]) -> [B, C, H, W]``; a [1] level is
+embedded once and broadcast over the batch.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ count. ``dopri5`` is torchdiffeq's adaptive Dormand-Prince 5(4) with ``atol = rt
 in torchcfm's CIFAR-10 evaluation. Its step sizes are chosen per batch, so a row agrees across
 batchings to within the tolerance, not bit for bit.
 
-``velocity(x [B, ...], t [B]) -> [B, ...]``.
+``velocity(x [B, ...], t [1]) -> [B, ...]``: one time for the whole batch, broadcast by the network.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ def integrate(
     velocity: Velocity, x0: torch.Tensor, method: str, num_steps: int = 100, tol: float = 1e-5
 ) -> torch.Tensor:
     """x(1) from x(0) = ``x0`` [B, ...]."""
-    batch = x0.shape[0]
-    at = lambda t: torch.full((batch,), float(t), dtype=x0.dtype, device=x0.device)  # noqa: E731
+    at = lambda t: torch.full((1,), float(t), dtype=x0.dtype, device=x0.device)  # noqa: E731  one level for the batch
     if method == "dopri5":
         span = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
         return odeint(lambda t, x: velocity(x, at(t)), x0, span, method="dopri5", atol=tol, rtol=tol)[-1]

@@ -56,7 +56,7 @@ def resolve_sampling(
 
 
 class SamplingNetwork(nn.Module):
-    """The network ``F(x [B, ...], labels [B]) -> [B, ...]`` as a sampler calls it under ``speed``:
+    """The network ``F(x [B, ...], labels [1]) -> [B, ...]`` as a sampler calls it under ``speed``:
     ``x`` and floating ``labels`` enter in float32 (from the sampler's state dtype), the forward
     runs under bf16 autocast for ``bf16``, and the output returns in ``x``'s dtype."""
 

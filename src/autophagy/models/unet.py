@@ -7,7 +7,8 @@ the CIFAR-10 network of Karras et al. (2022), Table 7 ("DDPM++", config F); with
 filter [1, 1] follow the reference so that parameter counts match it exactly. The [1, 1] FIR
 filter is a 2x2 box filter: down-sampling is an average pool, up-sampling nearest-neighbour.
 
-Shapes: ``forward(x [B, C, H, W], noise_labels [B]) -> [B, C_out, H, W]``.
+Shapes: ``forward(x [B, C, H, W], noise_labels [B] or [1]) -> [B, C_out, H, W]``; a [1] level
+is embedded once and broadcast over the batch.
 """
 
 from __future__ import annotations
