@@ -148,11 +148,24 @@ def test_frechet_distance_of_one_pass_statistics_matches_numpy_statistics():
 
 
 def test_float32_products_are_the_cpu_default_for_float32_features_only():
-    assert covariance_products(np.float32, "cpu") == np.float32
-    assert covariance_products(np.float32, "cpu", float64_products=True) == np.float64
-    assert covariance_products(np.float64, "cpu") == np.float64
-    assert covariance_products(np.float16, "cpu") == np.float64
-    assert covariance_products(np.float32, "cuda") == np.float64
+    assert covariance_products(np.float32, "cpu", 4096, 2048) == np.float32
+    assert covariance_products(np.float32, "cpu", 4096, 2048, float64_products=True) == np.float64
+    assert covariance_products(np.float32, "cpu", 4095, 2048) == np.float64  # nearly singular
+    assert covariance_products(np.float64, "cpu", 50_000, 2048) == np.float64
+    assert covariance_products(np.float16, "cpu", 50_000, 2048) == np.float64
+    assert covariance_products(np.float32, "cuda", 50_000, 2048) == np.float64
+
+
+def test_fewer_than_twice_as_many_rows_as_features_multiply_in_float64():
+    """A (nearly) singular covariance: the square roots of its near-zero eigenvalues would amplify
+    float32 rounding (4e-4 relative at 1,200 x 2048), so such a set gets the float64 path's numbers."""
+    rng = np.random.default_rng(7)
+    few = _features(rng, 120, 64).astype(np.float32)  # fewer rows than features
+    many = _features(rng, 1000, 64, shift=0.1).astype(np.float32)
+    for x in (few, many[:127]):
+        for got, exact in zip(gaussian_statistics(x), gaussian_statistics(x, float64_products=True), strict=True):
+            assert np.array_equal(got, exact)
+    assert not np.array_equal(gaussian_statistics(many)[1], gaussian_statistics(many, float64_products=True)[1])
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, None])

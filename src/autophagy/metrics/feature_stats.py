@@ -96,7 +96,7 @@ def cached_statistics(
     path = Path(path)
     digest = features_digest(features)
     centre = frame_centre(features, centre)
-    products = covariance_products(np.asarray(features).dtype, device).name
+    products = covariance_products(np.asarray(features).dtype, device, *np.shape(features)).name
     cached = load_statistics(path, digest, k, rows=len(features), centre=centre, products=products)
     if cached is not None:
         return cached

@@ -39,14 +39,17 @@ def gaussian_statistics(
     algorithm; Chan, Golub & LeVeque 1983). Each chunk is checked for NaN/inf as it arrives. No
     float64 copy of the whole set is made: memory is one chunk plus the ``[F, F]`` accumulator.
 
-    The products (:func:`covariance_products`): on the CPU, float32 features are multiplied in
-    float32 within a chunk (BLAS ``ssyrk``: one triangle, twice the rate of float64 on a CPU) and
-    the chunks' sums are added in float64; on a GPU, and for any other dtype, each chunk is
-    multiplied in float64, where the product of two float32 numbers is exact. The float32 sums of a
-    chunk round to ~sqrt(chunk_rows) * 2^-24 of the sum of the products' magnitudes: the Frechet
-    distance moves by ~1e-8 relative at 50k x 2048 (``benchmarks/bench_metrics.py``), four orders
-    of magnitude below its sampling error, in half the time. ``float64_products=True`` multiplies
-    in float64 everywhere (the reference for the tests).
+    The products (:func:`covariance_products`): on the CPU, float32 features of at least 2F rows
+    are multiplied in float32 within a chunk (BLAS ``ssyrk``: one triangle, twice the rate of
+    float64 on a CPU) and the chunks' sums are added in float64; on a GPU, for any other dtype and
+    for fewer rows, each chunk is multiplied in float64, where the product of two float32 numbers
+    is exact. The float32 sums of a chunk round to ~sqrt(chunk_rows) * 2^-24 of the sum of the
+    products' magnitudes: the Frechet distance moves by ~1e-8 relative at 50k x 2048
+    (``benchmarks/bench_metrics.py``; 1.6e-7 with a condition number of 2.5e10), four orders of
+    magnitude below its sampling error, in half the time. A covariance of fewer than 2F rows is
+    singular or nearly so, and the square roots of its near-zero eigenvalues amplify that rounding
+    (4e-4 relative at 1,200 x 2048): float64 then, which costs little at so few rows.
+    ``float64_products=True`` multiplies in float64 everywhere (the reference for the tests).
 
     Args:
         features: float array ``[N, F]``, one row per item; N >= 2.
@@ -68,7 +71,7 @@ def gaussian_statistics(
     if n < 2:
         raise ValueError(f"{name}: a covariance needs at least 2 samples, got {n}")
     device = torch.device(device)
-    products = covariance_products(features.dtype, device, float64_products=float64_products)
+    products = covariance_products(features.dtype, device, n, f, float64_products=float64_products)
     if chunk_rows is None:
         chunk_rows = 4096 if products == np.float32 else 16384
     if chunk_rows < 1:
@@ -85,11 +88,15 @@ def gaussian_statistics(
     return sums.mean_and_covariance(n)
 
 
-def covariance_products(dtype: np.dtype, device: str | torch.device, *, float64_products: bool = False) -> np.dtype:
-    """The dtype :func:`gaussian_statistics` multiplies features of ``dtype`` in on ``device``:
-    float32 for float32 features on the CPU (unless ``float64_products``), else float64."""
+def covariance_products(
+    dtype: np.dtype, device: str | torch.device, rows: int, features: int, *, float64_products: bool = False
+) -> np.dtype:
+    """The dtype :func:`gaussian_statistics` multiplies ``[rows, features]`` of ``dtype`` in on
+    ``device``: float32 for float32 features of at least ``2 * features`` rows on the CPU (unless
+    ``float64_products``), else float64."""
     cpu_float32 = np.dtype(dtype) == np.float32 and torch.device(device).type == "cpu"
-    return np.dtype(np.float32 if cpu_float32 and not float64_products else np.float64)
+    well_determined = rows >= 2 * features
+    return np.dtype(np.float32 if cpu_float32 and well_determined and not float64_products else np.float64)
 
 
 class _HostMomentSums:
