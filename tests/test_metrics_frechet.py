@@ -143,7 +143,9 @@ def test_frechet_distance_of_one_pass_statistics_matches_numpy_statistics():
     numpy_stats = [(x.astype(np.float64).mean(axis=0), np.cov(x.astype(np.float64), rowvar=False)) for x in (a, b)]
     expected = frechet_distance(*numpy_stats[0], *numpy_stats[1])
     exact = {"float64_products": True}
-    got = frechet_distance(*gaussian_statistics(a, chunk_rows=256, **exact), *gaussian_statistics(b, chunk_rows=100, **exact))
+    got = frechet_distance(
+        *gaussian_statistics(a, chunk_rows=256, **exact), *gaussian_statistics(b, chunk_rows=100, **exact)
+    )
     assert got == pytest.approx(expected, rel=1e-9) and expected > 0.1
 
 
@@ -194,7 +196,9 @@ def test_frechet_distance_with_float32_products_matches_float64_products(f, n1, 
     rng = np.random.default_rng(f)
     a = _features(rng, n1, f).astype(np.float32)
     b = (_features(rng, n2, f, shift=shift) * 1.1).astype(np.float32)
-    exact = frechet_distance(*gaussian_statistics(a, float64_products=True), *gaussian_statistics(b, float64_products=True))
+    exact = frechet_distance(
+        *gaussian_statistics(a, float64_products=True), *gaussian_statistics(b, float64_products=True)
+    )
     fast = frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
     assert fast == pytest.approx(exact, rel=1e-6) and fast != exact
 

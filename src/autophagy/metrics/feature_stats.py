@@ -10,7 +10,8 @@ statistics in a ``.npz`` file beside its cached features.
 
 A cache file is valid for the features it was computed from, not for a path: it records the
 sha256 of the features (:func:`features_digest`: dtype, shape and bytes), ``k``, the centre and
-the precision of the covariance's products (:func:`.frechet.covariance_products`), and is recomputed, then atomically rewritten, when any differs or the file is unreadable.
+the precision of the covariance's products (:func:`.frechet.covariance_products`), and is
+recomputed, then atomically rewritten, when any differs or the file is unreadable.
 """
 
 from __future__ import annotations
