@@ -1,13 +1,18 @@
-"""Per-sample-index noise, images/s: the former one-CPU-generator-per-row method against the Philox
-noise of ``autophagy.models.noise`` on the CPU (and on CUDA when present). Issue 4, item 5.
+"""Per-sample-index noise, images/s: the former one-CPU-generator-per-row method, the Philox noise
+of ``autophagy.models.noise`` in torch ops and in one fused kernel, and ``torch.randn`` (what a plain
+loop draws, with no per-index guarantee) on the CPU (and on CUDA when present). Issue 4, item 5;
+issue 15, item 4.
 
     nice .venv/bin/python benchmarks/bench_noise.py [--repeat 5] [--threads N] [--json out.json]
 
-The workload is one DDPM ancestral step's noise for a batch: ``rows`` samples of ``shape``. The
-reference draws each row with ``torch.randn`` from a CPU ``torch.Generator`` seeded by
-``SeedSequence([seed, index, stream])`` (what diffusers' ``DDPMScheduler.step`` did with a list of
-generators) and, for a CUDA target, copies the batch to the GPU. Each figure is the median of
-``--repeat`` timed runs after one warm-up run; CUDA timings synchronise the device.
+The workloads are one ancestral step's noise for a batch: ``rows`` samples of ``shape`` (the
+default experiment's 1,024 8x8 digits among them). The reference draws each row with
+``torch.randn`` from a CPU ``torch.Generator`` seeded by ``SeedSequence([seed, index, stream])``
+(what diffusers' ``DDPMScheduler.step`` did with a list of generators) and, for a CUDA target,
+copies the batch to the GPU. ``philox fused`` is ``index_noise(fused=True)``: on a CPU Inductor's
+compiled loop (compiled in the warm-up run, outside the timing), on CUDA the Triton kernel. Each
+figure is the median of ``--repeat`` timed runs after one warm-up run; CUDA timings synchronise
+the device.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from bench_eval import median_seconds  # benchmarks/ is on sys.path when run as 
 
 from autophagy.models.noise import index_noise
 
-WORKLOADS = {"cifar 3x32x32": (1024, (3, 32, 32)), "digits 3x8x8": (256, (3, 8, 8))}
+WORKLOADS = {
+    "cifar 3x32x32": (1024, (3, 32, 32)),
+    "digits 3x8x8": (256, (3, 8, 8)),
+    "digits 1x8x8": (1024, (1, 8, 8)),
+}
 SEED, STREAM = 0, 1
 
 
@@ -50,40 +59,52 @@ def rate(method, rows: int, shape: tuple[int, ...], device: torch.device, repeat
 
 
 def philox_noise(seed, start, count, shape, stream, device) -> torch.Tensor:
-    return index_noise(seed, start, count, shape, stream=stream, device=device)
+    return index_noise(seed, start, count, shape, stream=stream, device=device, fused=False)
+
+
+def philox_fused_noise(seed, start, count, shape, stream, device) -> torch.Tensor:
+    return index_noise(seed, start, count, shape, stream=stream, device=device, fused=True)
+
+
+def randn_noise(seed, start, count, shape, stream, device) -> torch.Tensor:
+    return torch.randn((count, *shape), device=device)
+
+
+METHODS = {
+    "per-row generators": per_row_generator_noise,
+    "philox": philox_noise,
+    "philox fused": philox_fused_noise,
+    "torch.randn": randn_noise,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     results = []
-    for name, (rows, shape) in WORKLOADS.items():
+    for name in args.workloads:
+        rows, shape = WORKLOADS[name]
         for device in devices:
-            old = rate(per_row_generator_noise, rows, shape, device, args.repeat)
-            new = rate(philox_noise, rows, shape, device, args.repeat)
+            rates = {method: rate(fn, rows, shape, device, args.repeat) for method, fn in METHODS.items()}
             results.append(
-                {
-                    "workload": name,
-                    "rows": rows,
-                    "device": device.type,
-                    "per_row_images_per_s": old,
-                    "philox_images_per_s": new,
-                    "philox_over_per_row": new / old,
-                }
+                {"workload": name, "rows": rows, "device": device.type}
+                | {f"{method} images_per_s": value for method, value in rates.items()}
+                | {"philox_over_per_row": rates["philox"] / rates["per-row generators"]}
+                | {"fused_over_philox": rates["philox fused"] / rates["philox"]}
+                | {"fused_over_randn": rates["philox fused"] / rates["torch.randn"]}
             )
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {args.repeat}")
-    print(f"{'workload':<14} {'rows':>5} {'device':<6} {'per-row img/s':>14} {'philox img/s':>14} {'ratio':>8}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, median of {args.repeat}; images/s")
+    print(f"{'workload':<14} {'rows':>5} {'device':<6} " + " ".join(f"{m:>18}" for m in METHODS))
     for r in results:
-        print(
-            f"{r['workload']:<14} {r['rows']:>5} {r['device']:<6} {r['per_row_images_per_s']:>14,.0f} "
-            f"{r['philox_images_per_s']:>14,.0f} {r['philox_over_per_row']:>8.2f}"
-        )
+        figures = " ".join(f"{r[f'{m} images_per_s']:>18,.0f}" for m in METHODS)
+        print(f"{r['workload']:<14} {r['rows']:>5} {r['device']:<6} {figures}")
     if args.json:
         payload = {
             "torch": torch.__version__,

@@ -196,3 +196,12 @@ def test_bench_startup_measures_the_import_share_with_and_without_the_stage_serv
     off, on = result["startup"]["off"], result["startup"]["on"]
     assert on["import_seconds"] < off["import_seconds"] and on["share"] < off["share"]
     assert off["processes"] >= 5 and result["speedup"] > 0
+
+
+def test_bench_noise_times_every_noise_method(tmp_path):
+    result = _bench(tmp_path, "bench_noise.py", "--repeat", "1", "--workloads", "digits 3x8x8", "--threads", "1")
+    (row,) = result["results"]
+    assert row["rows"] == 256 and row["device"] == "cpu"
+    for method in ("per-row generators", "philox", "philox fused", "torch.randn"):
+        assert row[f"{method} images_per_s"] > 0, method
+    assert row["fused_over_philox"] == pytest.approx(row["philox fused images_per_s"] / row["philox images_per_s"])

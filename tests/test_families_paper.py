@@ -245,17 +245,27 @@ def test_ddim_with_eta_1_over_all_steps_is_the_ancestral_sampler():
 @pytest.mark.parametrize("steps", [1000, 7])
 @pytest.mark.parametrize("clip", [True, False])
 def test_ancestral_step_is_diffusers_step_with_the_noise_supplied(variance, steps, clip):
-    """At every timestep (all T, or 7 spaced ones), ancestral_step with z equals diffusers'
-    DDPMScheduler.step drawing that same z from a generator."""
+    """At every timestep (all T, or 7 spaced ones), ancestral_step with z is diffusers'
+    DDPMScheduler.step drawing that same z from a generator, run with its schedule in float64: in
+    float64 to 1e-12, and in float32 to 5e-6. (Its coefficients are Python floats; diffusers' own
+    float32 run, with float32 coefficients, is up to 3e-4 off the float64 one: the x0 prediction
+    divides by sqrt(abar_t), 0.0064 at t = T, which amplifies their rounding.)"""
     cfg = DDPMModelConfig(num_steps=steps, ancestral_variance=variance, clip_denoised=clip)
     scheduler = make_scheduler(cfg, "ancestral")
+    in_float64 = make_scheduler(cfg, "ancestral")
+    for name in ("alphas_cumprod", "alphas", "betas", "one"):
+        setattr(in_float64, name, getattr(in_float64, name).double())
     generator = torch.Generator().manual_seed(0)
-    x = 1.5 * torch.randn((8, 1, 3, 3), generator=generator)  # so that the x0 prediction is often clipped
-    eps = torch.randn((8, 1, 3, 3), generator=generator)
+    x = 1.5 * torch.randn((8, 1, 3, 3), generator=generator, dtype=torch.float64)  # x0 is often clipped
+    eps = torch.randn((8, 1, 3, 3), generator=generator, dtype=torch.float64)
     for k, t in enumerate(scheduler.timesteps):
-        expected = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(k), return_dict=False)[0]
-        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(k)) if t > 0 else None
-        torch.testing.assert_close(ancestral_step(scheduler, eps, t, x, z), expected, rtol=0, atol=1e-6)
+        expected = in_float64.step(eps, t, x, generator=torch.Generator().manual_seed(k), return_dict=False)[0]
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(k), dtype=torch.float64) if t > 0 else None
+        assert expected.dtype == torch.float64
+        torch.testing.assert_close(ancestral_step(scheduler, eps, t, x, z), expected, rtol=0, atol=1e-12)
+        z32 = None if z is None else z.float()
+        ours32 = ancestral_step(scheduler, eps.float(), t, x.float(), z32)
+        torch.testing.assert_close(ours32.double(), expected, rtol=0, atol=5e-6)
 
 
 def test_ddpm_loss_of_a_zero_network_is_one():

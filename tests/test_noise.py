@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from autophagy.models import noise
-from autophagy.models.noise import _mulhilo_, index_noise, philox4x32_10
+from autophagy.models.noise import MASK32, PHILOX_M, PHILOX_W, index_noise, philox4x32_10
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,13 +58,29 @@ def test_philox_broadcasts_its_counter_words():
     assert [int(w[1, 2]) for w in words] == [int(w) for w in one]
 
 
-def test_mulhilo_is_the_exact_64_bit_product():
-    multiplier = 0xD2511F53
-    values = [0, 1, 0xFFFF, 0x10000, 0xFFFFFFFF, *np.random.default_rng(0).integers(0, 2**32, 100).tolist()]
-    word = torch.tensor(values, dtype=torch.int64)
-    lo = _mulhilo_(multiplier, word, torch.empty_like(word))
-    assert word.tolist() == [(multiplier * v) >> 32 for v in values]
-    assert lo.tolist() == [(multiplier * v) & 0xFFFFFFFF for v in values]
+def philox_in_python_integers(counter: tuple[int, ...], key: tuple[int, int]) -> tuple[int, ...]:
+    """Random123's Philox-4x32-10 round by round in Python's unbounded integers (no wrap-around to trust)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_ in range(10):
+        if round_:
+            k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
+        p0, p1 = PHILOX_M[0] * c0, PHILOX_M[1] * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & MASK32, (p0 >> 32) ^ c3 ^ k1, p0 & MASK32
+    return c0, c1, c2, c3
+
+
+def test_philox_is_the_integer_arithmetic_on_random_and_extreme_words():
+    """The in-place int64 rounds (products modulo 2^64, low words masked only after the last round)
+    give Philox's exact words for 200 random counters and keys and the words' extreme values."""
+    rng = np.random.default_rng(0)
+    counters = [tuple(int(v) for v in rng.integers(0, 2**32, 4)) for _ in range(200)]
+    counters += [(MASK32, MASK32, MASK32, MASK32), (0, MASK32, 0, MASK32), (2**31, 2**31 - 1, 2**31, 1)]
+    key = (0xFFFFFFFE, 0x80000001)
+    words = philox4x32_10(tuple(torch.tensor(column, dtype=torch.int64) for column in zip(*counters)), key)
+    assert [tuple(int(w[i]) for w in words) for i in range(len(counters))] == [
+        philox_in_python_integers(c, key) for c in counters
+    ]
 
 
 def test_rows_do_not_depend_on_how_the_range_is_split():
@@ -86,15 +102,18 @@ def test_chunked_rows_are_the_one_pass_rows(monkeypatch):
 
 
 FUSED_CHECK = """
+import math
 import torch
-from autophagy.models.noise import index_noise
+from autophagy.models.noise import index_noise, philox_key
+from autophagy.models.noise_kernel import fused_index_noise
 cases = [(0, 0, 5, (3, 4, 4), 1), (7, 2**40, 3, (7,), 999), (1, 2**33 - 2, 4, (2,), 5)]
 for seed, start, count, shape, stream in cases:
-    fused = index_noise(seed, start, count, shape, stream=stream, fused=True)
-    assert fused.shape == (count, *shape) and fused.dtype == torch.float32
-    eager = index_noise(seed, start, count, shape, stream=stream, fused=False)
+    key, size = philox_key(seed, stream), math.prod(shape)
+    fused = fused_index_noise(key, start, count, size, "cpu")
+    assert fused.shape == (count, size) and fused.dtype == torch.float32
+    eager = index_noise(seed, start, count, shape, stream=stream, fused=False).reshape(count, size)
     torch.testing.assert_close(fused, eager, rtol=0, atol=1e-6)
-    assert torch.equal(fused[1:], index_noise(seed, start + 1, count - 1, shape, stream=stream, fused=True))
+    assert torch.equal(fused[1:], fused_index_noise(key, start + 1, count - 1, size, "cpu"))
 print("ok")
 """
 
@@ -139,6 +158,18 @@ def test_kolmogorov_smirnov_against_the_normal(draws):
     assert stats.kstest(draws.flatten().numpy(), "norm").pvalue > 1e-3
 
 
+def test_the_compiled_cpu_kernel_is_the_torch_noise():
+    """``fused=True`` on a CPU (Inductor's C++ loop, compiled once for every shape): the normals of
+    the eager ops to float32 rounding of log/cos/sin, the same split invariance, any row length."""
+    cases = [(0, 0, 64, (1, 8, 8), 1), (7, 2**40, 3, (7,), 999), (1, 2**33 - 2, 5, (3, 5, 5), 5)]
+    for seed, start, count, shape, stream in cases:
+        fused = index_noise(seed, start, count, shape, stream=stream, fused=True)
+        assert fused.shape == (count, *shape) and fused.dtype == torch.float32
+        torch.testing.assert_close(fused, index_noise(seed, start, count, shape, stream=stream), rtol=0, atol=1e-6)
+        assert torch.equal(fused[2:], index_noise(seed, start + 2, count - 2, shape, stream=stream, fused=True))
+    assert index_noise(0, 0, 0, (7,), fused=True).shape == (0, 7)
+
+
 def test_dtypes_and_device():
     z32 = index_noise(3, 0, 64, (7,), device="cpu")
     z64 = index_noise(3, 0, 64, (7,), dtype=torch.float64)
@@ -179,7 +210,7 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_a_fused_kernel_that_fails_falls_back_to_torch_ops_once_with_a_warning(monkeypatch):
     """The automatic choice (a CUDA device, here stood in for by patching the choice) survives a
     Triton compiler failure: a warning, the same noise from torch ops, and no second attempt."""
-    from autophagy.models import noise, noise_kernel
+    from autophagy.models import noise
 
     attempts = []
 
@@ -189,7 +220,7 @@ def test_a_fused_kernel_that_fails_falls_back_to_torch_ops_once_with_a_warning(m
 
     monkeypatch.setattr(noise, "_TRITON_FAILED", [])
     monkeypatch.setattr(noise, "_fused_by_default", lambda device, work: not noise._TRITON_FAILED)
-    monkeypatch.setattr(noise_kernel, "fused_index_noise", failing_kernel)
+    monkeypatch.setattr(noise, "_fused_kernel", lambda device: failing_kernel)
     expected = noise.index_noise(3, 5, 4, (3, 2, 2), fused=False)
     with pytest.warns(UserWarning, match="fused noise kernel failed .*RuntimeError"):
         first = noise.index_noise(3, 5, 4, (3, 2, 2))

@@ -123,3 +123,30 @@ def test_bf16_compiled_cuda_sampling_agrees_with_the_fp64_reference_on_fd():
     assert np.abs(fast.astype(np.int16) - reference.astype(np.int16)).mean() < 2
     cpu = model.sample(N_SAMPLES, seed=3, batch_size=256, device="cpu", precision="fp64")
     assert abs(raw_fd(cpu, rows) - fd_reference) <= 0.01 * fd_reference  # CUDA's reference path is the CPU's
+
+
+def test_compiled_sampling_makes_its_step_noise_in_the_compiled_kernel(monkeypatch):
+    """Under ``sample.compile`` the per-step noise (DDPM's ancestral z) comes from the fused kernel
+    (on a CPU Inductor's loop): the same samples as the eager noise up to its float32 rounding."""
+    from autophagy.models import image
+
+    cfg = load_config(None, ["model.family=ddpm", "model.sampler=ancestral", "model.num_steps=10"]).model
+    torch.manual_seed(0)
+    model = build_model(cfg, (8, 8, 1))
+    calls = []
+    real_index_noise = image.index_noise
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["fused"])
+        return real_index_noise(*args, **kwargs)
+
+    monkeypatch.setattr(image, "index_noise", spy)
+    x_t = torch.randn(6, 1, 8, 8)
+    out = {}
+    for compiled in (False, True):
+        net = SamplingNetwork(model.ema.eval(), SamplingSpeed("fp32", compiled), torch.device("cpu"))
+        with torch.inference_mode():
+            out[compiled] = model.sample_batch(net, x_t, seed=5, start=3)
+    assert calls == [None] * 9 + [True] * 9  # t > 0: 9 of the 10 steps add noise
+    torch.testing.assert_close(out[True], out[False], rtol=0, atol=1e-5)
+    assert not torch.equal(out[True], x_t)

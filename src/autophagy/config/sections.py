@@ -224,7 +224,7 @@ class SampleConfig:
 
     batch_size: int = 1024  # samples per sampling batch (memory only: each sample's noise is seeded by its index)
     precision: str = "auto"  # fp64 (float64 sampler state, the reference) | fp32 | bf16 (CUDA autocast) | auto
-    compile: bool = False  # torch.compile the network for sampling (image families; compiling first takes minutes)
+    compile: bool = False  # torch.compile the network and noise kernel for sampling (image families; minutes at first)
     n_eval: int = 2000  # samples per generation for the metrics (50k in the paper)
     temperature: float = 1.0  # base-noise scale; for text a logit divisor (sampling bias, Alemohammad 2024); 1: none
     curation_k: int = 1  # curation (Ferbach et al. 2024): keep 1 of curation_k candidates per sample; 1: off

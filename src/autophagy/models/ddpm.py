@@ -29,9 +29,10 @@ from torch import nn
 
 from autophagy.config import DDPMModelConfig
 from autophagy.models.image import ImageModel
-from autophagy.models.noise import index_noise
 
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B] or [1]) -> eps [B, ...]; the samplers pass [1]
+EpsModel = Callable[
+    [torch.Tensor, torch.Tensor], torch.Tensor
+]  # (x_t [B, ...], t [B] or [1]) -> eps [B, ...]; the samplers pass [1]
 
 
 def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMScheduler | DDIMScheduler:
@@ -66,7 +67,9 @@ def ancestral_step(
     * sigma^2 = beta (``fixed_large``) or (1 - abar_{t'}) / (1 - abar_t) beta (``fixed_small``, Eq. 7,
       clamped at 1e-20); x_{t'} = mu + sigma z.
 
-    The arithmetic of diffusers' ``DDPMScheduler.step`` (epsilon prediction), with the noise supplied.
+    The arithmetic of diffusers' ``DDPMScheduler.step`` (epsilon prediction), with the noise supplied
+    and the coefficients in float64 (diffusers' are float32 tensors, whose rounding the division by
+    sqrt(abar_t) amplifies: its float32 steps are up to 3e-4 off the float64 ones, these 2e-6).
     """
     config = scheduler.config
     variance_type = config.variance_type
@@ -76,19 +79,20 @@ def ancestral_step(
             f"got {config.prediction_type!r}, thresholding={config.thresholding}, {variance_type!r}"
         )
     prev_t = scheduler.previous_timestep(t)
-    abar_t = scheduler.alphas_cumprod[t]
-    abar_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else abar_t.new_ones(())
+    abar_t = float(scheduler.alphas_cumprod[t])
+    abar_prev = float(scheduler.alphas_cumprod[prev_t]) if prev_t >= 0 else 1.0
     alpha, beta = abar_t / abar_prev, 1 - abar_t / abar_prev
-    x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
+    # Python-float coefficients and in-place updates of one new tensor: 6 passes over the batch.
+    x0 = torch.add(x, eps, alpha=-((1 - abar_t) ** 0.5)).mul_(abar_t**-0.5)
     if config.clip_sample:
-        x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    mean = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + (alpha**0.5 * (1 - abar_prev) / (1 - abar_t)) * x
+        x0.clamp_(-config.clip_sample_range, config.clip_sample_range)
+    mean = x0.mul_(abar_prev**0.5 * beta / (1 - abar_t)).add_(x, alpha=alpha**0.5 * (1 - abar_prev) / (1 - abar_t))
     if t <= 0:
         return mean
     if noise is None:
         raise ValueError(f"ancestral_step needs noise at timestep {int(t)} > 0")
-    variance = beta if variance_type == "fixed_large" else ((1 - abar_prev) / (1 - abar_t) * beta).clamp(min=1e-20)
-    return mean + variance**0.5 * noise.to(x)
+    variance = beta if variance_type == "fixed_large" else max((1 - abar_prev) / (1 - abar_t) * beta, 1e-20)
+    return mean.add_(noise.to(x), alpha=variance**0.5)
 
 
 def ancestral_sample(
@@ -153,10 +157,7 @@ class DDPMModel(ImageModel):
         cfg: DDPMModelConfig = dataclasses.replace(self.cfg, **options)
         cfg.validate()
         scheduler = make_scheduler(cfg)
-
-        def step_noise(i: int) -> torch.Tensor:
-            return index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i, device=noise.device)
-
+        step_noise = self.step_noise(net, seed, start, noise)
         if cfg.sampler == "ancestral":
             return ancestral_sample(net, noise, scheduler, step_noise)
         return ddim_sample(net, noise, scheduler, cfg.eta, step_noise)

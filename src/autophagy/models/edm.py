@@ -22,7 +22,6 @@ from torch import nn
 
 from autophagy.config import EDMModelConfig
 from autophagy.models.image import ImageModel
-from autophagy.models.noise import index_noise
 from autophagy.models.unet import SongUNet
 
 
@@ -120,8 +119,5 @@ class EDMModel(ImageModel):
     def sample_batch(self, net: nn.Module, noise: torch.Tensor, seed: int, start: int, **options: Any) -> torch.Tensor:
         """The Heun sampler from ``noise`` [B, C, H, W], its iterate in ``noise``'s dtype (float64 or float32)."""
         cfg: EDMModelConfig = self.cfg
-
-        def churn(i: int) -> torch.Tensor:
-            return index_noise(seed, start, noise.shape[0], self.noise_shape, stream=1 + i, device=noise.device)
-
+        churn = self.step_noise(net, seed, start, noise)
         return heun_sample(net, noise, cfg, churn_noise=churn, state_dtype=noise.dtype)

@@ -8,6 +8,7 @@ per row (the residual MLP: ~11 % of its multiply-adds; ``benchmarks/bench_sampli
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from autophagy.models.mlp import MLPDenoiser
+from autophagy.models.noise import index_noise
+from autophagy.models.sampling import fused_noise
 from autophagy.models.torch_model import TorchGenerativeModel
 
 
@@ -34,6 +37,17 @@ class ImageModel(TorchGenerativeModel):
     @property
     def noise_shape(self) -> tuple[int, ...]:
         return self.image_shape
+
+    def step_noise(self, net: nn.Module, seed: int, start: int, like: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        """``step_noise(i)``: the noise z ``[B, C, H, W]`` of sampler step ``i`` for rows ``start ..
+        start + B`` (B = ``like``'s rows), stream ``1 + i`` of ``seed`` made on ``like``'s device;
+        in one compiled kernel when ``net`` is compiled for sampling."""
+        count, device, fused = like.shape[0], like.device, fused_noise(net)
+
+        def noise(i: int) -> torch.Tensor:
+            return index_noise(seed, start, count, self.noise_shape, stream=1 + i, device=device, fused=fused)
+
+        return noise
 
     def encode(self, rows: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).to(torch.float32)

@@ -36,24 +36,19 @@ PHILOX_ROUNDS = 10
 Words = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _mulhilo_(multiplier: int, word: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """``multiplier * word`` (both 32-bit) in place: ``word`` becomes the high 32 bits, ``lo`` the low ones.
-
-    The product is below 2^64; torch's int64 multiply keeps it modulo 2^64 in two's complement
-    (as every CPU and CUDA integer unit does), so its bits are the exact unsigned product: the high
-    word is ``(p >> 32) & (2^32 - 1)`` (the mask undoes the arithmetic shift's sign fill) and the
-    low word ``p & (2^32 - 1)``. Four passes over the words. Returns ``lo``.
-    """
-    torch.mul(word, multiplier, out=lo)
-    torch.bitwise_right_shift(lo, 32, out=word).bitwise_and_(MASK32)
-    return lo.bitwise_and_(MASK32)
-
-
 def philox4x32_10(counter: Words, key: tuple[int, int]) -> Words:
     """Philox-4x32-10 of ``counter`` (4 broadcastable int64 tensors holding 32-bit words) under ``key``.
 
     Returns the 4 output words: int64 tensors of the broadcast shape, values in [0, 2^32). The
-    rounds run in place in 5 buffers of that shape (allocating is what costs most on a CPU).
+    rounds run in place in 5 buffers of that shape (allocating is what costs most on a CPU), 10
+    passes over them per round:
+
+    * a 32x32-bit product is one int64 multiply: below 2^64, torch keeps it modulo 2^64 in two's
+      complement (as every CPU and CUDA integer unit does), so its low 32 bits are the low word and
+      its arithmetic shift by 32 has the high word in its low 32 bits;
+    * the low words (the next ``c1``, ``c3``) are left unmasked: bits above 32 only reach the
+      multiplied words through a XOR, which is masked to 32 bits before the next multiply. The two
+      unmasked words are masked once, after the last round.
     """
     if any(c.dtype != torch.int64 for c in counter):
         raise TypeError("philox4x32_10 needs int64 counter words")
@@ -66,12 +61,14 @@ def philox4x32_10(counter: Words, key: tuple[int, int]) -> Words:
     for round_ in range(PHILOX_ROUNDS):
         if round_:
             k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
-        lo0 = _mulhilo_(PHILOX_M[0], c0, free)  # c0 := hi0
-        c0.bitwise_xor_(c3).bitwise_xor_(k1)  # the next c2 = hi0 ^ c3 ^ k1; c3 is free now
-        lo1 = _mulhilo_(PHILOX_M[1], c2, c3)  # c2 := hi1
-        c2.bitwise_xor_(c1).bitwise_xor_(k0)  # the next c0 = hi1 ^ c1 ^ k0; c1 is free now
+        lo0 = torch.mul(c0, PHILOX_M[0], out=free)
+        torch.bitwise_right_shift(lo0, 32, out=c0)  # hi0 in the low 32 bits
+        c0.bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(MASK32)  # the next c2 = hi0 ^ c3 ^ k1; c3 is free now
+        lo1 = torch.mul(c2, PHILOX_M[1], out=c3)
+        torch.bitwise_right_shift(lo1, 32, out=c2)
+        c2.bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(MASK32)  # the next c0 = hi1 ^ c1 ^ k0; c1 is free now
         c0, c1, c2, c3, free = c2, lo1, c0, lo0, c1
-    return c0, c1, c2, c3
+    return c0, c1.bitwise_and_(MASK32), c2, c3.bitwise_and_(MASK32)
 
 
 def philox_key(seed: int, stream: int) -> tuple[int, int]:
@@ -96,11 +93,14 @@ def index_noise(
     ``dtype`` is float64 and in float32 otherwise, so the values agree across dtypes to rounding.
     ``seed``, ``start``, ``count`` and ``stream`` are non-negative integers with ``start + count < 2^63``.
 
-    ``fused`` (None: on CUDA when Triton is installed, for float32 work) makes the noise in one
-    Triton kernel (:mod:`autophagy.models.noise_kernel`): the same integer words, its log/cos/sin
-    may differ from torch's in the last float bits. Otherwise torch ops run over chunks of about
-    ``CHUNK_WORDS`` words (on a CPU the chunk's buffers stay in cache: the same values, ~3x faster
-    than one pass over the whole batch); peak memory is then the output plus ~2 MB.
+    ``fused`` makes float32 noise in one kernel: on CUDA a Triton kernel
+    (:mod:`autophagy.models.noise_kernel`), on a CPU Inductor's C++ loop
+    (:mod:`autophagy.models.noise_compiled`, compiled once per process: tens of seconds the first
+    time on a machine). Either gives the same integer words; its log/cos/sin may differ from
+    torch's in the last float bits. None: fused on CUDA when Triton is installed, never on a CPU.
+    Otherwise torch ops run over chunks of about ``CHUNK_WORDS`` words (on a CPU the chunk's
+    buffers stay in cache: the same values, ~3x faster than one pass over the whole batch); peak
+    memory is then the output plus ~2 MB.
     """
     for name, value in (("seed", seed), ("start", start), ("count", count), ("stream", stream)):
         if int(value) != value or value < 0:
@@ -119,11 +119,9 @@ def index_noise(
     if fused:
         if work != torch.float32:
             raise ValueError(f"the fused noise kernel makes float32 noise, got dtype {dtype}")
-        from autophagy.models.noise_kernel import fused_index_noise
-
         try:
-            return fused_index_noise(key, start, count, size, device).reshape(count, *shape).to(dtype)
-        except Exception as err:  # Triton's compiler on a device it has not met: torch ops make the same words
+            return _fused_kernel(device)(key, start, count, size, device).reshape(count, *shape).to(dtype)
+        except Exception as err:  # a compiler on a device it has not met: torch ops make the same words
             if not automatic:
                 raise
             _TRITON_FAILED.append(err)
@@ -154,6 +152,15 @@ def _box_muller_into(z: torch.Tensor, words: Words) -> None:
         angle = b.to(work).add_(0.5).mul_(2 * math.pi * 2.0**-32)  # 2 pi u_b
         torch.cos(angle, out=z[:, :, pair, 0]).mul_(radius)
         torch.sin(angle, out=z[:, :, pair, 1]).mul_(radius)
+
+
+def _fused_kernel(device: torch.device):
+    """``kernel(key, start, count, size, device) -> float32 [count, size]`` for ``device``."""
+    if device.type == "cpu":
+        from autophagy.models.noise_compiled import compiled_index_noise as kernel
+    else:
+        from autophagy.models.noise_kernel import fused_index_noise as kernel
+    return kernel
 
 
 def _fused_by_default(device: torch.device, work: torch.dtype) -> bool:

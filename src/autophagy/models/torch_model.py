@@ -22,7 +22,13 @@ from torch import nn
 from autophagy.config import TrainConfig
 from autophagy.models.base import GenerativeModel, LogFn, ModelError, TrainingDivergedError, TrainReport
 from autophagy.models.noise import index_noise
-from autophagy.models.sampling import SamplingSpeed, compile_for_sampling, resolve_sampling, sampling_network
+from autophagy.models.sampling import (
+    SamplingSpeed,
+    compile_for_sampling,
+    fused_noise,
+    resolve_sampling,
+    sampling_network,
+)
 
 CHECK_EVERY_STEPS = 25  # how often the loss is synced to the host and checked for NaN
 
@@ -369,7 +375,8 @@ class TorchGenerativeModel(GenerativeModel):
         pending = None  # the previous batch and the event marking its end on the compute stream
         for first in range(start, start + n, batch_size):
             count = min(batch_size, start + n - first)
-            noise = index_noise(seed, first, count, self.noise_shape, device=target) * temperature
+            noise = index_noise(seed, first, count, self.noise_shape, device=target, fused=fused_noise(net))
+            noise = noise * temperature
             x = self.sample_batch(net, noise.to(speed.state_dtype), seed, first, **options).to(torch.float32)
             if pending is not None:
                 out.append(self._decode_on(copies, *pending))
