@@ -30,9 +30,8 @@ from torch import nn
 from autophagy.config import DDPMModelConfig
 from autophagy.models.image import ImageModel
 
-EpsModel = Callable[
-    [torch.Tensor, torch.Tensor], torch.Tensor
-]  # (x_t [B, ...], t [B] or [1]) -> eps [B, ...]; the samplers pass [1]
+# (x_t [B, ...], t [B] or [1]) -> eps [B, ...]; the samplers pass [1]
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_scheduler(cfg: DDPMModelConfig, sampler: str | None = None) -> DDPMScheduler | DDIMScheduler:
