@@ -163,6 +163,11 @@ CMD ["autophagy", "--help"]
 
 # The commit goes last: an ARG in scope is part of the cache key of every later RUN step, so
 # declared at the top it made each new commit rebuild the 5 GB of dependency layers.
+# buildah (1.28) keys an ENV or LABEL step on its text before ${} expansion: after a commit that
+# changed no copied file (docs only) both were cache hits that kept the previous commit. A RUN
+# step's key holds the build args in scope, so this one gives each commit its own parent layer
+# for the two steps below, and prints the commit in the build log.
 ARG GIT_COMMIT=unknown
+RUN echo "autophagy image of commit ${GIT_COMMIT}"
 LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV AUTOPHAGY_GIT_COMMIT=${GIT_COMMIT}

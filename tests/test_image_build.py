@@ -57,3 +57,38 @@ def test_build_image_and_run_inside():
     assert proc.returncode == 0, f".ci/build_image.sh exited {proc.returncode}\n{report}"
     missing = [p for p in EXPECTED if not re.search(p, proc.stdout, flags=re.MULTILINE)]
     assert not missing, f"expected output lines missing: {missing}\n{report}"
+
+
+def test_a_commit_that_changes_no_copied_file_records_its_own_commit(tmp_path):
+    """buildah keys ENV/LABEL steps on their unexpanded text: an image built after a docs-only
+    commit once kept the previous commit's AUTOPHAGY_GIT_COMMIT. An empty commit on top of HEAD
+    reuses every cached layer up to the commit stamp and must still record itself."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    built = {}
+    for message in ("first", "second"):
+        subprocess.run(["git", "commit", "--quiet", "--allow-empty", "-m", message], cwd=clone, env=env, check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+        proc = subprocess.run(
+            [str(clone / ".ci" / "build_image.sh")],
+            cwd=clone,
+            env={**env, "AUTOPHAGY_SMOKE": "0"},
+            capture_output=True,
+            text=True,
+            timeout=int(os.environ.get("AUTOPHAGY_IMAGE_BUILD_TIMEOUT", "5400")),
+            check=False,
+        )
+        report = f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, f"build of the {message} empty commit exited {proc.returncode}\n{report}"
+        assert re.search(rf"^records commit {head}$", proc.stdout, flags=re.MULTILINE), report
+        assert re.search(r"^smoke stage skipped \(AUTOPHAGY_SMOKE=0\)", proc.stdout, flags=re.MULTILINE), report
+        built[message] = int(re.search(r"^layer cache: (\d+) steps reused$", proc.stdout, flags=re.MULTILINE)[1])
+    # the second build differs from the first only in the commit: all but the stamp steps are reused
+    assert built["second"] >= 30, built

@@ -168,6 +168,29 @@ def test_an_execution_that_raises_ends_its_runs_failed_or_killed(gaussian, tmp_p
     assert len(runs) == 2 and {r.info.status for r in runs} == {status} and all(r.info.end_time for r in runs)
 
 
+@pytest.mark.parametrize("no_checkout", ["no git on PATH", "not a git checkout"])
+def test_inside_the_image_runs_carry_the_commit_it_was_built_from(monkeypatch, tmp_path, no_checkout):
+    """The image has neither git nor a checkout; its Dockerfile sets AUTOPHAGY_GIT_COMMIT."""
+    if no_checkout == "no git on PATH":
+        monkeypatch.setenv("PATH", str(tmp_path))
+    else:
+        monkeypatch.setenv("GIT_DIR", str(tmp_path / "no-repository"))
+    monkeypatch.delenv(tracking.IMAGE_COMMIT_ENV, raising=False)
+    assert "mlflow.source.git.commit" not in tracking.provenance()
+    monkeypatch.setenv(tracking.IMAGE_COMMIT_ENV, "unknown")  # the Dockerfile's default: no commit given
+    assert "mlflow.source.git.commit" not in tracking.provenance()
+    monkeypatch.setenv(tracking.IMAGE_COMMIT_ENV, "0123abc")
+    assert tracking.provenance()["mlflow.source.git.commit"] == "0123abc"
+
+
+def test_a_checkout_names_its_own_commit_over_the_image_variable(monkeypatch):
+    monkeypatch.setenv(tracking.IMAGE_COMMIT_ENV, "0123abc")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(tracking.__file__).parent, capture_output=True, text=True
+    ).stdout.strip()
+    assert len(head) == 40 and tracking.provenance()["mlflow.source.git.commit"] == head
+
+
 def test_keep_checkpoints_logs_generation_zero_the_last_and_every_kth(gaussian, tiny_cfg):
     kept = [g for g in range(4) if tracking.keeps_checkpoint(gaussian, g)]
     assert kept == [0, 2, 3]

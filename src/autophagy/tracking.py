@@ -311,15 +311,23 @@ def provenance() -> dict[str, str]:
     return tags
 
 
+#: Set by the Dockerfile to the commit the image was built from (its ``GIT_COMMIT`` build arg).
+IMAGE_COMMIT_ENV = "AUTOPHAGY_GIT_COMMIT"
+
+
 def _git_commit() -> str | None:
-    """The commit of the source tree autophagy runs from, or None outside a git checkout."""
+    """The commit of the source tree autophagy runs from; inside the image, which holds no git
+    checkout, the commit it was built from (``AUTOPHAGY_GIT_COMMIT``); else None."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+        done = None
+    if done is not None and done.returncode == 0:
+        return done.stdout.strip()
+    built_from = os.environ.get(IMAGE_COMMIT_ENV, "")
+    return built_from if built_from not in ("", "unknown") else None
 
 
 def keeps_checkpoint(cfg: ExperimentConfig, generation: int) -> bool:
