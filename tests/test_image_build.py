@@ -43,17 +43,23 @@ EXPECTED = [
 ]
 
 
-def test_build_image_and_run_inside():
-    assert SCRIPT.is_file() and os.access(SCRIPT, os.X_OK), f"{SCRIPT} missing or not executable"
+def _build_image(repo: Path, **env: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ``repo``'s .ci/build_image.sh; the process and a report of its output's tails."""
     proc = subprocess.run(
-        [str(SCRIPT)],
-        cwd=REPO_ROOT,
+        [str(repo / ".ci" / "build_image.sh")],
+        cwd=repo,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=int(os.environ.get("AUTOPHAGY_IMAGE_BUILD_TIMEOUT", "5400")),
         check=False,
     )
-    report = f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+    return proc, f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
+
+
+def test_build_image_and_run_inside():
+    assert SCRIPT.is_file() and os.access(SCRIPT, os.X_OK), f"{SCRIPT} missing or not executable"
+    proc, report = _build_image(REPO_ROOT)
     assert proc.returncode == 0, f".ci/build_image.sh exited {proc.returncode}\n{report}"
     missing = [p for p in EXPECTED if not re.search(p, proc.stdout, flags=re.MULTILINE)]
     assert not missing, f"expected output lines missing: {missing}\n{report}"
@@ -65,27 +71,14 @@ def test_a_commit_that_changes_no_copied_file_records_its_own_commit(tmp_path):
     reuses every cached layer up to the commit stamp and must still record itself."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
+    author = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    committer = {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
     built = {}
     for message in ("first", "second"):
-        subprocess.run(["git", "commit", "--quiet", "--allow-empty", "-m", message], cwd=clone, env=env, check=True)
+        commit = ["git", "commit", "--quiet", "--allow-empty", "-m", message]
+        subprocess.run(commit, cwd=clone, env={**os.environ, **author, **committer}, check=True)
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
-        proc = subprocess.run(
-            [str(clone / ".ci" / "build_image.sh")],
-            cwd=clone,
-            env={**env, "AUTOPHAGY_SMOKE": "0"},
-            capture_output=True,
-            text=True,
-            timeout=int(os.environ.get("AUTOPHAGY_IMAGE_BUILD_TIMEOUT", "5400")),
-            check=False,
-        )
-        report = f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+        proc, report = _build_image(clone, AUTOPHAGY_SMOKE="0")
         assert proc.returncode == 0, f"build of the {message} empty commit exited {proc.returncode}\n{report}"
         assert re.search(rf"^records commit {head}$", proc.stdout, flags=re.MULTILINE), report
         assert re.search(r"^smoke stage skipped \(AUTOPHAGY_SMOKE=0\)", proc.stdout, flags=re.MULTILINE), report
