@@ -28,19 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from small_configs import SMALL_TEXT, SMALL_TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 COMMON = ["loop.generations=1", "loop.seeds=[0]", "tracking.enabled=false", "train.device=cpu"]
-SMALL_TRAIN = [
-    "train.init_checkpoint=null",
-    "train.gen0_budget_kimg=0.064",
-    "train.budget_kimg=0.032",
-    "train.batch_size=16",
-    "train.lr_warmup_kimg=0",
-    "train.ema_halflife_kimg=0.01",
-]
 SMALL_UNET = [
     "model.model_channels=16",
     "model.channel_mult=[1,2]",
@@ -51,19 +44,6 @@ SMALL_UNET = [
     "sample.batch_size=32",
     "evaluate.features=raw",
     "evaluate.grid_size=16",
-    *SMALL_TRAIN,
-]
-SMALL_TEXT = [
-    "data.n_train=64",
-    "data.n_test=32",
-    "data.vocab_size=300",
-    "data.seq_len=16",
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=16",
-    "sample.n_eval=32",
-    "sample.batch_size=32",
-    "evaluate.max_reference=32",
     *SMALL_TRAIN,
 ]
 FROM_SCRATCH_TEXT = [

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from small_configs import SMALL_TEXT
 
 from autophagy.config import format_lambda, load_config
 from autophagy.layout import PERPLEXITY_SAMPLES_FILE, RunLayout
@@ -33,23 +34,9 @@ CONFIG = REPO / "configs" / "tinytext-lm.yaml"
 BIN = Path(sys.executable).parent
 IMAGE = "registry.example.com/autophagy:test"
 NAME = "tinytext-lm"
-#: tests/test_every_config.py's SMALL_TEXT, two lambdas, one seed, two generations after generation 0.
+#: The small causal LM of tests/test_every_config.py, two lambdas, one seed, two generations after generation 0.
 REDUCED = [
-    "data.n_train=64",
-    "data.n_test=32",
-    "data.vocab_size=300",
-    "data.seq_len=16",
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=16",
-    "sample.n_eval=32",
-    "sample.batch_size=32",
-    "evaluate.max_reference=32",
-    "train.gen0_budget_kimg=0.064",
-    "train.budget_kimg=0.032",
-    "train.batch_size=16",
-    "train.lr_warmup_kimg=0",
-    "train.ema_halflife_kimg=0.01",
+    *SMALL_TEXT,
     "train.device=cpu",
     "loop.lambdas=[0, inf]",
     "loop.seeds=[0]",
