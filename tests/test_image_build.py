@@ -71,12 +71,10 @@ def test_a_commit_that_changes_no_copied_file_records_its_own_commit(tmp_path):
     reuses every cached layer up to the commit stamp and must still record itself."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
-    author = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
-    committer = {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
     built = {}
     for message in ("first", "second"):
-        commit = ["git", "commit", "--quiet", "--allow-empty", "-m", message]
-        subprocess.run(commit, cwd=clone, env={**os.environ, **author, **committer}, check=True)
+        identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+        subprocess.run(["git", *identity, "commit", "--quiet", "--allow-empty", "-m", message], cwd=clone, check=True)
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
         proc, report = _build_image(clone, AUTOPHAGY_SMOKE="0")
         assert proc.returncode == 0, f"build of the {message} empty commit exited {proc.returncode}\n{report}"

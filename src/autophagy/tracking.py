@@ -322,10 +322,10 @@ def _git_commit() -> str | None:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
         )
+        if done.returncode == 0:
+            return done.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
-        done = None
-    if done is not None and done.returncode == 0:
-        return done.stdout.strip()
+        pass  # no git (the image) or a hung one: the image's variable below
     built_from = os.environ.get(IMAGE_COMMIT_ENV, "")
     return built_from if built_from not in ("", "unknown") else None
 
